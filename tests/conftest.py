@@ -1,0 +1,55 @@
+"""Shared fixtures: a real PostgreSQL database for the test session.
+
+The server is the one `DATABASE_URL` points to, otherwise an embedded server in a temporary
+directory. Either way the session gets a fresh database, migrated, dropped at the end.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2.extensions import make_dsn
+
+from modules import db
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+REFERENCE_DIR = DATA_DIR / "graphcast_reference"
+DATA_TABLES = ("predictions", "forecast_runs", "era5_fields", "era5_static_fields", "era5_grids")
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """URL of the PostgreSQL server the tests use (its maintenance database)."""
+    return os.environ.get("DATABASE_URL") or db.embedded_url(tmp_path_factory.mktemp("pgdata"))
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh, migrated database for this test session, as a libpq connection string."""
+    name = f"graphcast_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(pg_server_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    url = make_dsn(pg_server_url, dbname=name)
+    conn = db.connect(url)
+    db.apply_migrations(conn)
+    conn.close()
+    yield url
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture
+def clean_db(database_url: str) -> str:
+    """The session database with every data table emptied; returns its URL."""
+    conn = db.connect(database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE")
+    conn.close()
+    return database_url

@@ -1,0 +1,58 @@
+"""Migrations and the ERA5 store against a real PostgreSQL."""
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from modules import db, era5_store
+from modules.era5_store import Grid
+
+
+def test_migrations_reapplied_are_a_no_op(database_url: str) -> None:
+    conn = db.connect(database_url)
+    assert db.apply_migrations(conn) == []
+    with conn.cursor() as cur:
+        cur.execute("SELECT version FROM schema_migrations ORDER BY version")
+        versions = [row[0] for row in cur.fetchall()]
+    assert versions == [v for v, _ in db.migration_files()]
+    conn.close()
+
+
+def test_field_round_trip_is_bit_identical(clean_db: str) -> None:
+    grid = Grid.from_coordinates(np.arange(-90, 91, 10.0), np.arange(0, 360, 10.0))
+    when = datetime(2022, 1, 1, 6, tzinfo=timezone.utc)
+    field = np.random.default_rng(0).normal(280, 10, grid.shape).astype(np.float32)
+    conn = db.connect(clean_db)
+    with conn, conn.cursor() as cur:
+        era5_store.write_fields(cur, grid, when, {("temperature", 850): field})
+        era5_store.write_fields(cur, grid, when, {("temperature", 850): field})  # idempotent
+        got = era5_store.read_fields(cur, grid, when, [("temperature", 850), ("temperature", 500)])
+        cur.execute("SELECT count(*) FROM era5_fields")
+        assert cur.fetchone()[0] == 1
+    assert list(got) == [("temperature", 850)]
+    assert got[("temperature", 850)].tobytes() == field.tobytes()
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "lat, lon, message",
+    [
+        (np.arange(-80, 81, 10.0), np.arange(0, 360, 10.0), "global"),
+        (np.array([-90, -80, -50, 90.0]), np.arange(0, 360, 10.0), "regular"),
+        (np.arange(-90, 91, 10.0), np.arange(0, 180, 10.0), "360"),
+    ],
+)
+def test_grid_rejects_irregular_or_regional(lat, lon, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        Grid.from_coordinates(lat, lon)
+
+
+def test_nan_field_is_refused(clean_db: str) -> None:
+    grid = Grid.from_coordinates(np.arange(-90, 91, 10.0), np.arange(0, 360, 10.0))
+    field = np.zeros(grid.shape, np.float32)
+    field[3, 4] = np.nan
+    conn = db.connect(clean_db)
+    with pytest.raises(ValueError, match="NaN"), conn, conn.cursor() as cur:
+        era5_store.write_fields(cur, grid, datetime(2022, 1, 1, tzinfo=timezone.utc),
+                                {("2m_temperature", 0): field})
+    conn.close()
