@@ -1,0 +1,1 @@
+"""Our PyTorch implementation of GraphCast inference (loads official checkpoints)."""
