@@ -130,11 +130,13 @@ def _sun_position(j2000_days: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def _hourly_tisr(end_j2000_days: float, tsi: float, lat_rad: np.ndarray, lon_rad: np.ndarray) -> np.ndarray:
     """TISR (J m^-2) over the hour ending at one instant, on the (lat, lon) grid."""
-    solar_time, sin_decl, cos_decl, distance_au = _sun_position(_integration_instants(end_j2000_days))
-    # Trapezoidal weights (s) times the irradiance reaching 1 m^2 facing the Sun (W m^-2).
-    weights = np.full(solar_time.shape, INTEGRATION_SECONDS / INTEGRATION_BINS)
-    weights[[0, -1]] /= 2
-    weights *= tsi / distance_au**2
+    trapezoid = np.full(INTEGRATION_BINS + 1, INTEGRATION_SECONDS / INTEGRATION_BINS)  # seconds
+    trapezoid[[0, -1]] /= 2
+    # Float32 rounding makes several instants equal: evaluate each distinct one once.
+    instants, which = np.unique(_integration_instants(end_j2000_days), return_inverse=True)
+    seconds = np.bincount(which, weights=trapezoid)
+    solar_time, sin_decl, cos_decl, distance_au = _sun_position(instants)
+    weights = seconds * tsi / distance_au**2  # J m^-2 per unit sine of the solar altitude
     cos_hour = cos_decl[:, None] * np.cos(2 * np.pi * solar_time[:, None] + lon_rad[None, :])  # (bin, lon)
     out = np.empty((lat_rad.size, lon_rad.size))
     rows = max(1, _MAX_CHUNK_ELEMENTS // cos_hour.size)
