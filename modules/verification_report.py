@@ -72,17 +72,20 @@ def _plot_model(model: str, scores: list[Score], path: Path) -> None:
     fig, axes = plt.subplots(len(groups) + 1, 1, figsize=(10, 4 + 3.5 * len(groups)),
                              squeeze=False)
     lead_ax = axes[0, 0]
+    leads: set[int] = set()
     for colour, (label, group) in enumerate(groups.items()):
         by_lead = sorted((s for s in group if s.site is None and s.lead_hours is not None),
                          key=lambda s: s.lead_hours)
-        leads = [s.lead_hours for s in by_lead]
-        lead_ax.plot(leads, [s.rmse for s in by_lead], "o-", color=f"C{colour}",
+        leads.update(s.lead_hours for s in by_lead)
+        lead_ax.plot([s.lead_hours for s in by_lead], [s.rmse for s in by_lead], "o-", color=f"C{colour}",
                      label=f"{label} ({model})")
-        lead_ax.plot(leads, [s.persistence_rmse for s in by_lead], "s--", color=f"C{colour}",
+        lead_ax.plot([s.lead_hours for s in by_lead], [s.persistence_rmse for s in by_lead], "s--", color=f"C{colour}",
                      label=f"{label} (persistence)")
         _site_bars(axes[colour + 1, 0], label, group)
+    units = sorted({s.unit for s in scores})
     lead_ax.set(title=f"{model}: RMSE by lead time, all sites", xlabel="lead time (h)",
-                ylabel="RMSE")
+                ylabel=f"RMSE ({', '.join(units)})", xticks=sorted(leads))
+    lead_ax.set_ylim(bottom=0)
     lead_ax.legend(fontsize="small")
     lead_ax.grid(alpha=0.3)
     fig.tight_layout()
