@@ -225,9 +225,11 @@ def _parser() -> argparse.ArgumentParser:
                " plots could not be written.",
     )
     parser.add_argument("--since", type=_parse_since, metavar="DATE",
-                        help="only verify forecasts initialised at or after DATE (ISO 8601,"
-                             " UTC unless an offset is given)")
-    parser.add_argument("--model", metavar="NAME", help="only this model (default: all)")
+                        help="only pair forecasts initialised at or after DATE (ISO 8601,"
+                             " UTC unless an offset is given); scores always cover every"
+                             " stored pair")
+    parser.add_argument("--model", metavar="NAME",
+                        help="only pair, score and report this model (default: all)")
     parser.add_argument("--plot-dir", type=Path, default=DEFAULT_PLOT_DIR, metavar="DIR",
                         help=f"where the PNG plots go (default: {DEFAULT_PLOT_DIR})")
     return parser
