@@ -3,6 +3,7 @@ idempotent re-runs, predictions waiting for their truth, grid choice and filters
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from psycopg2.extensions import connection as Connection
 
 from graphcast_api.interpolation import bilinear
+from modules import db
 from modules.era5_store import Grid
 from modules.verification import Score, verify
 
@@ -176,3 +178,16 @@ def test_model_and_since_filters(conn: Connection) -> None:
     everything = verify(conn, since=T0)
     assert everything.new_pairs == len(SITES) * len(LEADS)
     assert {s.model for s in everything.scores} == {"other", MODEL}
+
+
+def test_concurrent_runs_pair_each_prediction_once(conn: Connection, clean_db: str) -> None:
+    _store_cycle(conn)
+    connections = [db.connect(clean_db) for _ in range(2)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            summaries = list(pool.map(verify, connections))
+    finally:
+        for connection in connections:
+            connection.close()
+    assert sorted(s.new_pairs for s in summaries) == [0, len(SITES) * len(LEADS)]
+    assert _count(conn, "verification_pairs") == len(SITES) * len(LEADS)
