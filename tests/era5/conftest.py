@@ -74,3 +74,68 @@ def conn(clean_db: str) -> Iterator:
     connection = db.connect(clean_db)
     yield connection
     connection.close()
+
+
+def cds_axes(step: float) -> tuple[np.ndarray, np.ndarray]:
+    """CDS-style axes: latitudes descending 90..-90, longitudes 0..360-step."""
+    return np.arange(90, -90 - step / 2, -step), np.arange(0, 360, step)
+
+
+def cds_netcdf(path: Path, fields: dict[str, np.ndarray], times: list[str],
+               levels: list[int] | None = None, step: float = 10.0,
+               units: dict[str, str] | None = None, old_style: bool = False) -> Path:
+    """Write a CDS ERA5 NetCDF file. Each field is (time, [level,] lat, lon) with latitudes
+    descending. New-style names (`valid_time`, `pressure_level`) unless `old_style`."""
+    lat, lon = cds_axes(step)
+    time_dim = "time" if old_style else "valid_time"
+    level_dim = "level" if old_style else "pressure_level"
+    dims = (time_dim, level_dim, "latitude", "longitude") if levels else (
+        time_dim, "latitude", "longitude")
+    coords = {time_dim: pd.to_datetime(times).values, "latitude": lat, "longitude": lon}
+    if levels:
+        coords[level_dim] = np.array(levels, dtype=np.float64)
+    if not old_style:
+        coords["number"] = 0
+        coords["expver"] = (time_dim, np.array(["0001"] * len(times)))
+    units = units or {}
+    ds = xr.Dataset({name: (dims, data.astype(np.float32), {"units": units[name]} if name in
+                            units else {}) for name, data in fields.items()}, coords=coords)
+    ds.to_netcdf(path)
+    return path
+
+
+def grib_message(short_name: str, values: np.ndarray, when: str, level: int = 0,
+                 edition: int = 1, accumulation_hours: int = 0) -> bytes:
+    """One GRIB message from eccodes' sample templates on a global regular grid with
+    latitudes descending; `values` is (lat, lon) in that order. Accumulations end at `when`."""
+    import eccodes
+
+    n_lat, n_lon = values.shape
+    step = 360.0 / n_lon
+    handle = eccodes.codes_grib_new_from_samples(f"regular_ll_sfc_grib{edition}")
+    try:
+        for key, value in (("Ni", n_lon), ("Nj", n_lat), ("iDirectionIncrementInDegrees", step),
+                           ("jDirectionIncrementInDegrees", step), ("jScansPositively", 0),
+                           ("latitudeOfFirstGridPointInDegrees", 90.0),
+                           ("latitudeOfLastGridPointInDegrees", -90.0),
+                           ("longitudeOfFirstGridPointInDegrees", 0.0),
+                           ("longitudeOfLastGridPointInDegrees", 360.0 - step)):
+            eccodes.codes_set(handle, key, value)
+        eccodes.codes_set(handle, "typeOfLevel", "isobaricInhPa" if level else "surface")
+        eccodes.codes_set(handle, "level", level)
+        eccodes.codes_set(handle, "shortName", short_name)
+        start = pd.Timestamp(when) - pd.Timedelta(hours=accumulation_hours)
+        eccodes.codes_set(handle, "dataDate", int(start.strftime("%Y%m%d")))
+        eccodes.codes_set(handle, "dataTime", int(start.strftime("%H%M")))
+        if accumulation_hours:
+            eccodes.codes_set(handle, "stepType", "accum")
+            eccodes.codes_set(handle, "startStep", 0)
+            eccodes.codes_set(handle, "endStep", accumulation_hours)
+        eccodes.codes_set(handle, "bitsPerValue", 24)
+        if np.isnan(values).any():
+            eccodes.codes_set(handle, "bitmapPresent", 1)
+            values = np.where(np.isnan(values), eccodes.codes_get(handle, "missingValue"), values)
+        eccodes.codes_set_values(handle, np.ascontiguousarray(values, dtype=np.float64).ravel())
+        return eccodes.codes_get_message(handle)
+    finally:
+        eccodes.codes_release(handle)
