@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from dotenv import load_dotenv
+from dotenv import dotenv_values
 
 from graphcast_api.app import DEFAULT_MAX_BODY_BYTES, ServiceLimits, create_app, set_model
 from graphcast_api.model_card import Forecaster
@@ -78,8 +78,8 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
 
 def resolve_settings(args: argparse.Namespace) -> ServeSettings:
     """Command line, else environment (after reading `.env`), else defaults."""
-    load_dotenv(PROJECT_ROOT / ".env", override=False)
-    value = {option: getattr(args, option, None) or os.environ.get(env) or default
+    environment = {**dotenv_values(PROJECT_ROOT / ".env"), **os.environ}
+    value = {option: getattr(args, option, None) or environment.get(env) or default
              for option, (env, default) in ENV.items()}
     for option in ("checkpoint", "stats_dir"):
         if not value[option]:
@@ -95,7 +95,7 @@ def resolve_settings(args: argparse.Namespace) -> ServeSettings:
         max_body_bytes=(int(positive("max_body_mb", max_body_mb) * 1024**2) if max_body_mb
                         else DEFAULT_MAX_BODY_BYTES),
         queue_wait_s=positive("queue_wait_s", value["queue_wait_s"]),
-        token=os.environ.get(TOKEN_ENV) or None,
+        token=environment.get(TOKEN_ENV) or None,
     )
     return ServeSettings(checkpoint, stats_dir, value["host"],
                          int(positive("port", value["port"])), value["precision"],
