@@ -55,7 +55,7 @@ class ConfigError(ValueError):
     """A missing or invalid option; the message says which."""
 
 
-def add_parser(subcommands: argparse._SubParsersAction) -> None:
+def add_commands(subcommands: argparse._SubParsersAction) -> None:
     """Register the `serve` subcommand."""
     parser = subcommands.add_parser(
         "serve", help="serve a GraphCast checkpoint over HTTP (docs/api.md)",
