@@ -25,10 +25,3 @@ def reference_server(stats_dir: Path) -> Iterator[str]:
             "--precision", "fp32", "--device", "cpu", "--queue-wait-s", "120"]
     with serve_command(args) as (url, _):
         yield url
-
-
-@pytest.fixture(scope="session")
-def reference_server() -> Iterator[str]:  # TEMP stand-in
-    from api_helpers import SlowPersistence, serve_in_thread
-    with serve_in_thread(SlowPersistence(0)) as url:
-        yield url
