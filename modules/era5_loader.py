@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,10 @@ from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
 from modules import db, era5_store
+from modules.era5_download import FORMATS, download_day
 from modules.era5_sources import (GRAPHCAST_LAYOUT, FieldRef, InvalidDataError, Source,
                                   UnreadableFileError, open_source, sniff_format)
+from modules.era5_status import cycle_status, cycles_of_days
 from modules.era5_store import Grid
 from modules.era5_variables import (ATMOSPHERIC_KIND, DEFAULT_GRID_STEP,
                                     HOURLY_PRECIPITATION, PRECIPITATION_6HR,
@@ -40,6 +42,8 @@ EXIT_UNREADABLE = 3     # file missing, unreadable, or not NetCDF/GRIB
 EXIT_INVALID_DATA = 4   # unknown variable, units, coordinates, grid, NaN/inf, missing hours
 EXIT_DATABASE = 5       # database unreachable or failing
 EXIT_DOWNLOAD = 6       # CDS request or download failed (download command)
+
+DEFAULT_DOWNLOAD_DIR = Path(__file__).resolve().parent.parent / "data" / "era5"
 
 
 @dataclass(frozen=True)
@@ -323,9 +327,86 @@ def load_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def download_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m modules.era5_loader download",
+        description="Download from the Copernicus Climate Data Store the ERA5 that the four "
+                    "cycles of each date need (cdsapi; key in ~/.cdsapirc or CDSAPI_URL and "
+                    "CDSAPI_KEY), then load it.", epilog=EXIT_CODES_HELP)
+    parser.add_argument("--date", dest="dates", action="append", required=True,
+                        type=date.fromisoformat, metavar="YYYY-MM-DD", help="repeatable")
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DOWNLOAD_DIR,
+                        help=f"where the files go (default: {DEFAULT_DOWNLOAD_DIR})")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="netcdf")
+    parser.add_argument("--grid-step", type=_grid_step, default=DEFAULT_GRID_STEP, metavar="DEG",
+                        help=f"grid to store on (default {DEFAULT_GRID_STEP})")
+    return parser
+
+
+def download_and_load(dates: Sequence[date], directory: Path, data_format: str,
+                      grid_step: float) -> int:
+    """Download and load each date in turn; the exit code of the first failure."""
+    try:
+        import cdsapi
+
+        client = cdsapi.Client(quiet=True, progress=False)
+    except Exception as exc:  # cdsapi raises a bare Exception for missing configuration
+        log.error("cannot set up the CDS client: %s (put your key in ~/.cdsapirc or set "
+                  "CDSAPI_URL and CDSAPI_KEY)", exc)
+        return EXIT_DOWNLOAD
+    for day in sorted(set(dates)):
+        try:
+            paths = download_day(client, day, directory, data_format)
+        except Exception as exc:  # requests, cdsapi and ecmwf-datastores errors alike
+            log.error("CDS download for %s failed: %s", day, exc)
+            return EXIT_DOWNLOAD
+        code = load_files(paths, grid_step)
+        if code != EXIT_OK:
+            return code
+    return EXIT_OK
+
+
+def status_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m modules.era5_loader status",
+        description="List the 6-hourly cycles of the last N days as complete, incomplete "
+                    "(with the missing fields) or absent in the ERA5 store.",
+        epilog=EXIT_CODES_HELP)
+    parser.add_argument("--days", type=int, default=10, help="how many days (default 10)")
+    parser.add_argument("--until", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",
+                        help="last day (default: today, UTC)")
+    parser.add_argument("--grid-step", type=_grid_step, default=DEFAULT_GRID_STEP, metavar="DEG",
+                        help=f"the model grid (default {DEFAULT_GRID_STEP})")
+    return parser
+
+
+def print_status(days: int, until: date | None, grid_step: float) -> int:
+    until = until or datetime.now(timezone.utc).date()
+    try:
+        conn = open_database()
+        with conn, conn.cursor() as cur:
+            statuses = cycle_status(cur, global_grid(grid_step), cycles_of_days(until, days))
+        conn.close()
+    except (psycopg2.Error, OSError, RuntimeError) as exc:
+        log.error("database error: %s", str(exc).strip())
+        return EXIT_DATABASE
+    for item in statuses:
+        line = f"{item.init_time:%Y-%m-%dT%H:%M}Z  {item.state}"
+        if item.missing:
+            line += "  missing: " + "; ".join(item.missing)
+        print(line)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if argv[:1] == ["download"]:
+        args = download_parser().parse_args(argv[1:])
+        return download_and_load(args.dates, args.dir, args.format, args.grid_step)
+    if argv[:1] == ["status"]:
+        args = status_parser().parse_args(argv[1:])
+        return print_status(args.days, args.until, args.grid_step)
     args = load_parser().parse_args(argv)
     return load_files(args.files, args.grid_step)
 
