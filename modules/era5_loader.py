@@ -93,7 +93,7 @@ class Orientation:
         return cls(grid, lat_order, lon_order)
 
     def apply(self, field: np.ndarray) -> np.ndarray:
-        return field[self.lat_order][:, self.lon_order]
+        return field[np.ix_(self.lat_order, self.lon_order)]
 
 
 def _unit_factor(path: Path, variable: Era5Variable, ref: FieldRef) -> float:
