@@ -181,18 +181,20 @@ def write_random_checkpoint(path: Path) -> None:
     partial.replace(path)
 
 
-def port_is_free(port: int) -> bool:
+def ensure_port_free(port: int) -> None:
+    """DemoError unless nothing listens on 127.0.0.1:`port`."""
     with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise DemoError(f"port {port} on 127.0.0.1 is taken (another GraphCast API or "
+                            f"another program): stop it, or run the demo with --port N",
+                            EXIT_PORT_TAKEN)
 
 
 @contextmanager
 def api_service(files: DemoFiles, port: int, env: dict[str, str]) -> Iterator[str]:
     """Start `python -m graphcast_api serve` in the background, wait until /health says ok,
     yield its URL; stop it on the way out."""
-    if not port_is_free(port):
-        raise DemoError(f"port {port} on 127.0.0.1 is taken (another GraphCast API or another "
-                        f"program): stop it, or run the demo with --port N", EXIT_PORT_TAKEN)
+    ensure_port_free(port)
     url = f"http://127.0.0.1:{port}"
     LOG_DIR.mkdir(exist_ok=True)
     log_path = LOG_DIR / "demo-api.log"
@@ -214,7 +216,7 @@ def api_service(files: DemoFiles, port: int, env: dict[str, str]) -> Iterator[st
         except subprocess.TimeoutExpired:
             service.kill()
             service.wait()
-        print(f"\n==> GraphCast API stopped", flush=True)
+        print("\n==> GraphCast API stopped", flush=True)
 
 
 def wait_until_healthy(url: str, service: subprocess.Popen, log_path: Path) -> None:
@@ -248,9 +250,10 @@ def fetch_rows(sql: str, params: tuple = ()) -> list[tuple]:
 
 
 def print_check_query() -> None:
+    rows = fetch_rows(CHECK_QUERY)
     print(f"\n==> The seed's check query\n    {CHECK_QUERY}")
     print(f"    {'forecast_time':<27}{'count':>6}{'avg(value)':>14}")
-    for forecast_time, count, average in fetch_rows(CHECK_QUERY):
+    for forecast_time, count, average in rows:
         print(f"    {forecast_time.isoformat():<27}{count:>6}{average:>14.3f}")
 
 
@@ -336,6 +339,7 @@ OFFLINE_BANNER = """
 
 
 def run_demo(offline: bool, port: int, base_url: str) -> None:
+    ensure_port_free(port)
     api_url = f"http://127.0.0.1:{port}"
     env = child_env(api_url)
     mode = choose_mode(offline, base_url)
