@@ -141,7 +141,7 @@ class SiteForecast(BaseModel):
 class Timings(BaseModel):
     """Server-side durations of this forecast, seconds."""
 
-    decode_s: float = Field(description="Parsing, checking and decoding the request.")
+    decode_s: float = Field(description="Receiving, parsing, checking and decoding the request.")
     inference_s: float = Field(description="Running the model (forcings and all steps).")
     interpolate_s: float = Field(description="Interpolating the forecast at the sites.")
     total_s: float = Field(description="From receiving the body to the response, incl. waiting.")

@@ -81,7 +81,6 @@ def create_app(limits: ServiceLimits = ServiceLimits(), model: Forecaster | None
     app.state.queue = ForecastQueue(limits.queue_wait_s)
     add_error_handlers(app)
     add_routes(app)
-    app.openapi_schema = None
     app.openapi = lambda: openapi_with_forecast_request(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     if limits.token:

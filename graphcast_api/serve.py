@@ -125,7 +125,8 @@ def load_forecaster(settings: ServeSettings) -> Forecaster:
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted. Exit 0 on shutdown, 2 for bad options, 3 if loading fails,
     4 if the address cannot be bound."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = resolve_settings(args)
     except ConfigError as error:
