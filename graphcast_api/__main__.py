@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from graphcast_api import weights
+from graphcast_api import serve, weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="GraphCast inference: weights, service.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     weights.add_commands(commands)
+    serve.add_commands(commands)
     return parser
 
 
