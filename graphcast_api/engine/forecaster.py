@@ -80,7 +80,7 @@ class Forecaster:
         """Load an official checkpoint `.npz` and a directory with the three stats files.
 
         cache_dir: where built graphs are kept (default: see graph.default_cache_dir);
-        compile: torch.compile the network (default: on CPU, unless GRAPHCAST_COMPILE=0).
+        compile: torch.compile the network (default: see network._compile_enabled).
         """
         loaded = load_checkpoint(Path(checkpoint))
         stem = Path(checkpoint).stem

@@ -29,6 +29,7 @@ from graphcast_api.engine.graph import EdgeSet, GraphCastGraphs
 
 _LOG = logging.getLogger(__name__)
 _LAYER_NORM_EPS = 1e-5  # haiku's default
+_COMPILE_MIN_MESH_EDGES = 50_000
 
 
 class Mlp(NamedTuple):
@@ -162,10 +163,16 @@ def _by_receiver(edges: EdgeSet) -> EdgeSet:
     return EdgeSet(edges.senders[order], edges.receivers[order], edges.features[order])
 
 
-def _compile_enabled(device: torch.device) -> bool:
-    """torch.compile on CPU unless GRAPHCAST_COMPILE=0 (it needs a C++ compiler)."""
-    setting = os.environ.get("GRAPHCAST_COMPILE", "1" if device.type == "cpu" else "0")
-    return setting not in ("0", "false", "no", "")
+def _compile_enabled(device: torch.device, num_mesh_edges: int) -> bool:
+    """Whether to torch.compile: GRAPHCAST_COMPILE=1/0 if set, else on CPU for full-size meshes.
+
+    Compiling costs tens of seconds once per process (it needs a C++ compiler); it pays off
+    from GraphCast_small's mesh (81,900 edges) up, not for small test meshes.
+    """
+    setting = os.environ.get("GRAPHCAST_COMPILE")
+    if setting is not None:
+        return setting.strip().lower() not in ("0", "false", "no", "")
+    return device.type == "cpu" and num_mesh_edges >= _COMPILE_MIN_MESH_EDGES
 
 
 class GraphCastNetwork:
@@ -228,20 +235,31 @@ class GraphCastNetwork:
             _mlp(full, "mesh2grid_gnn", "processor_nodes_0_grid_nodes"), latent, dtype)
         self.decoder = _mlp(full, "mesh2grid_gnn", "decoder_nodes_grid_nodes").cast(dtype)
 
-        use_compile = _compile_enabled(self.device) if compile is None else compile
+        use_compile = (_compile_enabled(self.device, len(mesh.senders)) if compile is None
+                       else compile)
         wrap = (lambda f: torch.compile(f, dynamic=False)) if use_compile else (lambda f: f)
         self._encode, self._process, self._decode = wrap(encode), wrap(process), wrap(decode)
 
     def __call__(self, grid_inputs: torch.Tensor) -> torch.Tensor:
         """Normalised outputs [G, B, outputs] (float32) from grid inputs [G, B, channels]."""
         with torch.inference_mode():
-            grid, mesh = self._encode(
-                grid_inputs.to(self.device), self.grid_struct, self.embed_grid, self.g2m_static,
-                self.g2m_send, self.g2m_mlp, self.g2m_senders, self.g2m_receivers, self.mesh0,
-                self.g2m_mesh_node, self.g2m_grid_node)
-            edge = self.mesh_edge0.expand(-1, grid.shape[1], -1)
-            for edge_stage, node_stage in zip(self.edge_stages, self.node_stages):
-                edge, mesh = self._process(edge, mesh, edge_stage, node_stage,
-                                           self.mesh_senders, self.mesh_receivers)
-            return self._decode(grid, mesh, self.m2g_static, self.m2g_stage, self.m2g_senders,
-                                self.m2g_grid_node, self.decoder)
+            try:
+                return self._forward(grid_inputs.to(self.device))
+            except Exception as error:  # noqa: BLE001 - e.g. no C++ compiler for torch.compile
+                if self._encode is encode:
+                    raise
+                _LOG.warning("torch.compile failed (%s); running the network eagerly", error)
+                self._encode, self._process, self._decode = encode, process, decode
+                return self._forward(grid_inputs.to(self.device))
+
+    def _forward(self, grid_inputs: torch.Tensor) -> torch.Tensor:
+        grid, mesh = self._encode(
+            grid_inputs, self.grid_struct, self.embed_grid, self.g2m_static, self.g2m_send,
+            self.g2m_mlp, self.g2m_senders, self.g2m_receivers, self.mesh0, self.g2m_mesh_node,
+            self.g2m_grid_node)
+        edge = self.mesh_edge0.expand(-1, grid.shape[1], -1)
+        for edge_stage, node_stage in zip(self.edge_stages, self.node_stages):
+            edge, mesh = self._process(edge, mesh, edge_stage, node_stage, self.mesh_senders,
+                                       self.mesh_receivers)
+        return self._decode(grid, mesh, self.m2g_static, self.m2g_stage, self.m2g_senders,
+                            self.m2g_grid_node, self.decoder)

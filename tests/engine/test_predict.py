@@ -26,12 +26,6 @@ def forecaster_like(reference_dir: Path, stats_dir: Path):
     return load_checkpoint(reference_dir / "params.npz").task_config
 
 
-@pytest.fixture(autouse=True)
-def eager(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Skip torch.compile here (its own test is in test_forecaster.py): keeps this fast."""
-    monkeypatch.setenv("GRAPHCAST_COMPILE", "0")
-
-
 def test_predict_writes_official_layout(reference_dir: Path, stats_dir: Path, tmp_path: Path,
                                         forecaster_like) -> None:
     out = tmp_path / "pred.nc"
