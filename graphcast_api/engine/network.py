@@ -185,6 +185,7 @@ def _compile_enabled(device: torch.device, num_mesh_edges: int) -> bool:
 class GraphCastNetwork:
     """GraphCast's three graph networks with their static parts precomputed."""
 
+    @torch.inference_mode()  # statics become inference tensors, like the per-step ones
     def __init__(self, params: dict[str, np.ndarray], graphs: GraphCastGraphs,
                  model_config: ModelConfig, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu", compile: bool | None = None) -> None:
