@@ -102,24 +102,24 @@ class Forecaster:
             raise ForecastInputError(f"steps must be at least 1, got {steps}")
         inputs = self._checked_inputs(inputs)
         forcings = self._target_forcings(inputs, steps, forcings)
-        task = self.task_config
-        template = xr.Dataset(coords={k: v for k, v in inputs.coords.items()
-                                      if k in ("lat", "lon", "level")})
+        template = self._target_template(inputs)
+        residual_targets = [v for v in self.task_config.target_variables if v in inputs]
         frames = []
         for step in range(steps):
             step_forcings = forcings.isel(time=[step])
-            features = np.concatenate([stack(normalize(inputs, self.stats), inputs.sizes["batch"]),
-                                       stack(normalize(step_forcings, self.stats),
-                                             inputs.sizes["batch"])], axis=-1)
-            with torch.inference_mode():
-                outputs = self.network(torch.from_numpy(features).to(self.network.device))
-            normalized = unstack(outputs.cpu().numpy(), self._target_template(inputs, template))
-            last = inputs[[v for v in task.target_variables if v in inputs]].isel(time=-1,
-                                                                                  drop=True)
+            outputs = self.network(torch.from_numpy(self.grid_features(inputs, step_forcings)))
+            normalized = unstack(outputs.cpu().numpy(), template)
+            last = inputs[residual_targets].isel(time=-1, drop=True)
             prediction = denormalize_targets(normalized, last, self.stats)
             frames.append(prediction)
             inputs = self._next_inputs(inputs, prediction, step_forcings)
         return self._assemble(frames, forcings)
+
+    def grid_features(self, inputs: xr.Dataset, step_forcings: xr.Dataset) -> np.ndarray:
+        """Normalised inputs and one step's forcings stacked per grid node [G, B, channels]."""
+        batch = inputs.sizes["batch"]
+        return np.concatenate([stack(normalize(inputs, self.stats), batch),
+                               stack(normalize(step_forcings, self.stats), batch)], axis=-1)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -181,7 +181,7 @@ class Forecaster:
         frame = add_forcings(frame, self.task_config.forcing_variables)
         return frame[list(self.task_config.forcing_variables)].astype(np.float32)
 
-    def _target_template(self, inputs: xr.Dataset, coords: xr.Dataset) -> xr.Dataset:
+    def _target_template(self, inputs: xr.Dataset) -> xr.Dataset:
         """Dataset with one time step of every target variable (values unused)."""
         batch, num_lat, num_lon = inputs.sizes["batch"], len(self.latitudes), len(self.longitudes)
         variables = {}
@@ -192,7 +192,8 @@ class Forecaster:
             else:
                 shape, dims = (batch, 1, num_lat, num_lon), ("batch", "time", "lat", "lon")
             variables[name] = (dims, np.empty(shape, np.float32))
-        return xr.Dataset(variables, coords=coords.coords)
+        coords = {k: inputs.coords[k] for k in ("lat", "lon", "level") if k in inputs.coords}
+        return xr.Dataset(variables, coords=coords)
 
     @staticmethod
     def _next_inputs(inputs: xr.Dataset, prediction: xr.Dataset,

@@ -159,7 +159,8 @@ def _cache_key(model_config: ModelConfig, lat: np.ndarray, lon: np.ndarray) -> s
     digest.update(repr((_CACHE_VERSION, model_config.mesh_size,
                         model_config.radius_query_fraction_edge_length,
                         model_config.mesh2grid_edge_normalization_factor)).encode())
-    digest.update(np.asarray(lat, np.float32).tobytes() + b"|" + np.asarray(lon, np.float32).tobytes())
+    for axis in (lat, lon):
+        digest.update(np.asarray(axis, np.float32).tobytes() + b"|")
     return digest.hexdigest()[:24]
 
 

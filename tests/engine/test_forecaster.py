@@ -9,7 +9,7 @@ import torch
 import xarray as xr
 
 from graphcast_api.engine import Forecaster, ForecastInputError
-from graphcast_api.engine.normalization import normalize, stack, unstack
+from graphcast_api.engine.normalization import unstack
 from tests.engine.tolerance import check_fp32 as _check_fp32, scale as _scale
 
 
@@ -40,9 +40,7 @@ def fp32(reference_dir: Path, stats_dir: Path, tmp_path_factory) -> Forecaster:
 
 def test_step1_grid_node_features(fp32: Forecaster, inputs, forcings,
                                   reference_dir: Path) -> None:
-    checked = fp32._checked_inputs(inputs)
-    ours = np.concatenate([stack(normalize(checked, fp32.stats), 1),
-                           stack(normalize(forcings.isel(time=[0]), fp32.stats), 1)], axis=-1)
+    ours = fp32.grid_features(fp32._checked_inputs(inputs), forcings.isel(time=[0]))
     with np.load(reference_dir / "debug_step1_grid_node_features.npz") as data:
         np.testing.assert_allclose(ours, data["grid_node_features"], rtol=1e-6, atol=1e-6)
 
@@ -50,12 +48,9 @@ def test_step1_grid_node_features(fp32: Forecaster, inputs, forcings,
 def test_step1_normalized_output(fp32: Forecaster, inputs, forcings,
                                  reference_dir: Path) -> None:
     checked = fp32._checked_inputs(inputs)
-    features = np.concatenate([stack(normalize(checked, fp32.stats), 1),
-                               stack(normalize(forcings.isel(time=[0]), fp32.stats), 1)], -1)
-    with torch.inference_mode():
-        outputs = fp32.network(torch.from_numpy(features)).numpy()
-    coords = xr.Dataset(coords={k: checked.coords[k] for k in ("lat", "lon", "level")})
-    ours = unstack(outputs, fp32._target_template(checked, coords))
+    features = fp32.grid_features(checked, forcings.isel(time=[0]))
+    outputs = fp32.network(torch.from_numpy(features)).numpy()
+    ours = unstack(outputs, fp32._target_template(checked))
     reference = _load(reference_dir / "debug_step1_normalized_output.nc")
     for name in reference.data_vars:
         np.testing.assert_allclose(ours[name].values, reference[name].values, atol=1e-4,
@@ -70,7 +65,8 @@ def test_fp32_rollout_matches_official(fp32: Forecaster, inputs, forcings,
     assert prediction["time"].values.astype("timedelta64[h]").astype(int).tolist() == \
         [6, 12, 18, 24]
     assert str(prediction["datetime"].values[0, 0]).startswith("2022-01-01T12:00")
-    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir, fp32.task_config)
+    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir,
+                fp32.task_config)
 
 
 def test_compiled_fp32_rollout_matches_official(reference_dir: Path, stats_dir: Path, inputs,
@@ -88,7 +84,8 @@ def test_rollout_with_forcings_computed(fp32: Forecaster, inputs, reference_dir:
     bare = inputs.drop_vars(["toa_incident_solar_radiation", "year_progress_sin",
                              "day_progress_cos"])
     prediction = fp32.forecast(bare, 4)
-    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir, fp32.task_config)
+    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir,
+                fp32.task_config)
 
 
 def test_bf16_rollout_within_statistical_tolerance(reference_dir: Path, stats_dir: Path,
