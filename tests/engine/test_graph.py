@@ -66,3 +66,21 @@ def test_graph_cache_round_trip(model_config, graphs, tmp_path: Path) -> None:
     other = load_or_build_graphs(model_config, LAT[1:-1], LON, tmp_path)
     assert len(other.grid_node_features) == 17 * 36
     assert len(list(tmp_path.glob("*.npz"))) == 2
+
+
+def test_graphcast_small_graph_sizes_at_native_grid(reference_dir: Path) -> None:
+    """Sizes at 1.0° and mesh 5 equal those the official code reports for GraphCast_small."""
+    import json
+
+    from graphcast_api.engine.configs import PUBLISHED_MODELS
+    from graphcast_api.engine.forecaster import grid_coordinates
+
+    manifest = json.loads((reference_dir / "param_manifests.json").read_text())
+    expected = manifest["models"]["GraphCast_small"]["graph_at_native_grid"]
+    model_config, _ = PUBLISHED_MODELS["GraphCast_small"]
+    graphs = build_graphs(model_config, *grid_coordinates(model_config.resolution))
+    assert len(graphs.grid_node_features) == expected["num_grid_nodes"]
+    assert len(graphs.mesh_node_features) == expected["num_mesh_nodes"]
+    assert len(graphs.mesh.senders) == expected["num_mesh_edges"]
+    assert len(graphs.grid2mesh.senders) == expected["num_grid2mesh_edges"]
+    assert len(graphs.mesh2grid.senders) == expected["num_mesh2grid_edges"]
