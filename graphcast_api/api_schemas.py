@@ -131,14 +131,23 @@ class SiteForecast(BaseModel):
     valid_time: datetime = Field(description="init_time + lead_hours, UTC.")
     value: float = Field(description="Bilinear interpolation of the forecast at the site.")
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "site": "Paris", "latitude": 48.8566, "longitude": 2.3522,
+        "variable": "2m_temperature", "level": 0, "unit": "K", "lead_hours": 6,
+        "valid_time": "2022-01-01T12:00:00Z", "value": 281.37,
+    }]})
+
 
 class Timings(BaseModel):
     """Server-side durations of this forecast, seconds."""
 
-    decode_s: float = Field(description="Parsing, checking and decoding the request.")
+    decode_s: float = Field(description="Receiving, parsing, checking and decoding the request.")
     inference_s: float = Field(description="Running the model (forcings and all steps).")
     interpolate_s: float = Field(description="Interpolating the forecast at the sites.")
     total_s: float = Field(description="From receiving the body to the response, incl. waiting.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"decode_s": 0.21, "inference_s": 12.8, "interpolate_s": 0.001, "total_s": 13.1}]})
 
 
 class ForecastResponse(BaseModel):
@@ -147,7 +156,7 @@ class ForecastResponse(BaseModel):
     model: str = Field(description="Name of the model that made the forecast.")
     init_time: datetime = Field(description="init_time of the request, UTC.")
     forecasts: list[SiteForecast] = Field(description="One entry per site x variable x lead.")
-    timings: Timings
+    timings: Timings = Field(description="Where the server spent the time, seconds.")
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "model": "GraphCast_small",
@@ -169,6 +178,9 @@ class Target(BaseModel):
     unit: str = Field(description="Unit of its values.")
     atmospheric: bool = Field(description="True when it has pressure levels.")
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"name": "2m_temperature", "unit": "K", "atmospheric": False}]})
+
 
 class ModelInfo(BaseModel):
     """What the served model needs and produces."""
@@ -176,7 +188,7 @@ class ModelInfo(BaseModel):
     model: str = Field(description="Model name.")
     description: str = Field(description="Description stored in the checkpoint.")
     license: str = Field(description="Licence stored in the checkpoint.")
-    grid: Grid
+    grid: Grid = Field(description="The model's grid; requests must use exactly this grid.")
     pressure_levels: list[int] = Field(description="Pressure levels, hPa, in array order.")
     input_times_hours: list[int] = Field(description="Input frame times relative to init_time.")
     surface_inputs: list[str] = Field(description="Single-level inputs, `[2, n_lat, n_lon]`.")
@@ -190,6 +202,27 @@ class ModelInfo(BaseModel):
     precision: str = Field(description="Arithmetic precision of inference, e.g. `fp32`.")
     device: str = Field(description="Device running inference, e.g. `cpu`, `cuda:0`.")
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "model": "GraphCast_small",
+        "description": "GraphCast model at 1.0deg resolution, with 13 pressure levels...",
+        "license": "The model weights are licensed under CC BY-NC-SA 4.0...",
+        "grid": ONE_DEGREE_GRID,
+        "pressure_levels": SMALL_LEVELS,
+        "input_times_hours": [-6, 0],
+        "surface_inputs": ["2m_temperature", "mean_sea_level_pressure",
+                           "10m_v_component_of_wind", "10m_u_component_of_wind",
+                           "total_precipitation_6hr"],
+        "atmospheric_inputs": ["temperature", "geopotential", "u_component_of_wind",
+                               "v_component_of_wind", "vertical_velocity", "specific_humidity"],
+        "static_inputs": ["geopotential_at_surface", "land_sea_mask"],
+        "targets": [{"name": "2m_temperature", "unit": "K", "atmospheric": False},
+                    {"name": "temperature", "unit": "K", "atmospheric": True}],
+        "step_hours": 6,
+        "max_lead_hours": 240,
+        "precision": "bf16",
+        "device": "cpu",
+    }]})
+
 
 class Health(BaseModel):
     """Readiness of the service."""
@@ -198,6 +231,9 @@ class Health(BaseModel):
         description="`ok` when forecasts can be served, `loading` while the model loads."
     )
     model: str | None = Field(default=None, description="Model name once loaded.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"status": "ok", "model": "GraphCast_small"}, {"status": "loading"}]})
 
 
 class ErrorDetail(BaseModel):

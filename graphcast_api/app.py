@@ -81,7 +81,6 @@ def create_app(limits: ServiceLimits = ServiceLimits(), model: Forecaster | None
     app.state.queue = ForecastQueue(limits.queue_wait_s)
     add_error_handlers(app)
     add_routes(app)
-    app.openapi_schema = None
     app.openapi = lambda: openapi_with_forecast_request(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     if limits.token:
@@ -108,14 +107,20 @@ def add_routes(app: FastAPI) -> None:
     @app.get("/health", response_model=Health, responses={503: {"model": Health}},
              summary="Readiness: 200 once the model is loaded, 503 while loading")
     def health(request: Request) -> JSONResponse:
+        """`ok` with the model name once the checkpoint is loaded and its graphs are built;
+        `loading` (503) before. Never needs the token."""
         model = request.app.state.model
         if model is None:
             return JSONResponse({"status": "loading"}, status_code=503)
         return JSONResponse({"status": "ok", "model": model.name})
 
-    @app.get("/v1/model", response_model=ModelInfo, responses=ERROR_RESPONSES,
+    @app.get("/v1/model", response_model=ModelInfo,
+             responses={k: ERROR_RESPONSES[k] for k in (401, 503)},
              summary="What the model needs (grid, levels, inputs) and produces (targets)")
     def model_info(request: Request) -> ModelInfo:
+        """The grid, pressure levels, inputs (surface, atmospheric, static) and targets with
+        units that `/v1/forecast` works with, plus step, longest lead time, precision and
+        device. Forcings (TISR, day/year progress) are computed by the service."""
         return model_card.describe(loaded_model(request))
 
     @app.post("/v1/forecast", response_model=ForecastResponse, responses=ERROR_RESPONSES,
@@ -126,6 +131,10 @@ def add_routes(app: FastAPI) -> None:
                       "schema": {"$ref": "#/components/schemas/ForecastRequest"}}},
               }})
     async def forecast(request: Request) -> ForecastResponse:
+        """Runs the model from the two input frames for `max(lead_hours) / 6` steps and
+        returns the bilinear interpolation of each wanted variable at each site and lead
+        time. Forecasts run one at a time, in arrival order; a request that waits longer
+        than the configured limit gets 503 with `Retry-After`."""
         started = time.perf_counter()
         model = loaded_model(request)
         body = await request.body()

@@ -14,7 +14,7 @@ class QueueTimeout(Exception):
     """The queue did not free up within the wait limit; retry after `retry_after_s`."""
 
     def __init__(self, waited_s: float, retry_after_s: int) -> None:
-        super().__init__(f"the forecast queue did not free up within {waited_s:.0f} s")
+        super().__init__(f"the forecast queue did not free up within {waited_s:g} s")
         self.retry_after_s = retry_after_s
 
 

@@ -5,7 +5,7 @@ Every problem raises `RequestError` with the HTTP status and a message that name
 """
 from __future__ import annotations
 
-import base64
+import pybase64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -172,7 +172,7 @@ def decode_array(where: str, encoded: EncodedArray, shape: tuple[int, ...]) -> n
     if tuple(encoded.shape) != shape:
         raise RequestError(422, f"{where}.shape: expected {list(shape)}, got {encoded.shape}")
     try:
-        raw = base64.b64decode(encoded.data, validate=True)
+        raw = pybase64.b64decode(encoded.data, validate=True)
     except (binascii.Error, ValueError) as error:
         raise RequestError(422, f"{where}.data: undecodable base64 ({error})") from None
     expected_bytes = 4 * int(np.prod(shape))

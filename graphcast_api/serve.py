@@ -23,6 +23,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STATS_FILES = ("mean_by_level.nc", "stddev_by_level.nc", "diffs_stddev_by_level.nc")
 EXIT_BAD_CONFIG = 2
 EXIT_LOAD_FAILED = 3
+EXIT_CANNOT_LISTEN = 4
 ENV = {  # option -> (environment variable, default)
     "checkpoint": ("GRAPHCAST_API_CHECKPOINT", None),
     "stats_dir": ("GRAPHCAST_API_STATS_DIR", None),
@@ -122,8 +123,10 @@ def load_forecaster(settings: ServeSettings) -> Forecaster:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Serve until interrupted. Exit 0 on shutdown, 2 for bad options, 3 if loading fails."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Serve until interrupted. Exit 0 on shutdown, 2 for bad options, 3 if loading fails,
+    4 if the address cannot be bound."""
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = resolve_settings(args)
     except ConfigError as error:
@@ -148,5 +151,9 @@ def run_serve(args: argparse.Namespace) -> int:
     threading.Thread(target=load, name="load-model", daemon=True).start()
     log.info("loading %s; listening on http://%s:%d", settings.checkpoint, settings.host,
              settings.port)
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's way to report a failed start (logged above)
+        log.error("could not listen on %s:%d", settings.host, settings.port)
+        return EXIT_CANNOT_LISTEN
     return EXIT_LOAD_FAILED if failed.is_set() else 0

@@ -165,7 +165,7 @@ class Forecaster:
         leads = np.arange(1, steps + 1) * TIME_STEP
         frame = xr.Dataset(coords={"lat": self.latitudes, "lon": self.longitudes,
                                    "time": leads, "datetime": (("batch", "time"), valid)})
-        if forcings is not None:
+        if forcings is not None and forcings.data_vars:
             self._check_grid(forcings)
             if forcings.sizes.get("time", 0) < steps:
                 raise ForecastInputError(f"forcings cover {forcings.sizes.get('time', 0)} "

@@ -17,6 +17,7 @@ SCHEMA = schemathesis.openapi.from_dict(create_app().openapi())
 
 @SCHEMA.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
-def test_fuzzed_requests_get_no_server_error(case: schemathesis.Case, reference_server: str) -> None:
+def test_fuzzed_requests_get_no_server_error(case: schemathesis.Case,
+                                            reference_server: str) -> None:
     case.call_and_validate(base_url=reference_server, timeout=60,
                            excluded_checks=[positive_data_acceptance])

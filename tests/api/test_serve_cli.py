@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,13 @@ def test_command_exit_codes(stats_dir: Path, tmp_path: Path) -> None:
         output, _ = process.communicate(timeout=120)
         assert process.returncode == serve.EXIT_LOAD_FAILED
         assert f"could not load {broken}" in output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir",
+                str(stats_dir), "--port", port]
+        with serve_command(args, wait=False) as (_, process):
+            output, _ = process.communicate(timeout=120)
+            assert process.returncode == serve.EXIT_CANNOT_LISTEN
+            assert f"could not listen on 127.0.0.1:{port}" in output

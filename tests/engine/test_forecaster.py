@@ -10,6 +10,7 @@ import xarray as xr
 
 from graphcast_api.engine import Forecaster, ForecastInputError
 from graphcast_api.engine.normalization import normalize, stack, unstack
+from tests.engine.tolerance import check_fp32 as _check_fp32, scale as _scale
 
 
 def _load(path: Path) -> xr.Dataset:
@@ -34,27 +35,6 @@ def forcings(reference_dir: Path) -> xr.Dataset:
 def fp32(reference_dir: Path, stats_dir: Path, tmp_path_factory) -> Forecaster:
     return Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
                                  device="cpu", cache_dir=tmp_path_factory.mktemp("graphs"))
-
-
-def _scale(reference_dir: Path, forecaster: Forecaster, name: str, dims) -> np.ndarray:
-    stats = _load(reference_dir / "stats_diffs_stddev_by_level.nc")[name]
-    if "level" in stats.dims:
-        stats = stats.sel(level=list(forecaster.task_config.pressure_levels))
-    scale = stats.values.astype(np.float32)
-    return scale.reshape(-1, 1, 1) if "level" in dims else scale
-
-
-def _check_fp32(prediction: xr.Dataset, reference: xr.Dataset, reference_dir: Path,
-                forecaster: Forecaster) -> None:
-    """|ours - ref| <= 1e-3 * scale + 1e-6 * |ref| for every variable, level and step."""
-    assert set(prediction.data_vars) == set(reference.data_vars)
-    for name in reference.data_vars:
-        ours = prediction[name]
-        ref = reference[name].transpose(*ours.dims).values
-        scale = _scale(reference_dir, forecaster, name, ours.dims)
-        excess = np.abs(ours.values - ref) - (1e-3 * scale + 1e-6 * np.abs(ref))
-        assert ours.dtype == np.float32
-        assert excess.max() <= 0, f"{name}: exceeds the fp32 tolerance by {excess.max()}"
 
 
 def test_step1_grid_node_features(fp32: Forecaster, inputs, forcings,
@@ -89,7 +69,7 @@ def test_fp32_rollout_matches_official(fp32: Forecaster, inputs, forcings,
     assert prediction["time"].values.astype("timedelta64[h]").astype(int).tolist() == \
         [6, 12, 18, 24]
     assert str(prediction["datetime"].values[0, 0]).startswith("2022-01-01T12:00")
-    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir, fp32)
+    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir, fp32.task_config)
 
 
 def test_rollout_with_forcings_computed(fp32: Forecaster, inputs, reference_dir: Path) -> None:
@@ -97,7 +77,7 @@ def test_rollout_with_forcings_computed(fp32: Forecaster, inputs, reference_dir:
     bare = inputs.drop_vars(["toa_incident_solar_radiation", "year_progress_sin",
                              "day_progress_cos"])
     prediction = fp32.forecast(bare, 4)
-    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir, fp32)
+    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir, fp32.task_config)
 
 
 def test_bf16_rollout_within_statistical_tolerance(reference_dir: Path, stats_dir: Path,
@@ -110,7 +90,7 @@ def test_bf16_rollout_within_statistical_tolerance(reference_dir: Path, stats_di
     for name in reference.data_vars:
         ours = prediction[name]
         scaled = (ours.values - reference[name].transpose(*ours.dims).values) / \
-            _scale(reference_dir, fp32, name, ours.dims)
+            _scale(reference_dir, fp32.task_config, name, ours.dims)
         assert np.abs(scaled).max() <= 0.5, name
         assert np.sqrt(np.mean(scaled ** 2)) <= 0.05, name
 
