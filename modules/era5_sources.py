@@ -241,6 +241,10 @@ class GribSource:
                                           and np.allclose(lon, self.longitudes)):
             raise InvalidDataError(f"{self.path}: field {name!r} is on a different grid than the "
                                    "file's first field")
+        if eccodes.codes_is_defined(handle, "number") and int(get("number")) > 0:
+            raise InvalidDataError(f"{self.path}: field {name!r} is ensemble member "
+                                   f"{get('number')}; only the reanalysis (no ensemble members) "
+                                   "can be loaded")
         level = int(get("level")) if get("typeOfLevel") == "isobaricInhPa" else 0
         date, time = int(get("validityDate")), int(get("validityTime"))
         when = datetime(date // 10000, date // 100 % 100, date % 100, time // 100, time % 100,
