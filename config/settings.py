@@ -1,6 +1,7 @@
 """Settings of the batch job, read from the environment and an optional `.env` file.
 
-Every setting has a default that works on the embedded set-up; see `.env.example`.
+Every setting has a default that works on the embedded set-up; see `.env.example` and the
+README's configuration table.
 """
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from dotenv import load_dotenv
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the setting."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration. `database_url` is None when the embedded server is used."""
@@ -21,14 +26,74 @@ class Settings:
     embedded_pg_dir: Path
     api_url: str
     log_dir: Path
+    api_token: str | None = None
+    api_connect_timeout_s: float = 10.0
+    api_timeout_s: float = 900.0
+    api_retries: int = 3
+    api_backoff_s: float = 2.0
+    forecast_lag_days: int = 6
+    lead_hours: tuple[int, ...] = (6, 12, 18, 24)
+    variables: tuple[tuple[str, int], ...] = (("2m_temperature", 0),)
+    sites_file: Path = PROJECT_ROOT / "config" / "sites.csv"
+    log_level: str = "INFO"
+
+
+def _number(name: str, default: str, kind: type, minimum: float) -> float | int:
+    text = os.environ.get(name, default)
+    try:
+        value = kind(text)
+    except ValueError:
+        raise SettingsError(f"{name}={text!r} is not a valid {kind.__name__}") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={text!r} must be at least {minimum}")
+    return value
+
+
+def _lead_hours(text: str) -> tuple[int, ...]:
+    try:
+        hours = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise SettingsError(f"FORECAST_LEAD_HOURS={text!r} is not a comma-separated "
+                            "list of hours") from None
+    if not hours or any(h <= 0 for h in hours) or len(set(hours)) != len(hours):
+        raise SettingsError(f"FORECAST_LEAD_HOURS={text!r} must list distinct positive hours")
+    return hours
+
+
+def _variables(text: str) -> tuple[tuple[str, int], ...]:
+    """`2m_temperature,temperature@850` -> (("2m_temperature", 0), ("temperature", 850))."""
+    variables = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, _, level = part.partition("@")
+        if not name or (level and not level.isdigit()):
+            raise SettingsError(f"FORECAST_VARIABLES entry {part!r} is not NAME or NAME@LEVEL")
+        variables.append((name, int(level or 0)))
+    if not variables:
+        raise SettingsError("FORECAST_VARIABLES is empty")
+    return tuple(variables)
 
 
 def load_settings(env_file: Path | None = None) -> Settings:
-    """Read settings; values already in the environment win over the `.env` file."""
+    """Read settings; values already in the environment win over the `.env` file.
+
+    Raises SettingsError naming the first setting with an unusable value.
+    """
     load_dotenv(env_file or PROJECT_ROOT / ".env", override=False)
     return Settings(
         database_url=os.environ.get("DATABASE_URL") or None,
         embedded_pg_dir=Path(os.environ.get("EMBEDDED_PG_DIR", PROJECT_ROOT / ".pgdata")),
         api_url=os.environ.get("GRAPHCAST_API_URL", "http://127.0.0.1:8001"),
         log_dir=Path(os.environ.get("LOG_DIR", PROJECT_ROOT / "logs")),
+        api_token=os.environ.get("GRAPHCAST_API_TOKEN") or None,
+        api_connect_timeout_s=_number("GRAPHCAST_API_CONNECT_TIMEOUT_S", "10", float, 0.01),
+        api_timeout_s=_number("GRAPHCAST_API_TIMEOUT_S", "900", float, 0.01),
+        api_retries=_number("GRAPHCAST_API_RETRIES", "3", int, 0),
+        api_backoff_s=_number("GRAPHCAST_API_BACKOFF_S", "2", float, 0),
+        forecast_lag_days=_number("FORECAST_LAG_DAYS", "6", int, 0),
+        lead_hours=_lead_hours(os.environ.get("FORECAST_LEAD_HOURS", "6,12,18,24")),
+        variables=_variables(os.environ.get("FORECAST_VARIABLES", "2m_temperature")),
+        sites_file=Path(os.environ.get("SITES_FILE", PROJECT_ROOT / "config" / "sites.csv")),
+        log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
     )

@@ -1,0 +1,241 @@
+"""One invocation of the batch job: prepare -> infer -> ingest for each planned cycle.
+
+Order: connect and migrate, take the run lock, mark interrupted runs, ask the API what the
+model needs, then for each cycle (catch-up cycles oldest first, the target last) extract and
+validate the ERA5 inputs, post them, validate the reply and upsert the 80 rows.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import psycopg2
+from psycopg2.extensions import connection as Connection
+
+from config.settings import Settings
+from modules import data_preparator, db, prediction_db_ingestion, run_ledger
+from modules.data_preparator import ModelSpec, iso_utc
+from modules.job_errors import AlreadyRunningError, DatabaseError, ExitCode, JobError
+from modules.model_api_client import ModelApiClient, parse_forecast_reply
+from modules.run_ledger import RunOutcome, StageTimings
+from modules.sites import Site, load_sites
+
+log = logging.getLogger("forecast_job")
+RUN_LOCK_KEY = 7_253_002  # PostgreSQL advisory lock: one batch run at a time
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Command-line choices: target cycle (None = J-6 from now), catch-up depth, dry run."""
+
+    init_time: datetime | None = None
+    catch_up: int = 0
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every cycle of one invocation shares."""
+
+    settings: Settings
+    sites: list[Site]
+    conn: Connection
+    client: ModelApiClient
+
+
+def run(settings: Settings, options: JobOptions, now: datetime | None = None) -> int:
+    """Run the job; return the process exit code (see job_errors.ExitCode)."""
+    target = options.init_time or data_preparator.target_init_time(
+        now or datetime.now(timezone.utc), settings.forecast_lag_days)
+    try:
+        sites = load_sites(settings.sites_file)
+        conn = _open_database(settings)
+    except JobError as exc:
+        log.error("%s", exc)
+        _log_summary(RunOutcome(None, target, "failed", exc.exit_code, str(exc)))
+        return exc.exit_code
+    job = Job(settings, sites, conn, ModelApiClient(
+        settings.api_url, token=settings.api_token,
+        connect_timeout_s=settings.api_connect_timeout_s,
+        read_timeout_s=settings.api_timeout_s, retries=settings.api_retries,
+        backoff_s=settings.api_backoff_s))
+    try:
+        if options.dry_run:
+            return _dry_run(job, target, options.catch_up)
+        return _locked_run(job, target, options.catch_up)
+    finally:
+        conn.close()
+
+
+def _open_database(settings: Settings) -> Connection:
+    """Connect (starting the embedded server when no DATABASE_URL) and migrate."""
+    try:
+        url = db.resolve_url(settings.database_url, settings.embedded_pg_dir)
+        conn = db.connect(url)
+        db.apply_migrations(conn)
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"database unreachable or failing: {_first_line(exc)}") from None
+    except Exception as exc:  # the embedded server failed to start
+        raise DatabaseError(f"embedded PostgreSQL in {settings.embedded_pg_dir} did not start: "
+                            f"{type(exc).__name__}: {_first_line(exc)}") from None
+    return conn
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _plan(job: Job, target: datetime, catch_up: int) -> list[datetime]:
+    """Catch-up cycles without a successful run (oldest first), then the target."""
+    earlier = data_preparator.earlier_cycles(target, catch_up)
+    return (run_ledger.without_success(job.conn, earlier) if earlier else []) + [target]
+
+
+def _locked_run(job: Job, target: datetime, catch_up: int) -> int:
+    try:
+        with job.conn, job.conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK_KEY,))
+            if not cur.fetchone()[0]:
+                raise AlreadyRunningError("another run is in progress (advisory lock held); "
+                                          "this run exits without doing anything")
+        interrupted = run_ledger.mark_interrupted(job.conn)
+        if interrupted:
+            log.warning("marked %d interrupted run(s) as failed", interrupted)
+        cycles = _plan(job, target, catch_up)
+    except JobError as exc:
+        return _record_early_failure(job, target, exc)
+    except psycopg2.Error as exc:
+        return _record_early_failure(job, target, DatabaseError(f"database error: "
+                                                                f"{_first_line(exc)}"))
+    log.info("cycles to run: %s", ", ".join(iso_utc(c) for c in cycles))
+    try:
+        spec = _model_spec(job)
+    except JobError as exc:
+        return _record_early_failure(job, target, exc)
+    exit_code = ExitCode.OK
+    for init_time in cycles:
+        outcome = _run_cycle(job, spec, init_time)
+        _log_summary(outcome)
+        if outcome.exit_code and not exit_code:
+            exit_code = outcome.exit_code
+        if outcome.exit_code in (ExitCode.API_FAILED, ExitCode.DATABASE):
+            break  # later cycles would fail the same way
+    return exit_code
+
+
+def _model_spec(job: Job) -> ModelSpec:
+    spec = ModelSpec.from_reply(job.client.model_info())
+    spec.check_wanted(job.settings.variables, job.settings.lead_hours)
+    log.info("model %s: grid %dx%d, %d levels, %d input fields + %d static",
+             spec.model, spec.grid.n_lat, spec.grid.n_lon, len(spec.pressure_levels),
+             len(spec.input_keys()), len(spec.static_inputs))
+    return spec
+
+
+def _record_early_failure(job: Job, target: datetime, exc: JobError) -> int:
+    """Log and record an attempt that ended before any cycle started."""
+    log.error("%s", exc)
+    outcome = RunOutcome(None, target, exc.status, exc.exit_code, str(exc))
+    if not isinstance(exc, DatabaseError):
+        try:
+            outcome.run_id = run_ledger.record_attempt(job.conn, outcome,
+                                                       run_ledger.UNKNOWN_MODEL)
+        except psycopg2.Error as db_exc:
+            log.error("could not record the attempt: %s", _first_line(db_exc))
+    _log_summary(outcome)
+    return exc.exit_code
+
+
+@contextmanager
+def _stage(timings: StageTimings, name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        setattr(timings, f"{name}_s", time.perf_counter() - started)
+
+
+def _prepare(job: Job, spec: ModelSpec, init_time: datetime) -> bytes:
+    """Extract, validate and encode the forecast request of `init_time` (JSON bytes)."""
+    with job.conn, job.conn.cursor() as cur:
+        snapshot = data_preparator.extract_snapshot(cur, spec, init_time)
+    payload = data_preparator.build_payload(spec, snapshot, job.sites, job.settings.variables,
+                                            job.settings.lead_hours)
+    return json.dumps(payload).encode("ascii")
+
+
+def _run_cycle(job: Job, spec: ModelSpec, init_time: datetime) -> RunOutcome:
+    """Prepare, infer and ingest one cycle; every failure is recorded in its ledger row."""
+    outcome = RunOutcome(None, init_time, "running", ExitCode.OK)
+    settings = job.settings
+    try:
+        outcome.run_id = run_ledger.start_run(job.conn, init_time, spec.model)
+        with _stage(outcome.timings, "prepare"):
+            body = _prepare(job, spec, init_time)
+        with _stage(outcome.timings, "infer"):
+            reply = job.client.forecast(body)
+            forecasts = parse_forecast_reply(reply, spec, init_time, job.sites,
+                                             settings.variables, settings.lead_hours)
+        prediction_db_ingestion.ingest(job.conn, outcome, spec.model, init_time, forecasts)
+        return outcome
+    except JobError as exc:
+        error = exc
+    except psycopg2.Error as exc:
+        error = DatabaseError(f"database error: {_first_line(exc)}")
+    log.error("cycle %s: %s", iso_utc(init_time), error)
+    outcome.status, outcome.exit_code, outcome.reason = error.status, error.exit_code, str(error)
+    outcome.rows_written = 0
+    _finish_failed(job, outcome)
+    return outcome
+
+
+def _finish_failed(job: Job, outcome: RunOutcome) -> None:
+    if outcome.run_id is None:
+        return
+    try:
+        if not job.conn.closed:
+            job.conn.rollback()
+        with job.conn, job.conn.cursor() as cur:
+            run_ledger.finish_run(cur, outcome)
+    except psycopg2.Error as exc:
+        log.error("could not record the failure of run %s: %s", outcome.run_id,
+                  _first_line(exc))
+
+
+def _dry_run(job: Job, target: datetime, catch_up: int) -> int:
+    """Prepare and validate every planned cycle; no forecast request, nothing written."""
+    try:
+        cycles = _plan(job, target, catch_up)
+        spec = _model_spec(job)
+    except JobError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except psycopg2.Error as exc:
+        log.error("database error: %s", _first_line(exc))
+        return ExitCode.DATABASE
+    exit_code = ExitCode.OK
+    for init_time in cycles:
+        try:
+            body = _prepare(job, spec, init_time)
+            log.info("dry run %s: inputs valid, request of %.1f MB ready; nothing sent, "
+                     "nothing written", iso_utc(init_time), len(body) / 1e6)
+        except JobError as exc:
+            log.error("dry run %s: %s", iso_utc(init_time), exc)
+            exit_code = exit_code or exc.exit_code
+        except psycopg2.Error as exc:
+            log.error("dry run %s: database error: %s", iso_utc(init_time), _first_line(exc))
+            return ExitCode.DATABASE
+    return exit_code
+
+
+def _log_summary(outcome: RunOutcome) -> None:
+    """The one summary line of a run."""
+    log.info("summary init_time=%s status=%s rows=%d %s exit=%d run_id=%s%s",
+             iso_utc(outcome.init_time), outcome.status, outcome.rows_written,
+             outcome.timings.summary(), int(outcome.exit_code), outcome.run_id,
+             f" reason={outcome.reason!r}" if outcome.reason else "")

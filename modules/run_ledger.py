@@ -1,0 +1,88 @@
+"""The forecast_runs ledger: one row per attempt of the batch job for one cycle."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from psycopg2.extensions import connection as Connection
+from psycopg2.extensions import cursor as Cursor
+
+UNKNOWN_MODEL = "unknown"  # model column of attempts that ended before the API answered
+
+
+@dataclass
+class StageTimings:
+    """Seconds spent in each stage of one run; None for stages not reached."""
+
+    prepare_s: float | None = None
+    infer_s: float | None = None
+    ingest_s: float | None = None
+
+    def summary(self) -> str:
+        parts = [f"{name}={value:.2f}s" if value is not None else f"{name}=-"
+                 for name, value in (("prepare", self.prepare_s), ("infer", self.infer_s),
+                                     ("ingest", self.ingest_s))]
+        return " ".join(parts)
+
+
+@dataclass
+class RunOutcome:
+    """How one attempt ended."""
+
+    run_id: int | None
+    init_time: datetime
+    status: str
+    exit_code: int
+    reason: str | None = None
+    rows_written: int = 0
+    timings: StageTimings = field(default_factory=StageTimings)
+
+
+def start_run(conn: Connection, init_time: datetime, model: str) -> int:
+    """Record a new attempt as 'running' (committed at once); return its run_id."""
+    with conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO forecast_runs (init_time, model, status)"
+                    " VALUES (%s, %s, 'running') RETURNING run_id", (init_time, model))
+        return cur.fetchone()[0]
+
+
+def finish_run(cur: Cursor, outcome: RunOutcome) -> None:
+    """Write the end of an attempt (inside the caller's transaction)."""
+    t = outcome.timings
+    cur.execute(
+        "UPDATE forecast_runs SET status = %s, reason = %s, exit_code = %s, rows_written = %s,"
+        " prepare_s = %s, infer_s = %s, ingest_s = %s, finished_at = clock_timestamp()"
+        " WHERE run_id = %s",
+        (outcome.status, outcome.reason, outcome.exit_code, outcome.rows_written,
+         t.prepare_s, t.infer_s, t.ingest_s, outcome.run_id),
+    )
+
+
+def record_attempt(conn: Connection, outcome: RunOutcome, model: str) -> int:
+    """Record an attempt that ended before it started running (lock held, API down)."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO forecast_runs (init_time, model, status, reason, exit_code, finished_at)"
+            " VALUES (%s, %s, %s, %s, %s, clock_timestamp()) RETURNING run_id",
+            (outcome.init_time, model, outcome.status, outcome.reason, outcome.exit_code),
+        )
+        return cur.fetchone()[0]
+
+
+def mark_interrupted(conn: Connection) -> int:
+    """Mark 'running' rows as failed: called with the run lock held, so their process
+    ended without finishing (killed, crashed). Returns how many were marked."""
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE forecast_runs SET status = 'failed', finished_at = clock_timestamp(),"
+                    " reason = 'interrupted: the process ended before finishing'"
+                    " WHERE status = 'running'")
+        return cur.rowcount
+
+
+def without_success(conn: Connection, cycles: list[datetime]) -> list[datetime]:
+    """The cycles among `cycles` (order kept) that have no succeeded run."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT DISTINCT init_time FROM forecast_runs"
+                    " WHERE status = 'succeeded' AND init_time = ANY(%s)", (cycles,))
+        done = {row[0] for row in cur.fetchall()}
+    return [cycle for cycle in cycles if cycle not in done]

@@ -1,0 +1,48 @@
+"""The forecast sites: a CSV file with columns name, latitude, longitude (degrees)."""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from modules.job_errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    latitude: float   # degrees north, -90..90
+    longitude: float  # degrees east, -180..360
+
+
+def load_sites(path: Path) -> list[Site]:
+    """Read and check the sites file; ConfigError names the first bad line."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames != ["name", "latitude", "longitude"]:
+                raise ConfigError(f"{path}: header must be 'name,latitude,longitude', "
+                                  f"found {reader.fieldnames}")
+            sites = [_parse(path, reader.line_num, row) for row in reader]
+    except OSError as exc:
+        raise ConfigError(f"cannot read the sites file {path}: {exc.strerror}") from None
+    names = [site.name for site in sites]
+    if not sites:
+        raise ConfigError(f"{path}: no sites")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: duplicate site names")
+    return sites
+
+
+def _parse(path: Path, line: int, row: dict[str, str]) -> Site:
+    name = (row["name"] or "").strip()
+    try:
+        lat, lon = float(row["latitude"]), float(row["longitude"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}:{line}: latitude/longitude are not numbers") from None
+    if not name or not (math.isfinite(lat) and math.isfinite(lon)):
+        raise ConfigError(f"{path}:{line}: empty name or non-finite coordinates")
+    if not (-90 <= lat <= 90 and -180 <= lon <= 360):
+        raise ConfigError(f"{path}:{line}: coordinates out of range ({lat}, {lon})")
+    return Site(name, lat, lon)

@@ -1,0 +1,187 @@
+"""A small GraphCast API that follows docs/api.md, for tests: real HTTP on loopback.
+
+Its "model" is deterministic persistence: the forecast of a variable at lead time h is its
+T0 input field, bilinearly interpolated at the site, plus 0.1 * h / 6. Knobs on the
+`ContractApi` object make it fail in the ways the batch job must survive.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+
+from graphcast_api.interpolation import bilinear
+
+LEVELS = [50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000]
+SURFACE = ["2m_temperature", "mean_sea_level_pressure", "10m_v_component_of_wind",
+           "10m_u_component_of_wind", "total_precipitation_6hr"]
+ATMOSPHERIC = ["temperature", "geopotential", "u_component_of_wind", "v_component_of_wind",
+               "vertical_velocity", "specific_humidity"]
+STATIC = ["geopotential_at_surface", "land_sea_mask"]
+UNITS = {"2m_temperature": "K", "mean_sea_level_pressure": "Pa", "10m_v_component_of_wind":
+         "m/s", "10m_u_component_of_wind": "m/s", "total_precipitation_6hr": "m",
+         "temperature": "K", "geopotential": "m2/s2", "u_component_of_wind": "m/s",
+         "v_component_of_wind": "m/s", "vertical_velocity": "Pa/s", "specific_humidity": "kg/kg"}
+GRID_10DEG = {"n_lat": 19, "n_lon": 36, "lat_first": -90.0, "lat_step": 10.0,
+              "lon_first": 0.0, "lon_step": 10.0}
+
+
+def persistence_value(t0_field: np.ndarray, latitude: float, longitude: float,
+                      lead_hours: int, grid: dict[str, Any] = GRID_10DEG) -> float:
+    """The test model's forecast at a site: T0 value (bilinear) + 0.1 per 6 h of lead."""
+    at_site = bilinear(t0_field, np.array([latitude]), np.array([longitude]),
+                       lat_first=grid["lat_first"], lat_step=grid["lat_step"],
+                       lon_first=grid["lon_first"], lon_step=grid["lon_step"])
+    return float(at_site[0]) + 0.1 * lead_hours / 6
+
+
+class RequestRejected(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class ContractApi:
+    """The server and its knobs (reset them between tests with `reset()`)."""
+
+    def __init__(self, grid: dict[str, Any] = GRID_10DEG) -> None:
+        self.grid = grid
+        self.reset()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def reset(self) -> None:
+        self.token: str | None = None
+        self.failures_before_success = 0   # answer 500 this many times first
+        self.delay_s = 0.0                 # wait before answering a forecast
+        self.reply_mode = "ok"             # ok | malformed | nan | missing_entry
+        self.calls: list[tuple[str, str]] = []
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def model_info(self) -> dict[str, Any]:
+        targets = [{"name": n, "unit": UNITS[n], "atmospheric": n in ATMOSPHERIC}
+                   for n in SURFACE + ATMOSPHERIC]
+        return {"model": "GraphCast_test", "description": "persistence test model",
+                "license": "test", "grid": self.grid, "pressure_levels": LEVELS,
+                "input_times_hours": [-6, 0], "surface_inputs": SURFACE,
+                "atmospheric_inputs": ATMOSPHERIC, "static_inputs": STATIC,
+                "targets": targets, "step_hours": 6, "max_lead_hours": 240,
+                "precision": "fp32", "device": "cpu"}
+
+    def forecast(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Check the request against the contract and answer with the persistence model."""
+        if request.get("grid") != self.grid or request.get("pressure_levels") != LEVELS:
+            raise RequestRejected(422, "grid or pressure_levels differ from the model's")
+        shape = (self.grid["n_lat"], self.grid["n_lon"])
+        inputs = {}
+        for name in SURFACE + ATMOSPHERIC:
+            want = (2, *shape) if name in SURFACE else (2, len(LEVELS), *shape)
+            inputs[name] = _decode(request["inputs"], name, want)
+        for name in STATIC:
+            _decode(request["static"], name, shape)
+        init = datetime.fromisoformat(request["init_time"].replace("Z", "+00:00"))
+        forecasts = []
+        for lead in request["lead_hours"]:
+            for site in request["sites"]:
+                for variable in request["variables"]:
+                    name, level = variable["name"], variable.get("level", 0)
+                    field = inputs[name][1] if not level else inputs[name][1, LEVELS.index(level)]
+                    value = persistence_value(field, site["latitude"], site["longitude"],
+                                              lead, self.grid)
+                    valid = (init + timedelta(hours=lead)).astimezone(timezone.utc)
+                    forecasts.append({
+                        "site": site["name"], "latitude": site["latitude"],
+                        "longitude": site["longitude"], "variable": name, "level": level,
+                        "unit": UNITS[name], "lead_hours": lead,
+                        "valid_time": valid.strftime("%Y-%m-%dT%H:%M:%SZ"), "value": value})
+        if self.reply_mode == "nan":
+            forecasts[5]["value"] = float("nan")
+        if self.reply_mode == "missing_entry":
+            forecasts.pop()
+        return {"model": "GraphCast_test", "init_time": request["init_time"],
+                "forecasts": forecasts, "timings": {"total_s": 0.0}}
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
+                pass
+
+            def do_GET(self) -> None:
+                api.calls.append(("GET", self.path))
+                if self.path == "/health":
+                    return self._send(200, {"status": "ok", "model": "GraphCast_test"})
+                if not self._authorised():
+                    return
+                if self.path == "/v1/model":
+                    return self._send(200, api.model_info())
+                self._send(404, {"detail": f"no route {self.path}"})
+
+            def do_POST(self) -> None:
+                api.calls.append(("POST", self.path))
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if not self._authorised():
+                    return
+                if self.path != "/v1/forecast":
+                    return self._send(404, {"detail": f"no route {self.path}"})
+                time.sleep(api.delay_s)
+                if api.failures_before_success > 0:
+                    api.failures_before_success -= 1
+                    return self._send(500, {"detail": "injected failure"})
+                try:
+                    reply = api.forecast(json.loads(body))
+                except json.JSONDecodeError:
+                    return self._send(400, {"detail": "body is not valid JSON"})
+                except RequestRejected as exc:
+                    return self._send(exc.status, {"detail": exc.detail})
+                if api.reply_mode == "malformed":
+                    return self._send_raw(200, b'{"model": "GraphCast_test", "forecasts": [')
+                self._send(200, reply)
+
+            def _authorised(self) -> bool:
+                if api.token and self.headers.get("Authorization") != f"Bearer {api.token}":
+                    self._send(401, {"detail": "missing or wrong bearer token"})
+                    return False
+                return True
+
+            def _send(self, status: int, body: dict[str, Any]) -> None:
+                self._send_raw(status, json.dumps(body).encode())
+
+            def _send_raw(self, status: int, data: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+
+def _decode(arrays: dict[str, Any], name: str, shape: tuple[int, ...]) -> np.ndarray:
+    if name not in arrays:
+        raise RequestRejected(422, f"missing input {name}")
+    item = arrays[name]
+    if item.get("dtype") != "float32" or tuple(item.get("shape", ())) != shape:
+        raise RequestRejected(422, f"{name}: expected float32 {list(shape)}")
+    data = np.frombuffer(base64.b64decode(item["data"]), dtype="<f4")
+    if data.size != int(np.prod(shape)):
+        raise RequestRejected(422, f"{name}: data does not match its shape")
+    if not np.all(np.isfinite(data)):
+        raise RequestRejected(422, f"{name}: NaN or infinite values")
+    return data.reshape(shape)

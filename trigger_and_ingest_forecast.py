@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Forecast batch job: ERA5 snapshots from PostgreSQL -> GraphCast API -> `predictions`.
+
+Run by cron / Task Scheduler every 6 hours; see the README ("Running the batch job").
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from config.settings import SettingsError, load_settings
+from modules import forecast_job
+from modules.data_preparator import parse_init_time
+from modules.job_errors import EXIT_CODE_HELP, ConfigError, ExitCode
+from modules.job_logging import setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; extend it here (e.g. scheduling options)."""
+    parser = argparse.ArgumentParser(
+        prog="trigger_and_ingest_forecast.py",
+        description="Forecast one 6-hourly cycle (default: now floored to 00/06/12/18 UTC "
+                    "minus FORECAST_LAG_DAYS, 6 = 'J-6') and store 20 sites x 4 lead times.",
+        epilog=EXIT_CODE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--init-time", metavar="ISO8601",
+                        help="cycle to forecast, e.g. 2022-01-01T06:00 (UTC unless an offset "
+                             "is given); must be on a 6-hourly slot")
+    parser.add_argument("--catch-up", type=int, default=0, metavar="N",
+                        help="also run up to N earlier cycles that have no successful run, "
+                             "oldest first (default 0)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="ask the API what the model needs, extract and validate the "
+                             "inputs; send no forecast request and write nothing")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    setup_logging(settings.log_dir, settings.log_level)
+    log = logging.getLogger("forecast_job")
+    try:
+        if args.catch_up < 0:
+            raise ConfigError("--catch-up must be 0 or more")
+        options = forecast_job.JobOptions(
+            init_time=parse_init_time(args.init_time) if args.init_time else None,
+            catch_up=args.catch_up, dry_run=args.dry_run)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    try:
+        return forecast_job.run(settings, options)
+    except Exception:
+        log.exception("unexpected error")
+        return ExitCode.INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
