@@ -80,9 +80,8 @@ class DemoFiles:
 
 def child_env(api_url: str) -> dict[str, str]:
     """Environment of every step: the embedded database and this demo's API."""
-    env = dict(os.environ, DATABASE_URL="", GRAPHCAST_API_URL=api_url,
-               PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1")
-    return env
+    return dict(os.environ, DATABASE_URL="", GRAPHCAST_API_URL=api_url,
+                PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1")
 
 
 def step(title: str, command: list[str], env: dict[str, str]) -> None:
