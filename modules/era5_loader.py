@@ -14,21 +14,24 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import psycopg2
 from psycopg2.extensions import connection as Connection
+from psycopg2.extensions import cursor as Cursor
 
 from modules import db, era5_store
+from modules.era5_download import FORMATS, download_day
 from modules.era5_sources import (GRAPHCAST_LAYOUT, FieldRef, InvalidDataError, Source,
                                   UnreadableFileError, open_source, sniff_format)
+from modules.era5_status import cycle_status, cycles_of_days
 from modules.era5_store import Grid
 from modules.era5_variables import (ATMOSPHERIC_KIND, DEFAULT_GRID_STEP,
-                                    HOURLY_ACCUMULATION_KIND, PRECIPITATION_6HR,
-                                    PRECIPITATION_HOURS, STATIC_KIND, SURFACE_KIND, VARIABLES,
-                                    Era5Variable, normalise_unit, resolve)
+                                    HOURLY_PRECIPITATION, PRECIPITATION_6HR,
+                                    PRECIPITATION_HOURS, STATIC_KIND, VARIABLES, Era5Variable,
+                                    normalise_unit, resolve)
 from modules.regrid import Regridder, global_grid
 
 log = logging.getLogger("era5_loader")
@@ -39,6 +42,8 @@ EXIT_UNREADABLE = 3     # file missing, unreadable, or not NetCDF/GRIB
 EXIT_INVALID_DATA = 4   # unknown variable, units, coordinates, grid, NaN/inf, missing hours
 EXIT_DATABASE = 5       # database unreachable or failing
 EXIT_DOWNLOAD = 6       # CDS request or download failed (download command)
+
+DEFAULT_DOWNLOAD_DIR = Path(__file__).resolve().parent.parent / "data" / "era5"
 
 
 @dataclass(frozen=True)
@@ -55,13 +60,15 @@ class PlannedField:
 
 @dataclass(frozen=True)
 class LoadResult:
-    """What one file put in the store."""
+    """What one file put in the store (`fields` counts the file's own time-dependent
+    fields, hourly precipitation included)."""
 
     path: Path
     grid: Grid
     fields: int
     static_fields: int
     valid_times: tuple[datetime, ...]
+    precipitation_6hr: tuple[datetime, ...] = ()  # times of total_precipitation_6hr derived
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,7 @@ class Orientation:
         return cls(grid, lat_order, lon_order)
 
     def apply(self, field: np.ndarray) -> np.ndarray:
-        return field[self.lat_order][:, self.lon_order]
+        return field[np.ix_(self.lat_order, self.lon_order)]
 
 
 def _unit_factor(path: Path, variable: Era5Variable, ref: FieldRef) -> float:
@@ -111,7 +118,6 @@ def plan_fields(source: Source) -> list[PlannedField]:
     path = source.path
     planned: list[PlannedField] = []
     statics: dict[str, PlannedField] = {}
-    hourly: dict[datetime, tuple[FieldRef, float]] = {}
     for ref in source.fields():
         variable = resolve(ref.name, ref.level > 0)
         if variable is None:
@@ -127,51 +133,56 @@ def plan_fields(source: Source) -> list[PlannedField]:
         if (variable.kind == ATMOSPHERIC_KIND) != (ref.level > 0):
             raise InvalidDataError(f"{path}: {_describe(ref)}: {variable.name} needs "
                                    f"{'a pressure level' if ref.level == 0 else 'a single level'}")
-        if variable.kind == HOURLY_ACCUMULATION_KIND:
-            if ref.valid_time in hourly:
-                raise InvalidDataError(f"{path}: {_describe(ref)} appears twice")
-            hourly[ref.valid_time] = (ref, factor)
-            continue
-        assert variable.kind in (SURFACE_KIND, ATMOSPHERIC_KIND)
         planned.append(PlannedField(variable.name, ref.level, ref.valid_time, (ref,), factor))
-    planned += precipitation_6hr(path, hourly)
     keys = [(p.variable, p.level, p.valid_time) for p in planned]
     if len(set(keys)) != len(keys):
         duplicate = next(k for k in keys if keys.count(k) > 1)
         raise InvalidDataError(f"{path}: {duplicate[0]} at level {duplicate[1]} valid "
                                f"{duplicate[2]:%Y-%m-%dT%H:%M}Z appears twice")
+    check_hourly_sequence(path, hourly_times(planned))
     return planned + list(statics.values())
 
 
-def precipitation_6hr(path: Path, hourly: dict[datetime, tuple[FieldRef, float]]
-                      ) -> list[PlannedField]:
-    """`total_precipitation_6hr` at each 6-hourly time T of the file: the sum of the hourly
-    accumulations valid at T-5h ... T. Times whose window starts before the file's first
-    hour are skipped (another file holds those hours); a window with hours missing inside
-    the file is an error, never filled in."""
-    if not hourly:
-        return []
-    first = min(hourly)
+def hourly_times(plan: Sequence[PlannedField]) -> list[datetime]:
+    """The valid times of the hourly precipitation accumulations in `plan`, sorted."""
+    return sorted(p.valid_time for p in plan if p.variable == HOURLY_PRECIPITATION)
+
+
+def check_hourly_sequence(path: Path, hours: Sequence[datetime]) -> None:
+    """Hourly accumulations must come without gaps: a missing hour is never filled in."""
+    if not hours:
+        return
+    expected = int((hours[-1] - hours[0]) / timedelta(hours=1)) + 1
+    present = set(hours)
+    missing = [hours[0] + timedelta(hours=k) for k in range(expected)
+               if hours[0] + timedelta(hours=k) not in present]
+    if missing or any(h.minute or h.second for h in hours):
+        listed = ", ".join(f"{m:%Y-%m-%dT%H:%M}Z" for m in missing[:12])
+        raise InvalidDataError(
+            f"{path}: field 'total_precipitation': hourly accumulations missing for {listed}"
+            f"{' ...' if len(missing) > 12 else ''}; {PRECIPITATION_6HR} is never derived "
+            "from incomplete hours")
+
+
+def derive_precipitation_6hr(cur: Cursor, grid: Grid, hours: Sequence[datetime]
+                             ) -> list[datetime]:
+    """Store `total_precipitation_6hr` at each 6-hourly time T whose window touches `hours`
+    and whose six hourly accumulations (valid T-5h ... T) are all in the store now, as their
+    sum. Returns the times derived; a window with hours still absent is left alone."""
+    ends = sorted({h + timedelta(hours=-h.hour % PRECIPITATION_HOURS) for h in hours})
     derived = []
-    for when in sorted(hourly):
-        if when.hour % PRECIPITATION_HOURS or when.minute:
+    for end in ends:
+        window = [end - timedelta(hours=k) for k in range(PRECIPITATION_HOURS)]
+        parts = [era5_store.read_fields(cur, grid, w, [(HOURLY_PRECIPITATION, 0)]) for w in window]
+        absent = [w for w, part in zip(window, parts) if not part]
+        if absent:
+            log.info("%s at %s not derived yet: hourly accumulations absent for %s",
+                     PRECIPITATION_6HR, f"{end:%Y-%m-%dT%H:%M}Z",
+                     ", ".join(f"{a:%Y-%m-%dT%H:%M}Z" for a in sorted(absent)))
             continue
-        window = [when - timedelta(hours=k) for k in range(PRECIPITATION_HOURS - 1, -1, -1)]
-        if window[0] < first:
-            log.info("%s: %s at %s skipped: its first hours precede the file", path,
-                     PRECIPITATION_6HR, f"{when:%Y-%m-%dT%H:%M}Z")
-            continue
-        missing = [w for w in window if w not in hourly]
-        if missing:
-            raise InvalidDataError(
-                f"{path}: field 'total_precipitation': cannot derive {PRECIPITATION_6HR} valid "
-                f"{when:%Y-%m-%dT%H:%M}Z, hourly accumulations missing for "
-                f"{', '.join(f'{m:%Y-%m-%dT%H:%M}Z' for m in missing)}")
-        parts = tuple(hourly[w][0] for w in window)
-        derived.append(PlannedField(PRECIPITATION_6HR, 0, when, parts, hourly[when][1]))
-    if not derived:
-        raise InvalidDataError(f"{path}: field 'total_precipitation': no complete 6-hour "
-                               f"window of hourly accumulations to derive {PRECIPITATION_6HR}")
+        total = sum(part[(HOURLY_PRECIPITATION, 0)].astype(np.float64) for part in parts)
+        era5_store.write_fields(cur, grid, end, {(PRECIPITATION_6HR, 0): total.astype(np.float32)})
+        derived.append(end)
     return derived
 
 
@@ -231,11 +242,12 @@ def load_file(conn: Connection, path: Path | str, grid_step: float | None = None
                 else:
                     era5_store.write_fields(cur, target, item.valid_time,
                                             {(item.variable, item.level): field})
+            derived = derive_precipitation_6hr(cur, target, hourly_times(plan))
     finally:
         source.close()
     times = sorted({p.valid_time for p in plan if p.valid_time is not None})
     statics = sum(p.valid_time is None for p in plan)
-    return LoadResult(path, target, len(plan) - statics, statics, tuple(times))
+    return LoadResult(path, target, len(plan) - statics, statics, tuple(times), tuple(derived))
 
 
 def open_database() -> Connection:
@@ -265,8 +277,10 @@ def load_files(paths: Sequence[Path], grid_step: float | None) -> int:
         for path in paths:
             result = load_file(conn, path, grid_step)
             log.info("%s: loaded %d fields at %d valid times and %d static fields on the "
-                     "%d x %d grid", path, result.fields, len(result.valid_times),
-                     result.static_fields, *result.grid.shape)
+                     "%d x %d grid%s", path, result.fields, len(result.valid_times),
+                     result.static_fields, *result.grid.shape,
+                     f"; {PRECIPITATION_6HR} derived at {len(result.precipitation_6hr)} times"
+                     if result.precipitation_6hr else "")
     except UnreadableFileError as exc:
         log.error("%s (nothing loaded from this file)", exc)
         return EXIT_UNREADABLE
@@ -313,9 +327,86 @@ def load_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def download_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m modules.era5_loader download",
+        description="Download from the Copernicus Climate Data Store the ERA5 that the four "
+                    "cycles of each date need (cdsapi; key in ~/.cdsapirc or CDSAPI_URL and "
+                    "CDSAPI_KEY), then load it.", epilog=EXIT_CODES_HELP)
+    parser.add_argument("--date", dest="dates", action="append", required=True,
+                        type=date.fromisoformat, metavar="YYYY-MM-DD", help="repeatable")
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DOWNLOAD_DIR,
+                        help=f"where the files go (default: {DEFAULT_DOWNLOAD_DIR})")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="netcdf")
+    parser.add_argument("--grid-step", type=_grid_step, default=DEFAULT_GRID_STEP, metavar="DEG",
+                        help=f"grid to store on (default {DEFAULT_GRID_STEP})")
+    return parser
+
+
+def download_and_load(dates: Sequence[date], directory: Path, data_format: str,
+                      grid_step: float) -> int:
+    """Download and load each date in turn; the exit code of the first failure."""
+    try:
+        import cdsapi
+
+        client = cdsapi.Client(quiet=True, progress=False)
+    except Exception as exc:  # cdsapi raises a bare Exception for missing configuration
+        log.error("cannot set up the CDS client: %s (put your key in ~/.cdsapirc or set "
+                  "CDSAPI_URL and CDSAPI_KEY)", exc)
+        return EXIT_DOWNLOAD
+    for day in sorted(set(dates)):
+        try:
+            paths = download_day(client, day, directory, data_format)
+        except Exception as exc:  # requests, cdsapi and ecmwf-datastores errors alike
+            log.error("CDS download for %s failed: %s", day, exc)
+            return EXIT_DOWNLOAD
+        code = load_files(paths, grid_step)
+        if code != EXIT_OK:
+            return code
+    return EXIT_OK
+
+
+def status_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m modules.era5_loader status",
+        description="List the 6-hourly cycles of the last N days as complete, incomplete "
+                    "(with the missing fields) or absent in the ERA5 store.",
+        epilog=EXIT_CODES_HELP)
+    parser.add_argument("--days", type=int, default=10, help="how many days (default 10)")
+    parser.add_argument("--until", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",
+                        help="last day (default: today, UTC)")
+    parser.add_argument("--grid-step", type=_grid_step, default=DEFAULT_GRID_STEP, metavar="DEG",
+                        help=f"the model grid (default {DEFAULT_GRID_STEP})")
+    return parser
+
+
+def print_status(days: int, until: date | None, grid_step: float) -> int:
+    until = until or datetime.now(timezone.utc).date()
+    try:
+        conn = open_database()
+        with conn, conn.cursor() as cur:
+            statuses = cycle_status(cur, global_grid(grid_step), cycles_of_days(until, days))
+        conn.close()
+    except (psycopg2.Error, OSError, RuntimeError) as exc:
+        log.error("database error: %s", str(exc).strip())
+        return EXIT_DATABASE
+    for item in statuses:
+        line = f"{item.init_time:%Y-%m-%dT%H:%M}Z  {item.state}"
+        if item.missing:
+            line += "  missing: " + "; ".join(item.missing)
+        print(line)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if argv[:1] == ["download"]:
+        args = download_parser().parse_args(argv[1:])
+        return download_and_load(args.dates, args.dir, args.format, args.grid_step)
+    if argv[:1] == ["status"]:
+        args = status_parser().parse_args(argv[1:])
+        return print_status(args.days, args.until, args.grid_step)
     args = load_parser().parse_args(argv)
     return load_files(args.files, args.grid_step)
 

@@ -31,6 +31,9 @@ _LAT_NAMES = ("lat", "latitude")
 _LON_NAMES = ("lon", "longitude")
 _LEVEL_DIMS = ("level", "pressure_level", "isobaricInhPa")
 _TIME_NAMES = ("valid_time", "time")
+# netCDF-C gives each variable a 64 MiB chunk cache by default, which fills up as a large
+# file is read field by field; 8 MiB holds one 0.25 deg field (4 MiB as float32).
+NETCDF_CHUNK_CACHE_BYTES = 8 * 2**20
 
 
 class UnreadableFileError(Exception):
@@ -98,9 +101,11 @@ class NetcdfSource:
     """A NetCDF file in the GraphCast example layout or the CDS layout, opened lazily."""
 
     def __init__(self, path: Path) -> None:
+        import netCDF4
         import xarray as xr
 
         self.path = path
+        netCDF4.set_chunk_cache(NETCDF_CHUNK_CACHE_BYTES)  # for files opened from now on
         try:
             self._ds = xr.open_dataset(path, decode_timedelta=True, cache=False)
         except Exception as exc:  # netCDF4/HDF5 raise many types for damaged files

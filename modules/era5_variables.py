@@ -3,7 +3,8 @@
 The store uses GraphCast's long names. Files from the Copernicus Climate Data Store (CDS)
 use short names (`t2m` in NetCDF, `2t` in GRIB, `t`, `z`, ...); GraphCast's example
 datasets use the long names themselves. `total_precipitation_6hr` is not an ERA5 product:
-the loader derives it from the hourly `total_precipitation` accumulations.
+the loader stores the hourly `total_precipitation` accumulations and derives the 6-hour
+total from them once all six hours are in the store.
 """
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from dataclasses import dataclass
 SURFACE_KIND = "surface"            # single level, one field per valid time
 ATMOSPHERIC_KIND = "atmospheric"    # one field per pressure level and valid time
 STATIC_KIND = "static"              # time-invariant, stored once per grid
-HOURLY_ACCUMULATION_KIND = "hourly_accumulation"  # summed into a 6-hour total, not stored
+HOURLY_ACCUMULATION_KIND = "hourly_accumulation"  # stored hourly, summed into 6-hour totals
 
 # GraphCast_small's pressure levels (hPa), the ones a forecast cycle needs.
 PRESSURE_LEVELS = (50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000)
 DEFAULT_GRID_STEP = 1.0  # degrees: GraphCast_small's grid
 PRECIPITATION_6HR = "total_precipitation_6hr"
+HOURLY_PRECIPITATION = "total_precipitation"  # ERA5's hourly accumulation (m)
 PRECIPITATION_HOURS = 6
 
 
@@ -62,7 +64,7 @@ VARIABLES: tuple[Era5Variable, ...] = (
     Era5Variable("10m_v_component_of_wind", SURFACE_KIND, "10m_v_component_of_wind",
                  ("v10", "10v"), _WIND),
     Era5Variable(PRECIPITATION_6HR, SURFACE_KIND, None, (), _units("m", mm=0.001)),
-    Era5Variable("total_precipitation", HOURLY_ACCUMULATION_KIND, "total_precipitation",
+    Era5Variable(HOURLY_PRECIPITATION, HOURLY_ACCUMULATION_KIND, "total_precipitation",
                  ("tp",), _units("m", mm=0.001)),
     Era5Variable("toa_incident_solar_radiation", SURFACE_KIND, "toa_incident_solar_radiation",
                  ("tisr",), _units("J m**-2", "J m-2", "J/m^2")),

@@ -5,7 +5,7 @@ longitude, cut at the poles (the polar rows' cells are half-height caps). A targ
 value is the area-weighted mean of the source cells it overlaps, with area measured on the
 sphere (proportional to the difference of sin(latitude) times the longitude width). On a
 lat/lon grid these weights factor into a latitude matrix and a longitude matrix, so
-regridding a (lat, lon) field is two small matrix products: `W_lat @ field @ W_lon.T`.
+regridding a (lat, lon) field is `W_lat @ field @ W_lon.T`, with both matrices sparse.
 
 Conservative averaging keeps the global area-weighted mean, keeps a constant field exactly,
 and keeps a field that is linear in the 3-D position (x, y, z on the unit sphere) to within
@@ -58,8 +58,21 @@ def _normalise(weights: np.ndarray) -> np.ndarray:
     return weights / weights.sum(axis=1, keepdims=True)
 
 
+def sparse_rows(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A weight matrix as (n_rows, k) column indices and weights of each row's non-zero
+    entries (k = the most any row has; shorter rows padded with weight 0)."""
+    k = int(np.count_nonzero(weights, axis=1).max())
+    columns = np.argsort(weights == 0, axis=1, kind="stable")[:, :k]
+    return columns, np.take_along_axis(weights, columns, axis=1)
+
+
 class Regridder:
-    """Conservative regridding from `source` to the same or a coarser `target` grid."""
+    """Conservative regridding from `source` to the same or a coarser `target` grid.
+
+    Each target cell overlaps only a few source cells, so the weights are kept as
+    (indices, weights) per target row and column and applied by gathers: a 0.25 -> 1 deg
+    field costs a few milliseconds.
+    """
 
     def __init__(self, source: Grid, target: Grid) -> None:
         if source.lat_step > target.lat_step + 1e-9 or source.lon_step > target.lon_step + 1e-9:
@@ -69,9 +82,11 @@ class Regridder:
             )
         self.source = source
         self.target = target
-        self._lat = latitude_weights(source, target)
-        self._lon_t = longitude_weights(source, target).T.copy()
+        self._lat_index, self._lat_weight = sparse_rows(latitude_weights(source, target))
+        self._lon_index, self._lon_weight = sparse_rows(longitude_weights(source, target))
 
     def __call__(self, field: np.ndarray) -> np.ndarray:
         """(source n_lat, n_lon) -> (target n_lat, n_lon) float64."""
-        return self._lat @ np.asarray(field, dtype=np.float64) @ self._lon_t
+        field = np.asarray(field, dtype=np.float64)
+        rows = np.einsum("tk,tkx->tx", self._lat_weight, field[self._lat_index])
+        return np.einsum("yk,tyk->ty", self._lon_weight, rows[:, self._lon_index])

@@ -15,8 +15,8 @@
 3. Loads the dataset into the ERA5 store (`python -m modules.era5_loader`), starts the API
    (`python -m graphcast_api serve`) on 127.0.0.1:PORT, waits for /health, runs
    `trigger_and_ingest_forecast.py --init-time 2022-01-01T06:00`, prints the seed's check
-   query, the 20 sites' forecasts (and online: RMSE against ERA5 next to persistence), and
-   stops the service it started.
+   query and the 20 sites' forecasts, stops the service it started, and online prints the
+   RMSE against ERA5 next to persistence (`python -m modules.verification`).
 
 The demo always uses the embedded PostgreSQL in .pgdata/ (DATABASE_URL is ignored), so it
 never writes demo data into your own database. Re-runs fetch nothing again and duplicate
@@ -36,16 +36,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import requests
-import xarray as xr
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from config.settings import load_settings  # noqa: E402
 from graphcast_api import weights  # noqa: E402
-from graphcast_api.interpolation import bilinear  # noqa: E402
 from modules import db  # noqa: E402
 
 INIT_TIME = "2022-01-01T06:00"  # second frame of the official example (and synthetic) dataset
@@ -181,18 +178,20 @@ def write_random_checkpoint(path: Path) -> None:
     partial.replace(path)
 
 
-def port_is_free(port: int) -> bool:
+def ensure_port_free(port: int) -> None:
+    """DemoError unless nothing listens on 127.0.0.1:`port`."""
     with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise DemoError(f"port {port} on 127.0.0.1 is taken (another GraphCast API or "
+                            f"another program): stop it, or run the demo with --port N",
+                            EXIT_PORT_TAKEN)
 
 
 @contextmanager
 def api_service(files: DemoFiles, port: int, env: dict[str, str]) -> Iterator[str]:
     """Start `python -m graphcast_api serve` in the background, wait until /health says ok,
     yield its URL; stop it on the way out."""
-    if not port_is_free(port):
-        raise DemoError(f"port {port} on 127.0.0.1 is taken (another GraphCast API or another "
-                        f"program): stop it, or run the demo with --port N", EXIT_PORT_TAKEN)
+    ensure_port_free(port)
     url = f"http://127.0.0.1:{port}"
     LOG_DIR.mkdir(exist_ok=True)
     log_path = LOG_DIR / "demo-api.log"
@@ -214,7 +213,7 @@ def api_service(files: DemoFiles, port: int, env: dict[str, str]) -> Iterator[st
         except subprocess.TimeoutExpired:
             service.kill()
             service.wait()
-        print(f"\n==> GraphCast API stopped", flush=True)
+        print("\n==> GraphCast API stopped", flush=True)
 
 
 def wait_until_healthy(url: str, service: subprocess.Popen, log_path: Path) -> None:
@@ -248,9 +247,10 @@ def fetch_rows(sql: str, params: tuple = ()) -> list[tuple]:
 
 
 def print_check_query() -> None:
+    rows = fetch_rows(CHECK_QUERY)
     print(f"\n==> The seed's check query\n    {CHECK_QUERY}")
     print(f"    {'forecast_time':<27}{'count':>6}{'avg(value)':>14}")
-    for forecast_time, count, average in fetch_rows(CHECK_QUERY):
+    for forecast_time, count, average in rows:
         print(f"    {forecast_time.isoformat():<27}{count:>6}{average:>14.3f}")
 
 
@@ -292,39 +292,6 @@ def print_site_table(forecasts: CycleForecasts) -> None:
               + "".join(f"{values[h]:>9.2f}" for h in leads))
 
 
-def print_scores(forecasts: CycleForecasts, era5: Path) -> None:
-    """RMSE of the stored forecasts against the ERA5 truth (bilinear at the sites, as the API
-    does) next to persistence (the init-time value), per lead time and overall."""
-    truth = xr.open_dataset(era5, decode_timedelta=True).isel(batch=0)
-    field = truth[forecasts.variable]
-    grid = {"lat_first": float(truth.lat[0]), "lat_step": float(truth.lat[1] - truth.lat[0]),
-            "lon_first": float(truth.lon[0]), "lon_step": float(truth.lon[1] - truth.lon[0])}
-    times = truth.datetime.values
-
-    def at_sites(hours_after_init: int, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
-        when = np.datetime64(INIT_TIME) + np.timedelta64(hours_after_init, "h")
-        frame = field.isel(time=int(np.flatnonzero(times == when)[0])).values
-        return bilinear(frame, lats, lons, **grid)
-
-    print(f"\n==> RMSE against ERA5 ({forecasts.unit}, over the sites)\n"
-          f"    {'lead':<8}{'GraphCast':>11}{'persistence':>13}")
-    errors, persistence_errors = [], []
-    for lead in forecasts.leads:
-        chosen = [row for row in forecasts.rows if row[3] == lead]
-        lats = np.array([row[1] for row in chosen])
-        lons = np.array([row[2] for row in chosen])
-        observed = at_sites(lead, lats, lons)
-        errors.append(np.array([row[4] for row in chosen]) - observed)
-        persistence_errors.append(at_sites(0, lats, lons) - observed)
-        print(f"    {f'+{lead} h':<8}{_rms(errors[-1]):>11.3f}{_rms(persistence_errors[-1]):>13.3f}")
-    print(f"    {f'all {sum(e.size for e in errors)}':<8}"
-          f"{_rms(np.concatenate(errors)):>11.3f}{_rms(np.concatenate(persistence_errors)):>13.3f}")
-
-
-def _rms(values: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(values))))
-
-
 OFFLINE_BANNER = """
 ==============================================================================
  OFFLINE DEMO: the ERA5 state is synthetic and the GraphCast weights are random.
@@ -336,6 +303,7 @@ OFFLINE_BANNER = """
 
 
 def run_demo(offline: bool, port: int, base_url: str) -> None:
+    ensure_port_free(port)
     api_url = f"http://127.0.0.1:{port}"
     env = child_env(api_url)
     mode = choose_mode(offline, base_url)
@@ -350,7 +318,8 @@ def run_demo(offline: bool, port: int, base_url: str) -> None:
     forecasts = cycle_forecasts()
     print_site_table(forecasts)
     if mode == "online":
-        print_scores(forecasts, files.era5)
+        step("RMSE against ERA5 next to persistence",
+             [sys.executable, "-m", "modules.verification", "--model", forecasts.model], env)
     else:
         print(OFFLINE_BANNER)
 

@@ -73,11 +73,27 @@ def test_six_hour_precipitation_is_the_sum_of_six_hourly_accumulations(conn,
     values, times = _hourly_tp(list(range(0, 13)))
     path = cds_netcdf(tmp_path / "tp.nc", {"tp": values}, times, units={"tp": "m"})
     result = load_file(conn, path, grid_step=STEP)
-    # 00Z needs the previous day's hours: skipped; 06Z = 1+...+6 mm, 12Z = 7+...+12 mm
-    assert [t.hour for t in result.valid_times] == [6, 12]
+    assert result.fields == 13
+    # 00Z needs the previous day's hours: not derived; 06Z = 1+...+6 mm, 12Z = 7+...+12 mm
+    assert [t.hour for t in result.precipitation_6hr] == [6, 12]
     np.testing.assert_allclose(_read(conn, "total_precipitation_6hr"), 0.021, rtol=1e-6)
     np.testing.assert_allclose(_read(conn, "total_precipitation_6hr",
                                      when=T06.replace(hour=12)), 0.057, rtol=1e-6)
+
+
+def test_six_hour_window_spanning_two_files_is_derived_once_both_are_loaded(
+        conn, clean_db: str, tmp_path: Path) -> None:
+    late = np.stack([np.full(SHAPE, h * 1e-3, np.float32) for h in range(19, 24)])
+    first = cds_netcdf(tmp_path / "d1.nc", {"tp": late},
+                       [f"2021-12-31T{h}:00" for h in range(19, 24)])
+    assert load_file(conn, first, grid_step=STEP).precipitation_6hr == ()
+    values, times = _hourly_tp([0, 1])
+    second = cds_netcdf(tmp_path / "d2.nc", {"tp": values}, times)
+    result = load_file(conn, second, grid_step=STEP)
+    midnight = T06.replace(hour=0)
+    assert result.precipitation_6hr == (midnight,)
+    np.testing.assert_allclose(_read(conn, "total_precipitation_6hr", when=midnight),
+                               (19 + 20 + 21 + 22 + 23 + 0) * 1e-3, rtol=1e-6)
 
 
 def test_precipitation_in_millimetres_is_converted(conn, tmp_path: Path) -> None:
@@ -90,9 +106,9 @@ def test_precipitation_in_millimetres_is_converted(conn, tmp_path: Path) -> None
 def test_missing_hours_are_never_filled_in(conn, clean_db: str, tmp_path: Path) -> None:
     values, times = _hourly_tp([0, 1, 2, 4, 5, 6])
     path = cds_netcdf(tmp_path / "gap.nc", {"tp": values}, times)
-    with pytest.raises(InvalidDataError, match=r"gap.nc: field 'total_precipitation': cannot "
-                       r"derive total_precipitation_6hr valid 2022-01-01T06:00Z, hourly "
-                       r"accumulations missing for 2022-01-01T03:00Z"):
+    with pytest.raises(InvalidDataError, match=r"gap.nc: field 'total_precipitation': hourly "
+                       r"accumulations missing for 2022-01-01T03:00Z; total_precipitation_6hr "
+                       r"is never derived from incomplete hours"):
         load_file(conn, path, grid_step=STEP)
     values, times = _hourly_tp([0, 6, 12])  # six-hourly instead of hourly
     path = cds_netcdf(tmp_path / "sixhourly.nc", {"tp": values}, times)
@@ -117,7 +133,7 @@ def test_grib_matches_netcdf(conn, tmp_path: Path) -> None:
                  for i, (when, h) in enumerate(zip(tp_times, [1, 2, 3, 4, 5, 6]))]
     path = _grib_file(tmp_path / "era5.grib", messages)
     result = load_file(conn, path, grid_step=STEP)
-    assert (result.fields, result.static_fields) == (3, 2)
+    assert (result.fields, result.static_fields) == (2 + 6, 2)
     np.testing.assert_allclose(_read(conn, "temperature", 850), t[0, ::-1], atol=1e-4)
     np.testing.assert_allclose(_read(conn, "2m_temperature"), t2m[::-1], atol=1e-4)
     np.testing.assert_allclose(_read(conn, "total_precipitation_6hr"), 0.021, rtol=1e-6)
