@@ -7,8 +7,8 @@ model-dependent rules (array shapes, variable names), so such bodies rightly get
 from __future__ import annotations
 
 import schemathesis
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from graphcast_api.app import create_app
 
