@@ -179,6 +179,12 @@ def add_error_handlers(app: FastAPI) -> None:
         problems = jsonable_encoder(error.errors())
         return JSONResponse({"detail": describe_validation_errors(problems)}, status_code=422)
 
+    @app.exception_handler(Exception)
+    def internal(_: Request, error: Exception) -> JSONResponse:
+        # Logged with its traceback by the server; the client gets one line.
+        return JSONResponse({"detail": f"internal error: {type(error).__name__}: {error}"},
+                            status_code=500)
+
     @app.exception_handler(HTTPException)
     def http_error(_: Request, error: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": str(error.detail)}, status_code=error.status_code,
