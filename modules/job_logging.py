@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TextIO
 
 _SECRETS = (
-    (re.compile(r"(://[^:/@\s]*:)[^@\s]*@"), r"\1***@"),                # URL user:password@
+    (re.compile(r"(://[^:/@\s]*:)\S*@"), r"\1***@"),  # URL user:password@ (to the last @)
     (re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE), r"\1***"),  # libpq key=value
-    (re.compile(r"(Bearer\s+)\S+", re.IGNORECASE), r"\1***"),
+    (re.compile(r"(Bearer\s+)\S+"), r"\1***"),
 )
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

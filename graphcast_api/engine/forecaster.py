@@ -55,7 +55,7 @@ class Forecaster:
 
     def __init__(self, checkpoint: CheckPoint, stats: NormalizationStats, *, name: str,
                  precision: str | None = None, device: str | None = None,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, compile: bool | None = None) -> None:
         self.device = device or default_device()
         self.precision = precision or default_precision(self.device)
         if self.precision not in PRECISIONS:
@@ -71,17 +71,22 @@ class Forecaster:
         self.graphs = load_or_build_graphs(self.model_config, self.latitudes, self.longitudes,
                                            cache_dir)
         self.network = GraphCastNetwork(checkpoint.params, self.graphs, self.model_config,
-                                        PRECISIONS[self.precision], self.device)
+                                        PRECISIONS[self.precision], self.device, compile)
 
     @classmethod
     def from_files(cls, checkpoint: Path, stats_dir: Path, *, precision: str | None = None,
-                   device: str | None = None, cache_dir: Path | None = None) -> "Forecaster":
-        """Load an official checkpoint `.npz` and a directory with the three stats files."""
+                   device: str | None = None, cache_dir: Path | None = None,
+                   compile: bool | None = None) -> "Forecaster":
+        """Load an official checkpoint `.npz` and a directory with the three stats files.
+
+        cache_dir: where built graphs are kept (default: see graph.default_cache_dir);
+        compile: torch.compile the network (default: see network._compile_enabled).
+        """
         loaded = load_checkpoint(Path(checkpoint))
         stem = Path(checkpoint).stem
         name = stem.split(" - ")[0] if " - " in stem else stem
         return cls(loaded, load_stats(Path(stats_dir), loaded.task_config), name=name,
-                   precision=precision, device=device, cache_dir=cache_dir)
+                   precision=precision, device=device, cache_dir=cache_dir, compile=compile)
 
     def forecast(self, inputs: xr.Dataset, steps: int,
                  forcings: xr.Dataset | None = None) -> xr.Dataset:

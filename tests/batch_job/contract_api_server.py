@@ -63,6 +63,11 @@ class ContractApi:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def reset(self) -> None:
+        """Default behaviour, once requests still in flight (from a timed-out client) end."""
+        deadline = time.monotonic() + 10
+        while getattr(self, "in_flight", 0) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.in_flight = 0
         self.token: str | None = None
         self.failures_before_success = 0   # answer 500 this many times first
         self.delay_s = 0.0                 # wait before answering a forecast
@@ -135,6 +140,15 @@ class ContractApi:
 
             def do_POST(self) -> None:
                 api.calls.append(("POST", self.path))
+                api.in_flight += 1
+                try:
+                    self._post()
+                except BrokenPipeError:  # the client gave up (timeout test)
+                    pass
+                finally:
+                    api.in_flight -= 1
+
+            def _post(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if not self._authorised():
                     return

@@ -34,7 +34,8 @@ def forcings(reference_dir: Path) -> xr.Dataset:
 @pytest.fixture(scope="module")
 def fp32(reference_dir: Path, stats_dir: Path, tmp_path_factory) -> Forecaster:
     return Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
-                                 device="cpu", cache_dir=tmp_path_factory.mktemp("graphs"))
+                                 device="cpu", cache_dir=tmp_path_factory.mktemp("graphs"),
+                                 compile=False)
 
 
 def test_step1_grid_node_features(fp32: Forecaster, inputs, forcings,
@@ -72,6 +73,16 @@ def test_fp32_rollout_matches_official(fp32: Forecaster, inputs, forcings,
     _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir, fp32.task_config)
 
 
+def test_compiled_fp32_rollout_matches_official(reference_dir: Path, stats_dir: Path, inputs,
+                                                forcings) -> None:
+    """The default CPU path (torch.compile) gives the same result."""
+    compiled = Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
+                                     device="cpu", compile=True)
+    prediction = compiled.forecast(inputs, 4, forcings)
+    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir,
+                compiled.task_config)
+
+
 def test_rollout_with_forcings_computed(fp32: Forecaster, inputs, reference_dir: Path) -> None:
     """No TISR in the inputs and no target forcings: computed, same result."""
     bare = inputs.drop_vars(["toa_incident_solar_radiation", "year_progress_sin",
@@ -83,7 +94,7 @@ def test_rollout_with_forcings_computed(fp32: Forecaster, inputs, reference_dir:
 def test_bf16_rollout_within_statistical_tolerance(reference_dir: Path, stats_dir: Path,
                                                    inputs, forcings, fp32: Forecaster) -> None:
     bf16 = Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="bf16",
-                                 device="cpu")
+                                 device="cpu", compile=False)
     assert bf16.precision == "bf16"
     prediction = bf16.forecast(inputs, 4, forcings)
     reference = _load(reference_dir / "predictions_fp32.nc")
