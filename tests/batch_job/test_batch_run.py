@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from modules import db
 from modules.data_preparator import target_init_time
 from modules.sites import load_sites
 from config.settings import PROJECT_ROOT
@@ -120,3 +121,17 @@ def test_query_module_prints_the_seed_check(run_job: JobRunner, era5_db: str) ->
     assert lines[0] == "forecast_time | count | avg"
     assert [line.split(" | ")[1] for line in lines[1:]] == ["20"] * 4
     assert lines[1].startswith("2022-01-01 12:00:00+00:00 | 20 | ")
+
+
+def test_without_database_url_the_embedded_server_is_used(run_job: JobRunner, api: ContractApi,
+                                                          tmp_path) -> None:
+    pg_dir = tmp_path / "pgdata"
+    env = {k: v for k, v in run_job.env.items() if k != "DATABASE_URL"}
+    command = run_job.command("--init-time", "2022-01-01T06:00")
+    for _ in range(2):  # the second start reuses the persisted data directory
+        done = subprocess.run(command, cwd=PROJECT_ROOT, env={**env, "EMBEDDED_PG_DIR":
+                              str(pg_dir)}, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert "no ERA5 snapshot at 2022-01-01T00:00:00Z" in done.stdout
+    url = db.embedded_url(pg_dir)
+    assert [(r[1], r[3]) for r in ledger(url)] == [("skipped", 3), ("skipped", 3)]
