@@ -7,13 +7,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from config.settings import PROJECT_ROOT
 from modules import db
 from modules.data_preparator import target_init_time
 from modules.sites import load_sites
-from config.settings import PROJECT_ROOT
 
-from .conftest import (EXAMPLE_START, ExampleFrames, JobRunner, ledger, load_frames,
-                       predictions, query)
+from .conftest import ExampleFrames, JobRunner, ledger, load_frames, predictions, query
 from .contract_api_server import ContractApi, persistence_value
 
 SEED_CHECK = ("SELECT forecast_time, COUNT(*), AVG(value) FROM predictions"
