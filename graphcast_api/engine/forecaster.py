@@ -1,0 +1,221 @@
+"""`Forecaster`: an official checkpoint + statistics → autoregressive GraphCast forecasts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from graphcast_api.engine.checkpoint import CheckPoint, load_checkpoint
+from graphcast_api.engine.configs import ATMOSPHERIC_VARIABLES, TIME_STEP, ModelConfig, TaskConfig
+from graphcast_api.engine.forcings import add_forcings
+from graphcast_api.engine.graph import load_or_build_graphs
+from graphcast_api.engine.network import GraphCastNetwork
+from graphcast_api.engine.normalization import denormalize_targets, normalize, stack, unstack
+from graphcast_api.engine.stats import NormalizationStats, load_stats
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+class ForecastInputError(ValueError):
+    """The input dataset does not fit the model (variables, grid, levels, times)."""
+
+
+def default_device() -> str:
+    """'cuda' when a CUDA GPU is usable, else 'cpu'."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_precision(device: str) -> str:
+    """bf16 where the hardware has fast bf16 matrix products (AMX/AVX512-BF16, CUDA), else fp32.
+
+    Both stay within their tolerances against the official fp32 outputs (see README); bf16
+    is several times faster where the hardware supports it.
+    """
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "fp32"
+    return "bf16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "fp32"
+
+
+def grid_coordinates(resolution: float) -> tuple[np.ndarray, np.ndarray]:
+    """The model's native grid: latitudes -90..90 ascending, longitudes 0..360-res (degrees)."""
+    num_lat = int(round(180 / resolution)) + 1
+    num_lon = int(round(360 / resolution))
+    return (np.linspace(-90, 90, num_lat).astype(np.float32),
+            (np.arange(num_lon) * resolution).astype(np.float32))
+
+
+class Forecaster:
+    """GraphCast with its checkpoint, statistics, graphs and network ready to run."""
+
+    def __init__(self, checkpoint: CheckPoint, stats: NormalizationStats, *, name: str,
+                 precision: str | None = None, device: str | None = None,
+                 cache_dir: Path | None = None, compile: bool | None = None) -> None:
+        self.device = device or default_device()
+        self.precision = precision or default_precision(self.device)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; use fp32 or bf16")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but no CUDA GPU is usable by this torch")
+        self.name = name
+        self.description, self.license = checkpoint.description, checkpoint.license
+        self.model_config: ModelConfig = checkpoint.model_config
+        self.task_config: TaskConfig = checkpoint.task_config
+        self.stats = stats
+        self.latitudes, self.longitudes = grid_coordinates(self.model_config.resolution)
+        self.graphs = load_or_build_graphs(self.model_config, self.latitudes, self.longitudes,
+                                           cache_dir)
+        self.network = GraphCastNetwork(checkpoint.params, self.graphs, self.model_config,
+                                        PRECISIONS[self.precision], self.device, compile)
+
+    @classmethod
+    def from_files(cls, checkpoint: Path, stats_dir: Path, *, precision: str | None = None,
+                   device: str | None = None, cache_dir: Path | None = None,
+                   compile: bool | None = None) -> "Forecaster":
+        """Load an official checkpoint `.npz` and a directory with the three stats files.
+
+        cache_dir: where built graphs are kept (default: see graph.default_cache_dir);
+        compile: torch.compile the network (default: see network._compile_enabled).
+        """
+        loaded = load_checkpoint(Path(checkpoint))
+        stem = Path(checkpoint).stem
+        name = stem.split(" - ")[0] if " - " in stem else stem
+        return cls(loaded, load_stats(Path(stats_dir), loaded.task_config), name=name,
+                   precision=precision, device=device, cache_dir=cache_dir, compile=compile)
+
+    def forecast(self, inputs: xr.Dataset, steps: int,
+                 forcings: xr.Dataset | None = None) -> xr.Dataset:
+        """Roll the model out `steps` × 6 h from two input frames.
+
+        inputs: dims (batch, time=2, [level], lat, lon), statics (lat, lon), coordinate
+        `datetime` (batch, time); forcing variables may be absent (computed). forcings: the
+        forcing variables at the target times (optional; computed from the valid times).
+        Returns float32 predictions (batch, time=steps, [level], lat, lon) with `time` = lead
+        time after the last input and `datetime` = valid time.
+        """
+        if steps < 1:
+            raise ForecastInputError(f"steps must be at least 1, got {steps}")
+        inputs = self._checked_inputs(inputs)
+        forcings = self._target_forcings(inputs, steps, forcings)
+        task = self.task_config
+        template = xr.Dataset(coords={k: v for k, v in inputs.coords.items()
+                                      if k in ("lat", "lon", "level")})
+        frames = []
+        for step in range(steps):
+            step_forcings = forcings.isel(time=[step])
+            features = np.concatenate([stack(normalize(inputs, self.stats), inputs.sizes["batch"]),
+                                       stack(normalize(step_forcings, self.stats),
+                                             inputs.sizes["batch"])], axis=-1)
+            with torch.inference_mode():
+                outputs = self.network(torch.from_numpy(features).to(self.network.device))
+            normalized = unstack(outputs.cpu().numpy(), self._target_template(inputs, template))
+            last = inputs[[v for v in task.target_variables if v in inputs]].isel(time=-1,
+                                                                                  drop=True)
+            prediction = denormalize_targets(normalized, last, self.stats)
+            frames.append(prediction)
+            inputs = self._next_inputs(inputs, prediction, step_forcings)
+        return self._assemble(frames, forcings)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _checked_inputs(self, inputs: xr.Dataset) -> xr.Dataset:
+        """Validate and trim the inputs to the task's variables and levels; add forcings."""
+        task = self.task_config
+        if "datetime" not in inputs.coords:
+            raise ForecastInputError("inputs lack the 'datetime' coordinate (batch, time)")
+        if inputs.sizes.get("time") != task.num_input_frames:
+            raise ForecastInputError(f"inputs need {task.num_input_frames} time frames, "
+                                     f"got {inputs.sizes.get('time', 0)}")
+        self._check_grid(inputs)
+        needed = [v for v in task.input_variables if v not in task.forcing_variables]
+        missing = [v for v in needed if v not in inputs.data_vars]
+        if missing:
+            raise ForecastInputError(f"inputs lack variable(s): {', '.join(missing)}")
+        inputs = inputs.assign_coords(lat=self.latitudes, lon=self.longitudes)
+        inputs = add_forcings(inputs, task.forcing_variables)
+        inputs = inputs[list(task.input_variables)]
+        if "level" in inputs.dims:
+            levels = inputs["level"].values.tolist()
+            absent = [lv for lv in task.pressure_levels if lv not in levels]
+            if absent:
+                raise ForecastInputError(f"inputs lack pressure level(s) {absent}; the model "
+                                         f"needs {list(task.pressure_levels)}")
+            inputs = inputs.sel(level=list(task.pressure_levels))
+        if "batch" not in inputs.dims:
+            raise ForecastInputError("inputs lack the 'batch' dimension")
+        return inputs.astype(np.float32)
+
+    def _check_grid(self, data: xr.Dataset) -> None:
+        """The dataset's lat/lon must be the model's native grid (lat ascending)."""
+        for axis, expected in (("lat", self.latitudes), ("lon", self.longitudes)):
+            if axis not in data.coords:
+                raise ForecastInputError(f"dataset lacks the '{axis}' coordinate")
+            values = np.asarray(data[axis].values, np.float64)
+            if values.shape != expected.shape or not np.allclose(values, expected, atol=1e-4):
+                raise ForecastInputError(
+                    f"{axis} grid does not match the checkpoint's {self.model_config.resolution}° "
+                    f"grid ({len(expected)} points from {expected[0]} to {expected[-1]}, "
+                    f"ascending); got {values.size} points")
+
+    def _target_forcings(self, inputs: xr.Dataset, steps: int,
+                         forcings: xr.Dataset | None) -> xr.Dataset:
+        """Forcings at the target times: the given ones where present, else computed."""
+        last = inputs["datetime"].isel(time=-1).values
+        valid = last[:, None] + np.arange(1, steps + 1) * TIME_STEP
+        leads = np.arange(1, steps + 1) * TIME_STEP
+        frame = xr.Dataset(coords={"lat": self.latitudes, "lon": self.longitudes,
+                                   "time": leads, "datetime": (("batch", "time"), valid)})
+        if forcings is not None and forcings.data_vars:
+            self._check_grid(forcings)
+            if forcings.sizes.get("time", 0) < steps:
+                raise ForecastInputError(f"forcings cover {forcings.sizes.get('time', 0)} "
+                                         f"step(s), {steps} needed")
+            given = forcings.isel(time=slice(0, steps))
+            present = [v for v in self.task_config.forcing_variables if v in given.data_vars]
+            frame = frame.assign({v: given[v].variable for v in present})
+        frame = add_forcings(frame, self.task_config.forcing_variables)
+        return frame[list(self.task_config.forcing_variables)].astype(np.float32)
+
+    def _target_template(self, inputs: xr.Dataset, coords: xr.Dataset) -> xr.Dataset:
+        """Dataset with one time step of every target variable (values unused)."""
+        batch, num_lat, num_lon = inputs.sizes["batch"], len(self.latitudes), len(self.longitudes)
+        variables = {}
+        for name in self.task_config.target_variables:
+            if name in ATMOSPHERIC_VARIABLES:
+                shape = (batch, 1, len(self.task_config.pressure_levels), num_lat, num_lon)
+                dims = ("batch", "time", "level", "lat", "lon")
+            else:
+                shape, dims = (batch, 1, num_lat, num_lon), ("batch", "time", "lat", "lon")
+            variables[name] = (dims, np.empty(shape, np.float32))
+        return xr.Dataset(variables, coords=coords.coords)
+
+    @staticmethod
+    def _next_inputs(inputs: xr.Dataset, prediction: xr.Dataset,
+                     step_forcings: xr.Dataset) -> xr.Dataset:
+        """Drop the oldest frame; append the prediction and this step's forcings as newest."""
+        updated = {}
+        for name, old in inputs.data_vars.items():
+            if "time" not in old.dims:
+                continue
+            source = prediction if name in prediction else step_forcings
+            axis = old.dims.index("time")
+            newest = source[name].transpose(*old.dims).values
+            kept = np.take(old.values, np.arange(1, old.sizes["time"]), axis=axis)
+            updated[name] = (old.dims, np.concatenate([kept, newest], axis=axis))
+        datetime = inputs["datetime"].values
+        shifted = np.concatenate([datetime[:, 1:], datetime[:, -1:] + TIME_STEP], axis=1)
+        return inputs.assign(updated).assign_coords(datetime=(("batch", "time"), shifted))
+
+    def _assemble(self, frames: list[xr.Dataset], forcings: xr.Dataset) -> xr.Dataset:
+        """Concatenate per-step predictions with lead-time and valid-time coordinates."""
+        result = xr.concat(frames, dim="time", data_vars="all", coords="minimal",
+                           compat="override", join="override")
+        result = result.assign_coords(time=forcings["time"].values,
+                                      datetime=forcings["datetime"])
+        result["time"].attrs.clear()
+        return result.astype(np.float32)

@@ -1,0 +1,265 @@
+"""The GraphCast encoder-processor-decoder graph network in PyTorch.
+
+Works on normalised, stacked grid-node features [num_grid, batch, channels] and returns the
+normalised outputs [num_grid, batch, outputs]. Parameter names are the official haiku ones.
+
+Speed-ups that leave the mathematics unchanged:
+- everything that depends only on the graphs (edge embeddings, mesh-node embeddings, their
+  products with the first processor layers) is computed once, at construction;
+- the first layer of every edge MLP, applied to concat(edge, sender, receiver), is split into
+  three products: node latents are projected once per node and gathered per edge;
+- node MLPs take concat(node, aggregated messages) as two products, without the concatenation;
+- edges are ordered by receiver, so the sum aggregation walks memory in order;
+- on CPU the three stages (encoder, one processor step, decoder) are compiled with
+  torch.compile, which fuses the element-wise work around the matrix products.
+bf16 keeps the aggregation sums and LayerNorm statistics in float32, as the official code does.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from graphcast_api.engine.configs import ModelConfig
+from graphcast_api.engine.graph import EdgeSet, GraphCastGraphs
+
+_LOG = logging.getLogger(__name__)
+_LAYER_NORM_EPS = 1e-5  # haiku's default
+_COMPILE_MIN_MESH_EDGES = 50_000
+
+
+class Mlp(NamedTuple):
+    """A haiku MLP (swish between layers) and its optional LayerNorm (scale, offset)."""
+
+    weights: tuple[torch.Tensor, ...]
+    biases: tuple[torch.Tensor, ...]
+    norm: tuple[torch.Tensor, torch.Tensor] | None
+
+    def cast(self, dtype: torch.dtype) -> "Mlp":
+        return Mlp(tuple(w.to(dtype) for w in self.weights),
+                   tuple(b.to(dtype) for b in self.biases),
+                   None if self.norm is None else (self.norm[0].to(dtype),
+                                                   self.norm[1].to(dtype)))
+
+    def split_first(self, sizes: list[int]) -> list[torch.Tensor]:
+        """The first weight matrix split by input rows into blocks of `sizes`."""
+        return [b.contiguous() for b in torch.split(self.weights[0], sizes, dim=0)]
+
+
+def mlp_rest(mlp: Mlp, first: torch.Tensor) -> torch.Tensor:
+    """The MLP after its first product: `first` = input @ weights[0] (no bias) [..., L]."""
+    x = first + mlp.biases[0]
+    for w, b in zip(mlp.weights[1:], mlp.biases[1:]):
+        x = F.silu(x) @ w + b
+    if mlp.norm is not None:
+        x = F.layer_norm(x, x.shape[-1:], mlp.norm[0], mlp.norm[1], _LAYER_NORM_EPS)
+    return x
+
+
+def mlp_apply(mlp: Mlp, x: torch.Tensor) -> torch.Tensor:
+    """The whole MLP on x [..., in]."""
+    return mlp_rest(mlp, x @ mlp.weights[0])
+
+
+def sum_by_receiver(messages: torch.Tensor, receivers: torch.Tensor,
+                    num_nodes: int) -> torch.Tensor:
+    """Sum of edge messages [E, B, L] per receiving node, in float32 → [num_nodes, B, L]."""
+    total = messages.new_zeros((num_nodes,) + messages.shape[1:], dtype=torch.float32)
+    return total.index_add_(0, receivers, messages.float())
+
+
+class EdgeStage(NamedTuple):
+    """First-layer weight blocks of an edge MLP (edge, sender, receiver) and the MLP."""
+
+    w_edge: torch.Tensor
+    w_send: torch.Tensor
+    w_recv: torch.Tensor
+    mlp: Mlp
+
+
+class NodeStage(NamedTuple):
+    """First-layer weight blocks of a node MLP (node, aggregated messages) and the MLP."""
+
+    w_node: torch.Tensor
+    w_messages: torch.Tensor
+    mlp: Mlp
+
+
+def encode(grid_inputs: torch.Tensor, grid_struct: torch.Tensor, embed: Mlp,
+           g2m_static: torch.Tensor, g2m_send: torch.Tensor, g2m_mlp: Mlp,
+           senders: torch.Tensor, receivers: torch.Tensor, mesh0: torch.Tensor,
+           mesh_node: NodeStage, grid_node: Mlp) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embed grid nodes and run grid2mesh: (grid latents [G,B,L], mesh latents [M,B,L])."""
+    dtype = g2m_static.dtype
+    batch = grid_inputs.shape[1]
+    struct = grid_struct[:, None, :].expand(-1, batch, -1)
+    grid = mlp_apply(embed, torch.cat([grid_inputs, struct], dim=-1).to(dtype))
+    messages = mlp_rest(g2m_mlp, g2m_static + (grid @ g2m_send)[senders])
+    aggregated = sum_by_receiver(messages, receivers, mesh0.shape[0]).to(dtype)
+    mesh0 = mesh0.expand(-1, batch, -1)
+    mesh = mesh0 + mlp_rest(mesh_node.mlp, mesh0 @ mesh_node.w_node
+                            + aggregated @ mesh_node.w_messages)
+    grid = grid + mlp_apply(grid_node, grid)
+    return grid, mesh
+
+
+def process(edge: torch.Tensor, mesh: torch.Tensor, edge_stage: EdgeStage,
+            node_stage: NodeStage, senders: torch.Tensor,
+            receivers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One message-passing step on the multi-mesh (residual edge and node updates)."""
+    first = (edge @ edge_stage.w_edge + (mesh @ edge_stage.w_send)[senders]
+             + (mesh @ edge_stage.w_recv)[receivers])
+    messages = mlp_rest(edge_stage.mlp, first)
+    aggregated = sum_by_receiver(messages, receivers, mesh.shape[0]).to(mesh.dtype)
+    mesh = mesh + mlp_rest(node_stage.mlp, mesh @ node_stage.w_node
+                           + aggregated @ node_stage.w_messages)
+    return edge + messages, mesh
+
+
+def decode(grid: torch.Tensor, mesh: torch.Tensor, m2g_static: torch.Tensor,
+           edge_stage: EdgeStage, senders: torch.Tensor, grid_node: NodeStage,
+           decoder: Mlp) -> torch.Tensor:
+    """mesh2grid (each grid node receives 3 consecutive edges) and the output MLP."""
+    per_edge = (mesh @ edge_stage.w_send)[senders]
+    per_grid = (grid @ edge_stage.w_recv)[:, None]
+    first = (m2g_static + per_edge).unflatten(0, (grid.shape[0], 3)) + per_grid
+    messages = mlp_rest(edge_stage.mlp, first)
+    aggregated = messages.float().sum(dim=1).to(grid.dtype)
+    grid = grid + mlp_rest(grid_node.mlp, grid @ grid_node.w_node
+                           + aggregated @ grid_node.w_messages)
+    return mlp_apply(decoder, grid).float()
+
+
+def _mlp(params: dict[str, torch.Tensor], gnn: str, module: str) -> Mlp:
+    """Collect the arrays of `<gnn>/~_networks_builder/<module>_mlp` (+ its LayerNorm)."""
+    prefix = f"{gnn}/~_networks_builder/{module}"
+    weights, biases, k = [], [], 0
+    while f"{prefix}_mlp/~/linear_{k}:w" in params:
+        weights.append(params[f"{prefix}_mlp/~/linear_{k}:w"])
+        biases.append(params[f"{prefix}_mlp/~/linear_{k}:b"])
+        k += 1
+    norm = (params[f"{prefix}_layer_norm:scale"], params[f"{prefix}_layer_norm:offset"]) \
+        if f"{prefix}_layer_norm:scale" in params else None
+    return Mlp(tuple(weights), tuple(biases), norm)
+
+
+def _edge_stage(mlp: Mlp, latent: int, dtype: torch.dtype) -> EdgeStage:
+    w_edge, w_send, w_recv = mlp.split_first([latent] * 3)
+    return EdgeStage(w_edge.to(dtype), w_send.to(dtype), w_recv.to(dtype), mlp.cast(dtype))
+
+
+def _node_stage(mlp: Mlp, latent: int, dtype: torch.dtype) -> NodeStage:
+    w_node, w_messages = mlp.split_first([latent, latent])
+    return NodeStage(w_node.to(dtype), w_messages.to(dtype), mlp.cast(dtype))
+
+
+def _by_receiver(edges: EdgeSet) -> EdgeSet:
+    """The same edges ordered by receiver (stable)."""
+    order = np.argsort(edges.receivers, kind="stable")
+    return EdgeSet(edges.senders[order], edges.receivers[order], edges.features[order])
+
+
+def _compile_enabled(device: torch.device, num_mesh_edges: int) -> bool:
+    """Whether to torch.compile: GRAPHCAST_COMPILE=1/0 if set, else on CPU for full-size meshes.
+
+    Compiling costs tens of seconds once per process (it needs a C++ compiler); it pays off
+    from GraphCast_small's mesh (81,900 edges) up, not for small test meshes.
+    """
+    setting = os.environ.get("GRAPHCAST_COMPILE")
+    if setting is not None:
+        return setting.strip().lower() not in ("0", "false", "no", "")
+    return device.type == "cpu" and num_mesh_edges >= _COMPILE_MIN_MESH_EDGES
+
+
+class GraphCastNetwork:
+    """GraphCast's three graph networks with their static parts precomputed."""
+
+    def __init__(self, params: dict[str, np.ndarray], graphs: GraphCastGraphs,
+                 model_config: ModelConfig, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu", compile: bool | None = None) -> None:
+        self.dtype, self.device = dtype, torch.device(device)
+        latent = model_config.latent_size
+        full = {k: torch.from_numpy(np.asarray(v, np.float32)).to(self.device)
+                for k, v in params.items()}
+
+        def tensor(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+        g2m, mesh = _by_receiver(graphs.grid2mesh), _by_receiver(graphs.mesh)
+        m2g = graphs.mesh2grid
+        if not np.array_equal(m2g.receivers, np.repeat(np.arange(len(m2g.receivers) // 3), 3)):
+            raise ValueError("mesh2grid edges must come in threes per grid node")
+        self.g2m_senders, self.g2m_receivers = tensor(g2m.senders), tensor(g2m.receivers)
+        self.mesh_senders, self.mesh_receivers = tensor(mesh.senders), tensor(mesh.receivers)
+        self.m2g_senders = tensor(m2g.senders)
+        self.grid_struct = tensor(graphs.grid_node_features).to(dtype)
+        mesh_struct = tensor(graphs.mesh_node_features)
+
+        # Encoder: grid-node embedding is dynamic; mesh nodes and edges are static.
+        self.embed_grid = _mlp(full, "grid2mesh_gnn", "encoder_nodes_grid_nodes").cast(dtype)
+        embed_mesh = _mlp(full, "grid2mesh_gnn", "encoder_nodes_mesh_nodes")
+        data_width = embed_mesh.weights[0].shape[0] - mesh_struct.shape[1]
+        mesh_in = torch.cat([mesh_struct.new_zeros(len(mesh_struct), data_width), mesh_struct],
+                            dim=1)[:, None, :]
+        mesh0 = mlp_apply(embed_mesh, mesh_in)                        # [M, 1, L] float32
+        g2m_edges = mlp_apply(_mlp(full, "grid2mesh_gnn", "encoder_edges_grid2mesh"),
+                              tensor(g2m.features)[:, None, :])
+        g2m_mlp = _mlp(full, "grid2mesh_gnn", "processor_edges_0_grid2mesh")
+        w_edge, w_send, w_recv = g2m_mlp.split_first([latent] * 3)
+        self.g2m_static = (g2m_edges @ w_edge + (mesh0 @ w_recv)[self.g2m_receivers]).to(dtype)
+        self.g2m_send, self.g2m_mlp = w_send.to(dtype), g2m_mlp.cast(dtype)
+        self.mesh0 = mesh0.to(dtype)
+        self.g2m_mesh_node = _node_stage(
+            _mlp(full, "grid2mesh_gnn", "processor_nodes_0_mesh_nodes"), latent, dtype)
+        self.g2m_grid_node = _mlp(full, "grid2mesh_gnn", "processor_nodes_0_grid_nodes").cast(dtype)
+
+        # Processor.
+        self.mesh_edge0 = mlp_apply(_mlp(full, "mesh_gnn", "encoder_edges_mesh"),
+                                    tensor(mesh.features)[:, None, :]).to(dtype)
+        self.edge_stages = [_edge_stage(_mlp(full, "mesh_gnn", f"processor_edges_{i}_mesh"),
+                                        latent, dtype) for i in range(model_config.gnn_msg_steps)]
+        self.node_stages = [_node_stage(_mlp(full, "mesh_gnn", f"processor_nodes_{i}_mesh_nodes"),
+                                        latent, dtype) for i in range(model_config.gnn_msg_steps)]
+
+        # Decoder: mesh2grid edges (static edge term) and the output MLP.
+        m2g_edge_mlp = _mlp(full, "mesh2grid_gnn", "processor_edges_0_mesh2grid")
+        m2g_edges = mlp_apply(_mlp(full, "mesh2grid_gnn", "encoder_edges_mesh2grid"),
+                              tensor(m2g.features)[:, None, :])
+        self.m2g_static = (m2g_edges @ m2g_edge_mlp.weights[0][:latent]).to(dtype)
+        self.m2g_stage = _edge_stage(m2g_edge_mlp, latent, dtype)
+        self.m2g_grid_node = _node_stage(
+            _mlp(full, "mesh2grid_gnn", "processor_nodes_0_grid_nodes"), latent, dtype)
+        self.decoder = _mlp(full, "mesh2grid_gnn", "decoder_nodes_grid_nodes").cast(dtype)
+
+        use_compile = (_compile_enabled(self.device, len(mesh.senders)) if compile is None
+                       else compile)
+        wrap = (lambda f: torch.compile(f, dynamic=False)) if use_compile else (lambda f: f)
+        self._encode, self._process, self._decode = wrap(encode), wrap(process), wrap(decode)
+
+    def __call__(self, grid_inputs: torch.Tensor) -> torch.Tensor:
+        """Normalised outputs [G, B, outputs] (float32) from grid inputs [G, B, channels]."""
+        with torch.inference_mode():
+            try:
+                return self._forward(grid_inputs.to(self.device))
+            except Exception as error:  # noqa: BLE001 - e.g. no C++ compiler for torch.compile
+                if self._encode is encode:
+                    raise
+                _LOG.warning("torch.compile failed (%s); running the network eagerly", error)
+                self._encode, self._process, self._decode = encode, process, decode
+                return self._forward(grid_inputs.to(self.device))
+
+    def _forward(self, grid_inputs: torch.Tensor) -> torch.Tensor:
+        grid, mesh = self._encode(
+            grid_inputs, self.grid_struct, self.embed_grid, self.g2m_static, self.g2m_send,
+            self.g2m_mlp, self.g2m_senders, self.g2m_receivers, self.mesh0, self.g2m_mesh_node,
+            self.g2m_grid_node)
+        edge = self.mesh_edge0.expand(-1, grid.shape[1], -1)
+        for edge_stage, node_stage in zip(self.edge_stages, self.node_stages):
+            edge, mesh = self._process(edge, mesh, edge_stage, node_stage, self.mesh_senders,
+                                       self.mesh_receivers)
+        return self._decode(grid, mesh, self.m2g_static, self.m2g_stage, self.m2g_senders,
+                            self.m2g_grid_node, self.decoder)

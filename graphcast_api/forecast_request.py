@@ -1,0 +1,198 @@
+"""Turn a `POST /v1/forecast` body into the engine's inputs, checking it against the model.
+
+Every problem raises `RequestError` with the HTTP status and a message that names it
+(the field path, what was expected, what came).
+"""
+from __future__ import annotations
+
+import pybase64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import xarray as xr
+from pydantic import ValidationError
+
+from graphcast_api import model_card
+from graphcast_api.api_schemas import EncodedArray, ForecastRequest, Grid
+from graphcast_api.model_card import Forecaster
+
+MAX_LISTED_ERRORS = 5
+
+
+class RequestError(ValueError):
+    """A request the service refuses; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DecodedRequest:
+    """A checked request: the engine inputs and what to extract from the forecast."""
+
+    request: ForecastRequest
+    init_time: datetime  # timezone-aware, UTC
+    inputs: xr.Dataset  # (batch=1, time=2, [level,] lat, lon) + statics (lat, lon)
+
+    @property
+    def steps(self) -> int:
+        """Model steps needed to reach the longest lead time."""
+        return max(self.request.lead_hours) // model_card.STEP_HOURS
+
+
+def decode_forecast_request(body: bytes, model: Forecaster) -> DecodedRequest:
+    """Parse, check and decode `body` for `model`; RequestError on any problem."""
+    request = parse_body(body)
+    check_grid_and_levels(request, model)
+    check_outputs(request, model)
+    init_time = as_utc(request.init_time)
+    return DecodedRequest(request, init_time, build_inputs(request, model, init_time))
+
+
+def parse_body(body: bytes) -> ForecastRequest:
+    """The request model; 400 when `body` is not JSON, 422 when its structure is wrong."""
+    try:
+        return ForecastRequest.model_validate_json(body)
+    except ValidationError as error:
+        problems = error.errors(include_url=False)
+        if any(p["type"] == "json_invalid" for p in problems):
+            raise RequestError(400, f"body is not valid JSON: {problems[0]['msg']}") from None
+        raise RequestError(422, describe_validation_errors(problems)) from None
+
+
+def describe_validation_errors(problems: list[Mapping]) -> str:
+    """One line per problem, `field.path: message`, at most MAX_LISTED_ERRORS of them."""
+    lines = []
+    for problem in problems[:MAX_LISTED_ERRORS]:
+        location = ".".join(str(part) for part in problem["loc"] if part != "body")
+        lines.append(f"{location or 'body'}: {problem['msg']}")
+    if len(problems) > MAX_LISTED_ERRORS:
+        lines.append(f"... and {len(problems) - MAX_LISTED_ERRORS} more problems")
+    return "; ".join(lines)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """`moment` as an aware UTC datetime (naive values are taken as UTC)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def check_grid_and_levels(request: ForecastRequest, model: Forecaster) -> None:
+    """422 unless the request's grid and pressure levels are the model's."""
+    expected = model_card.model_grid(model)
+    if not same_grid(request.grid, expected):
+        raise RequestError(422, f"grid: {request.grid.model_dump()} is not the model's grid"
+                                f" {expected.model_dump()}")
+    levels = model_card.pressure_levels(model)
+    if request.pressure_levels != levels:
+        raise RequestError(422, f"pressure_levels: expected the model's levels {levels},"
+                                f" got {request.pressure_levels}")
+
+
+def same_grid(a: Grid, b: Grid) -> bool:
+    """Equal sizes and equal origins/steps to 1e-6 degrees."""
+    return (a.n_lat, a.n_lon) == (b.n_lat, b.n_lon) and all(
+        abs(getattr(a, f) - getattr(b, f)) <= 1e-6
+        for f in ("lat_first", "lat_step", "lon_first", "lon_step"))
+
+
+def check_outputs(request: ForecastRequest, model: Forecaster) -> None:
+    """422 for unknown or duplicate variables, bad levels and bad lead times."""
+    targets = {t.name: t for t in model_card.targets(model)}
+    levels = model_card.pressure_levels(model)
+    seen = set()
+    for i, wanted in enumerate(request.variables):
+        where = f"variables.{i}"
+        if wanted.name not in targets:
+            raise RequestError(422, f"{where}.name: unknown variable {wanted.name!r};"
+                                    f" the model predicts {sorted(targets)}")
+        if targets[wanted.name].atmospheric and wanted.level not in levels:
+            raise RequestError(422, f"{where}.level: {wanted.name} needs a level among"
+                                    f" {levels}, got {wanted.level}")
+        if not targets[wanted.name].atmospheric and wanted.level not in (None, 0):
+            raise RequestError(422, f"{where}.level: {wanted.name} is a single-level variable;"
+                                    f" omit level or give 0, got {wanted.level}")
+        key = (wanted.name, wanted.level or 0)
+        if key in seen:
+            raise RequestError(422, f"{where}: {wanted.name} level {key[1]} asked twice")
+        seen.add(key)
+    check_lead_hours(request.lead_hours)
+
+
+def check_lead_hours(lead_hours: list[int]) -> None:
+    """422 unless every lead is a positive multiple of the step, within the maximum, once."""
+    step, limit = model_card.STEP_HOURS, model_card.MAX_LEAD_HOURS
+    for i, lead in enumerate(lead_hours):
+        if lead <= 0 or lead % step or lead > limit:
+            raise RequestError(422, f"lead_hours.{i}: {lead} h is not a positive multiple of"
+                                    f" {step} h up to {limit} h")
+    if len(set(lead_hours)) != len(lead_hours):
+        raise RequestError(422, f"lead_hours: duplicates in {lead_hours}")
+
+
+def build_inputs(request: ForecastRequest, model: Forecaster, init_time: datetime) -> xr.Dataset:
+    """The engine's inputs: the request's arrays with time, level, lat/lon coordinates."""
+    grid = (request.grid.n_lat, request.grid.n_lon)
+    surface, atmospheric = model_card.dynamic_inputs(model)
+    statics = model_card.static_inputs(model)
+    check_names("inputs", request.inputs, surface + atmospheric)
+    check_names("static", request.static, statics)
+    n_levels = len(request.pressure_levels)
+    data_vars = {}
+    for name in surface:
+        array = decode_array(f"inputs.{name}", request.inputs[name], (2, *grid))
+        data_vars[name] = (("batch", "time", "lat", "lon"), array[None])
+    for name in atmospheric:
+        array = decode_array(f"inputs.{name}", request.inputs[name], (2, n_levels, *grid))
+        data_vars[name] = (("batch", "time", "level", "lat", "lon"), array[None])
+    for name in statics:
+        data_vars[name] = (("lat", "lon"), decode_array(f"static.{name}", request.static[name],
+                                                        grid))
+    return xr.Dataset(data_vars, coords=input_coordinates(request, model, init_time))
+
+
+def check_names(field: str, given: Mapping[str, EncodedArray], expected: list[str]) -> None:
+    """422 naming missing and unknown arrays of `field`."""
+    missing = [name for name in expected if name not in given]
+    unknown = sorted(set(given) - set(expected))
+    if missing:
+        raise RequestError(422, f"{field}: missing {missing} (the model needs {expected})")
+    if unknown:
+        raise RequestError(422, f"{field}: unknown {unknown} (the model needs {expected})")
+
+
+def decode_array(where: str, encoded: EncodedArray, shape: tuple[int, ...]) -> np.ndarray:
+    """The float32 array of `encoded`; 422 for a wrong shape, bad base64 or NaN/inf."""
+    if tuple(encoded.shape) != shape:
+        raise RequestError(422, f"{where}.shape: expected {list(shape)}, got {encoded.shape}")
+    try:
+        raw = pybase64.b64decode(encoded.data, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise RequestError(422, f"{where}.data: undecodable base64 ({error})") from None
+    expected_bytes = 4 * int(np.prod(shape))
+    if len(raw) != expected_bytes:
+        raise RequestError(422, f"{where}.data: {len(raw)} bytes, but shape {list(shape)}"
+                                f" of float32 needs {expected_bytes}")
+    array = np.frombuffer(raw, dtype="<f4").reshape(shape)
+    if not np.isfinite(array).all():
+        raise RequestError(422, f"{where}.data: contains NaN or infinite values")
+    return array.astype(np.float32)
+
+
+def input_coordinates(request: ForecastRequest, model: Forecaster, init_time: datetime) -> dict:
+    """Coordinates of the inputs: lead `time`, `datetime` (batch, time), level, lat, lon."""
+    lead_times = [timedelta(hours=h) for h in model_card.INPUT_TIMES_HOURS]
+    valid = [np.datetime64((init_time + lead).replace(tzinfo=None), "ns") for lead in lead_times]
+    return {
+        "time": np.array(lead_times, dtype="timedelta64[ns]"),
+        "datetime": (("batch", "time"), np.array([valid], dtype="datetime64[ns]")),
+        "level": np.array(request.pressure_levels, dtype=np.int32),
+        "lat": np.asarray(model.latitudes, dtype=np.float32),
+        "lon": np.asarray(model.longitudes, dtype=np.float32),
+    }

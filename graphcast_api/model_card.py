@@ -1,0 +1,99 @@
+"""What a served model needs and produces: its grid, variable groups and units.
+
+`Forecaster` is the interface the service expects of a model (`graphcast_api.engine`
+implements it); `describe` turns one into the `/v1/model` body.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import xarray as xr
+
+from graphcast_api.api_schemas import Grid, ModelInfo, Target
+
+STEP_HOURS = 6
+MAX_LEAD_HOURS = 240
+INPUT_TIMES_HOURS = [-STEP_HOURS, 0]
+STATIC_VARIABLES = ("geopotential_at_surface", "land_sea_mask")
+ATMOSPHERIC_VARIABLES = (
+    "temperature", "geopotential", "u_component_of_wind", "v_component_of_wind",
+    "vertical_velocity", "specific_humidity",
+)
+UNITS = {
+    "2m_temperature": "K",
+    "mean_sea_level_pressure": "Pa",
+    "10m_u_component_of_wind": "m s-1",
+    "10m_v_component_of_wind": "m s-1",
+    "total_precipitation_6hr": "m",
+    "temperature": "K",
+    "geopotential": "m2 s-2",
+    "u_component_of_wind": "m s-1",
+    "v_component_of_wind": "m s-1",
+    "vertical_velocity": "Pa s-1",
+    "specific_humidity": "kg kg-1",
+}
+
+
+class Forecaster(Protocol):
+    """A loaded GraphCast model (see `graphcast_api.engine.Forecaster`)."""
+
+    name: str
+    description: str
+    license: str
+    task_config: Any  # input_variables, target_variables, forcing_variables, pressure_levels
+    precision: Any
+    device: Any
+    latitudes: np.ndarray  # ascending, degrees
+    longitudes: np.ndarray  # from 0 eastwards, degrees
+
+    def forecast(
+        self, inputs: xr.Dataset, steps: int, forcings: xr.Dataset | None = None
+    ) -> xr.Dataset:
+        """Predictions (batch, time=steps, [level,] lat, lon) from two input frames."""
+
+
+def model_grid(model: Forecaster) -> Grid:
+    """The model's regular grid (latitudes ascending)."""
+    lat = np.asarray(model.latitudes, dtype=np.float64)
+    lon = np.asarray(model.longitudes, dtype=np.float64)
+    return Grid(n_lat=lat.size, n_lon=lon.size, lat_first=float(lat[0]),
+                lat_step=float(lat[1] - lat[0]), lon_first=float(lon[0]),
+                lon_step=float(lon[1] - lon[0]))
+
+
+def pressure_levels(model: Forecaster) -> list[int]:
+    """The model's pressure levels, hPa, in array order."""
+    return [int(level) for level in model.task_config.pressure_levels]
+
+
+def dynamic_inputs(model: Forecaster) -> tuple[list[str], list[str]]:
+    """(surface, atmospheric) input variables the client sends, in the model's order."""
+    skipped = set(model.task_config.forcing_variables) | set(STATIC_VARIABLES)
+    wanted = [v for v in model.task_config.input_variables if v not in skipped]
+    return ([v for v in wanted if v not in ATMOSPHERIC_VARIABLES],
+            [v for v in wanted if v in ATMOSPHERIC_VARIABLES])
+
+
+def static_inputs(model: Forecaster) -> list[str]:
+    """Static fields the model needs, in the model's order."""
+    return [v for v in model.task_config.input_variables if v in STATIC_VARIABLES]
+
+
+def targets(model: Forecaster) -> list[Target]:
+    """Predicted variables with their units."""
+    return [Target(name=v, unit=UNITS.get(v, "unknown"), atmospheric=v in ATMOSPHERIC_VARIABLES)
+            for v in model.task_config.target_variables]
+
+
+def describe(model: Forecaster) -> ModelInfo:
+    """The `/v1/model` body."""
+    surface, atmospheric = dynamic_inputs(model)
+    return ModelInfo(
+        model=model.name, description=model.description, license=model.license,
+        grid=model_grid(model), pressure_levels=pressure_levels(model),
+        input_times_hours=INPUT_TIMES_HOURS, surface_inputs=surface,
+        atmospheric_inputs=atmospheric, static_inputs=static_inputs(model),
+        targets=targets(model), step_hours=STEP_HOURS, max_lead_hours=MAX_LEAD_HOURS,
+        precision=str(model.precision), device=str(model.device),
+    )

@@ -1,0 +1,238 @@
+"""Download DeepMind's published GraphCast files from the public `dm_graphcast` bucket.
+
+Files keep the bucket's layout under the destination directory (`params/<checkpoint>.npz`,
+`stats/*.nc`, `dataset/*.nc`), so `DEST/stats` is the `--stats-dir` the engine expects.
+Transfers stream to `<file>.part`, resume from it with an HTTP Range request, and are renamed
+into place only once complete; files already in place are not fetched again.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import zipfile
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import requests
+from tqdm import tqdm
+
+BUCKET_URL = "https://storage.googleapis.com/dm_graphcast"
+
+CHECKPOINTS = {
+    "small": "GraphCast_small - ERA5 1979-2015 - resolution 1.0 - pressure levels 13 - mesh 2to5"
+             " - precipitation input and output.npz",
+    "operational": "GraphCast_operational - ERA5-HRES 1979-2021 - resolution 0.25 - pressure levels 13"
+                   " - mesh 2to6 - precipitation output only.npz",
+    "full": "GraphCast - ERA5 1979-2017 - resolution 0.25 - pressure levels 37 - mesh 2to6"
+            " - precipitation input and output.npz",
+}
+STATS_FILES = ("stats/diffs_stddev_by_level.nc", "stats/mean_by_level.nc", "stats/stddev_by_level.nc")
+EXAMPLE_STEPS = (1, 4, 12, 20, 40)  # published 1.0-degree, 13-level ERA5 examples
+
+WEIGHTS_LICENCE = (
+    "The GraphCast weights are published by Google DeepMind under the Creative Commons "
+    "Attribution-NonCommercial-ShareAlike 4.0 International licence (CC BY-NC-SA 4.0, "
+    "https://creativecommons.org/licenses/by-nc-sa/4.0/): non-commercial use only, with "
+    "attribution, and derived weights shared under the same terms."
+)
+DATA_LICENCE = (
+    "The example dataset is ECMWF ERA5 data, Copyright European Centre for Medium-Range Weather "
+    "Forecasts (ECMWF), published under CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/)."
+)
+
+CHUNK_BYTES = 1 << 16  # an interruption loses at most the chunk being read
+TIMEOUT_S = (10, 60)  # connect, read
+
+EXIT_HTTP_ERROR = 3
+EXIT_INCOMPLETE = 4
+EXIT_UNREACHABLE = 5
+EXIT_LOCAL = 6
+
+
+class DownloadError(Exception):
+    """A download that failed; `exit_code` tells the command line what to return."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def checkpoint_path(model: str) -> str:
+    """Bucket path of a published model's checkpoint (`small`, `operational` or `full`)."""
+    return f"params/{CHECKPOINTS[model]}"
+
+
+def example_dataset_path(steps: int = 4) -> str:
+    """Bucket path of the official ERA5 example at 1.0 degree, 13 levels, 2022-01-01.
+
+    `steps` target frames follow the two input frames (steps=4: 6 frames, 00:00 to +30 h).
+    """
+    if steps not in EXAMPLE_STEPS:
+        raise ValueError(f"no published example with {steps} steps; choose one of {EXAMPLE_STEPS}")
+    return f"dataset/source-era5_date-2022-01-01_res-1.0_levels-13_steps-{steps:02d}.nc"
+
+
+def object_url(base_url: str, path: str) -> str:
+    """URL of a bucket object, its name percent-encoded (the checkpoint names hold spaces)."""
+    return f"{base_url.rstrip('/')}/{quote(path)}"
+
+
+def _total_size(response: requests.Response, offset: int) -> int | None:
+    """Size of the whole object in bytes, from Content-Range or Content-Length."""
+    content_range = response.headers.get("Content-Range", "")
+    if "/" in content_range and not content_range.endswith("/*"):
+        return int(content_range.rsplit("/", 1)[1])
+    length = response.headers.get("Content-Length")
+    return offset + int(length) if length is not None else None
+
+
+def _range_start(response: requests.Response) -> int:
+    """First byte of a 206 response, from `Content-Range: bytes START-END/TOTAL`."""
+    return int(response.headers["Content-Range"].split()[1].split("-")[0])
+
+
+def _open_transfer(url: str, offset: int) -> tuple[requests.Response, int]:
+    """Start a GET for `url` from byte `offset`; returns the response and the offset it serves."""
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    try:
+        response = requests.get(url, headers=headers, stream=True, timeout=TIMEOUT_S)
+    except requests.RequestException as error:
+        host = urlsplit(url).netloc
+        raise DownloadError(f"cannot reach {host} ({type(error).__name__}); check the network "
+                            "connection and --base-url", EXIT_UNREACHABLE) from error
+    if response.status_code == 404:
+        response.close()
+        raise DownloadError(f"not found (HTTP 404): {url}", EXIT_HTTP_ERROR)
+    if response.status_code == 206 and _range_start(response) == offset:
+        return response, offset
+    if response.status_code == 200:
+        return response, 0  # the server ignored the Range header: start over
+    response.close()
+    if response.status_code == 416 and offset:
+        return _open_transfer(url, 0)  # nothing left past the partial file's end: start over
+    raise DownloadError(f"HTTP {response.status_code} {response.reason} for {url}", EXIT_HTTP_ERROR)
+
+
+def _check_complete(path: Path, expected: int | None, url: str) -> None:
+    """Raise unless `path` has the announced size and, for a checkpoint, is a readable zip."""
+    size = path.stat().st_size
+    if expected is not None and size != expected:
+        raise DownloadError(f"incomplete transfer of {url}: {size} of {expected} bytes received; "
+                            "run the command again to resume", EXIT_INCOMPLETE)
+    if path.name.endswith(".npz.part"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad_member = archive.testzip()
+        except zipfile.BadZipFile as error:
+            path.unlink()
+            raise DownloadError(f"{url} is not a complete .npz checkpoint ({error}); "
+                                "the partial file was removed", EXIT_INCOMPLETE) from error
+        if bad_member is not None:
+            path.unlink()
+            raise DownloadError(f"{url}: checkpoint member {bad_member!r} is corrupt; "
+                                "the partial file was removed", EXIT_INCOMPLETE)
+
+
+def download(url: str, target: Path, progress: bool = True) -> bool:
+    """Fetch `url` into `target` unless it is already there; True if it was downloaded.
+
+    Bytes go to `target.part` first (kept on failure, resumed next time) and are renamed to
+    `target` once complete. Raises DownloadError.
+    """
+    if target.exists():
+        return False
+    partial = target.with_name(target.name + ".part")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        offset = partial.stat().st_size if partial.exists() else 0
+    except OSError as error:
+        raise DownloadError(f"cannot write to {target.parent}: {error}", EXIT_LOCAL) from error
+    response, offset = _open_transfer(url, offset)
+    expected = _total_size(response, offset)
+    with response, tqdm(total=expected, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                        desc=target.name, disable=None if progress else True) as bar:
+        try:
+            with open(partial, "ab" if offset else "wb") as out:
+                for chunk in response.iter_content(CHUNK_BYTES):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
+        except requests.RequestException as error:
+            done = partial.stat().st_size
+            raise DownloadError(f"transfer of {url} interrupted after {done} bytes "
+                                f"({type(error).__name__}); "
+                                "run the command again to resume", EXIT_INCOMPLETE) from error
+        except OSError as error:
+            raise DownloadError(f"cannot write {partial}: {error}", EXIT_LOCAL) from error
+    _check_complete(partial, expected, url)
+    os.replace(partial, target)
+    return True
+
+
+def _fetch(paths: list[str], dest: Path, base_url: str, progress: bool) -> list[Path]:
+    """Download each bucket path under `dest`, reporting each file on stderr."""
+    targets = []
+    for path in paths:
+        target = dest / path
+        fetched = download(object_url(base_url, path), target, progress)
+        print(f"{'downloaded' if fetched else 'already present'}: {target}", file=sys.stderr)
+        targets.append(target)
+    return targets
+
+
+def fetch_weights(model: str, dest: Path, base_url: str = BUCKET_URL, progress: bool = True) -> list[Path]:
+    """Download a published model's checkpoint and the three statistics files.
+
+    Returns [checkpoint, diffs_stddev_by_level, mean_by_level, stddev_by_level] paths under `dest`.
+    """
+    print(WEIGHTS_LICENCE, file=sys.stderr)
+    return _fetch([checkpoint_path(model), *STATS_FILES], Path(dest), base_url, progress)
+
+
+def fetch_example_dataset(dest: Path, steps: int = 4, base_url: str = BUCKET_URL,
+                          progress: bool = True) -> Path:
+    """Download the official ERA5 example (1.0 degree, 13 levels, 2022-01-01) to `dest/dataset/`."""
+    path = example_dataset_path(steps)
+    print(DATA_LICENCE, file=sys.stderr)
+    return _fetch([path], Path(dest), base_url, progress)[0]
+
+
+def _run_fetch_weights(args: argparse.Namespace) -> int:
+    try:
+        paths = fetch_weights(args.model, args.dest, args.base_url)
+    except DownloadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    print(f"checkpoint: {paths[0]}\nstats dir:  {paths[1].parent}")
+    return 0
+
+
+def _run_fetch_example(args: argparse.Namespace) -> int:
+    try:
+        print(fetch_example_dataset(args.dest, args.steps, args.base_url))
+    except DownloadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register `fetch-weights` and `fetch-example` on the package's command line."""
+    weights = subparsers.add_parser(
+        "fetch-weights", help="download an official checkpoint and its normalisation statistics",
+        description=f"Download an official GraphCast checkpoint and the three statistics files. {WEIGHTS_LICENCE}")
+    weights.add_argument("model", choices=sorted(CHECKPOINTS), help="which published model")
+    weights.add_argument("--dest", type=Path, required=True, help="directory to download into")
+    weights.add_argument("--base-url", default=BUCKET_URL, help="bucket address (default: %(default)s)")
+    weights.set_defaults(run=_run_fetch_weights)
+
+    example = subparsers.add_parser(
+        "fetch-example", help="download the official 1.0-degree, 13-level ERA5 example dataset",
+        description=f"Download the official ERA5 example batch of 2022-01-01. {DATA_LICENCE}")
+    example.add_argument("--dest", type=Path, required=True, help="directory to download into")
+    example.add_argument("--steps", type=int, choices=EXAMPLE_STEPS, default=4,
+                         help="target frames after the two inputs (default: %(default)s)")
+    example.add_argument("--base-url", default=BUCKET_URL, help="bucket address (default: %(default)s)")
+    example.set_defaults(run=_run_fetch_example)

@@ -1,0 +1,275 @@
+"""Readers for ERA5 files: an inventory of 2-D fields, and each field read on demand.
+
+Three layouts are understood:
+- GraphCast's example datasets (NetCDF, dims `batch, time, level, lat, lon`, a `datetime`
+  coordinate, long variable names);
+- CDS ERA5 NetCDF (dims `valid_time` or `time`, `pressure_level` or `level`, `latitude`,
+  `longitude`; short names);
+- CDS ERA5 GRIB (one message per field, read with eccodes).
+
+A source only reports what the file holds, in the file's own orientation and names; the
+loader maps names, checks values and regrids. Fields are read one at a time, so memory
+stays bounded by one field whatever the file's size.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+NETCDF_MAGICS = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
+GRIB_MAGIC = b"GRIB"
+GRAPHCAST_LAYOUT = "graphcast"
+CDS_LAYOUT = "cds"
+
+_LAT_NAMES = ("lat", "latitude")
+_LON_NAMES = ("lon", "longitude")
+_LEVEL_DIMS = ("level", "pressure_level", "isobaricInhPa")
+_TIME_NAMES = ("valid_time", "time")
+# netCDF-C gives each variable a 64 MiB chunk cache by default, which fills up as a large
+# file is read field by field; 8 MiB holds one 0.25 deg field (4 MiB as float32).
+NETCDF_CHUNK_CACHE_BYTES = 8 * 2**20
+
+
+class UnreadableFileError(Exception):
+    """The file is missing, unreadable, or neither NetCDF nor GRIB."""
+
+
+class InvalidDataError(Exception):
+    """The file's content cannot be loaded (names, coordinates, grid, values, hours)."""
+
+
+@dataclass(frozen=True)
+class FieldRef:
+    """One 2-D field of a file: its name there, its level (hPa; 0 for single-level fields),
+    its valid time (None when the file gives it none) and where the reader finds it."""
+
+    name: str
+    level: int
+    valid_time: datetime | None
+    locator: Hashable
+    units: str | None
+
+
+class Source(Protocol):
+    """An open ERA5 file."""
+
+    path: Path
+    layout: str
+    latitudes: np.ndarray   # degrees, in the file's order
+    longitudes: np.ndarray  # degrees, in the file's order
+
+    def fields(self) -> list[FieldRef]: ...
+    def read(self, ref: FieldRef) -> np.ndarray: ...  # (lat, lon) in the file's order
+    def close(self) -> None: ...
+
+
+def sniff_format(path: Path) -> str:
+    """'netcdf' or 'grib' from the file's first bytes; UnreadableFileError otherwise."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise UnreadableFileError(f"{path}: cannot read the file ({exc.strerror})") from exc
+    if head.startswith(GRIB_MAGIC):
+        return "grib"
+    if any(head.startswith(magic) for magic in NETCDF_MAGICS):
+        return "netcdf"
+    raise UnreadableFileError(f"{path}: not a NetCDF or GRIB file")
+
+
+def open_source(path: Path) -> Source:
+    """Open `path` with the reader its format needs."""
+    kind = sniff_format(path)
+    return GribSource(path) if kind == "grib" else NetcdfSource(path)
+
+
+def to_utc(value: np.datetime64, path: Path, what: str) -> datetime:
+    """A numpy datetime64 as a timezone-aware UTC datetime."""
+    if np.isnat(value):
+        raise InvalidDataError(f"{path}: {what} has a missing (NaT) time")
+    seconds = int(value.astype("datetime64[s]").astype(np.int64))
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+class NetcdfSource:
+    """A NetCDF file in the GraphCast example layout or the CDS layout, opened lazily."""
+
+    def __init__(self, path: Path) -> None:
+        import netCDF4
+        import xarray as xr
+
+        self.path = path
+        netCDF4.set_chunk_cache(NETCDF_CHUNK_CACHE_BYTES)  # for files opened from now on
+        try:
+            self._ds = xr.open_dataset(path, decode_timedelta=True, cache=False)
+        except Exception as exc:  # netCDF4/HDF5 raise many types for damaged files
+            raise UnreadableFileError(f"{path}: cannot open as NetCDF ({exc})") from exc
+        self._lat = self._coordinate(_LAT_NAMES, "latitude")
+        self._lon = self._coordinate(_LON_NAMES, "longitude")
+        self.latitudes = np.asarray(self._ds[self._lat].values, dtype=np.float64)
+        self.longitudes = np.asarray(self._ds[self._lon].values, dtype=np.float64)
+        self._times = self._time_coordinate()
+        self._time_values = self._times.values if self._times is not None else None
+        self.layout = GRAPHCAST_LAYOUT if "datetime" in self._ds.variables else CDS_LAYOUT
+
+    def _coordinate(self, names: tuple[str, ...], what: str) -> str:
+        for name in names:
+            if name in self._ds.variables:
+                return name
+        raise InvalidDataError(f"{self.path}: no {what} coordinate ({' or '.join(names)})")
+
+    def _time_coordinate(self) -> xr.DataArray | None:
+        """The coordinate holding valid times (datetime64), or None if the file has none."""
+        for name in ("datetime",) + _TIME_NAMES:
+            if name in self._ds.variables and np.issubdtype(self._ds[name].dtype, np.datetime64):
+                return self._ds[name]
+        return None
+
+    def fields(self) -> list[FieldRef]:
+        refs = []
+        for name, var in self._ds.data_vars.items():
+            if self._lat in var.dims and self._lon in var.dims:
+                refs.extend(self._var_fields(str(name), var))
+        return refs
+
+    def _var_fields(self, name: str, var: xr.DataArray) -> Iterator[FieldRef]:
+        dims = [d for d in var.dims if d not in (self._lat, self._lon)]
+        time_dims = list(self._times.dims) if self._times is not None else []
+        level_dim = next((d for d in dims if d in _LEVEL_DIMS), None)
+        has_time = bool(time_dims) and all(d in dims for d in time_dims)
+        if not has_time and any(d in dims for d in time_dims + ["time", "valid_time"]):
+            raise InvalidDataError(f"{self.path}: field {name!r} has a time dimension but the "
+                                   "file has no matching time coordinate (datetime, valid_time "
+                                   "or time)")
+        for dim in dims:
+            if dim not in time_dims and dim != level_dim and var.sizes[dim] != 1:
+                raise InvalidDataError(f"{self.path}: field {name!r} has an unexpected dimension "
+                                       f"{dim!r} of size {var.sizes[dim]}")
+        levels = self._levels(name, level_dim)
+        time_ranges = [range(var.sizes[d]) for d in time_dims] if has_time else []
+        units = var.attrs.get("units")
+        for time_index in itertools.product(*time_ranges):
+            when = None
+            if has_time:
+                when = to_utc(self._time_values[time_index], self.path, f"field {name!r}")
+            for level_index, level in enumerate(levels):
+                locator = dict(zip(time_dims, time_index)) if has_time else {}
+                if level_dim is not None:
+                    locator[level_dim] = level_index
+                yield FieldRef(name, level, when, tuple(sorted(locator.items())), units)
+
+    def _levels(self, name: str, level_dim: str | None) -> list[int]:
+        if level_dim is None:
+            return [0]
+        if level_dim not in self._ds.variables:
+            raise InvalidDataError(f"{self.path}: field {name!r} has a {level_dim!r} dimension "
+                                   "but no pressure-level coordinate")
+        values = np.asarray(self._ds[level_dim].values, dtype=np.float64)
+        if np.any(values <= 0) or np.any(values != np.round(values)):
+            raise InvalidDataError(f"{self.path}: pressure levels {values.tolist()} are not "
+                                   "whole hPa values")
+        return [int(v) for v in values]
+
+    def read(self, ref: FieldRef) -> np.ndarray:
+        var = self._ds[ref.name].isel(dict(ref.locator))
+        var = var.squeeze([d for d in var.dims if d not in (self._lat, self._lon)])
+        return np.asarray(var.transpose(self._lat, self._lon).values)
+
+    def close(self) -> None:
+        self._ds.close()
+
+
+class GribSource:
+    """A GRIB file (editions 1 and 2) on a regular lat/lon grid, read message by message."""
+
+    layout = CDS_LAYOUT
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: BinaryIO = open(path, "rb")
+        self._refs: list[FieldRef] = []
+        self._shape: tuple[int, int] | None = None
+        try:
+            self._scan()
+        except Exception:
+            self._file.close()
+            raise
+
+    def _scan(self) -> None:
+        import eccodes
+
+        while True:
+            try:
+                handle = eccodes.codes_grib_new_from_file(self._file)
+            except eccodes.CodesInternalError as exc:
+                raise UnreadableFileError(f"{self.path}: damaged GRIB message ({exc})") from exc
+            if handle is None:
+                break
+            try:
+                self._add_message(handle)
+            finally:
+                eccodes.codes_release(handle)
+        if not self._refs:
+            raise UnreadableFileError(f"{self.path}: no GRIB messages")
+
+    def _add_message(self, handle) -> None:
+        import eccodes
+
+        get = lambda key: eccodes.codes_get(handle, key)  # noqa: E731
+        name = str(get("shortName"))
+        if get("gridType") != "regular_ll":
+            raise InvalidDataError(f"{self.path}: field {name!r} is on a {get('gridType')} "
+                                   "grid; only regular lat/lon grids can be loaded or regridded")
+        if get("iScansNegatively") or get("jPointsAreConsecutive"):
+            raise InvalidDataError(f"{self.path}: field {name!r} uses an unsupported scanning mode")
+        shape = (int(get("Nj")), int(get("Ni")))
+        lat_first = float(get("latitudeOfFirstGridPointInDegrees"))
+        lat_last = float(get("latitudeOfLastGridPointInDegrees"))
+        lon_first = float(get("longitudeOfFirstGridPointInDegrees"))
+        lon_last = float(get("longitudeOfLastGridPointInDegrees"))
+        lat = np.linspace(lat_first, lat_last, shape[0])
+        lon_span = (lon_last - lon_first) % 360
+        lon = lon_first + np.arange(shape[1]) * (lon_span / (shape[1] - 1))
+        if self._shape is None:
+            self._shape, self.latitudes, self.longitudes = shape, lat, lon
+        elif shape != self._shape or not (np.allclose(lat, self.latitudes)
+                                          and np.allclose(lon, self.longitudes)):
+            raise InvalidDataError(f"{self.path}: field {name!r} is on a different grid than the "
+                                   "file's first field")
+        if eccodes.codes_is_defined(handle, "number") and int(get("number")) > 0:
+            raise InvalidDataError(f"{self.path}: field {name!r} is ensemble member "
+                                   f"{get('number')}; only the reanalysis (no ensemble members) "
+                                   "can be loaded")
+        level = int(get("level")) if get("typeOfLevel") == "isobaricInhPa" else 0
+        date, time = int(get("validityDate")), int(get("validityTime"))
+        when = datetime(date // 10000, date // 100 % 100, date % 100, time // 100, time % 100,
+                        tzinfo=timezone.utc)
+        self._refs.append(FieldRef(name, level, when, int(get("offset")), str(get("units"))))
+
+    def fields(self) -> list[FieldRef]:
+        return list(self._refs)
+
+    def read(self, ref: FieldRef) -> np.ndarray:
+        import eccodes
+
+        self._file.seek(int(ref.locator))
+        handle = eccodes.codes_grib_new_from_file(self._file)
+        try:
+            values = eccodes.codes_get_values(handle)
+            if eccodes.codes_get(handle, "bitmapPresent"):
+                values[values == eccodes.codes_get(handle, "missingValue")] = np.nan
+        finally:
+            eccodes.codes_release(handle)
+        return values.reshape(self._shape)
+
+    def close(self) -> None:
+        self._file.close()

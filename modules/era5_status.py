@@ -1,0 +1,90 @@
+"""Which forecast cycles the ERA5 store can serve: complete, incomplete or absent.
+
+A cycle with init time T needs, on the model grid, every field of `cycle_fields()` at
+T-6h and at T, plus the static fields.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+from psycopg2.extensions import cursor as Cursor
+
+from modules import era5_store
+from modules.era5_store import Grid
+from modules.era5_variables import CYCLE_STATIC, PRESSURE_LEVELS, cycle_fields
+
+INPUT_OFFSETS = (timedelta(hours=-6), timedelta(0))
+CYCLE_STEP = timedelta(hours=6)
+
+
+@dataclass(frozen=True)
+class CycleStatus:
+    """`state` is 'complete', 'incomplete' or 'absent'; `missing` names what is lacking."""
+
+    init_time: datetime
+    state: str
+    missing: tuple[str, ...]
+
+
+def cycles_of_days(until: date, days: int) -> list[datetime]:
+    """The 6-hourly init times of the `days` days ending with `until`, oldest first."""
+    start = datetime(until.year, until.month, until.day, tzinfo=timezone.utc) - timedelta(
+        days=days - 1)
+    return [start + k * CYCLE_STEP for k in range(days * 4)]
+
+
+def _stored_keys(cur: Cursor, grid_id: int, first: datetime, last: datetime
+                 ) -> dict[datetime, set[tuple[str, int]]]:
+    cur.execute("SELECT valid_time, variable, level FROM era5_fields"
+                " WHERE grid_id = %s AND valid_time BETWEEN %s AND %s", (grid_id, first, last))
+    stored: dict[datetime, set[tuple[str, int]]] = {}
+    for when, variable, level in cur.fetchall():
+        stored.setdefault(when, set()).add((variable, level))
+    return stored
+
+
+def describe_missing(keys: set[tuple[str, int]]) -> list[str]:
+    """Missing (variable, level) pairs, compactly: 'temperature (all levels)', 'q@850,925'."""
+    by_variable: dict[str, list[int]] = {}
+    for variable, level in keys:
+        by_variable.setdefault(variable, []).append(level)
+    described = []
+    for variable, levels in sorted(by_variable.items()):
+        if levels == [0]:
+            described.append(variable)
+        elif len(levels) == len(PRESSURE_LEVELS):
+            described.append(f"{variable} (all levels)")
+        else:
+            described.append(f"{variable}@{','.join(map(str, sorted(levels)))}")
+    return described
+
+
+def cycle_status(cur: Cursor, grid: Grid, init_times: Sequence[datetime]) -> list[CycleStatus]:
+    """The status of each cycle in `init_times` on `grid`."""
+    needed = set(cycle_fields())
+    grid_id = era5_store.find_grid(cur, grid)
+    stored: dict[datetime, set[tuple[str, int]]] = {}
+    statics: set[str] = set()
+    if grid_id is not None and init_times:
+        stored = _stored_keys(cur, grid_id, min(init_times) + INPUT_OFFSETS[0], max(init_times))
+        cur.execute("SELECT variable FROM era5_static_fields WHERE grid_id = %s", (grid_id,))
+        statics = {row[0] for row in cur.fetchall()}
+    result = []
+    for init in init_times:
+        missing, found_any = [], False
+        for offset in INPUT_OFFSETS:
+            when = init + offset
+            have = stored.get(when, set()) & needed
+            found_any = found_any or bool(have)
+            if needed - have:
+                lacking = (f"all {len(needed)} fields" if not have
+                           else ", ".join(describe_missing(needed - have)))
+                missing.append(f"{when:%Y-%m-%dT%H}Z: {lacking}")
+        absent_statics = [name for name in CYCLE_STATIC if name not in statics]
+        if absent_statics:
+            missing.append(f"static: {', '.join(absent_statics)}")
+        state = "complete" if not missing else ("incomplete" if found_any else "absent")
+        result.append(CycleStatus(init, state, tuple(missing) if found_any else ()))
+    return result

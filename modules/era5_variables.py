@@ -1,0 +1,116 @@
+"""ERA5 variables: GraphCast names, the names ERA5 files use for them, and their units.
+
+The store uses GraphCast's long names. Files from the Copernicus Climate Data Store (CDS)
+use short names (`t2m` in NetCDF, `2t` in GRIB, `t`, `z`, ...); GraphCast's example
+datasets use the long names themselves. `total_precipitation_6hr` is not an ERA5 product:
+the loader stores the hourly `total_precipitation` accumulations and derives the 6-hour
+total from them once all six hours are in the store.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SURFACE_KIND = "surface"            # single level, one field per valid time
+ATMOSPHERIC_KIND = "atmospheric"    # one field per pressure level and valid time
+STATIC_KIND = "static"              # time-invariant, stored once per grid
+HOURLY_ACCUMULATION_KIND = "hourly_accumulation"  # stored hourly, summed into 6-hour totals
+
+# GraphCast_small's pressure levels (hPa), the ones a forecast cycle needs.
+PRESSURE_LEVELS = (50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000)
+DEFAULT_GRID_STEP = 1.0  # degrees: GraphCast_small's grid
+PRECIPITATION_6HR = "total_precipitation_6hr"
+HOURLY_PRECIPITATION = "total_precipitation"  # ERA5's hourly accumulation (m)
+PRECIPITATION_HOURS = 6
+
+
+@dataclass(frozen=True)
+class Era5Variable:
+    """One variable: its store name, kind, CDS request name, file names and units.
+
+    `units` maps a normalised unit spelling (see `normalise_unit`) to the factor that
+    converts values in that unit to the store's unit.
+    """
+
+    name: str
+    kind: str
+    cds_name: str | None
+    file_names: tuple[str, ...]
+    units: dict[str, float]
+
+
+def _units(*spellings: str, **scaled: float) -> dict[str, float]:
+    table = {normalise_unit(s): 1.0 for s in spellings}
+    table.update({normalise_unit(k): v for k, v in scaled.items()})
+    return table
+
+
+def normalise_unit(unit: str) -> str:
+    """A unit string without spaces, `**` or `^`, lower-case: 'm s**-1' -> 'ms-1'."""
+    return unit.replace("**", "").replace("^", "").replace(" ", "").lower()
+
+
+_K = _units("K", "kelvin")
+_PA = _units("Pa", hPa=100.0)
+_WIND = _units("m s**-1", "m/s", "m s-1")
+_GEOPOTENTIAL = _units("m**2 s**-2", "m2 s-2", "m^2/s^2")
+_FRACTION = _units("(0 - 1)", "1", "~", "dimensionless", "0-1")
+
+VARIABLES: tuple[Era5Variable, ...] = (
+    Era5Variable("2m_temperature", SURFACE_KIND, "2m_temperature", ("t2m", "2t"), _K),
+    Era5Variable("mean_sea_level_pressure", SURFACE_KIND, "mean_sea_level_pressure",
+                 ("msl",), _PA),
+    Era5Variable("10m_u_component_of_wind", SURFACE_KIND, "10m_u_component_of_wind",
+                 ("u10", "10u"), _WIND),
+    Era5Variable("10m_v_component_of_wind", SURFACE_KIND, "10m_v_component_of_wind",
+                 ("v10", "10v"), _WIND),
+    Era5Variable(PRECIPITATION_6HR, SURFACE_KIND, None, (), _units("m", mm=0.001)),
+    Era5Variable(HOURLY_PRECIPITATION, HOURLY_ACCUMULATION_KIND, "total_precipitation",
+                 ("tp",), _units("m", mm=0.001)),
+    Era5Variable("toa_incident_solar_radiation", SURFACE_KIND, "toa_incident_solar_radiation",
+                 ("tisr",), _units("J m**-2", "J m-2", "J/m^2")),
+    Era5Variable("temperature", ATMOSPHERIC_KIND, "temperature", ("t",), _K),
+    Era5Variable("geopotential", ATMOSPHERIC_KIND, "geopotential", ("z",), _GEOPOTENTIAL),
+    Era5Variable("u_component_of_wind", ATMOSPHERIC_KIND, "u_component_of_wind", ("u",), _WIND),
+    Era5Variable("v_component_of_wind", ATMOSPHERIC_KIND, "v_component_of_wind", ("v",), _WIND),
+    Era5Variable("vertical_velocity", ATMOSPHERIC_KIND, "vertical_velocity", ("w",),
+                 _units("Pa s**-1", "Pa s-1", "Pa/s")),
+    Era5Variable("specific_humidity", ATMOSPHERIC_KIND, "specific_humidity", ("q",),
+                 _units("kg kg**-1", "kg kg-1", "kg/kg", "1")),
+    Era5Variable("geopotential_at_surface", STATIC_KIND, "geopotential", ("z", "geopotential"),
+                 _GEOPOTENTIAL),
+    Era5Variable("land_sea_mask", STATIC_KIND, "land_sea_mask", ("lsm",), _FRACTION),
+)
+
+# What one forecast cycle of GraphCast_small needs at each of its two input times.
+CYCLE_SURFACE = ("2m_temperature", "mean_sea_level_pressure", "10m_v_component_of_wind",
+                 "10m_u_component_of_wind", PRECIPITATION_6HR)
+CYCLE_ATMOSPHERIC = ("temperature", "geopotential", "u_component_of_wind",
+                     "v_component_of_wind", "vertical_velocity", "specific_humidity")
+CYCLE_STATIC = ("geopotential_at_surface", "land_sea_mask")
+
+
+def cycle_fields() -> list[tuple[str, int]]:
+    """The (variable, level) pairs a cycle needs at each input time: 83 for GraphCast_small."""
+    return [(v, 0) for v in CYCLE_SURFACE] + [
+        (v, level) for v in CYCLE_ATMOSPHERIC for level in PRESSURE_LEVELS
+    ]
+
+
+def by_name(name: str) -> Era5Variable:
+    """The variable with store name `name` (KeyError if unknown)."""
+    for variable in VARIABLES:
+        if variable.name == name:
+            return variable
+    raise KeyError(name)
+
+
+def resolve(file_name: str, on_pressure_level: bool) -> Era5Variable | None:
+    """The variable a file calls `file_name` (a store or short name), or None if unknown.
+
+    `z` and `geopotential` mean the atmospheric geopotential on pressure levels and the
+    surface geopotential (a static field) on single-level files.
+    """
+    candidates = [v for v in VARIABLES if file_name == v.name or file_name in v.file_names]
+    if len(candidates) > 1:
+        candidates = [v for v in candidates if (v.kind == ATMOSPHERIC_KIND) == on_pressure_level]
+    return candidates[0] if candidates else None

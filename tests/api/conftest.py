@@ -1,0 +1,27 @@
+"""Fixtures of the API service tests: the real service serving the reference checkpoint."""
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from api_helpers import REFERENCE_DIR, serve_command
+
+
+@pytest.fixture(scope="session")
+def stats_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference statistics under their official file names."""
+    folder = tmp_path_factory.mktemp("stats")
+    for name in ("mean_by_level", "stddev_by_level", "diffs_stddev_by_level"):
+        shutil.copy(REFERENCE_DIR / f"stats_{name}.nc", folder / f"{name}.nc")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def reference_server(stats_dir: Path) -> Iterator[str]:
+    """URL of the real service serving the reference checkpoint in fp32."""
+    args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir),
+            "--precision", "fp32", "--device", "cpu", "--queue-wait-s", "120"]
+    with serve_command(args) as (url, _):
+        yield url

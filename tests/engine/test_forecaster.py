@@ -1,0 +1,126 @@
+"""The engine against the official outputs: step-1 intermediates and 4-step rollouts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from graphcast_api.engine import Forecaster, ForecastInputError
+from graphcast_api.engine.normalization import normalize, stack, unstack
+from tests.engine.tolerance import check_fp32 as _check_fp32, scale as _scale
+
+
+def _load(path: Path) -> xr.Dataset:
+    return xr.load_dataset(path, decode_timedelta=True)
+
+
+@pytest.fixture(scope="module")
+def inputs(reference_dir: Path) -> xr.Dataset:
+    """inputs.nc with the valid times of example_batch.nc as `datetime` (batch, time)."""
+    batch = _load(reference_dir / "example_batch.nc")
+    data = _load(reference_dir / "inputs.nc")
+    return data.assign_coords(datetime=(("batch", "time"),
+                                        batch["datetime"].values[:, :2]))
+
+
+@pytest.fixture(scope="module")
+def forcings(reference_dir: Path) -> xr.Dataset:
+    return _load(reference_dir / "forcings.nc")
+
+
+@pytest.fixture(scope="module")
+def fp32(reference_dir: Path, stats_dir: Path, tmp_path_factory) -> Forecaster:
+    return Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
+                                 device="cpu", cache_dir=tmp_path_factory.mktemp("graphs"),
+                                 compile=False)
+
+
+def test_step1_grid_node_features(fp32: Forecaster, inputs, forcings,
+                                  reference_dir: Path) -> None:
+    checked = fp32._checked_inputs(inputs)
+    ours = np.concatenate([stack(normalize(checked, fp32.stats), 1),
+                           stack(normalize(forcings.isel(time=[0]), fp32.stats), 1)], axis=-1)
+    with np.load(reference_dir / "debug_step1_grid_node_features.npz") as data:
+        np.testing.assert_allclose(ours, data["grid_node_features"], rtol=1e-6, atol=1e-6)
+
+
+def test_step1_normalized_output(fp32: Forecaster, inputs, forcings,
+                                 reference_dir: Path) -> None:
+    checked = fp32._checked_inputs(inputs)
+    features = np.concatenate([stack(normalize(checked, fp32.stats), 1),
+                               stack(normalize(forcings.isel(time=[0]), fp32.stats), 1)], -1)
+    with torch.inference_mode():
+        outputs = fp32.network(torch.from_numpy(features)).numpy()
+    coords = xr.Dataset(coords={k: checked.coords[k] for k in ("lat", "lon", "level")})
+    ours = unstack(outputs, fp32._target_template(checked, coords))
+    reference = _load(reference_dir / "debug_step1_normalized_output.nc")
+    for name in reference.data_vars:
+        np.testing.assert_allclose(ours[name].values, reference[name].values, atol=1e-4,
+                                   rtol=0, err_msg=name)
+
+
+def test_fp32_rollout_matches_official(fp32: Forecaster, inputs, forcings,
+                                       reference_dir: Path) -> None:
+    prediction = fp32.forecast(inputs, 4, forcings)
+    assert dict(prediction.sizes) == {"batch": 1, "time": 4, "level": 13, "lat": 19, "lon": 36}
+    assert prediction["temperature"].dims == ("batch", "time", "level", "lat", "lon")
+    assert prediction["time"].values.astype("timedelta64[h]").astype(int).tolist() == \
+        [6, 12, 18, 24]
+    assert str(prediction["datetime"].values[0, 0]).startswith("2022-01-01T12:00")
+    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir, fp32.task_config)
+
+
+def test_compiled_fp32_rollout_matches_official(reference_dir: Path, stats_dir: Path, inputs,
+                                                forcings) -> None:
+    """The default CPU path (torch.compile) gives the same result."""
+    compiled = Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
+                                     device="cpu", compile=True)
+    prediction = compiled.forecast(inputs, 4, forcings)
+    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir,
+                compiled.task_config)
+
+
+def test_rollout_with_forcings_computed(fp32: Forecaster, inputs, reference_dir: Path) -> None:
+    """No TISR in the inputs and no target forcings: computed, same result."""
+    bare = inputs.drop_vars(["toa_incident_solar_radiation", "year_progress_sin",
+                             "day_progress_cos"])
+    prediction = fp32.forecast(bare, 4)
+    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir, fp32.task_config)
+
+
+def test_bf16_rollout_within_statistical_tolerance(reference_dir: Path, stats_dir: Path,
+                                                   inputs, forcings, fp32: Forecaster) -> None:
+    bf16 = Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="bf16",
+                                 device="cpu", compile=False)
+    assert bf16.precision == "bf16"
+    prediction = bf16.forecast(inputs, 4, forcings)
+    reference = _load(reference_dir / "predictions_fp32.nc")
+    for name in reference.data_vars:
+        ours = prediction[name]
+        scaled = (ours.values - reference[name].transpose(*ours.dims).values) / \
+            _scale(reference_dir, fp32.task_config, name, ours.dims)
+        assert np.abs(scaled).max() <= 0.5, name
+        assert np.sqrt(np.mean(scaled ** 2)) <= 0.05, name
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.drop_vars("temperature"), "lack variable.*temperature"),
+    (lambda d: d.isel(lat=slice(1, None)), "lat grid does not match"),
+    (lambda d: d.isel(level=slice(1, None)), r"lack pressure level\(s\) \[50\]"),
+    (lambda d: d.isel(time=[1]), "need 2 time frames"),
+    (lambda d: d.drop_vars("datetime"), "datetime"),
+])
+def test_bad_inputs_are_rejected(fp32: Forecaster, inputs, change, message: str) -> None:
+    with pytest.raises(ForecastInputError, match=message):
+        fp32.forecast(change(inputs), 1)
+
+
+def test_forecaster_attributes(fp32: Forecaster) -> None:
+    assert fp32.name == "params"
+    assert fp32.latitudes[0] == -90 and fp32.latitudes[-1] == 90
+    assert fp32.longitudes[-1] == 350
+    assert fp32.task_config.input_duration == "12h"
+    assert fp32.model_config.mesh_size == 2

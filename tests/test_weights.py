@@ -1,0 +1,195 @@
+"""fetch-weights / fetch-example against a real HTTP server on loopback laid out like the bucket."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+
+from graphcast_api import weights
+from graphcast_api.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Bucket:
+    """What the fake bucket serves, and what it was asked for."""
+
+    objects: dict[str, bytes] = field(default_factory=dict)
+    cut_after: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before hanging up
+    honour_range: bool = True
+    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
+    url: str = ""
+
+
+def _handler(bucket: Bucket) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            path = unquote(self.path.lstrip("/"))
+            range_header = self.headers.get("Range")
+            bucket.requests.append((path, range_header))
+            if path not in bucket.objects:
+                body = b"No such object"
+                self.send_response(404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            data = bucket.objects[path]
+            start = int(range_header.split("=")[1].rstrip("-")) if range_header and bucket.honour_range else 0
+            if start >= len(data) > 0:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206 if start else 200)
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers()
+            stop = bucket.cut_after.pop(path, len(data))
+            self.wfile.write(data[start:stop])
+            if stop < len(data):
+                self.close_connection = True
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def bucket() -> Iterator[Bucket]:
+    """A loopback server on a free port with GraphCast_small's files, the stats and an example."""
+    store = Bucket()
+    checkpoint = io.BytesIO()
+    np.savez(checkpoint, **{"params:w": np.arange(60_000, dtype=np.float32), "description": np.array("test")})
+    store.objects[weights.checkpoint_path("small")] = checkpoint.getvalue()
+    for i, path in enumerate(weights.STATS_FILES):
+        store.objects[path] = bytes([i]) * 30_000 + path.encode()
+    store.objects[weights.example_dataset_path(4)] = b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 100
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(store))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    store.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield store
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def _fetch(bucket: Bucket, dest: Path, model: str = "small") -> int:
+    return main(["fetch-weights", model, "--dest", str(dest), "--base-url", bucket.url])
+
+
+def _files(dest: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+
+
+def _expected(bucket: Bucket, model: str = "small") -> dict[str, bytes]:
+    paths = [weights.checkpoint_path(model), *weights.STATS_FILES]
+    return {path: bucket.objects[path] for path in paths}
+
+
+def test_full_download_in_bucket_layout_with_licence(bucket: Bucket, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert _fetch(bucket, tmp_path) == 0
+    assert _files(tmp_path) == _expected(bucket)
+    out, err = capsys.readouterr()
+    assert "CC BY-NC-SA 4.0" in err
+    assert f"stats dir:  {tmp_path / 'stats'}" in out
+
+
+def test_interrupted_transfer_resumes_with_range(bucket: Bucket, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = weights.checkpoint_path("small")
+    bucket.cut_after[path] = 200_000  # of ~240 kB: the bytes of the chunk in flight are lost
+    assert _fetch(bucket, tmp_path) == weights.EXIT_INCOMPLETE
+    kept = (tmp_path / (path + ".part")).stat().st_size
+    assert 0 < kept <= 200_000
+    assert f"interrupted after {kept} bytes" in capsys.readouterr().err
+    assert not (tmp_path / path).exists()
+
+    assert _fetch(bucket, tmp_path) == 0
+    assert (path, f"bytes={kept}-") in bucket.requests
+    assert _files(tmp_path) == _expected(bucket)
+
+
+def test_resume_when_server_ignores_range_starts_over(bucket: Bucket, tmp_path: Path) -> None:
+    path = weights.checkpoint_path("small")
+    bucket.cut_after[path] = 200_000
+    assert _fetch(bucket, tmp_path) == weights.EXIT_INCOMPLETE
+    assert (tmp_path / (path + ".part")).stat().st_size > 0
+    bucket.honour_range = False
+    assert _fetch(bucket, tmp_path) == 0
+    assert bucket.requests[-4][0] == path and bucket.requests[-4][1].startswith("bytes=")
+    assert _files(tmp_path) == _expected(bucket)
+
+
+def test_missing_object_is_a_clear_error_and_writes_nothing(bucket: Bucket, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert _fetch(bucket, tmp_path, "operational") == weights.EXIT_HTTP_ERROR
+    err = capsys.readouterr().err
+    assert "not found (HTTP 404)" in err and "GraphCast_operational" in err
+    assert _files(tmp_path) == {}
+
+
+def test_truncated_checkpoint_is_rejected(bucket: Bucket, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path = weights.checkpoint_path("small")
+    bucket.objects[path] = bucket.objects[path][:-5_000]  # served whole, but the object is cut
+    assert _fetch(bucket, tmp_path) == weights.EXIT_INCOMPLETE
+    assert "not a complete .npz checkpoint" in capsys.readouterr().err
+    assert _files(tmp_path) == {}
+
+
+def test_present_files_are_skipped(bucket: Bucket, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _fetch(bucket, tmp_path) == 0
+    bucket.requests.clear()
+    assert _fetch(bucket, tmp_path) == 0
+    assert bucket.requests == []
+    assert capsys.readouterr().err.count("already present") == 4
+
+
+def test_unreachable_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    port = server.server_address[1]
+    server.server_close()  # nothing listens on this port any more
+    code = main(["fetch-weights", "small", "--dest", str(tmp_path), "--base-url", f"http://127.0.0.1:{port}"])
+    assert code == weights.EXIT_UNREACHABLE
+    assert f"cannot reach 127.0.0.1:{port}" in capsys.readouterr().err
+    assert _files(tmp_path) == {}
+
+
+def test_fetch_example_dataset(bucket: Bucket, tmp_path: Path) -> None:
+    path = weights.fetch_example_dataset(tmp_path, base_url=bucket.url, progress=False)
+    assert path == tmp_path / "dataset" / "source-era5_date-2022-01-01_res-1.0_levels-13_steps-04.nc"
+    assert path.read_bytes() == bucket.objects[weights.example_dataset_path(4)]
+    with pytest.raises(ValueError, match="steps"):
+        weights.example_dataset_path(5)
+
+
+def test_command_line_entry_point_without_torch(bucket: Bucket, tmp_path: Path) -> None:
+    """`python -m graphcast_api` works as a process and never imports torch."""
+    code = ("import runpy, sys; sys.argv = ['graphcast_api', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('graphcast_api', run_name='__main__')\n"
+            "finally:\n    assert 'torch' not in sys.modules, 'torch was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code, "fetch-weights", "small", "--dest", str(tmp_path),
+                             "--base-url", bucket.url], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert _files(tmp_path) == _expected(bucket)
+    bad = subprocess.run([sys.executable, "-m", "graphcast_api", "fetch-weights", "huge", "--dest", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "invalid choice: 'huge'" in bad.stderr
