@@ -187,6 +187,9 @@ def _run_cycle(job: Job, spec: ModelSpec, init_time: datetime) -> RunOutcome:
         error = exc
     except psycopg2.Error as exc:
         error = DatabaseError(f"database error: {_first_line(exc)}")
+    except Exception as exc:  # a bug: keep the traceback, still close the ledger row
+        log.exception("cycle %s: unexpected error", iso_utc(init_time))
+        error = JobError(f"unexpected error: {type(exc).__name__}: {_first_line(exc)}")
     log.error("cycle %s: %s", iso_utc(init_time), error)
     outcome.status, outcome.exit_code, outcome.reason = error.status, error.exit_code, str(error)
     outcome.rows_written = 0
