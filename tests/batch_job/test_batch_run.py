@@ -134,3 +134,15 @@ def test_without_database_url_the_embedded_server_is_used(run_job: JobRunner, ap
         assert "no ERA5 snapshot at 2022-01-01T00:00:00Z" in done.stdout
     url = db.embedded_url(pg_dir)
     assert [(r[1], r[3]) for r in ledger(url)] == [("skipped", 3), ("skipped", 3)]
+
+
+def test_verify_scores_the_stored_forecasts(run_job: JobRunner, era5_db: str) -> None:
+    result = run_job("--init-time", "2022-01-01T06:00", "--verify")
+    assert result.returncode == 0, result.output
+    assert "verification: 80 new pairs verified" in result.output
+    scores = query(era5_db, "SELECT lead_hours, n, bias - persistence_bias FROM forecast_scores"
+                            " WHERE site IS NULL AND lead_hours IS NOT NULL ORDER BY lead_hours")
+    # The test model is persistence plus 0.1 per 6 h of lead: that is its bias over persistence.
+    assert [(lead, n) for lead, n, _ in scores] == [(6, 20), (12, 20), (18, 20), (24, 20)]
+    for lead, _, extra_bias in scores:
+        assert extra_bias == pytest.approx(0.1 * lead / 6, abs=1e-6)
