@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true",
                         help="ask the API what the model needs, extract and validate the "
                              "inputs; send no forecast request and write nothing")
+    parser.add_argument("--verify", action="store_true",
+                        help="afterwards, score every stored forecast whose ERA5 truth is in "
+                             "the store (python -m modules.verification without plots)")
     scheduling = parser.add_mutually_exclusive_group()
     scheduling.add_argument("--install-schedule", action="store_true",
                             help="run this job every 6 h with this interpreter (cron entry; "
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--catch-up must be 0 or more")
         options = forecast_job.JobOptions(
             init_time=parse_init_time(args.init_time) if args.init_time else None,
-            catch_up=args.catch_up, dry_run=args.dry_run)
+            catch_up=args.catch_up, dry_run=args.dry_run, verify=args.verify)
     except ConfigError as exc:
         log.error("%s", exc)
         return exc.exit_code

@@ -71,6 +71,7 @@ class ContractApi:
         self.token: str | None = None
         self.failures_before_success = 0   # answer 500 this many times first
         self.delay_s = 0.0                 # wait before answering a forecast
+        self.gate: threading.Event | None = None  # if set: hold forecasts until it opens
         self.reply_mode = "ok"             # ok | malformed | nan | missing_entry
         self.calls: list[tuple[str, str]] = []
 
@@ -155,6 +156,8 @@ class ContractApi:
                 if self.path != "/v1/forecast":
                     return self._send(404, {"detail": f"no route {self.path}"})
                 time.sleep(api.delay_s)
+                if api.gate is not None:
+                    api.gate.wait(timeout=60)
                 if api.failures_before_success > 0:
                     api.failures_before_success -= 1
                     return self._send(500, {"detail": "injected failure"})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -177,14 +178,15 @@ def _wait_for(condition, timeout_s: float = 20.0) -> None:
 
 def test_killed_mid_ingest_leaves_nothing_partial(run_job: JobRunner, era5_db: str,
                                                   api: ContractApi) -> None:
-    api.delay_s = 1.0  # time to take a lock on the run's ledger row before it ingests
+    api.gate = threading.Event()  # hold the forecast while we lock the run's ledger row
     job = run_job.start("--init-time", INIT)
-    _wait_for(lambda: query(era5_db, "SELECT 1 FROM forecast_runs WHERE status = 'running'"))
+    _wait_for(lambda: ("POST", "/v1/forecast") in api.calls)
     blocker = db.connect(era5_db)
     with blocker.cursor() as cur:
         # NO KEY UPDATE lets the job insert its 80 rows (their foreign key only needs KEY
         # SHARE) and blocks it when it marks its run succeeded: kill it there.
         cur.execute("SELECT 1 FROM forecast_runs WHERE status = 'running' FOR NO KEY UPDATE")
+        api.gate.set()
         _wait_for(lambda: query(
             era5_db, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                      " AND query LIKE 'UPDATE forecast_runs%%'"))
@@ -195,7 +197,6 @@ def test_killed_mid_ingest_leaves_nothing_partial(run_job: JobRunner, era5_db: s
     assert job.returncode == -signal.SIGKILL
     assert predictions(era5_db) == []
     assert [r[1] for r in ledger(era5_db)] == ["running"]
-    api.delay_s = 0.0
     result = run_job("--init-time", INIT)
     assert result.returncode == 0, result.output
     assert "marked 1 interrupted run(s) as failed" in result.output
@@ -204,10 +205,11 @@ def test_killed_mid_ingest_leaves_nothing_partial(run_job: JobRunner, era5_db: s
 
 
 def test_two_concurrent_runs(run_job: JobRunner, era5_db: str, api: ContractApi) -> None:
-    api.delay_s = 1.5
+    api.gate = threading.Event()  # the first run waits for its forecast, holding the lock
     first = run_job.start("--init-time", INIT)
-    _wait_for(lambda: query(era5_db, "SELECT 1 FROM forecast_runs WHERE status = 'running'"))
+    _wait_for(lambda: ("POST", "/v1/forecast") in api.calls)
     second = run_job("--init-time", INIT)
+    api.gate.set()
     assert second.returncode == 7
     assert "another run is in progress" in second.output
     output, _ = first.communicate(timeout=60)

@@ -1,16 +1,18 @@
 """The batch job end to end: real PostgreSQL, the contract API on loopback, a subprocess."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from config.settings import PROJECT_ROOT
+from modules import db
 from modules.data_preparator import target_init_time
 from modules.sites import load_sites
-from config.settings import PROJECT_ROOT
 
-from .conftest import (EXAMPLE_START, ExampleFrames, JobRunner, ledger, load_frames,
-                       predictions, query)
+from .conftest import ExampleFrames, JobRunner, ledger, load_frames, predictions, query
 from .contract_api_server import ContractApi, persistence_value
 
 SEED_CHECK = ("SELECT forecast_time, COUNT(*), AVG(value) FROM predictions"
@@ -107,3 +109,40 @@ def test_help_lists_the_exit_codes(run_job: JobRunner) -> None:
     assert result.returncode == 0
     for code in range(8):
         assert f"\n  {code}  " in result.output
+
+
+def test_query_module_prints_the_seed_check(run_job: JobRunner, era5_db: str) -> None:
+    assert run_job("--init-time", "2022-01-01T06:00").returncode == 0
+    done = subprocess.run([sys.executable, "-m", "modules.query", SEED_CHECK], cwd=PROJECT_ROOT,
+                          env=run_job.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "forecast_time | count | avg"
+    assert [line.split(" | ")[1] for line in lines[1:]] == ["20"] * 4
+    assert lines[1].startswith("2022-01-01 12:00:00+00:00 | 20 | ")
+
+
+def test_without_database_url_the_embedded_server_is_used(run_job: JobRunner, api: ContractApi,
+                                                          tmp_path) -> None:
+    pg_dir = tmp_path / "pgdata"
+    env = {k: v for k, v in run_job.env.items() if k != "DATABASE_URL"}
+    command = run_job.command("--init-time", "2022-01-01T06:00")
+    for _ in range(2):  # the second start reuses the persisted data directory
+        done = subprocess.run(command, cwd=PROJECT_ROOT, env={**env, "EMBEDDED_PG_DIR":
+                              str(pg_dir)}, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert "no ERA5 snapshot at 2022-01-01T00:00:00Z" in done.stdout
+    url = db.embedded_url(pg_dir)
+    assert [(r[1], r[3]) for r in ledger(url)] == [("skipped", 3), ("skipped", 3)]
+
+
+def test_verify_scores_the_stored_forecasts(run_job: JobRunner, era5_db: str) -> None:
+    result = run_job("--init-time", "2022-01-01T06:00", "--verify")
+    assert result.returncode == 0, result.output
+    assert "verification: 80 new pairs verified" in result.output
+    scores = query(era5_db, "SELECT lead_hours, n, bias - persistence_bias FROM forecast_scores"
+                            " WHERE site IS NULL AND lead_hours IS NOT NULL ORDER BY lead_hours")
+    # The test model is persistence plus 0.1 per 6 h of lead: that is its bias over persistence.
+    assert [(lead, n) for lead, n, _ in scores] == [(6, 20), (12, 20), (18, 20), (24, 20)]
+    for lead, _, extra_bias in scores:
+        assert extra_bias == pytest.approx(0.1 * lead / 6, abs=1e-6)
