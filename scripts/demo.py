@@ -246,17 +246,6 @@ def fetch_rows(sql: str, params: tuple = ()) -> list[tuple]:
         conn.close()
 
 
-def print_check_query() -> None:
-    rows = fetch_rows(CHECK_QUERY)
-    print(f"\n==> The seed's check query\n    {CHECK_QUERY}")
-    print(f"    {'forecast_time':<27}{'count':>6}{'avg(value)':>14}")
-    for forecast_time, count, average in rows:
-        print(f"    {forecast_time.isoformat():<27}{count:>6}{average:>14.3f}")
-    if any(count != 20 for _, count, _ in rows):
-        print("    (counts above 20: the table also holds forecasts of another model or "
-              "cycle,\n     e.g. an earlier offline run; the query counts them all)")
-
-
 @dataclass(frozen=True)
 class CycleForecasts:
     """The demo cycle's stored forecasts: rows of (site, latitude, longitude, lead_hours,
@@ -317,7 +306,8 @@ def run_demo(offline: bool, port: int, base_url: str) -> None:
         step(f"the batch job for the {INIT_TIME} UTC cycle",
              [sys.executable, str(PROJECT_ROOT / "trigger_and_ingest_forecast.py"),
               "--init-time", INIT_TIME], env)
-    print_check_query()
+    step("the seed's check query (python -m modules.query)",
+         [sys.executable, "-m", "modules.query", CHECK_QUERY], env)
     forecasts = cycle_forecasts(model)
     print_site_table(forecasts)
     if mode == "online":

@@ -85,11 +85,10 @@ def test_offline_demo_end_to_end_and_rerun(project: Path) -> None:
     first = _demo(project, "--offline", "--port", str(port))
     output = first.stdout + first.stderr
     assert first.returncode == 0, output[-4000:]
-    check_rows = [line for line in first.stdout.splitlines()
-                  if line.strip().startswith("2022-01-0") and line.split()[1] == "20"]
-    assert [row.split()[0] for row in check_rows] == [
-        "2022-01-01T12:00:00+00:00", "2022-01-01T18:00:00+00:00",
-        "2022-01-02T00:00:00+00:00", "2022-01-02T06:00:00+00:00"]
+    check_rows = [line.split(" | ")[:2] for line in first.stdout.splitlines()
+                  if line.startswith("2022-01-0") and " | " in line]  # python -m modules.query
+    assert check_rows == [["2022-01-01 12:00:00+00:00", "20"], ["2022-01-01 18:00:00+00:00", "20"],
+                          ["2022-01-02 00:00:00+00:00", "20"], ["2022-01-02 06:00:00+00:00", "20"]]
     assert "OFFLINE DEMO" in first.stdout and "not\n the weather" in first.stdout
     assert "London" in first.stdout and "+24 h" in first.stdout
     assert "GraphCast API stopped" in first.stdout
