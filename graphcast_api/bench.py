@@ -89,6 +89,11 @@ def measured_stats(dataset: xr.Dataset, task_config: TaskConfig) -> Normalizatio
                               diffs_stddev=diffs.where(diffs > 0, 1.0))
 
 
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far, GiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m graphcast_api.bench",
                                      description="Time GraphCast rollouts on this machine.")
@@ -140,12 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     build_graphs(checkpoint.model_config, forecaster.latitudes, forecaster.longitudes)
     graph_build_s = time.perf_counter() - start
     print(f"model {forecaster.precision} on {forecaster.device}: graph build {graph_build_s:.1f} s,"
-          f" set-up incl. graphs and static embeddings {setup_s:.1f} s")
+          f" set-up incl. graphs and static embeddings {setup_s:.1f} s "
+          f"(peak RSS so far {peak_rss_gib():.2f} GiB)")
 
     start = time.perf_counter()
     forecaster.forecast(inputs, args.steps, forcings)
     first_call_s = time.perf_counter() - start
-    print(f"first call ({args.steps} steps): {first_call_s:.1f} s")
+    print(f"first call ({args.steps} steps): {first_call_s:.1f} s "
+          f"(peak RSS so far {peak_rss_gib():.2f} GiB)")
     timings, cpu_timings = [], []
     for _ in range(args.repeats):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -158,15 +165,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     cpu_median = statistics.median(cpu_timings)
     flops = rollout_flops(checkpoint.model_config, checkpoint.task_config, forecaster.graphs,
                           args.steps, inputs.sizes["batch"])
-    peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    peak_rss = peak_rss_gib()
     print(f"median rollout {median:.1f} s ({median / args.steps:.2f} s/step), "
-          f"{flops / median / 1e9:.0f} GFLOP/s achieved, peak RSS {peak_rss_gib:.2f} GiB")
+          f"{flops / median / 1e9:.0f} GFLOP/s achieved, peak RSS {peak_rss:.2f} GiB")
     print(json.dumps({
         "precision": forecaster.precision, "device": forecaster.device, "steps": args.steps,
         "graph_build_s": round(graph_build_s, 2), "setup_s": round(setup_s, 2),
         "first_call_s": round(first_call_s, 2), "rollout_s_median": round(median, 2),
         "rollout_s": [round(t, 2) for t in timings],
-        "rollout_cpu_s_median": round(cpu_median, 2), "peak_rss_gib": round(peak_rss_gib, 3),
+        "rollout_cpu_s_median": round(cpu_median, 2), "peak_rss_gib": round(peak_rss, 3),
         "matmul_fp32_gflops": round(matmul_fp32, 1), "matmul_bf16_gflops": round(matmul_bf16, 1),
         "achieved_gflops": round(flops / median / 1e9, 1),
         "rollout_gflop": round(flops / 1e9, 1), "threads": torch.get_num_threads()}))

@@ -30,6 +30,7 @@ from graphcast_api.engine.graph import EdgeSet, GraphCastGraphs
 _LOG = logging.getLogger(__name__)
 _LAYER_NORM_EPS = 1e-5  # haiku's default
 _COMPILE_MIN_MESH_EDGES = 50_000
+_DECODE_CHUNK_NODES = 16_384  # grid nodes decoded at a time: bounds the edge temporaries
 
 
 class Mlp(NamedTuple):
@@ -157,6 +158,12 @@ def _node_stage(mlp: Mlp, latent: int, dtype: torch.dtype) -> NodeStage:
     return NodeStage(w_node.to(dtype), w_messages.to(dtype), mlp.cast(dtype))
 
 
+def _by_rows(fn, *tensors: torch.Tensor, rows: int = 32_768) -> torch.Tensor:
+    """fn applied to consecutive row blocks of `tensors`, concatenated (bounds temporaries)."""
+    return torch.cat([fn(*(t[start:start + rows] for t in tensors))
+                      for start in range(0, len(tensors[0]), rows)])
+
+
 def _by_receiver(edges: EdgeSet) -> EdgeSet:
     """The same edges ordered by receiver (stable)."""
     order = np.argsort(edges.receivers, kind="stable")
@@ -178,6 +185,7 @@ def _compile_enabled(device: torch.device, num_mesh_edges: int) -> bool:
 class GraphCastNetwork:
     """GraphCast's three graph networks with their static parts precomputed."""
 
+    @torch.inference_mode()  # statics become inference tensors, like the per-step ones
     def __init__(self, params: dict[str, np.ndarray], graphs: GraphCastGraphs,
                  model_config: ModelConfig, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu", compile: bool | None = None) -> None:
@@ -206,11 +214,13 @@ class GraphCastNetwork:
         mesh_in = torch.cat([mesh_struct.new_zeros(len(mesh_struct), data_width), mesh_struct],
                             dim=1)[:, None, :]
         mesh0 = mlp_apply(embed_mesh, mesh_in)                        # [M, 1, L] float32
-        g2m_edges = mlp_apply(_mlp(full, "grid2mesh_gnn", "encoder_edges_grid2mesh"),
-                              tensor(g2m.features)[:, None, :])
+        embed_g2m = _mlp(full, "grid2mesh_gnn", "encoder_edges_grid2mesh")
         g2m_mlp = _mlp(full, "grid2mesh_gnn", "processor_edges_0_grid2mesh")
         w_edge, w_send, w_recv = g2m_mlp.split_first([latent] * 3)
-        self.g2m_static = (g2m_edges @ w_edge + (mesh0 @ w_recv)[self.g2m_receivers]).to(dtype)
+        mesh_recv = mesh0 @ w_recv
+        self.g2m_static = _by_rows(
+            lambda f, r: (mlp_apply(embed_g2m, f[:, None, :]) @ w_edge + mesh_recv[r]).to(dtype),
+            tensor(g2m.features), self.g2m_receivers)                  # [E_g2m, 1, L]
         self.g2m_send, self.g2m_mlp = w_send.to(dtype), g2m_mlp.cast(dtype)
         self.mesh0 = mesh0.to(dtype)
         self.g2m_mesh_node = _node_stage(
@@ -218,8 +228,9 @@ class GraphCastNetwork:
         self.g2m_grid_node = _mlp(full, "grid2mesh_gnn", "processor_nodes_0_grid_nodes").cast(dtype)
 
         # Processor.
-        self.mesh_edge0 = mlp_apply(_mlp(full, "mesh_gnn", "encoder_edges_mesh"),
-                                    tensor(mesh.features)[:, None, :]).to(dtype)
+        embed_mesh_edges = _mlp(full, "mesh_gnn", "encoder_edges_mesh")
+        self.mesh_edge0 = _by_rows(lambda f: mlp_apply(embed_mesh_edges, f[:, None, :]).to(dtype),
+                                   tensor(mesh.features))              # [E_mesh, 1, L]
         self.edge_stages = [_edge_stage(_mlp(full, "mesh_gnn", f"processor_edges_{i}_mesh"),
                                         latent, dtype) for i in range(model_config.gnn_msg_steps)]
         self.node_stages = [_node_stage(_mlp(full, "mesh_gnn", f"processor_nodes_{i}_mesh_nodes"),
@@ -227,9 +238,11 @@ class GraphCastNetwork:
 
         # Decoder: mesh2grid edges (static edge term) and the output MLP.
         m2g_edge_mlp = _mlp(full, "mesh2grid_gnn", "processor_edges_0_mesh2grid")
-        m2g_edges = mlp_apply(_mlp(full, "mesh2grid_gnn", "encoder_edges_mesh2grid"),
-                              tensor(m2g.features)[:, None, :])
-        self.m2g_static = (m2g_edges @ m2g_edge_mlp.weights[0][:latent]).to(dtype)
+        embed_m2g = _mlp(full, "mesh2grid_gnn", "encoder_edges_mesh2grid")
+        w_m2g_edge = m2g_edge_mlp.weights[0][:latent]
+        self.m2g_static = _by_rows(
+            lambda f: (mlp_apply(embed_m2g, f[:, None, :]) @ w_m2g_edge).to(dtype),
+            tensor(m2g.features))                                      # [E_m2g, 1, L]
         self.m2g_stage = _edge_stage(m2g_edge_mlp, latent, dtype)
         self.m2g_grid_node = _node_stage(
             _mlp(full, "mesh2grid_gnn", "processor_nodes_0_grid_nodes"), latent, dtype)
@@ -261,5 +274,16 @@ class GraphCastNetwork:
         for edge_stage, node_stage in zip(self.edge_stages, self.node_stages):
             edge, mesh = self._process(edge, mesh, edge_stage, node_stage, self.mesh_senders,
                                        self.mesh_receivers)
-        return self._decode(grid, mesh, self.m2g_static, self.m2g_stage, self.m2g_senders,
-                            self.m2g_grid_node, self.decoder)
+        return torch.cat([self._decode(grid[part], mesh, self.m2g_static[edges],
+                                       self.m2g_stage, self.m2g_senders[edges],
+                                       self.m2g_grid_node, self.decoder)
+                          for part, edges in self._decode_chunks(grid.shape[0])])
+
+    @staticmethod
+    def _decode_chunks(num_grid: int) -> list[tuple[slice, slice]]:
+        """(grid-node slice, its mesh2grid-edge slice) in near-equal chunks."""
+        count = -(-num_grid // _DECODE_CHUNK_NODES)
+        size = -(-num_grid // count)
+        return [(slice(start, min(start + size, num_grid)),
+                 slice(3 * start, 3 * min(start + size, num_grid)))
+                for start in range(0, num_grid, size)]
