@@ -10,7 +10,7 @@ import logging
 import sys
 
 from config.settings import SettingsError, load_settings
-from modules import forecast_job
+from modules import forecast_job, schedule
 from modules.data_preparator import parse_init_time
 from modules.job_errors import EXIT_CODE_HELP, ConfigError, ExitCode
 from modules.job_logging import setup_logging
@@ -32,11 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true",
                         help="ask the API what the model needs, extract and validate the "
                              "inputs; send no forecast request and write nothing")
+    parser.add_argument("--verify", action="store_true",
+                        help="afterwards, score every stored forecast whose ERA5 truth is in "
+                             "the store (python -m modules.verification without plots)")
+    scheduling = parser.add_mutually_exclusive_group()
+    scheduling.add_argument("--install-schedule", action="store_true",
+                            help="run this job every 6 h with this interpreter (cron entry; "
+                                 "Windows: task GraphCast_Pipeline), then exit")
+    scheduling.add_argument("--uninstall-schedule", action="store_true",
+                            help="remove what --install-schedule installed, then exit")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.install_schedule or args.uninstall_schedule:
+        return schedule.command(install=args.install_schedule)
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -49,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--catch-up must be 0 or more")
         options = forecast_job.JobOptions(
             init_time=parse_init_time(args.init_time) if args.init_time else None,
-            catch_up=args.catch_up, dry_run=args.dry_run)
+            catch_up=args.catch_up, dry_run=args.dry_run, verify=args.verify)
     except ConfigError as exc:
         log.error("%s", exc)
         return exc.exit_code

@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import xarray as xr
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -141,13 +142,13 @@ def add_routes(app: FastAPI) -> None:
         decoded = await asyncio.to_thread(decode_forecast_request, body, model)
         decode_s = time.perf_counter() - started
 
-        def run_model():
+        def run_model() -> tuple[xr.Dataset, float]:
             begin = time.perf_counter()
             predictions = model.forecast(decoded.inputs, decoded.steps)
             return predictions, time.perf_counter() - begin
 
         try:
-            (predictions, inference_s), _ = await request.app.state.queue.run(run_model)
+            predictions, inference_s = await request.app.state.queue.run(run_model)
         except QueueTimeout as timeout:
             raise ServiceUnavailable(str(timeout), timeout.retry_after_s) from None
         begin = time.perf_counter()
@@ -177,6 +178,12 @@ def add_error_handlers(app: FastAPI) -> None:
     def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
         problems = jsonable_encoder(error.errors())
         return JSONResponse({"detail": describe_validation_errors(problems)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    def internal(_: Request, error: Exception) -> JSONResponse:
+        # Logged with its traceback by the server; the client gets one line.
+        return JSONResponse({"detail": f"internal error: {type(error).__name__}: {error}"},
+                            status_code=500)
 
     @app.exception_handler(HTTPException)
     def http_error(_: Request, error: HTTPException) -> JSONResponse:

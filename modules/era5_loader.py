@@ -48,13 +48,13 @@ DEFAULT_DOWNLOAD_DIR = Path(__file__).resolve().parent.parent / "data" / "era5"
 
 @dataclass(frozen=True)
 class PlannedField:
-    """A field to store: one file field, or the sum of several (hourly accumulations).
-    `valid_time` is None for static fields; `factor` converts to the store's unit."""
+    """A field of the file and where it goes in the store. `valid_time` is None for static
+    fields; `factor` converts the file's unit to the store's."""
 
     variable: str
     level: int
     valid_time: datetime | None
-    parts: tuple[FieldRef, ...]
+    ref: FieldRef
     factor: float
 
 
@@ -118,6 +118,7 @@ def plan_fields(source: Source) -> list[PlannedField]:
     path = source.path
     planned: list[PlannedField] = []
     statics: dict[str, PlannedField] = {}
+    seen: set[tuple[str, int, datetime]] = set()
     for ref in source.fields():
         variable = resolve(ref.name, ref.level > 0)
         if variable is None:
@@ -126,19 +127,18 @@ def plan_fields(source: Source) -> list[PlannedField]:
                                    f"{', '.join(known)})")
         factor = _unit_factor(path, variable, ref)
         if variable.kind == STATIC_KIND:
-            statics.setdefault(variable.name, PlannedField(variable.name, 0, None, (ref,), factor))
+            statics.setdefault(variable.name, PlannedField(variable.name, 0, None, ref, factor))
             continue
         if ref.valid_time is None:
             raise InvalidDataError(f"{path}: {_describe(ref)} has no valid time coordinate")
         if (variable.kind == ATMOSPHERIC_KIND) != (ref.level > 0):
             raise InvalidDataError(f"{path}: {_describe(ref)}: {variable.name} needs "
                                    f"{'a pressure level' if ref.level == 0 else 'a single level'}")
-        planned.append(PlannedField(variable.name, ref.level, ref.valid_time, (ref,), factor))
-    keys = [(p.variable, p.level, p.valid_time) for p in planned]
-    if len(set(keys)) != len(keys):
-        duplicate = next(k for k in keys if keys.count(k) > 1)
-        raise InvalidDataError(f"{path}: {duplicate[0]} at level {duplicate[1]} valid "
-                               f"{duplicate[2]:%Y-%m-%dT%H:%M}Z appears twice")
+        key = (variable.name, ref.level, ref.valid_time)
+        if key in seen:
+            raise InvalidDataError(f"{path}: {_describe(ref)} appears twice")
+        seen.add(key)
+        planned.append(PlannedField(variable.name, ref.level, ref.valid_time, ref, factor))
     check_hourly_sequence(path, hourly_times(planned))
     return planned + list(statics.values())
 
@@ -188,23 +188,19 @@ def derive_precipitation_6hr(cur: Cursor, grid: Grid, hours: Sequence[datetime]
 
 def build_field(source: Source, orientation: Orientation, regridder: Regridder | None,
                 item: PlannedField) -> np.ndarray:
-    """The stored (lat, lon) float32 array of `item`: read, checked, summed, converted,
-    regridded. InvalidDataError naming the field if it holds NaN or infinite values."""
-    total = None
-    for ref in item.parts:
-        raw = source.read(ref)
-        bad = int(np.count_nonzero(~np.isfinite(raw)))
-        if bad:
-            raise InvalidDataError(f"{source.path}: {_describe(ref)} has {bad} NaN or infinite "
-                                   f"values out of {raw.size}")
-        raw = orientation.apply(raw)
-        total = raw if total is None else total + raw.astype(np.float64)
-    assert total is not None
+    """The stored (lat, lon) float32 array of `item`: read, checked, converted, regridded.
+    InvalidDataError naming the field if it holds NaN or infinite values."""
+    raw = source.read(item.ref)
+    bad = int(np.count_nonzero(~np.isfinite(raw)))
+    if bad:
+        raise InvalidDataError(f"{source.path}: {_describe(item.ref)} has {bad} NaN or "
+                               f"infinite values out of {raw.size}")
+    field = orientation.apply(raw)
     if item.factor != 1.0:
-        total = total * item.factor
+        field = field * item.factor
     if regridder is not None:
-        total = regridder(total)
-    return total.astype(np.float32, copy=False)
+        field = regridder(field)
+    return field.astype(np.float32, copy=False)
 
 
 def target_grid(source: Source, native: Grid, grid_step: float | None) -> Grid:

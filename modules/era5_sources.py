@@ -18,9 +18,12 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 NETCDF_MAGICS = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
 GRIB_MAGIC = b"GRIB"
@@ -115,6 +118,7 @@ class NetcdfSource:
         self.latitudes = np.asarray(self._ds[self._lat].values, dtype=np.float64)
         self.longitudes = np.asarray(self._ds[self._lon].values, dtype=np.float64)
         self._times = self._time_coordinate()
+        self._time_values = self._times.values if self._times is not None else None
         self.layout = GRAPHCAST_LAYOUT if "datetime" in self._ds.variables else CDS_LAYOUT
 
     def _coordinate(self, names: tuple[str, ...], what: str) -> str:
@@ -123,7 +127,7 @@ class NetcdfSource:
                 return name
         raise InvalidDataError(f"{self.path}: no {what} coordinate ({' or '.join(names)})")
 
-    def _time_coordinate(self):
+    def _time_coordinate(self) -> xr.DataArray | None:
         """The coordinate holding valid times (datetime64), or None if the file has none."""
         for name in ("datetime",) + _TIME_NAMES:
             if name in self._ds.variables and np.issubdtype(self._ds[name].dtype, np.datetime64):
@@ -137,7 +141,7 @@ class NetcdfSource:
                 refs.extend(self._var_fields(str(name), var))
         return refs
 
-    def _var_fields(self, name: str, var) -> Iterator[FieldRef]:
+    def _var_fields(self, name: str, var: xr.DataArray) -> Iterator[FieldRef]:
         dims = [d for d in var.dims if d not in (self._lat, self._lon)]
         time_dims = list(self._times.dims) if self._times is not None else []
         level_dim = next((d for d in dims if d in _LEVEL_DIMS), None)
@@ -156,7 +160,7 @@ class NetcdfSource:
         for time_index in itertools.product(*time_ranges):
             when = None
             if has_time:
-                when = to_utc(self._times.values[time_index], self.path, f"field {name!r}")
+                when = to_utc(self._time_values[time_index], self.path, f"field {name!r}")
             for level_index, level in enumerate(levels):
                 locator = dict(zip(time_dims, time_index)) if has_time else {}
                 if level_dim is not None:
@@ -241,6 +245,10 @@ class GribSource:
                                           and np.allclose(lon, self.longitudes)):
             raise InvalidDataError(f"{self.path}: field {name!r} is on a different grid than the "
                                    "file's first field")
+        if eccodes.codes_is_defined(handle, "number") and int(get("number")) > 0:
+            raise InvalidDataError(f"{self.path}: field {name!r} is ensemble member "
+                                   f"{get('number')}; only the reanalysis (no ensemble members) "
+                                   "can be loaded")
         level = int(get("level")) if get("typeOfLevel") == "isobaricInhPa" else 0
         date, time = int(get("validityDate")), int(get("validityTime"))
         when = datetime(date // 10000, date // 100 % 100, date % 100, time // 100, time % 100,

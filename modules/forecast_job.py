@@ -18,7 +18,7 @@ import psycopg2
 from psycopg2.extensions import connection as Connection
 
 from config.settings import Settings
-from modules import data_preparator, db, prediction_db_ingestion, run_ledger
+from modules import data_preparator, db, prediction_db_ingestion, run_ledger, verification
 from modules.data_preparator import ModelSpec, iso_utc
 from modules.job_errors import AlreadyRunningError, DatabaseError, ExitCode, JobError
 from modules.model_api_client import ModelApiClient, parse_forecast_reply
@@ -31,11 +31,13 @@ RUN_LOCK_KEY = 7_253_002  # PostgreSQL advisory lock: one batch run at a time
 
 @dataclass(frozen=True)
 class JobOptions:
-    """Command-line choices: target cycle (None = J-6 from now), catch-up depth, dry run."""
+    """Command-line choices: target cycle (None = J-6 from now), catch-up depth, dry run,
+    and whether to verify stored forecasts against ERA5 afterwards."""
 
     init_time: datetime | None = None
     catch_up: int = 0
     dry_run: bool = False
+    verify: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,9 +69,22 @@ def run(settings: Settings, options: JobOptions, now: datetime | None = None) ->
     try:
         if options.dry_run:
             return _dry_run(job, target, options.catch_up)
-        return _locked_run(job, target, options.catch_up)
+        exit_code = _locked_run(job, target, options.catch_up)
+        if options.verify and exit_code != ExitCode.ALREADY_RUNNING:
+            _verify(conn)
+        return exit_code
     finally:
         conn.close()
+
+
+def _verify(conn: Connection) -> None:
+    """Score every stored forecast whose ERA5 truth is in; a failure here is only a warning
+    (the forecasts are stored either way)."""
+    try:
+        conn.rollback()
+        log.info("verification: %s", verification.verify(conn))
+    except psycopg2.Error as exc:
+        log.warning("verification failed: %s", _first_line(exc))
 
 
 def _open_database(settings: Settings) -> Connection:
@@ -187,6 +202,9 @@ def _run_cycle(job: Job, spec: ModelSpec, init_time: datetime) -> RunOutcome:
         error = exc
     except psycopg2.Error as exc:
         error = DatabaseError(f"database error: {_first_line(exc)}")
+    except Exception as exc:  # a bug: keep the traceback, still close the ledger row
+        log.exception("cycle %s: unexpected error", iso_utc(init_time))
+        error = JobError(f"unexpected error: {type(exc).__name__}: {_first_line(exc)}")
     log.error("cycle %s: %s", iso_utc(init_time), error)
     outcome.status, outcome.exit_code, outcome.reason = error.status, error.exit_code, str(error)
     outcome.rows_written = 0

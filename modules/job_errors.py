@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     INVALID_REPLY = 5     # API reply malformed, incomplete or implausible
     DATABASE = 6          # database unreachable or failing
     ALREADY_RUNNING = 7   # another run holds the lock
+    SCHEDULE = 8          # --install-schedule / --uninstall-schedule failed
 
 
 EXIT_CODE_HELP = """exit codes:
@@ -28,7 +29,8 @@ EXIT_CODE_HELP = """exit codes:
   4  GraphCast API unreachable, timed out or answering with an error
   5  GraphCast API reply malformed, incomplete or implausible
   6  database unreachable or failing
-  7  another run is in progress (PostgreSQL advisory lock held)"""
+  7  another run is in progress (PostgreSQL advisory lock held)
+  8  --install-schedule / --uninstall-schedule failed (crontab or schtasks)"""
 
 
 class JobError(Exception):

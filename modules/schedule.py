@@ -17,12 +17,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path, PurePath
 
+from modules.job_errors import ExitCode
+
 CRON_SCHEDULE = "0 */6 * * *"
 CRON_MARKER = "# graphcast-pipeline"
 TASK_NAME = "GraphCast_Pipeline"
 SCRIPT_NAME = "trigger_and_ingest_forecast.py"
 LOG_NAME = Path("logs") / "pipeline.log"
 SCHTASKS_TR_LIMIT = 261  # characters schtasks accepts in /TR
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ScheduleError(RuntimeError):
@@ -159,3 +162,14 @@ def uninstall_schedule(project_root: Path) -> str:
     if os.name == "nt":
         return uninstall_windows_task()
     return uninstall_cron(project_root)
+
+
+def command(install: bool) -> int:
+    """`--install-schedule` / `--uninstall-schedule` of the batch job: do it for this
+    project with the running interpreter, print the report; returns the exit code."""
+    try:
+        print(install_schedule(PROJECT_ROOT) if install else uninstall_schedule(PROJECT_ROOT))
+    except ScheduleError as exc:
+        print(f"scheduling error: {exc}", file=sys.stderr)
+        return ExitCode.SCHEDULE
+    return ExitCode.OK

@@ -80,9 +80,8 @@ class DemoFiles:
 
 def child_env(api_url: str) -> dict[str, str]:
     """Environment of every step: the embedded database and this demo's API."""
-    env = dict(os.environ, DATABASE_URL="", GRAPHCAST_API_URL=api_url,
-               PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1")
-    return env
+    return dict(os.environ, DATABASE_URL="", GRAPHCAST_API_URL=api_url,
+                PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1")
 
 
 def step(title: str, command: list[str], env: dict[str, str]) -> None:
@@ -190,7 +189,7 @@ def ensure_port_free(port: int) -> None:
 @contextmanager
 def api_service(files: DemoFiles, port: int, env: dict[str, str]) -> Iterator[str]:
     """Start `python -m graphcast_api serve` in the background, wait until /health says ok,
-    yield its URL; stop it on the way out."""
+    yield the name of the model it serves; stop it on the way out."""
     ensure_port_free(port)
     url = f"http://127.0.0.1:{port}"
     LOG_DIR.mkdir(exist_ok=True)
@@ -204,8 +203,7 @@ def api_service(files: DemoFiles, port: int, env: dict[str, str]) -> Iterator[st
         service = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log,
                                    stderr=subprocess.STDOUT)
     try:
-        wait_until_healthy(url, service, log_path)
-        yield url
+        yield wait_until_healthy(url, service, log_path)
     finally:
         service.terminate()
         try:
@@ -216,17 +214,19 @@ def api_service(files: DemoFiles, port: int, env: dict[str, str]) -> Iterator[st
         print("\n==> GraphCast API stopped", flush=True)
 
 
-def wait_until_healthy(url: str, service: subprocess.Popen, log_path: Path) -> None:
-    """Poll /health until it answers 200; DemoError if the service dies or takes too long."""
+def wait_until_healthy(url: str, service: subprocess.Popen, log_path: Path) -> str:
+    """Poll /health until it answers 200 and return the model it names; DemoError if the
+    service dies or takes too long."""
     started = time.monotonic()
     while time.monotonic() - started < HEALTH_TIMEOUT_S:
         if service.poll() is not None:
             raise DemoError(f"the API exited with code {service.returncode} while starting; "
                             f"see {log_path}", EXIT_API_NOT_READY)
         try:
-            if requests.get(f"{url}/health", timeout=5).status_code == 200:
+            health = requests.get(f"{url}/health", timeout=5)
+            if health.status_code == 200:
                 print(f"    ready after {time.monotonic() - started:.0f} s", flush=True)
-                return
+                return health.json()["model"]
         except requests.RequestException:
             pass
         time.sleep(1)
@@ -246,14 +246,6 @@ def fetch_rows(sql: str, params: tuple = ()) -> list[tuple]:
         conn.close()
 
 
-def print_check_query() -> None:
-    rows = fetch_rows(CHECK_QUERY)
-    print(f"\n==> The seed's check query\n    {CHECK_QUERY}")
-    print(f"    {'forecast_time':<27}{'count':>6}{'avg(value)':>14}")
-    for forecast_time, count, average in rows:
-        print(f"    {forecast_time.isoformat():<27}{count:>6}{average:>14.3f}")
-
-
 @dataclass(frozen=True)
 class CycleForecasts:
     """The demo cycle's stored forecasts: rows of (site, latitude, longitude, lead_hours,
@@ -269,13 +261,13 @@ class CycleForecasts:
         return sorted({row[3] for row in self.rows})
 
 
-def cycle_forecasts() -> CycleForecasts:
+def cycle_forecasts(model: str) -> CycleForecasts:
     rows = fetch_rows(
         "SELECT site, latitude, longitude, lead_hours, value, variable, unit, model"
-        " FROM predictions WHERE init_time = %s ORDER BY site, lead_hours",
-        (f"{INIT_TIME}+00:00",))
+        " FROM predictions WHERE init_time = %s AND model = %s ORDER BY site, lead_hours",
+        (f"{INIT_TIME}+00:00", model))
     if not rows:
-        raise DemoError(f"no predictions stored for {INIT_TIME}")
+        raise DemoError(f"no predictions of {model} stored for {INIT_TIME}")
     return CycleForecasts([row[:5] for row in rows], *rows[0][5:8])
 
 
@@ -310,12 +302,13 @@ def run_demo(offline: bool, port: int, base_url: str) -> None:
     files = prepare_online(env, base_url) if mode == "online" else prepare_offline(env)
     step("load the ERA5 dataset into PostgreSQL (embedded, .pgdata/)",
          [sys.executable, "-m", "modules.era5_loader", str(files.era5)], env)
-    with api_service(files, port, env):
+    with api_service(files, port, env) as model:
         step(f"the batch job for the {INIT_TIME} UTC cycle",
              [sys.executable, str(PROJECT_ROOT / "trigger_and_ingest_forecast.py"),
               "--init-time", INIT_TIME], env)
-    print_check_query()
-    forecasts = cycle_forecasts()
+    step("the seed's check query (python -m modules.query)",
+         [sys.executable, "-m", "modules.query", CHECK_QUERY], env)
+    forecasts = cycle_forecasts(model)
     print_site_table(forecasts)
     if mode == "online":
         step("RMSE against ERA5 next to persistence",

@@ -2,17 +2,24 @@
 random-weights checkpoint, the real loader, API service and batch job; then a re-run."""
 from __future__ import annotations
 
+import functools
+import http.server
+import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from graphcast_api import weights
 from modules import db
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = PROJECT_ROOT / "tests" / "data" / "graphcast_reference"
 
 
 def _free_port() -> int:
@@ -33,9 +40,11 @@ def _copy_project(dest: Path) -> Path:
     return dest
 
 
-def _demo(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _demo(project: Path, *args: str, env: dict[str, str] | None = None
+          ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "scripts/demo.py", *args], cwd=project,
-                          capture_output=True, text=True, timeout=1200)
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=1200)
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +85,10 @@ def test_offline_demo_end_to_end_and_rerun(project: Path) -> None:
     first = _demo(project, "--offline", "--port", str(port))
     output = first.stdout + first.stderr
     assert first.returncode == 0, output[-4000:]
-    check_rows = [line for line in first.stdout.splitlines()
-                  if line.strip().startswith("2022-01-0") and line.split()[1] == "20"]
-    assert [row.split()[0] for row in check_rows] == [
-        "2022-01-01T12:00:00+00:00", "2022-01-01T18:00:00+00:00",
-        "2022-01-02T00:00:00+00:00", "2022-01-02T06:00:00+00:00"]
+    check_rows = [line.split(" | ")[:2] for line in first.stdout.splitlines()
+                  if line.startswith("2022-01-0") and " | " in line]  # python -m modules.query
+    assert check_rows == [["2022-01-01 12:00:00+00:00", "20"], ["2022-01-01 18:00:00+00:00", "20"],
+                          ["2022-01-02 00:00:00+00:00", "20"], ["2022-01-02 06:00:00+00:00", "20"]]
     assert "OFFLINE DEMO" in first.stdout and "not\n the weather" in first.stdout
     assert "London" in first.stdout and "+24 h" in first.stdout
     assert "GraphCast API stopped" in first.stdout
@@ -92,10 +100,71 @@ def test_offline_demo_end_to_end_and_rerun(project: Path) -> None:
     assert all(path.is_file() for path in made)
     stamps = [path.stat().st_mtime_ns for path in made]
 
-    second = _demo(project, "--offline", "--port", str(port))
+    # The re-run forecasts +6 h only (a documented setting) to keep the test short: its 20
+    # rows have the same keys as the first run's +6 h rows and must replace them.
+    second = _demo(project, "--offline", "--port", str(port), env={"FORECAST_LEAD_HOURS": "6"})
     assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
     assert "already made" in second.stdout
     assert [path.stat().st_mtime_ns for path in made] == stamps  # nothing made again
     *by_time, (runs, succeeded) = _stored_predictions(project)
     assert [(count, sites) for _, count, sites in by_time] == [(20, 20)] * 4
     assert runs == succeeded == 2
+
+
+class _Bucket(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder in the layout of DeepMind's bucket; counts file downloads."""
+
+    downloads: list[str] = []
+
+    def do_GET(self) -> None:
+        _Bucket.downloads.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def bucket(tmp_path: Path) -> Iterator[str]:
+    """A loopback server with small stand-ins for the official files (the 10-degree reference
+    checkpoint under GraphCast_small's name, the reference statistics, a small dataset)."""
+    root = tmp_path / "bucket"
+    checkpoint = root / weights.checkpoint_path("small")
+    checkpoint.parent.mkdir(parents=True)
+    shutil.copyfile(REFERENCE / "params.npz", checkpoint)
+    for path in weights.STATS_FILES:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REFERENCE / f"stats_{Path(path).name}", root / path)
+    example = root / weights.example_dataset_path(4)
+    example.parent.mkdir(parents=True)
+    shutil.copyfile(REFERENCE / "example_batch.nc", example)
+    handler = functools.partial(_Bucket, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Bucket.downloads = []
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_online_mode_fetches_the_official_files_once(project: Path, bucket: str) -> None:
+    """When the bucket answers, the demo fetches checkpoint, statistics and the ERA5 example
+    into weights/; a second time it neither asks the bucket nor downloads anything."""
+    code = ("import sys; sys.path.insert(0, 'scripts'); import demo; "
+            "mode = demo.choose_mode(False, sys.argv[1]); print('MODE', mode); "
+            "files = demo.prepare_online(demo.child_env('http://127.0.0.1:1'), sys.argv[1]); "
+            "print('FILES', files.checkpoint.is_file(), files.era5.is_file(), "
+            "sorted(p.name for p in files.stats_dir.iterdir()))")
+    first = subprocess.run([sys.executable, "-c", code, bucket], cwd=project,
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "MODE online" in first.stdout and f"{bucket} answers" in first.stdout
+    assert ("FILES True True ['diffs_stddev_by_level.nc', 'mean_by_level.nc', "
+            "'stddev_by_level.nc']") in first.stdout
+    assert len(_Bucket.downloads) == 5
+    second = subprocess.run([sys.executable, "-c", code, bucket], cwd=project,
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "already in weights/" in second.stdout and "already present" in second.stderr
+    assert len(_Bucket.downloads) == 5  # nothing fetched again

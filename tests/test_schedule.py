@@ -120,36 +120,58 @@ def private_crontab(tmp_path: Path):
     return run
 
 
-def _schedule(run, action: str, python: str) -> subprocess.CompletedProcess[str]:
-    """`action` ('install' or 'uninstall') run inside the private-spool namespace."""
-    code = ("import sys; from pathlib import Path; from modules import schedule as s; "
-            "root, python = Path(sys.argv[2]), Path(sys.argv[3]); "
-            "print(s.install_cron(root, python) if sys.argv[1] == 'install' "
-            "else s.uninstall_cron(root))")
-    return run(sys.executable, "-c", code, action, str(PROJECT_ROOT), python)
+def _schedule(run, option: str) -> subprocess.CompletedProcess[str]:
+    """`trigger_and_ingest_forecast.py OPTION` inside the private-spool namespace."""
+    return run(sys.executable, str(PROJECT_ROOT / "trigger_and_ingest_forecast.py"), option)
 
 
 def test_real_crontab_install_is_idempotent_and_uninstall_exact(private_crontab) -> None:
     run = private_crontab
     assert run("crontab", "-", stdin=OTHER_LINES).returncode == 0
-    python = str(Path(sys.executable).absolute())
-    entry = schedule.cron_entry(PROJECT_ROOT, Path(python))
+    entry = schedule.cron_entry(PROJECT_ROOT, Path(sys.executable).absolute())
 
-    first = _schedule(run, "install", python)
+    first = _schedule(run, "--install-schedule")
     assert first.returncode == 0, first.stderr
-    assert "cron entry installed" in first.stdout
+    assert first.stdout == f"cron entry installed: {entry}\n"
     assert run("crontab", "-l").stdout == OTHER_LINES + entry + "\n"
 
-    again = _schedule(run, "install", python)
-    assert "already installed" in again.stdout
+    again = _schedule(run, "--install-schedule")
+    assert again.returncode == 0 and "already installed" in again.stdout
     assert run("crontab", "-l").stdout == OTHER_LINES + entry + "\n"
 
-    removed = _schedule(run, "uninstall", python)
-    assert "cron entry removed" in removed.stdout
+    removed = _schedule(run, "--uninstall-schedule")
+    assert removed.returncode == 0 and removed.stdout == "cron entry removed\n"
     assert run("crontab", "-l").stdout == OTHER_LINES
-    assert "no cron entry" in _schedule(run, "uninstall", python).stdout
-    assert subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout.count(
-        f"graphcast-pipeline {PROJECT_ROOT}") == 0  # the machine's own crontab untouched
+    assert "no cron entry" in _schedule(run, "--uninstall-schedule").stdout
+    own = subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout
+    assert f"graphcast-pipeline {PROJECT_ROOT}" not in own  # the machine's crontab untouched
+
+
+def test_install_schedule_without_crontab_fails_clearly(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "trigger_and_ingest_forecast.py"),
+         "--install-schedule"], env={**os.environ, "PATH": str(tmp_path)},
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 8
+    assert "scheduling error: 'crontab' not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_job_log_lines_are_written_once_under_cron(tmp_path: Path) -> None:
+    """Cron appends the job's stdout to logs/pipeline.log, which the job's own logging also
+    writes: each line must land there once (and still reach stdout on a terminal)."""
+    code = ("import logging, sys; from pathlib import Path; "
+            "from modules.job_logging import setup_logging; "
+            "setup_logging(Path(sys.argv[1])); logging.getLogger('job').info('cycle done')")
+    log_file = tmp_path / "pipeline.log"
+    with open(log_file, "a") as appended:  # what `>> logs/pipeline.log 2>&1` does
+        subprocess.run([sys.executable, "-c", code, str(tmp_path)], stdout=appended,
+                       stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, check=True, timeout=60)
+    assert log_file.read_text().count("cycle done") == 1
+    direct = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, check=True, timeout=60)
+    assert direct.stdout.count("cycle done") == 1
+    assert log_file.read_text().count("cycle done") == 2
 
 
 # --- service supervision -----------------------------------------------------------------

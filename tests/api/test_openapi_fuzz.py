@@ -1,5 +1,5 @@
-"""Schemathesis fuzzes every operation of the OpenAPI schema against the real service:
-no server errors, and every response conforms to the schema.
+"""The OpenAPI schema documents everything, and schemathesis fuzzes every operation of it
+against the real service: no server errors, and every response conforms to the schema.
 
 The check that schema-valid bodies are accepted is left out: the schema cannot express the
 model-dependent rules (array shapes, variable names), so such bodies rightly get 422.
@@ -7,12 +7,24 @@ model-dependent rules (array shapes, variable names), so such bodies rightly get
 from __future__ import annotations
 
 import schemathesis
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from graphcast_api.app import create_app
 
-SCHEMA = schemathesis.openapi.from_dict(create_app().openapi())
+OPENAPI = create_app().openapi()
+SCHEMA = schemathesis.openapi.from_dict(OPENAPI)
+
+
+def test_every_route_field_and_schema_is_documented() -> None:
+    for path, operations in OPENAPI["paths"].items():
+        for method, operation in operations.items():
+            assert operation.get("description"), (method, path)
+    for name, schema in OPENAPI["components"]["schemas"].items():
+        assert schema.get("examples"), f"{name} has no example"
+        for field, spec in schema.get("properties", {}).items():
+            assert spec.get("description"), f"{name}.{field} has no description"
+    assert set(OPENAPI["paths"]) == {"/health", "/v1/model", "/v1/forecast"}
 
 
 @SCHEMA.parametrize()

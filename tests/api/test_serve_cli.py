@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import socket
 from pathlib import Path
 
@@ -56,6 +57,13 @@ def test_bad_options_are_named(clean_env: Path, stats_dir: Path, options: dict,
 
 
 def test_command_exit_codes(stats_dir: Path, tmp_path: Path) -> None:
+    args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir)]
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        with serve_command(args) as (_, process):  # waits until healthy
+            process.send_signal(stop)
+            output, _ = process.communicate(timeout=60)
+            assert process.returncode == 0, output
+            assert "graphcast_api.serve: stopped" in output
     with serve_command(["--stats-dir", str(tmp_path)], wait=False) as (_, process):
         output, _ = process.communicate(timeout=60)
         assert process.returncode == serve.EXIT_BAD_CONFIG
@@ -71,9 +79,7 @@ def test_command_exit_codes(stats_dir: Path, tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = str(busy.getsockname()[1])
-        args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir",
-                str(stats_dir), "--port", port]
-        with serve_command(args, wait=False) as (_, process):
+        with serve_command([*args, "--port", port], wait=False) as (_, process):
             output, _ = process.communicate(timeout=120)
             assert process.returncode == serve.EXIT_CANNOT_LISTEN
             assert f"could not listen on 127.0.0.1:{port}" in output

@@ -63,9 +63,15 @@ class ContractApi:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def reset(self) -> None:
+        """Default behaviour, once requests still in flight (from a timed-out client) end."""
+        deadline = time.monotonic() + 10
+        while getattr(self, "in_flight", 0) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.in_flight = 0
         self.token: str | None = None
         self.failures_before_success = 0   # answer 500 this many times first
         self.delay_s = 0.0                 # wait before answering a forecast
+        self.gate: threading.Event | None = None  # if set: hold forecasts until it opens
         self.reply_mode = "ok"             # ok | malformed | nan | missing_entry
         self.calls: list[tuple[str, str]] = []
 
@@ -135,12 +141,23 @@ class ContractApi:
 
             def do_POST(self) -> None:
                 api.calls.append(("POST", self.path))
+                api.in_flight += 1
+                try:
+                    self._post()
+                except BrokenPipeError:  # the client gave up (timeout test)
+                    pass
+                finally:
+                    api.in_flight -= 1
+
+            def _post(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if not self._authorised():
                     return
                 if self.path != "/v1/forecast":
                     return self._send(404, {"detail": f"no route {self.path}"})
                 time.sleep(api.delay_s)
+                if api.gate is not None:
+                    api.gate.wait(timeout=60)
                 if api.failures_before_success > 0:
                     api.failures_before_success -= 1
                     return self._send(500, {"detail": "injected failure"})

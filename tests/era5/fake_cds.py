@@ -68,10 +68,10 @@ class FakeCds:
                     return self._reply(200, {"id": parts[4], "links": []})
                 if parts[:4] == ["api", "retrieve", "v1", "jobs"] and len(parts) == 5:
                     job = parts[4]
+                    results = f"{cds.url}/retrieve/v1/jobs/{job}/results"
                     return self._reply(200, {
                         "jobID": job, "status": "successful", "processID": cds.jobs[job],
-                        "metadata": {}, "links": [{"rel": "results",
-                                                   "href": f"{cds.url}/retrieve/v1/jobs/{job}/results"}]})
+                        "metadata": {}, "links": [{"rel": "results", "href": results}]})
                 if parts[:4] == ["api", "retrieve", "v1", "jobs"] and parts[-1] == "results":
                     job = parts[4]
                     return self._reply(200, {"asset": {"value": {

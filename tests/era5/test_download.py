@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from modules import db, era5_loader

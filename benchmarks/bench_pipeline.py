@@ -1,0 +1,246 @@
+"""Benchmark of the batch job's data path at GraphCast_small size (1.0 deg, 13 levels).
+
+Stores two 181x360 snapshots (the 83 input fields each, plus the 2 static fields) in a
+fresh database, then times the job's own functions: extract (SQL + validation), encode
+(base64 + JSON), post to a loopback server that only decodes the arrays and answers 80
+values, and ingest. Also compares read speed of the ERA5 fields stored EXTERNAL (the
+schema's choice: no TOAST compression) against PostgreSQL's default EXTENDED (compressed).
+
+    python benchmarks/bench_pipeline.py [--repeats 5]
+
+Uses DATABASE_URL when set (a scratch database is created and dropped), otherwise an
+embedded server in a temporary directory. Target: extract + encode + post < 2 s.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg2
+from psycopg2.extensions import make_dsn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from modules import data_preparator, db, era5_store, prediction_db_ingestion, run_ledger  # noqa: E402
+from modules.data_preparator import ModelSpec, iso_utc  # noqa: E402
+from modules.era5_store import Grid  # noqa: E402
+from modules.model_api_client import ModelApiClient, parse_forecast_reply  # noqa: E402
+from modules.plausibility import PLAUSIBLE_RANGES  # noqa: E402
+from modules.run_ledger import RunOutcome  # noqa: E402
+from modules.sites import load_sites  # noqa: E402
+
+LEVELS = [50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000]
+SURFACE = ["2m_temperature", "mean_sea_level_pressure", "10m_v_component_of_wind",
+           "10m_u_component_of_wind", "total_precipitation_6hr"]
+ATMOSPHERIC = ["temperature", "geopotential", "u_component_of_wind", "v_component_of_wind",
+               "vertical_velocity", "specific_humidity"]
+GRID = Grid(181, 360, -90.0, 1.0, 0.0, 1.0)
+INIT = datetime(2022, 1, 1, 6, tzinfo=timezone.utc)
+VARIABLES = (("2m_temperature", 0),)
+LEAD_HOURS = (6, 12, 18, 24)
+
+
+def model_info() -> dict[str, Any]:
+    return {"model": "GraphCast_bench", "grid": {"n_lat": 181, "n_lon": 360, "lat_first": -90.0,
+            "lat_step": 1.0, "lon_first": 0.0, "lon_step": 1.0},
+            "pressure_levels": LEVELS, "input_times_hours": [-6, 0],
+            "surface_inputs": SURFACE, "atmospheric_inputs": ATMOSPHERIC,
+            "static_inputs": list(era5_store.STATIC_VARIABLES),
+            "targets": [{"name": "2m_temperature", "unit": "K", "atmospheric": False}],
+            "step_hours": 6, "max_lead_hours": 240}
+
+
+def synthetic_field(variable: str, rng: np.random.Generator) -> np.ndarray:
+    """A smooth plausible field with small-scale noise, quantised to 16 bits over its range
+    the way ERA5 GRIB files pack it (so float32 bytes are as compressible as real data)."""
+    low, high = PLAUSIBLE_RANGES[variable]
+    lat = np.radians(GRID.latitudes())[:, None]
+    lon = np.radians(GRID.longitudes())[None, :]
+    pattern = 0.5 + 0.3 * np.cos(lat) * np.cos(2 * lon + rng.uniform(0, 6)) + 0.1 * np.sin(3 * lat)
+    field = low + (high - low) * np.clip(pattern + rng.normal(0, 0.01, GRID.shape), 0, 1)
+    f_min, step = field.min(), (field.max() - field.min()) / 65535
+    return (f_min + np.round((field - f_min) / step) * step).astype(np.float32)
+
+
+def populate(url: str) -> None:
+    rng = np.random.default_rng(0)
+    conn = db.connect(url)
+    with conn, conn.cursor() as cur:
+        for when in (INIT - timedelta(hours=6), INIT):
+            fields = {(name, 0): synthetic_field(name, rng) for name in SURFACE}
+            fields |= {(name, lev): synthetic_field(name, rng)
+                       for name in ATMOSPHERIC for lev in LEVELS}
+            era5_store.write_fields(cur, GRID, when, fields)
+        era5_store.write_static(cur, GRID, {name: synthetic_field(name, rng)
+                                            for name in era5_store.STATIC_VARIABLES})
+    conn.close()
+
+
+class DecodeOnlyHandler(BaseHTTPRequestHandler):
+    """Decodes every array of the request and answers a constant forecast."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._send(model_info())
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        for group in ("inputs", "static"):
+            for item in request[group].values():
+                np.frombuffer(base64.b64decode(item["data"]), "<f4").reshape(item["shape"])
+        init = datetime.fromisoformat(request["init_time"].replace("Z", "+00:00"))
+        self._send({"model": "GraphCast_bench", "init_time": request["init_time"],
+                    "forecasts": [
+                        {"site": s["name"], "latitude": s["latitude"],
+                         "longitude": s["longitude"], "variable": "2m_temperature",
+                         "level": 0, "unit": "K", "lead_hours": h, "value": 280.0,
+                         "valid_time": iso_utc(init + timedelta(hours=h))}
+                        for h in request["lead_hours"] for s in request["sites"]]})
+
+    def _send(self, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def time_pipeline(url: str, api_url: str, repeats: int) -> dict[str, list[float]]:
+    """Seconds per stage for each repeat, with the job's own functions."""
+    sites = load_sites(Path(__file__).resolve().parent.parent / "config" / "sites.csv")
+    client = ModelApiClient(api_url, token=None, connect_timeout_s=5, read_timeout_s=60,
+                            retries=0, backoff_s=0)
+    spec = ModelSpec.from_reply(client.model_info())
+    conn = db.connect(url)
+    figures: dict[str, list[float]] = {"extract": [], "encode": [], "post": [], "ingest": []}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        with conn, conn.cursor() as cur:
+            snapshot = data_preparator.extract_snapshot(cur, spec, INIT)
+        t1 = time.perf_counter()
+        body = json.dumps(data_preparator.build_payload(spec, snapshot, sites, VARIABLES,
+                                                        LEAD_HOURS)).encode("ascii")
+        t2 = time.perf_counter()
+        forecasts = parse_forecast_reply(client.forecast(body), spec, INIT, sites, VARIABLES,
+                                         LEAD_HOURS)
+        t3 = time.perf_counter()
+        outcome = RunOutcome(run_ledger.start_run(conn, INIT, spec.model), INIT, "running", 0)
+        prediction_db_ingestion.ingest(conn, outcome, spec.model, INIT, forecasts)
+        t4 = time.perf_counter()
+        for name, seconds in zip(figures, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            figures[name].append(seconds)
+    print(f"request body: {len(body) / 1e6:.1f} MB for {len(spec.input_keys())} input fields "
+          f"x 2 times + {len(spec.static_inputs)} static on {GRID.n_lat}x{GRID.n_lon}")
+    conn.close()
+    return figures
+
+
+# table -> (storage, compression); each is a copy of era5_fields' rows.
+STORAGE_VARIANTS = {"bench_external": ("EXTERNAL", "pglz"),
+                    "bench_extended_pglz": ("EXTENDED", "pglz"),
+                    "bench_extended_lz4": ("EXTENDED", "lz4")}
+
+
+def compare_storage(url: str, repeats: int) -> None:
+    """Read one snapshot from the EXTERNAL table and from EXTENDED (compressed) copies."""
+    conn = db.connect(url)
+    tables = []
+    for table, (storage, method) in STORAGE_VARIANTS.items():
+        with conn, conn.cursor() as cur:
+            cur.execute(f"CREATE TABLE {table} (LIKE era5_fields INCLUDING ALL)")
+            try:
+                cur.execute(f"ALTER TABLE {table} ALTER COLUMN data SET STORAGE {storage},"
+                            f" ALTER COLUMN data SET COMPRESSION {method}")
+            except psycopg2.errors.FeatureNotSupported:
+                print(f"{table:20s} {method:8s} not supported by this server")
+                conn.rollback()
+                continue
+            started = time.perf_counter()
+            cur.execute(f"INSERT INTO {table} SELECT * FROM era5_fields")
+            write_s = time.perf_counter() - started
+            cur.execute(f"SELECT pg_total_relation_size('{table}'), sum(pg_column_size(data)),"
+                        f" count(*) FILTER (WHERE pg_column_compression(data) IS NOT NULL),"
+                        f" count(*) FROM {table}")
+            size, stored, compressed, count = cur.fetchone()
+            print(f"{table:20s} {storage} {method:4s} {size / 1e6:6.1f} MB on disk, "
+                  f"data {stored / 1e6:.1f} MB, {compressed}/{count} values compressed, "
+                  f"copy-in (write) {write_s:.2f} s")
+            tables.append(table)
+    timings: dict[str, list[float]] = {table: [] for table in tables}
+    for _ in range(repeats):
+        for table in timings:
+            with conn, conn.cursor() as cur:
+                started = time.perf_counter()
+                cur.execute(f"SELECT variable, level, data FROM {table}"
+                            " WHERE valid_time = %s", (INIT,))
+                rows = cur.fetchall()
+                timings[table].append(time.perf_counter() - started)
+    assert len(rows) == 83
+    for table, seconds in timings.items():
+        print(f"read 83 fields from {table:20s} median {statistics.median(seconds):.3f} s")
+    conn.close()
+
+
+def scratch_database() -> tuple[str, str, str]:
+    """(server URL, scratch database URL, its name); the database is created here."""
+    server = os.environ.get("DATABASE_URL") or db.embedded_url(Path(tempfile.mkdtemp()) / "pg")
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(server)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    return server, make_dsn(server, dbname=name), name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    server_url, url, name = scratch_database()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), DecodeOnlyHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conn = db.connect(url)
+        db.apply_migrations(conn)
+        conn.close()
+        started = time.perf_counter()
+        populate(url)
+        print(f"stored 2 snapshots + statics in {time.perf_counter() - started:.1f} s")
+        figures = time_pipeline(url, f"http://127.0.0.1:{server.server_address[1]}",
+                                args.repeats)
+        medians = {stage: statistics.median(values) for stage, values in figures.items()}
+        for stage, seconds in medians.items():
+            print(f"{stage:8s} median {seconds:.3f} s  (min {min(figures[stage]):.3f} s)")
+        prepare_transport = medians["extract"] + medians["encode"] + medians["post"]
+        print(f"prepare + transport {prepare_transport:.3f} s (target < 2 s: "
+              f"{'met' if prepare_transport < 2 else 'NOT met'}); "
+              f"total with ingest {prepare_transport + medians['ingest']:.3f} s")
+        compare_storage(url, args.repeats)
+    finally:
+        server.shutdown()
+        admin = psycopg2.connect(server_url)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Cycle arithmetic (J-6), init-time parsing, sites, settings and log redaction."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from config.settings import PROJECT_ROOT, SettingsError, load_settings
+from modules.data_preparator import earlier_cycles, parse_init_time, target_init_time
+from modules.job_errors import ConfigError
+from modules.job_logging import redact
+from modules.sites import load_sites
+
+UTC = timezone.utc
+
+
+@pytest.mark.parametrize("now, expected", [
+    (datetime(2024, 5, 20, 13, 47, tzinfo=UTC), datetime(2024, 5, 14, 12, tzinfo=UTC)),
+    (datetime(2024, 5, 20, 18, 0, tzinfo=UTC), datetime(2024, 5, 14, 18, tzinfo=UTC)),
+    (datetime(2024, 5, 20, 5, 59, 59, tzinfo=UTC), datetime(2024, 5, 14, 0, tzinfo=UTC)),
+    (datetime(2023, 3, 3, 2, 0, tzinfo=UTC), datetime(2023, 2, 25, 0, tzinfo=UTC)),   # month
+    (datetime(2024, 3, 5, 23, 59, tzinfo=UTC), datetime(2024, 2, 28, 18, tzinfo=UTC)),  # leap
+    (datetime(2023, 1, 4, 7, 30, tzinfo=UTC), datetime(2022, 12, 29, 6, tzinfo=UTC)),  # year
+    # 01:30 in Paris (UTC+1) is 00:30 UTC on the previous cycle day boundary.
+    (datetime.fromisoformat("2023-01-01T01:30+01:00"), datetime(2022, 12, 26, 0, tzinfo=UTC)),
+])
+def test_target_init_time_is_j6_on_the_6_hourly_slot(now: datetime, expected: datetime) -> None:
+    assert target_init_time(now, 6) == expected
+
+
+def test_lag_is_configurable() -> None:
+    assert target_init_time(datetime(2024, 1, 1, 12, tzinfo=UTC), 0) == datetime(
+        2024, 1, 1, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2022-01-01T06:00", datetime(2022, 1, 1, 6, tzinfo=UTC)),
+    ("2022-01-01T06:00:00Z", datetime(2022, 1, 1, 6, tzinfo=UTC)),
+    ("2022-01-01T07:00+01:00", datetime(2022, 1, 1, 6, tzinfo=UTC)),
+    ("2022-01-01", datetime(2022, 1, 1, 0, tzinfo=UTC)),
+])
+def test_parse_init_time(text: str, expected: datetime) -> None:
+    assert parse_init_time(text) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("yesterday", "not an ISO 8601"), ("2022-01-01T03:00", "6-hourly slot"),
+    ("2022-01-01T06:30", "6-hourly slot"),
+])
+def test_parse_init_time_rejects(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_init_time(text)
+
+
+def test_earlier_cycles_cross_the_year_oldest_first() -> None:
+    assert earlier_cycles(datetime(2023, 1, 1, 6, tzinfo=UTC), 3) == [
+        datetime(2022, 12, 31, 12, tzinfo=UTC), datetime(2022, 12, 31, 18, tzinfo=UTC),
+        datetime(2023, 1, 1, 0, tzinfo=UTC)]
+
+
+def test_shipped_sites_are_20_european_places() -> None:
+    sites = load_sites(PROJECT_ROOT / "config" / "sites.csv")
+    assert len(sites) == 20 and len({s.name for s in sites}) == 20
+    assert all(35 <= s.latitude <= 71 and -11 <= s.longitude <= 32 for s in sites)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name,lat,lon\nParis,48.8,2.3\n", "header"),
+    ("name,latitude,longitude\nParis,north,2.3\n", ":2: latitude/longitude are not numbers"),
+    ("name,latitude,longitude\nParis,98.8,2.3\n", "out of range"),
+    ("name,latitude,longitude\nParis,48.8,2.3\nParis,48.8,2.3\n", "duplicate"),
+    ("name,latitude,longitude\n", "no sites"),
+])
+def test_bad_sites_file(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "sites.csv"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_sites(path)
+
+
+def test_settings_parse_lists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FORECAST_LEAD_HOURS", "6, 12")
+    monkeypatch.setenv("FORECAST_VARIABLES", "2m_temperature,temperature@850")
+    settings = load_settings(tmp_path / "absent.env")
+    assert settings.lead_hours == (6, 12)
+    assert settings.variables == (("2m_temperature", 0), ("temperature", 850))
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("FORECAST_LEAD_HOURS", "6,6", "distinct positive"),
+    ("FORECAST_VARIABLES", "temperature@high", "NAME@LEVEL"),
+    ("GRAPHCAST_API_RETRIES", "-1", "at least 0"),
+    ("GRAPHCAST_API_TIMEOUT_S", "soon", "not a valid float"),
+])
+def test_settings_errors_name_the_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                          name: str, value: str, message: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=f"{name}.*{message}"):
+        load_settings(tmp_path / "absent.env")
+
+
+def test_redact_masks_passwords_and_tokens() -> None:
+    text = ("postgresql://dev_user:p@ss:w0rd@localhost:5432/trading_data "
+            "user=x password=hunter2 host=y Authorization: Bearer abc.def")
+    masked = redact(text)
+    assert "w0rd" not in masked and "hunter2" not in masked and "abc.def" not in masked
+    assert "postgresql://dev_user:***@localhost:5432/trading_data" in masked
