@@ -68,3 +68,12 @@ def clean_db(database_url: str) -> str:
         cur.execute(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE")
     conn.close()
     return database_url
+
+
+@pytest.fixture(scope="session")
+def stats_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference statistics under their official file names (`<name>.nc`)."""
+    folder = tmp_path_factory.mktemp("stats")
+    for name in ("mean_by_level", "stddev_by_level", "diffs_stddev_by_level"):
+        shutil.copy(REFERENCE_DIR / f"stats_{name}.nc", folder / f"{name}.nc")
+    return folder

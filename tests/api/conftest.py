@@ -1,21 +1,11 @@
 """Fixtures of the API service tests: the real service serving the reference checkpoint."""
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from api_helpers import REFERENCE_DIR, serve_command
-
-
-@pytest.fixture(scope="session")
-def stats_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The reference statistics under their official file names."""
-    folder = tmp_path_factory.mktemp("stats")
-    for name in ("mean_by_level", "stddev_by_level", "diffs_stddev_by_level"):
-        shutil.copy(REFERENCE_DIR / f"stats_{name}.nc", folder / f"{name}.nc")
-    return folder
 
 
 @pytest.fixture(scope="session")
