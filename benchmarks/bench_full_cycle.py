@@ -28,12 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import psycopg2
 import requests
-from psycopg2.extensions import make_dsn
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
@@ -141,37 +139,32 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         server = os.environ.get("DATABASE_URL") or db.embedded_url(folder / "pg")
-        name = f"bench_cycle_{uuid.uuid4().hex[:8]}"
-        admin = psycopg2.connect(server)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        database_url = make_dsn(server, dbname=name)
-        env = {**os.environ, "DATABASE_URL": database_url, "LOG_DIR": str(folder / "logs")}
-        service = None
-        try:
-            checkpoint, stats_dir = make_inputs(folder, env)
-            log_path = folder / "service.log"
-            service, url, startup = start_service(checkpoint, stats_dir, args.precision,
-                                                  log_path, env)
-            print(f"service start-up (checkpoint, graphs): {startup:.1f} s")
-            wall = run([sys.executable, "trigger_and_ingest_forecast.py", "--init-time",
-                        INIT_TIME], {**env, "GRAPHCAST_API_URL": url})
-            prepare, infer, ingest = job_timings(database_url)
-            figures = report(prepare, infer, ingest, service_timings(log_path))
-            print(f"job process wall time {wall:.2f} s (start-up, database, /v1/model: "
-                  f"{wall - prepare - infer - ingest:.2f} s)")
-            print(json.dumps({"precision": args.precision, "service_startup_s": startup,
-                              "job_wall_s": wall, **figures}))
-        finally:
-            if service is not None:
-                service.terminate()
-                service.wait(timeout=60)
-            with admin.cursor() as cur:
-                cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-            admin.close()
-    return 0
+        with db.scratch_database(server, "bench_cycle") as database_url:
+            return run_cycle(args.precision, folder, database_url)
 
+
+def run_cycle(precision: str, folder: Path, database_url: str) -> int:
+    """Start the service, run the job once, print each stage's share."""
+    env = {**os.environ, "DATABASE_URL": database_url, "LOG_DIR": str(folder / "logs")}
+    service = None
+    try:
+        checkpoint, stats_dir = make_inputs(folder, env)
+        log_path = folder / "service.log"
+        service, url, startup = start_service(checkpoint, stats_dir, precision, log_path, env)
+        print(f"service start-up (checkpoint, graphs): {startup:.1f} s")
+        wall = run([sys.executable, "trigger_and_ingest_forecast.py", "--init-time",
+                    INIT_TIME], {**env, "GRAPHCAST_API_URL": url})
+        prepare, infer, ingest = job_timings(database_url)
+        figures = report(prepare, infer, ingest, service_timings(log_path))
+        print(f"job process wall time {wall:.2f} s (start-up, database, /v1/model: "
+              f"{wall - prepare - infer - ingest:.2f} s)")
+        print(json.dumps({"precision": precision, "service_startup_s": startup,
+                          "job_wall_s": wall, **figures}))
+    finally:
+        if service is not None:
+            service.terminate()
+            service.wait(timeout=60)
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

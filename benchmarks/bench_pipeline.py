@@ -22,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import psycopg2
-from psycopg2.extensions import make_dsn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -197,50 +195,37 @@ def compare_storage(url: str, repeats: int) -> None:
     conn.close()
 
 
-def scratch_database() -> tuple[str, str, str]:
-    """(server URL, scratch database URL, its name); the database is created here."""
-    server = os.environ.get("DATABASE_URL") or db.embedded_url(Path(tempfile.mkdtemp()) / "pg")
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(server)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    return server, make_dsn(server, dbname=name), name
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    server_url, url, name = scratch_database()
+    server_url = os.environ.get("DATABASE_URL") or db.embedded_url(Path(tempfile.mkdtemp()) / "pg")
     server = ThreadingHTTPServer(("127.0.0.1", 0), DecodeOnlyHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        conn = db.connect(url)
-        db.apply_migrations(conn)
-        conn.close()
-        started = time.perf_counter()
-        populate(url)
-        print(f"stored 2 snapshots + statics in {time.perf_counter() - started:.1f} s")
-        figures = time_pipeline(url, f"http://127.0.0.1:{server.server_address[1]}",
-                                args.repeats)
-        medians = {stage: statistics.median(values) for stage, values in figures.items()}
-        for stage, seconds in medians.items():
-            print(f"{stage:8s} median {seconds:.3f} s  (min {min(figures[stage]):.3f} s)")
-        prepare_transport = medians["extract"] + medians["encode"] + medians["post"]
-        print(f"prepare + transport {prepare_transport:.3f} s (target < 2 s: "
-              f"{'met' if prepare_transport < 2 else 'NOT met'}); "
-              f"total with ingest {prepare_transport + medians['ingest']:.3f} s")
-        compare_storage(url, args.repeats)
+        with db.scratch_database(server_url, "bench_pipeline") as url:
+            run_benchmark(url, f"http://127.0.0.1:{server.server_address[1]}", args.repeats)
     finally:
         server.shutdown()
-        admin = psycopg2.connect(server_url)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
 
+
+def run_benchmark(url: str, api_url: str, repeats: int) -> None:
+    """Fill the scratch database, time the data path, compare storage settings."""
+    conn = db.connect(url)
+    db.apply_migrations(conn)
+    conn.close()
+    started = time.perf_counter()
+    populate(url)
+    print(f"stored 2 snapshots + statics in {time.perf_counter() - started:.1f} s")
+    figures = time_pipeline(url, api_url, repeats)
+    medians = {stage: statistics.median(values) for stage, values in figures.items()}
+    for stage, seconds in medians.items():
+        print(f"{stage:8s} median {seconds:.3f} s  (min {min(figures[stage]):.3f} s)")
+    prepare_transport = medians["extract"] + medians["encode"] + medians["post"]
+    print(f"prepare + transport {prepare_transport:.3f} s (target < 2 s: "
+          f"{'met' if prepare_transport < 2 else 'NOT met'}); "
+          f"total with ingest {prepare_transport + medians['ingest']:.3f} s")
+    compare_storage(url, repeats)
 
 if __name__ == "__main__":
     main()

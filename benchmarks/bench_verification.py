@@ -13,13 +13,11 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import psycopg2
-from psycopg2.extensions import make_dsn
 from psycopg2.extras import execute_values
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -74,13 +72,8 @@ def timed(label: str, func, *args, **kwargs):
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = os.environ.get("DATABASE_URL") or db.embedded_url(Path(tmp) / "pg")
-        name = f"bench_verification_{uuid.uuid4().hex[:8]}"
-        admin = psycopg2.connect(server)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        try:
-            conn = db.connect(make_dsn(server, dbname=name))
+        with db.scratch_database(server, "bench_verification") as url:
+            conn = db.connect(url)
             db.apply_migrations(conn)
             timed(f"fill {CYCLES} cycles x {N_SITES} sites x {len(LEADS)} leads",
                   fill, conn, 0, CYCLES)
@@ -98,10 +91,6 @@ def main() -> None:
                           Path(tmp) / "plots")
             print(f"  -> {paths[0].stat().st_size} bytes PNG")
             conn.close()
-        finally:
-            with admin.cursor() as cur:
-                cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-            admin.close()
 
 
 if __name__ == "__main__":

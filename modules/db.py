@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
 from psycopg2.extensions import connection as Connection
+from psycopg2.extensions import make_dsn
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK_KEY = 7_253_001  # advisory lock held while migrations are applied
@@ -77,3 +81,22 @@ def apply_migrations(conn: Connection) -> list[int]:
                 )
                 applied_now.append(version)
     return applied_now
+
+
+@contextmanager
+def scratch_database(server_url: str, prefix: str) -> Iterator[str]:
+    """Create an empty database with a unique name on `server_url`, yield its connection
+    string, and drop it afterwards (for tests and benchmarks)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield make_dsn(server_url, dbname=name)
+        finally:
+            with admin.cursor() as cur:
+                cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        admin.close()

@@ -8,13 +8,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
-from psycopg2.extensions import make_dsn
 
 from modules import db
 
@@ -45,19 +42,11 @@ def pg_server_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def database_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, migrated database for this test session, as a libpq connection string."""
-    name = f"graphcast_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(pg_server_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    url = make_dsn(pg_server_url, dbname=name)
-    conn = db.connect(url)
-    db.apply_migrations(conn)
-    conn.close()
-    yield url
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
+    with db.scratch_database(pg_server_url, "graphcast_test") as url:
+        conn = db.connect(url)
+        db.apply_migrations(conn)
+        conn.close()
+        yield url
 
 
 @pytest.fixture
