@@ -1,6 +1,7 @@
-"""Exit codes of the batch job and the errors that map to them.
+"""The exit-code table and the errors that map to it.
 
-Each error carries the exit code of the process and the status its forecast_runs row gets.
+Each error carries the exit code of the process and the status its forecast_runs row gets;
+the codes are stored in `forecast_runs.exit_code`, so their meanings never change.
 """
 from __future__ import annotations
 

@@ -1,0 +1,119 @@
+"""What a served model takes and gives, as `GET /v1/model` describes it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from graphcast_contract.cycles import INPUT_TIMES_HOURS
+from graphcast_contract.errors import ConfigError, InvalidReplyError
+
+SURFACE_LEVEL = 0  # the `level` of single-level fields
+FieldKey = tuple[str, int]  # (variable, level)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A regular global latitude/longitude grid, latitudes ascending from `lat_first`."""
+
+    n_lat: int
+    n_lon: int
+    lat_first: float
+    lat_step: float
+    lon_first: float
+    lon_step: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_lat, self.n_lon)
+
+    def latitudes(self) -> np.ndarray:
+        return self.lat_first + self.lat_step * np.arange(self.n_lat)
+
+    def longitudes(self) -> np.ndarray:
+        return self.lon_first + self.lon_step * np.arange(self.n_lon)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The contract's `grid` object."""
+        return {"n_lat": self.n_lat, "n_lon": self.n_lon, "lat_first": self.lat_first,
+                "lat_step": self.lat_step, "lon_first": self.lon_first,
+                "lon_step": self.lon_step}
+
+
+@dataclass(frozen=True)
+class Target:
+    unit: str
+    atmospheric: bool
+
+
+def describe_field(key: FieldKey) -> str:
+    """'temperature at 850 hPa', or the name alone at the surface."""
+    variable, level = key
+    return f"{variable} at {level} hPa" if level else variable
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the served model needs and produces (from `GET /v1/model`)."""
+
+    model: str
+    grid: Grid
+    pressure_levels: tuple[int, ...]
+    surface_inputs: tuple[str, ...]
+    atmospheric_inputs: tuple[str, ...]
+    static_inputs: tuple[str, ...]
+    targets: dict[str, Target]
+    step_hours: int
+    max_lead_hours: int
+
+    @classmethod
+    def from_reply(cls, reply: Any) -> "ModelSpec":
+        """Parse a `/v1/model` reply; InvalidReplyError names what is wrong."""
+        try:
+            if [int(h) for h in reply["input_times_hours"]] != list(INPUT_TIMES_HOURS):
+                raise InvalidReplyError(f"/v1/model: input_times_hours is not "
+                                        f"{list(INPUT_TIMES_HOURS)}; this job supplies "
+                                        "exactly two inputs 6 h apart")
+            grid = reply["grid"]
+            return cls(
+                model=str(reply["model"]),
+                grid=Grid(int(grid["n_lat"]), int(grid["n_lon"]), float(grid["lat_first"]),
+                          float(grid["lat_step"]), float(grid["lon_first"]),
+                          float(grid["lon_step"])),
+                pressure_levels=tuple(int(p) for p in reply["pressure_levels"]),
+                surface_inputs=tuple(map(str, reply["surface_inputs"])),
+                atmospheric_inputs=tuple(map(str, reply["atmospheric_inputs"])),
+                static_inputs=tuple(map(str, reply["static_inputs"])),
+                targets={t["name"]: Target(str(t["unit"]), bool(t["atmospheric"]))
+                         for t in reply["targets"]},
+                step_hours=int(reply["step_hours"]),
+                max_lead_hours=int(reply["max_lead_hours"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidReplyError(f"/v1/model reply is incomplete or malformed "
+                                    f"({type(exc).__name__}: {exc})") from None
+
+    def input_keys(self) -> list[FieldKey]:
+        """Every time-dependent input field as (variable, level), level 0 at the surface."""
+        keys = [(name, SURFACE_LEVEL) for name in self.surface_inputs]
+        keys += [(name, level) for name in self.atmospheric_inputs
+                 for level in self.pressure_levels]
+        return keys
+
+    def check_wanted(self, variables: tuple[FieldKey, ...], lead_hours: tuple[int, ...]) -> None:
+        """ConfigError unless the model forecasts these variables at these lead times."""
+        for name, level in variables:
+            target = self.targets.get(name)
+            if target is None:
+                raise ConfigError(f"variable {name!r} is not a target of {self.model} "
+                                  f"(targets: {', '.join(self.targets)})")
+            if target.atmospheric and level not in self.pressure_levels:
+                raise ConfigError(f"variable {name!r} needs a level among "
+                                  f"{list(self.pressure_levels)} (write {name}@850)")
+            if not target.atmospheric and level:
+                raise ConfigError(f"variable {name!r} is single-level; drop '@{level}'")
+        for hours in lead_hours:
+            if hours % self.step_hours or hours > self.max_lead_hours:
+                raise ConfigError(f"lead time {hours} h is not a multiple of {self.step_hours} h "
+                                  f"up to {self.max_lead_hours} h")

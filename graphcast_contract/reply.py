@@ -1,0 +1,88 @@
+"""The forecast reply of docs/api.md, checked against what was asked."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from graphcast_contract.cycles import iso_utc
+from graphcast_contract.errors import InvalidReplyError
+from graphcast_contract.model_spec import ModelSpec
+from graphcast_contract.request import ForecastContext, Site
+from graphcast_contract.variables import plausibility_problem
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """One forecast value at a site, ready for the predictions table."""
+
+    site: str
+    latitude: float
+    longitude: float
+    variable: str
+    level: int
+    unit: str
+    lead_hours: int
+    forecast_time: datetime
+    value: float
+
+
+def parse_forecast_reply(reply: Any, spec: ModelSpec, context: ForecastContext
+                         ) -> list[Forecast]:
+    """Check the reply holds exactly one finite, plausible value per site x variable x lead
+    time for this model and init time; InvalidReplyError names the first problem.
+
+    The forecasts come ordered by lead time, site, variable and level.
+    """
+    if not isinstance(reply, dict) or not isinstance(reply.get("forecasts"), list):
+        raise InvalidReplyError("forecast reply has no 'forecasts' list")
+    init = iso_utc(context.init_time)
+    if reply.get("model") != spec.model or reply.get("init_time") != init:
+        raise InvalidReplyError(f"forecast reply is for {reply.get('model')!r} at "
+                                f"{reply.get('init_time')!r}, not {spec.model} at {init}")
+    by_site = {site.name: site for site in context.sites}
+    wanted = context.wanted()
+    forecasts: dict[tuple[str, str, int, int], Forecast] = {}
+    for entry in reply["forecasts"]:
+        forecast = _parse_entry(entry, spec, context, by_site)
+        key = (forecast.site, forecast.variable, forecast.level, forecast.lead_hours)
+        if key not in wanted or key in forecasts:
+            raise InvalidReplyError(f"forecast reply has an unexpected or duplicate entry {key}")
+        forecasts[key] = forecast
+    missing = sorted(wanted - forecasts.keys())
+    if missing:
+        raise InvalidReplyError(f"forecast reply lacks {len(missing)} of {len(wanted)} values, "
+                                f"e.g. {missing[0]}")
+    return [forecasts[key] for key in sorted(forecasts, key=lambda k: (k[3], k[0], k[1], k[2]))]
+
+
+def _parse_entry(entry: Any, spec: ModelSpec, context: ForecastContext,
+                 by_site: dict[str, Site]) -> Forecast:
+    try:
+        site = by_site[entry["site"]]
+        variable, level = str(entry["variable"]), int(entry.get("level") or 0)
+        lead, value = int(entry["lead_hours"]), entry["value"]
+        label = f"{site.name} {variable}{f'@{level}' if level else ''} +{lead} h"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidReplyError(f"forecast value for {label} is not a number: {value!r}")
+        if not math.isfinite(value):
+            raise InvalidReplyError(f"forecast value for {label} is not finite: {value}")
+        issue = plausibility_problem(variable, [value])
+        if issue:
+            raise InvalidReplyError(f"forecast value for {label}: {issue}")
+        unit = str(entry["unit"])
+        target = spec.targets.get(variable)
+        if target is not None and unit != target.unit:
+            raise InvalidReplyError(f"forecast unit for {label} is {unit!r}, "
+                                    f"the model declares {target.unit!r}")
+        valid_time = context.valid_time(lead)
+        if entry["valid_time"] != iso_utc(valid_time):
+            raise InvalidReplyError(f"forecast valid_time for {label} is "
+                                    f"{entry['valid_time']!r}, expected {iso_utc(valid_time)}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidReplyError(f"forecast entry {json.dumps(entry)[:200]} is malformed "
+                                f"({type(exc).__name__}: {exc})") from None
+    return Forecast(site.name, site.latitude, site.longitude, variable, level, unit, lead,
+                    valid_time, float(value))
