@@ -9,11 +9,14 @@ import argparse
 import logging
 import sys
 
+from datetime import datetime
+
 from config.settings import SettingsError, load_settings
-from modules import forecast_job, schedule
-from modules.data_preparator import parse_init_time
-from modules.job_errors import EXIT_CODE_HELP, ConfigError, ExitCode
-from modules.job_logging import setup_logging
+from graphcast_contract.cycles import parse_cycle
+from graphcast_contract.errors import EXIT_CODE_HELP, ConfigError, ExitCode
+from modules import forecast_job
+from modules.job import schedule
+from modules.job.logs import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _init_time(text: str) -> datetime:
+    try:
+        return parse_cycle(text)
+    except ValueError as exc:
+        raise ConfigError(f"--init-time {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.install_schedule or args.uninstall_schedule:
@@ -59,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.catch_up < 0:
             raise ConfigError("--catch-up must be 0 or more")
         options = forecast_job.JobOptions(
-            init_time=parse_init_time(args.init_time) if args.init_time else None,
+            init_time=_init_time(args.init_time) if args.init_time else None,
             catch_up=args.catch_up, dry_run=args.dry_run, verify=args.verify)
     except ConfigError as exc:
         log.error("%s", exc)

@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from modules import data_preparator, db, era5_store, prediction_db_ingestion, run_ledger  # noqa: E402
 from modules.data_preparator import ModelSpec, iso_utc  # noqa: E402
-from modules.era5_store import Grid  # noqa: E402
+from modules.inputs.store import Grid  # noqa: E402
 from modules.model_api_client import ModelApiClient, parse_forecast_reply  # noqa: E402
 from modules.plausibility import PLAUSIBLE_RANGES  # noqa: E402
-from modules.run_ledger import RunOutcome  # noqa: E402
-from modules.sites import load_sites  # noqa: E402
+from modules.job.ledger import RunOutcome  # noqa: E402
+from modules.job.sites import load_sites  # noqa: E402
 
 LEVELS = [50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000]
 SURFACE = ["2m_temperature", "mean_sea_level_pressure", "10m_v_component_of_wind",

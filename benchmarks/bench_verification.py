@@ -22,7 +22,7 @@ from psycopg2.extras import execute_values
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from modules import db  # noqa: E402
-from modules.era5_store import Grid, write_fields  # noqa: E402
+from modules.inputs.store import Grid, write_fields  # noqa: E402
 from modules.verification import verify  # noqa: E402
 
 GRID = Grid(n_lat=181, n_lon=360, lat_first=-90.0, lat_step=1.0, lon_first=0.0, lon_step=1.0)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from graphcast_contract.project import PROJECT_ROOT
 
 
 class SettingsError(ValueError):

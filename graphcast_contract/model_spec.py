@@ -40,6 +40,27 @@ class Grid:
                 "lat_step": self.lat_step, "lon_first": self.lon_first,
                 "lon_step": self.lon_step}
 
+    @classmethod
+    def from_coordinates(cls, lat: np.ndarray, lon: np.ndarray) -> "Grid":
+        """Describe the grid of ascending `lat` and `lon` (degrees); ValueError if it is
+        not regular, not ascending or not global (poles to poles, all longitudes)."""
+        lat = np.asarray(lat, dtype=np.float64)
+        lon = np.asarray(lon, dtype=np.float64)
+        for name, axis in (("latitude", lat), ("longitude", lon)):
+            if axis.ndim != 1 or axis.size < 2:
+                raise ValueError(f"{name} must be a 1-D coordinate with at least 2 values")
+            steps = np.diff(axis)
+            if steps[0] <= 0 or not np.allclose(steps, steps[0], rtol=0, atol=1e-4 * steps[0]):
+                raise ValueError(f"{name} is not a regular ascending grid")
+        lat_step = float(np.mean(np.diff(lat)))
+        lon_step = float(np.mean(np.diff(lon)))
+        if abs(lat[0] + 90) > 1e-4 or abs(lat[-1] - 90) > 1e-4:
+            raise ValueError(f"latitudes span {lat[0]}..{lat[-1]}, not the global -90..90")
+        if abs(lon_step * lon.size - 360) > 1e-3:
+            raise ValueError(f"{lon.size} longitudes at {lon_step} deg do not cover 360 deg")
+        return cls(lat.size, lon.size, -90.0, round(lat_step, 6),
+                   float(round(lon[0], 6)), round(lon_step, 6))
+
 
 @dataclass(frozen=True)
 class Target:

@@ -29,13 +29,19 @@ class Forecast:
     value: float
 
 
-def parse_forecast_reply(reply: Any, spec: ModelSpec, context: ForecastContext
-                         ) -> list[Forecast]:
-    """Check the reply holds exactly one finite, plausible value per site x variable x lead
-    time for this model and init time; InvalidReplyError names the first problem.
+@dataclass(frozen=True)
+class CycleForecast:
+    """Every value of one cycle's reply, ordered by lead time, site, variable and level."""
 
-    The forecasts come ordered by lead time, site, variable and level.
-    """
+    model: str
+    init_time: datetime
+    values: tuple[Forecast, ...]
+
+
+def parse_forecast_reply(reply: Any, spec: ModelSpec, context: ForecastContext
+                         ) -> CycleForecast:
+    """Check the reply holds exactly one finite, plausible value per site x variable x lead
+    time for this model and init time; InvalidReplyError names the first problem."""
     if not isinstance(reply, dict) or not isinstance(reply.get("forecasts"), list):
         raise InvalidReplyError("forecast reply has no 'forecasts' list")
     init = iso_utc(context.init_time)
@@ -55,7 +61,8 @@ def parse_forecast_reply(reply: Any, spec: ModelSpec, context: ForecastContext
     if missing:
         raise InvalidReplyError(f"forecast reply lacks {len(missing)} of {len(wanted)} values, "
                                 f"e.g. {missing[0]}")
-    return [forecasts[key] for key in sorted(forecasts, key=lambda k: (k[3], k[0], k[1], k[2]))]
+    order = sorted(forecasts, key=lambda k: (k[3], k[0], k[1], k[2]))
+    return CycleForecast(spec.model, context.init_time, tuple(forecasts[k] for k in order))
 
 
 def _parse_entry(entry: Any, spec: ModelSpec, context: ForecastContext,

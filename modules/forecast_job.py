@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -18,12 +15,18 @@ import psycopg2
 from psycopg2.extensions import connection as Connection
 
 from config.settings import Settings
-from modules import data_preparator, db, prediction_db_ingestion, run_ledger, verification
-from modules.data_preparator import ModelSpec, iso_utc
-from modules.job_errors import AlreadyRunningError, DatabaseError, ExitCode, JobError
-from modules.model_api_client import ModelApiClient, parse_forecast_reply
-from modules.run_ledger import RunOutcome, StageTimings
-from modules.sites import Site, load_sites
+from graphcast_contract.cycles import earlier_cycles, iso_utc, target_init_time
+from graphcast_contract.errors import AlreadyRunningError, DatabaseError, ExitCode, JobError
+from graphcast_contract.model_spec import ModelSpec
+from graphcast_contract.reply import CycleForecast, parse_forecast_reply
+from graphcast_contract.request import ForecastContext, Site, build_payload
+from modules import data_preparator, prediction_db_ingestion
+from modules.job import ledger
+from modules.job.ledger import RunOutcome, Stage
+from modules.job.sites import load_sites
+from modules.model_api_client import ModelApiClient
+from modules.storage.db import first_line, open_database
+from modules.verification import scores
 
 log = logging.getLogger("forecast_job")
 RUN_LOCK_KEY = 7_253_002  # PostgreSQL advisory lock: one batch run at a time
@@ -45,18 +48,18 @@ class Job:
     """What every cycle of one invocation shares."""
 
     settings: Settings
-    sites: list[Site]
+    sites: tuple[Site, ...]
     conn: Connection
     client: ModelApiClient
 
 
 def run(settings: Settings, options: JobOptions, now: datetime | None = None) -> int:
     """Run the job; return the process exit code (see job_errors.ExitCode)."""
-    target = options.init_time or data_preparator.target_init_time(
-        now or datetime.now(timezone.utc), settings.forecast_lag_days)
+    target = options.init_time or target_init_time(now or datetime.now(timezone.utc),
+                                                   settings.forecast_lag_days)
     try:
         sites = load_sites(settings.sites_file)
-        conn = _open_database(settings)
+        conn = open_database(settings)
     except JobError as exc:
         log.error("%s", exc)
         _log_summary(RunOutcome(None, target, "failed", exc.exit_code, str(exc)))
@@ -82,33 +85,15 @@ def _verify(conn: Connection) -> None:
     (the forecasts are stored either way)."""
     try:
         conn.rollback()
-        log.info("verification: %s", verification.verify(conn))
+        log.info("verification: %s", scores.verify(conn))
     except psycopg2.Error as exc:
-        log.warning("verification failed: %s", _first_line(exc))
-
-
-def _open_database(settings: Settings) -> Connection:
-    """Connect (starting the embedded server when no DATABASE_URL) and migrate."""
-    try:
-        url = db.resolve_url(settings.database_url, settings.embedded_pg_dir)
-        conn = db.connect(url)
-        db.apply_migrations(conn)
-    except psycopg2.Error as exc:
-        raise DatabaseError(f"database unreachable or failing: {_first_line(exc)}") from None
-    except Exception as exc:  # the embedded server failed to start
-        raise DatabaseError(f"embedded PostgreSQL in {settings.embedded_pg_dir} did not start: "
-                            f"{type(exc).__name__}: {_first_line(exc)}") from None
-    return conn
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.warning("verification failed: %s", first_line(exc))
 
 
 def _plan(job: Job, target: datetime, catch_up: int) -> list[datetime]:
     """Catch-up cycles without a successful run (oldest first), then the target."""
-    earlier = data_preparator.earlier_cycles(target, catch_up)
-    return (run_ledger.without_success(job.conn, earlier) if earlier else []) + [target]
+    earlier = earlier_cycles(target, catch_up)
+    return (ledger.without_success(job.conn, earlier) if earlier else []) + [target]
 
 
 def _locked_run(job: Job, target: datetime, catch_up: int) -> int:
@@ -118,7 +103,7 @@ def _locked_run(job: Job, target: datetime, catch_up: int) -> int:
             if not cur.fetchone()[0]:
                 raise AlreadyRunningError("another run is in progress (advisory lock held); "
                                           "this run exits without doing anything")
-        interrupted = run_ledger.mark_interrupted(job.conn)
+        interrupted = ledger.mark_interrupted(job.conn)
         if interrupted:
             log.warning("marked %d interrupted run(s) as failed", interrupted)
         cycles = _plan(job, target, catch_up)
@@ -126,7 +111,7 @@ def _locked_run(job: Job, target: datetime, catch_up: int) -> int:
         return _record_early_failure(job, target, exc)
     except psycopg2.Error as exc:
         return _record_early_failure(job, target, DatabaseError(f"database error: "
-                                                                f"{_first_line(exc)}"))
+                                                                f"{first_line(exc)}"))
     log.info("cycles to run: %s", ", ".join(iso_utc(c) for c in cycles))
     try:
         spec = _model_spec(job)
@@ -158,53 +143,53 @@ def _record_early_failure(job: Job, target: datetime, exc: JobError) -> int:
     outcome = RunOutcome(None, target, exc.status, exc.exit_code, str(exc))
     if not isinstance(exc, DatabaseError):
         try:
-            outcome.run_id = run_ledger.record_attempt(job.conn, outcome,
-                                                       run_ledger.UNKNOWN_MODEL)
+            outcome.run_id = ledger.record_attempt(job.conn, outcome, ledger.UNKNOWN_MODEL)
         except psycopg2.Error as db_exc:
-            log.error("could not record the attempt: %s", _first_line(db_exc))
+            log.error("could not record the attempt: %s", first_line(db_exc))
     _log_summary(outcome)
     return exc.exit_code
 
 
-@contextmanager
-def _stage(timings: StageTimings, name: str) -> Iterator[None]:
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        setattr(timings, f"{name}_s", time.perf_counter() - started)
+def _context(job: Job, init_time: datetime) -> ForecastContext:
+    return ForecastContext(init_time, job.sites, job.settings.variables, job.settings.lead_hours)
 
 
-def _prepare(job: Job, spec: ModelSpec, init_time: datetime) -> bytes:
-    """Extract, validate and encode the forecast request of `init_time` (JSON bytes)."""
+def _prepare(job: Job, spec: ModelSpec, context: ForecastContext) -> bytes:
+    """Extract, validate and encode the forecast request of the cycle (JSON bytes)."""
     with job.conn, job.conn.cursor() as cur:
-        snapshot = data_preparator.extract_snapshot(cur, spec, init_time)
-    payload = data_preparator.build_payload(spec, snapshot, job.sites, job.settings.variables,
-                                            job.settings.lead_hours)
-    return json.dumps(payload).encode("ascii")
+        snapshot = data_preparator.extract_snapshot(cur, spec, context.init_time)
+    return json.dumps(build_payload(spec, context, snapshot)).encode("ascii")
+
+
+def _ingest(job: Job, outcome: RunOutcome, forecast: CycleForecast) -> None:
+    """Write the rows and mark the run succeeded in one transaction (the ingest time
+    excludes the commit)."""
+    with job.conn, job.conn.cursor() as cur:
+        with outcome.timings.measure(Stage.INGEST):
+            outcome.rows_written = prediction_db_ingestion.ingest(cur, outcome.run_id, forecast)
+        outcome.status = "succeeded"
+        ledger.finish_run(cur, outcome)
 
 
 def _run_cycle(job: Job, spec: ModelSpec, init_time: datetime) -> RunOutcome:
     """Prepare, infer and ingest one cycle; every failure is recorded in its ledger row."""
     outcome = RunOutcome(None, init_time, "running", ExitCode.OK)
-    settings = job.settings
+    context = _context(job, init_time)
     try:
-        outcome.run_id = run_ledger.start_run(job.conn, init_time, spec.model)
-        with _stage(outcome.timings, "prepare"):
-            body = _prepare(job, spec, init_time)
-        with _stage(outcome.timings, "infer"):
-            reply = job.client.forecast(body)
-            forecasts = parse_forecast_reply(reply, spec, init_time, job.sites,
-                                             settings.variables, settings.lead_hours)
-        prediction_db_ingestion.ingest(job.conn, outcome, spec.model, init_time, forecasts)
+        outcome.run_id = ledger.start_run(job.conn, init_time, spec.model)
+        with outcome.timings.measure(Stage.PREPARE):
+            body = _prepare(job, spec, context)
+        with outcome.timings.measure(Stage.INFER):
+            forecast = parse_forecast_reply(job.client.forecast(body), spec, context)
+        _ingest(job, outcome, forecast)
         return outcome
     except JobError as exc:
         error = exc
     except psycopg2.Error as exc:
-        error = DatabaseError(f"database error: {_first_line(exc)}")
+        error = DatabaseError(f"database error: {first_line(exc)}")
     except Exception as exc:  # a bug: keep the traceback, still close the ledger row
         log.exception("cycle %s: unexpected error", iso_utc(init_time))
-        error = JobError(f"unexpected error: {type(exc).__name__}: {_first_line(exc)}")
+        error = JobError(f"unexpected error: {type(exc).__name__}: {first_line(exc)}")
     log.error("cycle %s: %s", iso_utc(init_time), error)
     outcome.status, outcome.exit_code, outcome.reason = error.status, error.exit_code, str(error)
     outcome.rows_written = 0
@@ -219,10 +204,9 @@ def _finish_failed(job: Job, outcome: RunOutcome) -> None:
         if not job.conn.closed:
             job.conn.rollback()
         with job.conn, job.conn.cursor() as cur:
-            run_ledger.finish_run(cur, outcome)
+            ledger.finish_run(cur, outcome)
     except psycopg2.Error as exc:
-        log.error("could not record the failure of run %s: %s", outcome.run_id,
-                  _first_line(exc))
+        log.error("could not record the failure of run %s: %s", outcome.run_id, first_line(exc))
 
 
 def _dry_run(job: Job, target: datetime, catch_up: int) -> int:
@@ -234,19 +218,19 @@ def _dry_run(job: Job, target: datetime, catch_up: int) -> int:
         log.error("%s", exc)
         return exc.exit_code
     except psycopg2.Error as exc:
-        log.error("database error: %s", _first_line(exc))
+        log.error("database error: %s", first_line(exc))
         return ExitCode.DATABASE
     exit_code = ExitCode.OK
     for init_time in cycles:
         try:
-            body = _prepare(job, spec, init_time)
+            body = _prepare(job, spec, _context(job, init_time))
             log.info("dry run %s: inputs valid, request of %.1f MB ready; nothing sent, "
                      "nothing written", iso_utc(init_time), len(body) / 1e6)
         except JobError as exc:
             log.error("dry run %s: %s", iso_utc(init_time), exc)
             exit_code = exit_code or exc.exit_code
         except psycopg2.Error as exc:
-            log.error("dry run %s: database error: %s", iso_utc(init_time), _first_line(exc))
+            log.error("dry run %s: database error: %s", iso_utc(init_time), first_line(exc))
             return ExitCode.DATABASE
     return exit_code
 

@@ -1,41 +1,19 @@
-"""HTTP client of the GraphCast API (docs/api.md) and validation of its forecast reply.
+"""HTTP client of the GraphCast API (docs/api.md): `GET /v1/model`, `POST /v1/forecast`.
 
 Retries with exponential backoff on connection errors, read timeouts and 5xx answers
 come from urllib3's `Retry` mounted on a requests `Session`.
 """
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from modules import plausibility
-from modules.data_preparator import ModelSpec, iso_utc
-from modules.job_errors import ApiError, InvalidReplyError
-from modules.sites import Site
+from graphcast_contract.errors import ApiError, InvalidReplyError
 
 RETRY_STATUSES = (500, 502, 503, 504)
-
-
-@dataclass(frozen=True)
-class Forecast:
-    """One forecast value at a site, ready for the predictions table."""
-
-    site: str
-    latitude: float
-    longitude: float
-    variable: str
-    level: int
-    unit: str
-    lead_hours: int
-    forecast_time: datetime
-    value: float
 
 
 class ModelApiClient:
@@ -95,60 +73,3 @@ def _detail(response: requests.Response) -> str:
         return str(response.json()["detail"])[:300]
     except (ValueError, KeyError, TypeError):
         return response.text[:300] or response.reason
-
-
-def parse_forecast_reply(reply: Any, spec: ModelSpec, init_time: datetime, sites: list[Site],
-                         variables: tuple[tuple[str, int], ...],
-                         lead_hours: tuple[int, ...]) -> list[Forecast]:
-    """Check the reply holds exactly one finite, plausible value per site x variable x lead
-    time for this model and init time; InvalidReplyError names the first problem."""
-    if not isinstance(reply, dict) or not isinstance(reply.get("forecasts"), list):
-        raise InvalidReplyError("forecast reply has no 'forecasts' list")
-    if reply.get("model") != spec.model or reply.get("init_time") != iso_utc(init_time):
-        raise InvalidReplyError(f"forecast reply is for {reply.get('model')!r} at "
-                                f"{reply.get('init_time')!r}, not {spec.model} at "
-                                f"{iso_utc(init_time)}")
-    by_site = {site.name: site for site in sites}
-    wanted = {(s.name, v, lev, h) for s in sites for v, lev in variables for h in lead_hours}
-    forecasts: dict[tuple[str, str, int, int], Forecast] = {}
-    for entry in reply["forecasts"]:
-        forecast = _parse_entry(entry, spec, init_time, by_site)
-        key = (forecast.site, forecast.variable, forecast.level, forecast.lead_hours)
-        if key not in wanted or key in forecasts:
-            raise InvalidReplyError(f"forecast reply has an unexpected or duplicate entry {key}")
-        forecasts[key] = forecast
-    missing = sorted(wanted - forecasts.keys())
-    if missing:
-        raise InvalidReplyError(f"forecast reply lacks {len(missing)} of {len(wanted)} values, "
-                                f"e.g. {missing[0]}")
-    return [forecasts[key] for key in sorted(forecasts, key=lambda k: (k[3], k[0], k[1], k[2]))]
-
-
-def _parse_entry(entry: Any, spec: ModelSpec, init_time: datetime,
-                 by_site: dict[str, Site]) -> Forecast:
-    try:
-        site = by_site[entry["site"]]
-        variable, level = str(entry["variable"]), int(entry.get("level") or 0)
-        lead, value = int(entry["lead_hours"]), entry["value"]
-        label = f"{site.name} {variable}{f'@{level}' if level else ''} +{lead} h"
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidReplyError(f"forecast value for {label} is not a number: {value!r}")
-        if not math.isfinite(value):
-            raise InvalidReplyError(f"forecast value for {label} is not finite: {value}")
-        issue = plausibility.problem(variable, [value])
-        if issue:
-            raise InvalidReplyError(f"forecast value for {label}: {issue}")
-        unit = str(entry["unit"])
-        target = spec.targets.get(variable)
-        if target is not None and unit != target.unit:
-            raise InvalidReplyError(f"forecast unit for {label} is {unit!r}, "
-                                    f"the model declares {target.unit!r}")
-        valid_time = init_time + timedelta(hours=lead)
-        if entry["valid_time"] != iso_utc(valid_time):
-            raise InvalidReplyError(f"forecast valid_time for {label} is "
-                                    f"{entry['valid_time']!r}, expected {iso_utc(valid_time)}")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidReplyError(f"forecast entry {json.dumps(entry)[:200]} is malformed "
-                                f"({type(exc).__name__}: {exc})") from None
-    return Forecast(site.name, site.latitude, site.longitude, variable, level, unit, lead,
-                    valid_time, float(value))

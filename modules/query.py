@@ -1,39 +1,7 @@
-"""Run one SQL query against the job's database (embedded or DATABASE_URL), print the rows.
-
-    python -m modules.query "SELECT forecast_time, COUNT(*), AVG(value) FROM predictions
-                             GROUP BY forecast_time ORDER BY forecast_time;"
-"""
-from __future__ import annotations
-
+"""`python -m modules.query "SQL"`: the documented name of `modules.storage.query`."""
 import sys
 
-import psycopg2
-
-from config.settings import load_settings
-from modules import db
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print(__doc__, file=sys.stderr)
-        return 2
-    settings = load_settings()
-    try:
-        conn = db.connect(db.resolve_url(settings.database_url, settings.embedded_pg_dir))
-        with conn, conn.cursor() as cur:
-            cur.execute(argv[0])
-            if cur.description is None:
-                print(f"{cur.rowcount} row(s) affected")
-                return 0
-            print(" | ".join(col.name for col in cur.description))
-            for row in cur.fetchall():
-                print(" | ".join(str(value) for value in row))
-        conn.close()
-    except psycopg2.Error as exc:
-        print(f"error: {str(exc).strip()}", file=sys.stderr)
-        return 1
-    return 0
-
+from modules.storage.query import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from modules import db
+from modules.storage import db
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 REFERENCE_DIR = DATA_DIR / "graphcast_reference"

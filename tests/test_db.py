@@ -4,8 +4,9 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from modules import db, era5_store
-from modules.era5_store import Grid
+from graphcast_contract.model_spec import Grid
+from modules.inputs import store as era5_store
+from modules.storage import db
 
 
 def test_migrations_reapplied_are_a_no_op(database_url: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from graphcast_api import weights
-from modules import db
+from modules.storage import db
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = PROJECT_ROOT / "tests" / "data" / "graphcast_reference"

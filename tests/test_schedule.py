@@ -10,7 +10,7 @@ from pathlib import Path, PureWindowsPath
 
 import pytest
 
-from modules import schedule
+from modules.job import schedule
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CRON_SPOOLS = (Path("/var/spool/cron/crontabs"), Path("/var/spool/cron"))  # Debian, others
@@ -161,7 +161,7 @@ def test_job_log_lines_are_written_once_under_cron(tmp_path: Path) -> None:
     """Cron appends the job's stdout to logs/pipeline.log, which the job's own logging also
     writes: each line must land there once (and still reach stdout on a terminal)."""
     code = ("import logging, sys; from pathlib import Path; "
-            "from modules.job_logging import setup_logging; "
+            "from modules.job.logs import setup_logging; "
             "setup_logging(Path(sys.argv[1])); logging.getLogger('job').info('cycle done')")
     log_file = tmp_path / "pipeline.log"
     with open(log_file, "a") as appended:  # what `>> logs/pipeline.log 2>&1` does

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from modules import db, era5_store
-from modules.era5_store import Grid
+from graphcast_contract.model_spec import Grid
+from graphcast_contract.variables import STATIC_VARIABLES
+from modules.inputs import store as era5_store
+from modules.storage import db
 
 from .contract_api_server import ContractApi
 
@@ -53,7 +55,7 @@ def example_frames() -> ExampleFrames:
             else:
                 fields[(name, 0)] = frame.values.astype(np.float32)
         frames.append(fields)
-    static = {name: ds[name].values.astype(np.float32) for name in era5_store.STATIC_VARIABLES}
+    static = {name: ds[name].values.astype(np.float32) for name in STATIC_VARIABLES}
     return ExampleFrames(grid, frames, static)
 
 

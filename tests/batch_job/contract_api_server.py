@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from graphcast_api.interpolation import bilinear
+from graphcast_contract.interpolation import bilinear
 
 LEVELS = [50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000]
 SURFACE = ["2m_temperature", "mean_sea_level_pressure", "10m_v_component_of_wind",

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from modules import db
+from modules.storage import db
 
 from .conftest import JobRunner, ledger, predictions, query
 from .contract_api_server import ContractApi

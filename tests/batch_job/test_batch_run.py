@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from config.settings import PROJECT_ROOT
-from modules import db
-from modules.data_preparator import target_init_time
-from modules.sites import load_sites
+from modules.storage import db
+from graphcast_contract.cycles import target_init_time
+from modules.job.sites import load_sites
 
 from .conftest import ExampleFrames, JobRunner, ledger, load_frames, predictions, query
 from .contract_api_server import ContractApi, persistence_value

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from config.settings import PROJECT_ROOT, SettingsError, load_settings
-from modules.data_preparator import earlier_cycles, parse_init_time, target_init_time
-from modules.job_errors import ConfigError
-from modules.job_logging import redact
-from modules.sites import load_sites
+from graphcast_contract.cycles import earlier_cycles, parse_cycle, target_init_time
+from graphcast_contract.errors import ConfigError
+from modules.job.logs import redact
+from modules.job.sites import load_sites
 
 UTC = timezone.utc
 
@@ -40,17 +40,17 @@ def test_lag_is_configurable() -> None:
     ("2022-01-01T07:00+01:00", datetime(2022, 1, 1, 6, tzinfo=UTC)),
     ("2022-01-01", datetime(2022, 1, 1, 0, tzinfo=UTC)),
 ])
-def test_parse_init_time(text: str, expected: datetime) -> None:
-    assert parse_init_time(text) == expected
+def test_parse_cycle(text: str, expected: datetime) -> None:
+    assert parse_cycle(text) == expected
 
 
 @pytest.mark.parametrize("text, message", [
     ("yesterday", "not an ISO 8601"), ("2022-01-01T03:00", "6-hourly slot"),
     ("2022-01-01T06:30", "6-hourly slot"),
 ])
-def test_parse_init_time_rejects(text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        parse_init_time(text)
+def test_parse_cycle_rejects(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_cycle(text)
 
 
 def test_earlier_cycles_cross_the_year_oldest_first() -> None:

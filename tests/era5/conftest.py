@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from modules import db
+from modules.storage import db
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

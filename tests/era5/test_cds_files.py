@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modules import era5_loader, era5_store
-from modules.era5_loader import load_file
-from modules.era5_sources import InvalidDataError, UnreadableFileError
-from modules.regrid import global_grid
+from modules.inputs import cli as era5_loader
+from modules.inputs import store as era5_store
+from modules.inputs.loader import load_file
+from modules.inputs.sources import InvalidDataError, UnreadableFileError
+from modules.inputs.regrid import global_grid
 from tests.era5.conftest import cds_axes, cds_netcdf, count_rows, grib_message, run_loader
 
 STEP = 10.0

@@ -9,10 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modules import db, era5_loader
-from modules.era5_download import day_requests
-from modules.era5_status import cycle_status, cycles_of_days
-from modules.regrid import global_grid
+from graphcast_contract.cycles import cycles_of_days
+from modules.inputs import cli as era5_loader
+from modules.storage import db
+from modules.inputs.era5_download import day_requests
+from modules.inputs.status import cycle_status
+from modules.inputs.regrid import global_grid
 from tests.era5.conftest import cds_axes, cds_netcdf, grib_message, run_loader
 from tests.era5.fake_cds import FakeCds
 

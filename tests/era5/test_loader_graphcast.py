@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from modules import era5_loader, era5_store
-from modules.era5_loader import load_file
-from modules.era5_sources import InvalidDataError, UnreadableFileError
-from modules.era5_store import Grid
+from graphcast_contract.model_spec import Grid
+from modules.inputs import cli as era5_loader
+from modules.inputs import store as era5_store
+from modules.inputs.loader import load_file
+from modules.inputs.sources import InvalidDataError, UnreadableFileError
 from tests.conftest import REFERENCE_DIR
 from tests.era5.conftest import count_rows, graphcast_dataset, run_loader
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from modules import era5_store
-from modules.era5_loader import load_file
-from modules.era5_sources import InvalidDataError
-from modules.regrid import global_grid
+from modules.inputs import store as era5_store
+from modules.inputs.loader import load_file
+from modules.inputs.sources import InvalidDataError
+from modules.inputs.regrid import global_grid
 
 CFGRIB_VERSION = "0.9.15.1"
 SAMPLE = "era5-levels-members.grib"

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modules import era5_store
-from modules.era5_loader import load_file
-from modules.era5_sources import InvalidDataError
-from modules.regrid import Regridder, global_grid
+from modules.inputs import store as era5_store
+from modules.inputs.loader import load_file
+from modules.inputs.sources import InvalidDataError
+from modules.inputs.regrid import Regridder, global_grid
 from tests.era5.conftest import cds_axes, cds_netcdf
 
 

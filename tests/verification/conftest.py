@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 from psycopg2.extensions import connection as Connection
 
-from modules import db
+from modules.storage import db
 
 
 @pytest.fixture

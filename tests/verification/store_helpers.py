@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 from psycopg2.extensions import connection as Connection
 
-from modules.era5_store import Grid, write_fields
+from graphcast_contract.model_spec import Grid
+from modules.inputs.store import write_fields
 
 GRID_10 = Grid(n_lat=19, n_lon=36, lat_first=-90.0, lat_step=10.0, lon_first=0.0,
                lon_step=10.0)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from psycopg2.extensions import connection as Connection
 
-from modules.verification import EXIT_DATABASE, EXIT_REPORT, main, verify
-from modules.verification_report import format_table, write_plots
+from modules.verification.cli import EXIT_DATABASE, EXIT_REPORT, main
+from modules.verification.scores import verify
+from modules.verification.report import format_table, write_plots
 
 from .store_helpers import GRID_10, MODEL, T0, store_field, store_forecast
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from psycopg2.extensions import connection as Connection
 
-from graphcast_api.interpolation import bilinear
-from modules import db
-from modules.era5_store import Grid
-from modules.verification import Score, verify
+from graphcast_contract.interpolation import bilinear
+from modules.storage import db
+from graphcast_contract.model_spec import Grid
+from modules.verification.scores import Score, verify
 
 from .store_helpers import GRID_10, MODEL, T0, store_field, store_forecast
 

@@ -1,8 +1,12 @@
 """The forecast_runs ledger: one row per attempt of the batch job for one cycle."""
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
@@ -10,19 +14,36 @@ from psycopg2.extensions import cursor as Cursor
 UNKNOWN_MODEL = "unknown"  # model column of attempts that ended before the API answered
 
 
+class Stage(str, Enum):
+    """The three stages of a cycle; each has a `<stage>_s` column in forecast_runs."""
+
+    PREPARE = "prepare"
+    INFER = "infer"
+    INGEST = "ingest"
+
+
 @dataclass
 class StageTimings:
-    """Seconds spent in each stage of one run; None for stages not reached."""
+    """Seconds spent in each stage of one run; stages not reached are absent."""
 
-    prepare_s: float | None = None
-    infer_s: float | None = None
-    ingest_s: float | None = None
+    seconds: dict[Stage, float] = field(default_factory=dict)
+
+    @contextmanager
+    def measure(self, stage: Stage) -> Iterator[None]:
+        """Record the time spent in the `with` block as `stage`'s, even when it fails."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = time.perf_counter() - started
+
+    def in_order(self) -> list[float | None]:
+        """Seconds per stage in `Stage` order, None for stages not reached."""
+        return [self.seconds.get(stage) for stage in Stage]
 
     def summary(self) -> str:
-        parts = [f"{name}={value:.2f}s" if value is not None else f"{name}=-"
-                 for name, value in (("prepare", self.prepare_s), ("infer", self.infer_s),
-                                     ("ingest", self.ingest_s))]
-        return " ".join(parts)
+        return " ".join(f"{stage.value}={value:.2f}s" if value is not None else f"{stage.value}=-"
+                        for stage, value in zip(Stage, self.in_order()))
 
 
 @dataclass
@@ -48,13 +69,12 @@ def start_run(conn: Connection, init_time: datetime, model: str) -> int:
 
 def finish_run(cur: Cursor, outcome: RunOutcome) -> None:
     """Write the end of an attempt (inside the caller's transaction)."""
-    t = outcome.timings
     cur.execute(
         "UPDATE forecast_runs SET status = %s, reason = %s, exit_code = %s, rows_written = %s,"
         " prepare_s = %s, infer_s = %s, ingest_s = %s, finished_at = clock_timestamp()"
         " WHERE run_id = %s",
         (outcome.status, outcome.reason, outcome.exit_code, outcome.rows_written,
-         t.prepare_s, t.infer_s, t.ingest_s, outcome.run_id),
+         *outcome.timings.in_order(), outcome.run_id),
     )
 
 

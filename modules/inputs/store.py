@@ -8,68 +8,24 @@ names (`2m_temperature`, `temperature`, ...).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 from psycopg2.extensions import cursor as Cursor
 
-SURFACE = 0
-STATIC_VARIABLES = ("geopotential_at_surface", "land_sea_mask")
-FieldKey = tuple[str, int]  # (variable, level)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A regular global latitude/longitude grid, latitudes ascending."""
-
-    n_lat: int
-    n_lon: int
-    lat_first: float
-    lat_step: float
-    lon_first: float
-    lon_step: float
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.n_lat, self.n_lon)
-
-    def latitudes(self) -> np.ndarray:
-        return self.lat_first + self.lat_step * np.arange(self.n_lat)
-
-    def longitudes(self) -> np.ndarray:
-        return self.lon_first + self.lon_step * np.arange(self.n_lon)
-
-    @classmethod
-    def from_coordinates(cls, lat: np.ndarray, lon: np.ndarray) -> "Grid":
-        """Describe the grid of ascending `lat` and `lon` (degrees); ValueError if it is
-        not regular, not ascending or not global (poles to poles, all longitudes)."""
-        lat = np.asarray(lat, dtype=np.float64)
-        lon = np.asarray(lon, dtype=np.float64)
-        for name, axis in (("latitude", lat), ("longitude", lon)):
-            if axis.ndim != 1 or axis.size < 2:
-                raise ValueError(f"{name} must be a 1-D coordinate with at least 2 values")
-            steps = np.diff(axis)
-            if steps[0] <= 0 or not np.allclose(steps, steps[0], rtol=0, atol=1e-4 * steps[0]):
-                raise ValueError(f"{name} is not a regular ascending grid")
-        lat_step = float(np.mean(np.diff(lat)))
-        lon_step = float(np.mean(np.diff(lon)))
-        if abs(lat[0] + 90) > 1e-4 or abs(lat[-1] - 90) > 1e-4:
-            raise ValueError(f"latitudes span {lat[0]}..{lat[-1]}, not the global -90..90")
-        if abs(lon_step * lon.size - 360) > 1e-3:
-            raise ValueError(f"{lon.size} longitudes at {lon_step} deg do not cover 360 deg")
-        return cls(lat.size, lon.size, -90.0, round(lat_step, 6),
-                   float(round(lon[0], 6)), round(lon_step, 6))
+from graphcast_contract.cycles import iso_utc
+from graphcast_contract.model_spec import FieldKey, Grid, describe_field
+from graphcast_contract.wire import WIRE_DTYPE
 
 
 def pack(field: np.ndarray) -> bytes:
     """A (lat, lon) field as little-endian float32 bytes."""
-    return np.ascontiguousarray(field, dtype="<f4").tobytes()
+    return np.ascontiguousarray(field, dtype=WIRE_DTYPE).tobytes()
 
 
 def unpack(data: bytes | memoryview, grid: Grid) -> np.ndarray:
     """Bytes from `pack` back to a (lat, lon) float32 array."""
-    return np.frombuffer(data, dtype="<f4").reshape(grid.shape)
+    return np.frombuffer(data, dtype=WIRE_DTYPE).reshape(grid.shape)
 
 
 def ensure_grid(cur: Cursor, grid: Grid) -> int:
@@ -162,3 +118,18 @@ def read_static(cur: Cursor, grid: Grid, variables: Iterable[str]) -> dict[str, 
         (grid_id, list(variables)),
     )
     return {var: unpack(data, grid) for var, data in cur.fetchall()}
+
+
+def wrong_size_field(cur: Cursor, grid: Grid, valid_time: datetime) -> str:
+    """Describe the first field at `valid_time` whose stored size does not fit `grid`."""
+    size_of_grid = np.dtype(WIRE_DTYPE).itemsize * grid.n_lat * grid.n_lon
+    cur.execute(
+        "SELECT f.variable, f.level, octet_length(f.data) FROM era5_fields f"
+        " JOIN era5_grids g USING (grid_id)"
+        " WHERE g.n_lat = %s AND g.n_lon = %s AND f.valid_time = %s"
+        "   AND octet_length(f.data) <> %s ORDER BY f.variable, f.level LIMIT 1",
+        (grid.n_lat, grid.n_lon, valid_time, size_of_grid),
+    )
+    variable, level, size = cur.fetchone()
+    return (f"ERA5 field {describe_field((variable, level))} at {iso_utc(valid_time)} holds "
+            f"{size} bytes, not the {size_of_grid} of a {grid.n_lat}x{grid.n_lon} grid")

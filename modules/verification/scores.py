@@ -6,37 +6,26 @@ the API uses for its site values), and the persistence forecast is the same at t
 time. These pairs go to `verification_pairs` once; `forecast_scores` is then recomputed from
 all pairs: bias, MAE, RMSE of forecast - truth and of persistence - truth, and skill =
 1 - RMSE / RMSE_persistence, per model x variable x level x lead time x site.
-
-    python -m modules.verification [--since DATE] [--model NAME] [--plot-dir DIR]
+The command line is `modules.verification.cli`.
 """
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
-import psycopg2
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 from psycopg2.extras import execute_values
 
-from config.settings import PROJECT_ROOT, load_settings
-from graphcast_api.interpolation import bilinear
-from modules import db
-from modules.era5_store import Grid, read_fields
+from graphcast_contract.interpolation import bilinear
+from graphcast_contract.model_spec import Grid
+from modules.inputs.store import read_fields
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_USAGE = 2  # argparse's code for bad arguments
-EXIT_DATABASE = 3
-EXIT_REPORT = 4
 _VERIFY_LOCK_KEY = 7_253_030  # advisory lock: one verification at a time
-DEFAULT_PLOT_DIR = PROJECT_ROOT / "reports"
 
 # Predictions not yet paired whose field exists at both the valid and the initial time, each
 # on the finest grid holding both; times as epoch seconds.
@@ -204,64 +193,3 @@ def _grids(cur: Cursor) -> dict[int, Grid]:
     cur.execute("SELECT grid_id, n_lat, n_lon, lat_first, lat_step, lon_first, lon_step"
                 " FROM era5_grids")
     return {row[0]: Grid(*row[1:]) for row in cur.fetchall()}
-
-
-def _parse_since(text: str) -> datetime:
-    """An ISO 8601 date or time; UTC when it carries no offset."""
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 date/time: {text!r}") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m modules.verification",
-        description="Verify stored forecasts against ERA5 in the store, update"
-                    " forecast_scores, print a score table and write plots.",
-        epilog=f"Exit codes: {EXIT_OK} ok (also when nothing was ready), {EXIT_USAGE} bad"
-               f" arguments, {EXIT_DATABASE} database unreachable or failing, {EXIT_REPORT}"
-               " plots could not be written.",
-    )
-    parser.add_argument("--since", type=_parse_since, metavar="DATE",
-                        help="only pair forecasts initialised at or after DATE (ISO 8601,"
-                             " UTC unless an offset is given); scores always cover every"
-                             " stored pair")
-    parser.add_argument("--model", metavar="NAME",
-                        help="only pair, score and report this model (default: all)")
-    parser.add_argument("--plot-dir", type=Path, default=DEFAULT_PLOT_DIR, metavar="DIR",
-                        help=f"where the PNG plots go (default: {DEFAULT_PLOT_DIR})")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; returns the exit code."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    settings = load_settings()
-    try:
-        conn = db.connect(db.resolve_url(settings.database_url, settings.embedded_pg_dir))
-        try:
-            db.apply_migrations(conn)
-            summary = verify(conn, since=args.since, model=args.model)
-        finally:
-            conn.close()
-    except psycopg2.Error as exc:
-        log.error("database error: %s", str(exc).strip())
-        return EXIT_DATABASE
-    from modules import verification_report  # matplotlib only where plots are made
-
-    print(verification_report.format_table(summary.scores))
-    try:
-        paths = verification_report.write_plots(summary.scores, args.plot_dir)
-    except OSError as exc:
-        log.error("cannot write plots to %s: %s", args.plot_dir, exc)
-        return EXIT_REPORT
-    log.info("verification: %s; plots: %s", summary,
-             ", ".join(str(p) for p in paths) or "none (no scores)")
-    return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

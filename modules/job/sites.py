@@ -3,20 +3,13 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
-from modules.job_errors import ConfigError
+from graphcast_contract.errors import ConfigError
+from graphcast_contract.request import Site
 
 
-@dataclass(frozen=True)
-class Site:
-    name: str
-    latitude: float   # degrees north, -90..90
-    longitude: float  # degrees east, -180..360
-
-
-def load_sites(path: Path) -> list[Site]:
+def load_sites(path: Path) -> tuple[Site, ...]:
     """Read and check the sites file; ConfigError names the first bad line."""
     try:
         with open(path, newline="", encoding="utf-8") as handle:
@@ -32,7 +25,7 @@ def load_sites(path: Path) -> list[Site]:
         raise ConfigError(f"{path}: no sites")
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: duplicate site names")
-    return sites
+    return tuple(sites)
 
 
 def _parse(path: Path, line: int, row: dict[str, str]) -> Site:

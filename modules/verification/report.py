@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from modules.verification import Score  # noqa: E402
+from modules.verification.scores import Score  # noqa: E402
 
 _HEADER = f"{'':<16}{'n':>7}{'bias':>9}{'MAE':>9}{'RMSE':>9}{'pers.RMSE':>11}{'skill':>8}"
 

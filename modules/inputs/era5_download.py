@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
-from modules.era5_variables import (CYCLE_ATMOSPHERIC, CYCLE_STATIC, CYCLE_SURFACE,
+from modules.inputs.era5_variables import (CYCLE_ATMOSPHERIC, CYCLE_STATIC, CYCLE_SURFACE,
                                     HOURLY_PRECIPITATION, PRECIPITATION_6HR, PRESSURE_LEVELS,
                                     by_name)
 

@@ -17,7 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path, PurePath
 
-from modules.job_errors import ExitCode
+from graphcast_contract.errors import ExitCode
+from graphcast_contract.project import PROJECT_ROOT
 
 CRON_SCHEDULE = "0 */6 * * *"
 CRON_MARKER = "# graphcast-pipeline"
@@ -25,7 +26,6 @@ TASK_NAME = "GraphCast_Pipeline"
 SCRIPT_NAME = "trigger_and_ingest_forecast.py"
 LOG_NAME = Path("logs") / "pipeline.log"
 SCHTASKS_TR_LIMIT = 261  # characters schtasks accepts in /TR
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ScheduleError(RuntimeError):

@@ -10,32 +10,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SURFACE_KIND = "surface"            # single level, one field per valid time
-ATMOSPHERIC_KIND = "atmospheric"    # one field per pressure level and valid time
-STATIC_KIND = "static"              # time-invariant, stored once per grid
-HOURLY_ACCUMULATION_KIND = "hourly_accumulation"  # stored hourly, summed into 6-hour totals
+from graphcast_contract.variables import (ATMOSPHERIC, ATMOSPHERIC_VARIABLES, BY_NAME,
+                                          PRECIPITATION_6HR, PRESSURE_LEVELS_13, STATIC,
+                                          STATIC_VARIABLES, SURFACE, SURFACE_VARIABLES)
 
-# GraphCast_small's pressure levels (hPa), the ones a forecast cycle needs.
-PRESSURE_LEVELS = (50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000)
+HOURLY_ACCUMULATION = "hourly_accumulation"  # stored hourly, summed into 6-hour totals
+
+PRESSURE_LEVELS = PRESSURE_LEVELS_13  # GraphCast_small's, the ones a default cycle needs
 DEFAULT_GRID_STEP = 1.0  # degrees: GraphCast_small's grid
-PRECIPITATION_6HR = "total_precipitation_6hr"
 HOURLY_PRECIPITATION = "total_precipitation"  # ERA5's hourly accumulation (m)
 PRECIPITATION_HOURS = 6
 
 
 @dataclass(frozen=True)
 class Era5Variable:
-    """One variable: its store name, kind, CDS request name, file names and units.
+    """One variable: its store name, CDS request name, file names and units.
 
     `units` maps a normalised unit spelling (see `normalise_unit`) to the factor that
     converts values in that unit to the store's unit.
     """
 
     name: str
-    kind: str
     cds_name: str | None
     file_names: tuple[str, ...]
     units: dict[str, float]
+
+    @property
+    def kind(self) -> str:
+        """The catalogue's kind (surface, atmospheric, static), or hourly accumulation."""
+        if self.name == HOURLY_PRECIPITATION:
+            return HOURLY_ACCUMULATION
+        return BY_NAME[self.name].kind
 
 
 def _units(*spellings: str, **scaled: float) -> dict[str, float]:
@@ -56,37 +61,35 @@ _GEOPOTENTIAL = _units("m**2 s**-2", "m2 s-2", "m^2/s^2")
 _FRACTION = _units("(0 - 1)", "1", "~", "dimensionless", "0-1")
 
 VARIABLES: tuple[Era5Variable, ...] = (
-    Era5Variable("2m_temperature", SURFACE_KIND, "2m_temperature", ("t2m", "2t"), _K),
-    Era5Variable("mean_sea_level_pressure", SURFACE_KIND, "mean_sea_level_pressure",
+    Era5Variable("2m_temperature", "2m_temperature", ("t2m", "2t"), _K),
+    Era5Variable("mean_sea_level_pressure", "mean_sea_level_pressure",
                  ("msl",), _PA),
-    Era5Variable("10m_u_component_of_wind", SURFACE_KIND, "10m_u_component_of_wind",
+    Era5Variable("10m_u_component_of_wind", "10m_u_component_of_wind",
                  ("u10", "10u"), _WIND),
-    Era5Variable("10m_v_component_of_wind", SURFACE_KIND, "10m_v_component_of_wind",
+    Era5Variable("10m_v_component_of_wind", "10m_v_component_of_wind",
                  ("v10", "10v"), _WIND),
-    Era5Variable(PRECIPITATION_6HR, SURFACE_KIND, None, (), _units("m", mm=0.001)),
-    Era5Variable(HOURLY_PRECIPITATION, HOURLY_ACCUMULATION_KIND, "total_precipitation",
+    Era5Variable(PRECIPITATION_6HR, None, (), _units("m", mm=0.001)),
+    Era5Variable(HOURLY_PRECIPITATION, "total_precipitation",
                  ("tp",), _units("m", mm=0.001)),
-    Era5Variable("toa_incident_solar_radiation", SURFACE_KIND, "toa_incident_solar_radiation",
+    Era5Variable("toa_incident_solar_radiation", "toa_incident_solar_radiation",
                  ("tisr",), _units("J m**-2", "J m-2", "J/m^2")),
-    Era5Variable("temperature", ATMOSPHERIC_KIND, "temperature", ("t",), _K),
-    Era5Variable("geopotential", ATMOSPHERIC_KIND, "geopotential", ("z",), _GEOPOTENTIAL),
-    Era5Variable("u_component_of_wind", ATMOSPHERIC_KIND, "u_component_of_wind", ("u",), _WIND),
-    Era5Variable("v_component_of_wind", ATMOSPHERIC_KIND, "v_component_of_wind", ("v",), _WIND),
-    Era5Variable("vertical_velocity", ATMOSPHERIC_KIND, "vertical_velocity", ("w",),
+    Era5Variable("temperature", "temperature", ("t",), _K),
+    Era5Variable("geopotential", "geopotential", ("z",), _GEOPOTENTIAL),
+    Era5Variable("u_component_of_wind", "u_component_of_wind", ("u",), _WIND),
+    Era5Variable("v_component_of_wind", "v_component_of_wind", ("v",), _WIND),
+    Era5Variable("vertical_velocity", "vertical_velocity", ("w",),
                  _units("Pa s**-1", "Pa s-1", "Pa/s")),
-    Era5Variable("specific_humidity", ATMOSPHERIC_KIND, "specific_humidity", ("q",),
+    Era5Variable("specific_humidity", "specific_humidity", ("q",),
                  _units("kg kg**-1", "kg kg-1", "kg/kg", "1")),
-    Era5Variable("geopotential_at_surface", STATIC_KIND, "geopotential", ("z", "geopotential"),
+    Era5Variable("geopotential_at_surface", "geopotential", ("z", "geopotential"),
                  _GEOPOTENTIAL),
-    Era5Variable("land_sea_mask", STATIC_KIND, "land_sea_mask", ("lsm",), _FRACTION),
+    Era5Variable("land_sea_mask", "land_sea_mask", ("lsm",), _FRACTION),
 )
 
 # What one forecast cycle of GraphCast_small needs at each of its two input times.
-CYCLE_SURFACE = ("2m_temperature", "mean_sea_level_pressure", "10m_v_component_of_wind",
-                 "10m_u_component_of_wind", PRECIPITATION_6HR)
-CYCLE_ATMOSPHERIC = ("temperature", "geopotential", "u_component_of_wind",
-                     "v_component_of_wind", "vertical_velocity", "specific_humidity")
-CYCLE_STATIC = ("geopotential_at_surface", "land_sea_mask")
+CYCLE_SURFACE = SURFACE_VARIABLES
+CYCLE_ATMOSPHERIC = ATMOSPHERIC_VARIABLES
+CYCLE_STATIC = STATIC_VARIABLES
 
 
 def cycle_fields() -> list[tuple[str, int]]:
@@ -112,5 +115,5 @@ def resolve(file_name: str, on_pressure_level: bool) -> Era5Variable | None:
     """
     candidates = [v for v in VARIABLES if file_name == v.name or file_name in v.file_names]
     if len(candidates) > 1:
-        candidates = [v for v in candidates if (v.kind == ATMOSPHERIC_KIND) == on_pressure_level]
+        candidates = [v for v in candidates if (v.kind == ATMOSPHERIC) == on_pressure_level]
     return candidates[0] if candidates else None

@@ -12,10 +12,16 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg2
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import make_dsn
+
+from graphcast_contract.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK_KEY = 7_253_001  # advisory lock held while migrations are applied
@@ -41,6 +47,25 @@ def connect(url: str, *, connect_timeout: int = 10) -> Connection:
     """Open a connection in UTC with a bounded connect time."""
     conn = psycopg2.connect(url, connect_timeout=connect_timeout, options="-c timezone=UTC")
     return conn
+
+
+def open_database(settings: Settings) -> Connection:
+    """Connect to the configured database (starting the embedded server when there is no
+    DATABASE_URL) and apply pending migrations; DatabaseError says what failed."""
+    try:
+        conn = connect(resolve_url(settings.database_url, settings.embedded_pg_dir))
+        apply_migrations(conn)
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"database unreachable or failing: {first_line(exc)}") from None
+    except Exception as exc:  # the embedded server failed to start
+        raise DatabaseError(f"embedded PostgreSQL in {settings.embedded_pg_dir} did not start: "
+                            f"{type(exc).__name__}: {first_line(exc)}") from None
+    return conn
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (psycopg2's run over several)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def migration_files() -> list[tuple[int, Path]]:

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime
 
 from psycopg2.extensions import cursor as Cursor
 
-from modules import era5_store
-from modules.era5_store import Grid
-from modules.era5_variables import CYCLE_STATIC, PRESSURE_LEVELS, cycle_fields
-
-INPUT_OFFSETS = (timedelta(hours=-6), timedelta(0))
-CYCLE_STEP = timedelta(hours=6)
+from graphcast_contract.cycles import INPUT_OFFSETS
+from graphcast_contract.model_spec import Grid
+from modules.inputs import store
+from modules.inputs.era5_variables import CYCLE_STATIC, PRESSURE_LEVELS, cycle_fields
 
 
 @dataclass(frozen=True)
@@ -26,13 +24,6 @@ class CycleStatus:
     init_time: datetime
     state: str
     missing: tuple[str, ...]
-
-
-def cycles_of_days(until: date, days: int) -> list[datetime]:
-    """The 6-hourly init times of the `days` days ending with `until`, oldest first."""
-    start = datetime(until.year, until.month, until.day, tzinfo=timezone.utc) - timedelta(
-        days=days - 1)
-    return [start + k * CYCLE_STEP for k in range(days * 4)]
 
 
 def _stored_keys(cur: Cursor, grid_id: int, first: datetime, last: datetime
@@ -64,7 +55,7 @@ def describe_missing(keys: set[tuple[str, int]]) -> list[str]:
 def cycle_status(cur: Cursor, grid: Grid, init_times: Sequence[datetime]) -> list[CycleStatus]:
     """The status of each cycle in `init_times` on `grid`."""
     needed = set(cycle_fields())
-    grid_id = era5_store.find_grid(cur, grid)
+    grid_id = store.find_grid(cur, grid)
     stored: dict[datetime, set[tuple[str, int]]] = {}
     statics: set[str] = set()
     if grid_id is not None and init_times:

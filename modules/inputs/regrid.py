@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from modules.era5_store import Grid
+from graphcast_contract.model_spec import Grid
 
 
 def global_grid(step: float) -> Grid:

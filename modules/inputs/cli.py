@@ -1,0 +1,201 @@
+"""The loader's command line: load files, download from the CDS, report cycle status.
+
+    python -m modules.era5_loader FILE [FILE ...] [--grid-step DEG]
+    python -m modules.era5_loader download --date YYYY-MM-DD [--date ...] [--dir DIR]
+    python -m modules.era5_loader status [--days N] [--until YYYY-MM-DD]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import psycopg2
+from psycopg2.extensions import connection as Connection
+
+from config.settings import load_settings
+from graphcast_contract.cycles import cycles_of_days
+from graphcast_contract.errors import DatabaseError
+from graphcast_contract.project import PROJECT_ROOT
+from graphcast_contract.variables import PRECIPITATION_6HR
+from modules.inputs.era5_download import FORMATS, download_day
+from modules.inputs.era5_variables import DEFAULT_GRID_STEP
+from modules.inputs.loader import load_file
+from modules.inputs.regrid import global_grid
+from modules.inputs.sources import InvalidDataError, UnreadableFileError, sniff_format
+from modules.inputs.status import cycle_status
+from modules.storage.db import open_database
+
+log = logging.getLogger("era5_loader")
+
+EXIT_OK = 0
+EXIT_USAGE = 2          # bad command line (argparse)
+EXIT_UNREADABLE = 3     # file missing, unreadable, or not NetCDF/GRIB
+EXIT_INVALID_DATA = 4   # unknown variable, units, coordinates, grid, NaN/inf, missing hours
+EXIT_DATABASE = 5       # database unreachable or failing
+EXIT_DOWNLOAD = 6       # CDS request or download failed (download command)
+
+DEFAULT_DOWNLOAD_DIR = PROJECT_ROOT / "data" / "era5"
+
+
+def _connect() -> Connection:
+    """The configured database (DATABASE_URL or the embedded server), migrated."""
+    return open_database(load_settings())
+
+
+def load_files(paths: Sequence[Path], grid_step: float | None) -> int:
+    """Load `paths` in order, one transaction each; the exit code of the first failure."""
+    try:
+        for path in paths:
+            sniff_format(path)
+    except UnreadableFileError as exc:
+        log.error("%s", exc)
+        return EXIT_UNREADABLE
+    try:
+        conn = _connect()
+    except (DatabaseError, psycopg2.Error) as exc:
+        log.error("database unavailable: %s", exc)
+        return EXIT_DATABASE
+    try:
+        for path in paths:
+            result = load_file(conn, path, grid_step)
+            log.info("%s: loaded %d fields at %d valid times and %d static fields on the "
+                     "%d x %d grid%s", path, result.fields, len(result.valid_times),
+                     result.static_fields, *result.grid.shape,
+                     f"; {PRECIPITATION_6HR} derived at {len(result.precipitation_6hr)} times"
+                     if result.precipitation_6hr else "")
+    except UnreadableFileError as exc:
+        log.error("%s (nothing loaded from this file)", exc)
+        return EXIT_UNREADABLE
+    except InvalidDataError as exc:
+        log.error("%s (nothing loaded from this file)", exc)
+        return EXIT_INVALID_DATA
+    except psycopg2.Error as exc:
+        log.error("database error: %s", str(exc).strip())
+        return EXIT_DATABASE
+    finally:
+        conn.close()
+    return EXIT_OK
+
+
+EXIT_CODES_HELP = (
+    "exit codes: 0 ok, 2 bad command line, 3 file missing/unreadable/not NetCDF or GRIB, "
+    "4 invalid data (unknown variable or units, coordinates, grid, NaN/inf, missing hours), "
+    "5 database error, 6 CDS download failed"
+)
+
+
+def _grid_step(text: str) -> float:
+    try:
+        step = float(text)
+        global_grid(step)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return step
+
+
+def load_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m modules.era5_loader",
+        description="Load ERA5 NetCDF/GRIB files into the ERA5 store. Other commands: "
+                    "'download' (from the CDS, then load) and 'status' (which cycles are "
+                    "complete); see 'python -m modules.era5_loader download --help'.",
+        epilog=EXIT_CODES_HELP)
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                        help="GraphCast example-layout NetCDF, or CDS ERA5 NetCDF/GRIB")
+    parser.add_argument("--grid-step", type=_grid_step, default=None, metavar="DEG",
+                        help="regrid (conservatively) to this global grid step; default: the "
+                             f"file's own grid for GraphCast-layout files, {DEFAULT_GRID_STEP} "
+                             "for CDS files")
+    return parser
+
+
+def download_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m modules.era5_loader download",
+        description="Download from the Copernicus Climate Data Store the ERA5 that the four "
+                    "cycles of each date need (cdsapi; key in ~/.cdsapirc or CDSAPI_URL and "
+                    "CDSAPI_KEY), then load it.", epilog=EXIT_CODES_HELP)
+    parser.add_argument("--date", dest="dates", action="append", required=True,
+                        type=date.fromisoformat, metavar="YYYY-MM-DD", help="repeatable")
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DOWNLOAD_DIR,
+                        help=f"where the files go (default: {DEFAULT_DOWNLOAD_DIR})")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="netcdf")
+    parser.add_argument("--grid-step", type=_grid_step, default=DEFAULT_GRID_STEP, metavar="DEG",
+                        help=f"grid to store on (default {DEFAULT_GRID_STEP})")
+    return parser
+
+
+def download_and_load(dates: Sequence[date], directory: Path, data_format: str,
+                      grid_step: float) -> int:
+    """Download and load each date in turn; the exit code of the first failure."""
+    try:
+        import cdsapi
+
+        client = cdsapi.Client(quiet=True, progress=False)
+    except Exception as exc:  # cdsapi raises a bare Exception for missing configuration
+        log.error("cannot set up the CDS client: %s (put your key in ~/.cdsapirc or set "
+                  "CDSAPI_URL and CDSAPI_KEY)", exc)
+        return EXIT_DOWNLOAD
+    for day in sorted(set(dates)):
+        try:
+            paths = download_day(client, day, directory, data_format)
+        except Exception as exc:  # requests, cdsapi and ecmwf-datastores errors alike
+            log.error("CDS download for %s failed: %s", day, exc)
+            return EXIT_DOWNLOAD
+        code = load_files(paths, grid_step)
+        if code != EXIT_OK:
+            return code
+    return EXIT_OK
+
+
+def status_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m modules.era5_loader status",
+        description="List the 6-hourly cycles of the last N days as complete, incomplete "
+                    "(with the missing fields) or absent in the ERA5 store.",
+        epilog=EXIT_CODES_HELP)
+    parser.add_argument("--days", type=int, default=10, help="how many days (default 10)")
+    parser.add_argument("--until", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",
+                        help="last day (default: today, UTC)")
+    parser.add_argument("--grid-step", type=_grid_step, default=DEFAULT_GRID_STEP, metavar="DEG",
+                        help=f"the model grid (default {DEFAULT_GRID_STEP})")
+    return parser
+
+
+def print_status(days: int, until: date | None, grid_step: float) -> int:
+    until = until or datetime.now(timezone.utc).date()
+    try:
+        conn = _connect()
+        with conn, conn.cursor() as cur:
+            statuses = cycle_status(cur, global_grid(grid_step), cycles_of_days(until, days))
+        conn.close()
+    except (DatabaseError, psycopg2.Error) as exc:
+        log.error("database error: %s", str(exc).strip())
+        return EXIT_DATABASE
+    for item in statuses:
+        line = f"{item.init_time:%Y-%m-%dT%H:%M}Z  {item.state}"
+        if item.missing:
+            line += "  missing: " + "; ".join(item.missing)
+        print(line)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if argv[:1] == ["download"]:
+        args = download_parser().parse_args(argv[1:])
+        return download_and_load(args.dates, args.dir, args.format, args.grid_step)
+    if argv[:1] == ["status"]:
+        args = status_parser().parse_args(argv[1:])
+        return print_status(args.days, args.until, args.grid_step)
+    args = load_parser().parse_args(argv)
+    return load_files(args.files, args.grid_step)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

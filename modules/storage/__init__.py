@@ -1,0 +1,1 @@
+"""The database: connections (embedded or DATABASE_URL), migrations, ad-hoc queries."""

@@ -1,0 +1,6 @@
+"""`python -m modules.verification` runs `modules.verification.cli`."""
+import sys
+
+from modules.verification.cli import main
+
+sys.exit(main())
