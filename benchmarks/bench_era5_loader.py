@@ -28,7 +28,7 @@ import numpy as np
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from modules import db  # noqa: E402
+from modules.storage import db  # noqa: E402
 from modules.inputs.era5_variables import PRESSURE_LEVELS  # noqa: E402
 
 LAT = np.arange(90, -90.125, -0.25)

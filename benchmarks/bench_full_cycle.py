@@ -36,7 +36,7 @@ import requests
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 from graphcast_api.engine.checkpoint import random_checkpoint, save_checkpoint  # noqa: E402
-from modules import db  # noqa: E402
+from modules.storage import db  # noqa: E402
 
 REFERENCE_DIR = PROJECT_ROOT / "tests" / "data" / "graphcast_reference"
 STATS_NAMES = ("mean_by_level", "stddev_by_level", "diffs_stddev_by_level")

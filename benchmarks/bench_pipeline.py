@@ -32,19 +32,24 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modules import data_preparator, db, era5_store, prediction_db_ingestion, run_ledger  # noqa: E402
-from modules.data_preparator import ModelSpec, iso_utc  # noqa: E402
-from modules.inputs.store import Grid  # noqa: E402
-from modules.model_api_client import ModelApiClient, parse_forecast_reply  # noqa: E402
-from modules.plausibility import PLAUSIBLE_RANGES  # noqa: E402
-from modules.job.ledger import RunOutcome  # noqa: E402
+from graphcast_contract.cycles import iso_utc  # noqa: E402
+from graphcast_contract.model_spec import Grid, ModelSpec  # noqa: E402
+from graphcast_contract.project import PROJECT_ROOT  # noqa: E402
+from graphcast_contract.reply import parse_forecast_reply  # noqa: E402
+from graphcast_contract.request import ForecastContext, build_payload  # noqa: E402
+from graphcast_contract.variables import (ATMOSPHERIC_VARIABLES, PLAUSIBLE_RANGES,  # noqa: E402
+                                          PRESSURE_LEVELS_13, STATIC_VARIABLES,
+                                          SURFACE_VARIABLES)
+from modules import data_preparator, prediction_db_ingestion  # noqa: E402
+from modules.inputs import store as era5_store  # noqa: E402
+from modules.job import ledger  # noqa: E402
 from modules.job.sites import load_sites  # noqa: E402
+from modules.model_api_client import ModelApiClient  # noqa: E402
+from modules.storage import db  # noqa: E402
 
-LEVELS = [50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000]
-SURFACE = ["2m_temperature", "mean_sea_level_pressure", "10m_v_component_of_wind",
-           "10m_u_component_of_wind", "total_precipitation_6hr"]
-ATMOSPHERIC = ["temperature", "geopotential", "u_component_of_wind", "v_component_of_wind",
-               "vertical_velocity", "specific_humidity"]
+LEVELS = list(PRESSURE_LEVELS_13)
+SURFACE = list(SURFACE_VARIABLES)
+ATMOSPHERIC = list(ATMOSPHERIC_VARIABLES)
 GRID = Grid(181, 360, -90.0, 1.0, 0.0, 1.0)
 INIT = datetime(2022, 1, 1, 6, tzinfo=timezone.utc)
 VARIABLES = (("2m_temperature", 0),)
@@ -56,7 +61,7 @@ def model_info() -> dict[str, Any]:
             "lat_step": 1.0, "lon_first": 0.0, "lon_step": 1.0},
             "pressure_levels": LEVELS, "input_times_hours": [-6, 0],
             "surface_inputs": SURFACE, "atmospheric_inputs": ATMOSPHERIC,
-            "static_inputs": list(era5_store.STATIC_VARIABLES),
+            "static_inputs": list(STATIC_VARIABLES),
             "targets": [{"name": "2m_temperature", "unit": "K", "atmospheric": False}],
             "step_hours": 6, "max_lead_hours": 240}
 
@@ -83,7 +88,7 @@ def populate(url: str) -> None:
                        for name in ATMOSPHERIC for lev in LEVELS}
             era5_store.write_fields(cur, GRID, when, fields)
         era5_store.write_static(cur, GRID, {name: synthetic_field(name, rng)
-                                            for name in era5_store.STATIC_VARIABLES})
+                                            for name in STATIC_VARIABLES})
     conn.close()
 
 
@@ -121,7 +126,8 @@ class DecodeOnlyHandler(BaseHTTPRequestHandler):
 
 def time_pipeline(url: str, api_url: str, repeats: int) -> dict[str, list[float]]:
     """Seconds per stage for each repeat, with the job's own functions."""
-    sites = load_sites(Path(__file__).resolve().parent.parent / "config" / "sites.csv")
+    sites = load_sites(PROJECT_ROOT / "config" / "sites.csv")
+    context = ForecastContext(INIT, sites, VARIABLES, LEAD_HOURS)
     client = ModelApiClient(api_url, token=None, connect_timeout_s=5, read_timeout_s=60,
                             retries=0, backoff_s=0)
     spec = ModelSpec.from_reply(client.model_info())
@@ -132,14 +138,13 @@ def time_pipeline(url: str, api_url: str, repeats: int) -> dict[str, list[float]
         with conn, conn.cursor() as cur:
             snapshot = data_preparator.extract_snapshot(cur, spec, INIT)
         t1 = time.perf_counter()
-        body = json.dumps(data_preparator.build_payload(spec, snapshot, sites, VARIABLES,
-                                                        LEAD_HOURS)).encode("ascii")
+        body = json.dumps(build_payload(spec, context, snapshot)).encode("ascii")
         t2 = time.perf_counter()
-        forecasts = parse_forecast_reply(client.forecast(body), spec, INIT, sites, VARIABLES,
-                                         LEAD_HOURS)
+        forecast = parse_forecast_reply(client.forecast(body), spec, context)
         t3 = time.perf_counter()
-        outcome = RunOutcome(run_ledger.start_run(conn, INIT, spec.model), INIT, "running", 0)
-        prediction_db_ingestion.ingest(conn, outcome, spec.model, INIT, forecasts)
+        run_id = ledger.start_run(conn, INIT, spec.model)
+        with conn, conn.cursor() as cur:
+            prediction_db_ingestion.ingest(cur, run_id, forecast)
         t4 = time.perf_counter()
         for name, seconds in zip(figures, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             figures[name].append(seconds)
@@ -211,9 +216,7 @@ def main() -> None:
 
 def run_benchmark(url: str, api_url: str, repeats: int) -> None:
     """Fill the scratch database, time the data path, compare storage settings."""
-    conn = db.connect(url)
-    db.apply_migrations(conn)
-    conn.close()
+    db.connect_and_migrate(url).close()
     started = time.perf_counter()
     populate(url)
     print(f"stored 2 snapshots + statics in {time.perf_counter() - started:.1f} s")

@@ -21,9 +21,11 @@ import psycopg2
 from psycopg2.extras import execute_values
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from modules import db  # noqa: E402
-from modules.inputs.store import Grid, write_fields  # noqa: E402
-from modules.verification import verify  # noqa: E402
+from modules.storage import db  # noqa: E402
+from graphcast_contract.model_spec import Grid  # noqa: E402
+from modules.inputs.store import write_fields  # noqa: E402
+from modules.verification import report  # noqa: E402
+from modules.verification.scores import verify  # noqa: E402
 
 GRID = Grid(n_lat=181, n_lon=360, lat_first=-90.0, lat_step=1.0, lon_first=0.0, lon_step=1.0)
 START = datetime(2022, 1, 1, tzinfo=timezone.utc)
@@ -73,8 +75,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = os.environ.get("DATABASE_URL") or db.embedded_url(Path(tmp) / "pg")
         with db.scratch_database(server, "bench_verification") as url:
-            conn = db.connect(url)
-            db.apply_migrations(conn)
+            conn = db.connect_and_migrate(url)
             timed(f"fill {CYCLES} cycles x {N_SITES} sites x {len(LEADS)} leads",
                   fill, conn, 0, CYCLES)
             summary = timed("verify the month (first run)", verify, conn)
@@ -84,10 +85,8 @@ def main() -> None:
             fill(conn, CYCLES, 1)
             summary = timed("verify one new cycle", verify, conn)
             print(f"  -> {summary}")
-            from modules import verification_report
-
-            timed("format the table", verification_report.format_table, summary.scores)
-            paths = timed("write the plots", verification_report.write_plots, summary.scores,
+            timed("format the table", report.format_table, summary.scores)
+            paths = timed("write the plots", report.write_plots, summary.scores,
                           Path(tmp) / "plots")
             print(f"  -> {paths[0].stat().st_size} bytes PNG")
             conn.close()

@@ -43,7 +43,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from config.settings import load_settings  # noqa: E402
 from graphcast_api import weights  # noqa: E402
-from modules import db  # noqa: E402
+from modules.storage import db  # noqa: E402
 
 INIT_TIME = "2022-01-01T06:00"  # second frame of the official example (and synthetic) dataset
 DATA_START = "2022-01-01T00:00"

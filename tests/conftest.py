@@ -43,9 +43,7 @@ def pg_server_url() -> Iterator[str]:
 def database_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, migrated database for this test session, as a libpq connection string."""
     with db.scratch_database(pg_server_url, "graphcast_test") as url:
-        conn = db.connect(url)
-        db.apply_migrations(conn)
-        conn.close()
+        db.connect_and_migrate(url).close()
         yield url
 
 

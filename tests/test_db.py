@@ -1,5 +1,6 @@
 """Migrations and the ERA5 store against a real PostgreSQL."""
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,26 @@ def test_migrations_reapplied_are_a_no_op(database_url: str) -> None:
         versions = [row[0] for row in cur.fetchall()]
     assert versions == [v for v, _ in db.migration_files()]
     conn.close()
+
+
+def test_shipped_migration_numbers_are_unique_and_increasing() -> None:
+    names = sorted(p.name for p in db.MIGRATIONS_DIR.glob("*.sql"))
+    versions = [version for version, _ in db.migration_files()]
+    assert len(versions) == len(names) >= 2
+    assert versions == sorted(set(versions))
+
+
+def test_two_migrations_with_one_number_are_refused(tmp_path: Path) -> None:
+    for name in ("040_add_source.sql", "040_add_provenance.sql"):
+        (tmp_path / name).write_text("SELECT 1;")
+    with pytest.raises(RuntimeError, match="share the number 040"):
+        db.migration_files(tmp_path)
+
+
+def test_badly_named_migration_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "41_add_source.sql").write_text("SELECT 1;")
+    with pytest.raises(RuntimeError, match="badly named"):
+        db.migration_files(tmp_path)
 
 
 def test_field_round_trip_is_bit_identical(clean_db: str) -> None:

@@ -53,13 +53,22 @@ def open_database(settings: Settings) -> Connection:
     """Connect to the configured database (starting the embedded server when there is no
     DATABASE_URL) and apply pending migrations; DatabaseError says what failed."""
     try:
-        conn = connect(resolve_url(settings.database_url, settings.embedded_pg_dir))
-        apply_migrations(conn)
+        return connect_and_migrate(resolve_url(settings.database_url, settings.embedded_pg_dir))
     except psycopg2.Error as exc:
         raise DatabaseError(f"database unreachable or failing: {first_line(exc)}") from None
     except Exception as exc:  # the embedded server failed to start
         raise DatabaseError(f"embedded PostgreSQL in {settings.embedded_pg_dir} did not start: "
                             f"{type(exc).__name__}: {first_line(exc)}") from None
+
+
+def connect_and_migrate(url: str) -> Connection:
+    """A connection to `url` with every migration applied."""
+    conn = connect(url)
+    try:
+        apply_migrations(conn)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -68,15 +77,20 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def migration_files() -> list[tuple[int, Path]]:
-    """The SQL migrations shipped with the project, in version order."""
-    found = []
-    for path in MIGRATIONS_DIR.glob("*.sql"):
+def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, Path]]:
+    """The SQL migrations in `directory`, in version order; RuntimeError for a badly named
+    file or two files with one number (see migrations/README.md for the numbering rule)."""
+    found: dict[int, Path] = {}
+    for path in directory.glob("*.sql"):
         match = _MIGRATION_NAME.match(path.name)
         if not match:
             raise RuntimeError(f"badly named migration file: {path.name}")
-        found.append((int(match.group(1)), path))
-    return sorted(found)
+        version = int(match.group(1))
+        if version in found:
+            raise RuntimeError(f"migrations {found[version].name} and {path.name} share the "
+                               f"number {version:03d}; renumber the newer one")
+        found[version] = path
+    return sorted(found.items())
 
 
 def apply_migrations(conn: Connection) -> list[int]:
