@@ -3,6 +3,10 @@
 Order: connect and migrate, take the run lock, mark interrupted runs, ask the API what the
 model needs, then for each cycle (catch-up cycles oldest first, the target last) extract and
 validate the ERA5 inputs, post them, validate the reply and upsert the 80 rows.
+
+The three stages (`data_preparator`, `model_api_client`, `prediction_db_ingestion`) know
+nothing of each other or of the run ledger: this module alone starts, times and finishes
+each run's `forecast_runs` row.
 """
 from __future__ import annotations
 
