@@ -2,7 +2,7 @@
 
 These models give the OpenAPI document at `/docs` its field descriptions and examples, and
 check the structure of requests. Checks against the served model (variables, levels, grid,
-array shapes) live in `graphcast_api.forecast_request`.
+array shapes) live in `graphcast_api.service.request_parsing`.
 """
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SMALL_LEVELS = [50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000]
+from graphcast_contract.variables import PRESSURE_LEVELS_13
+
+SMALL_LEVELS = list(PRESSURE_LEVELS_13)
 ONE_DEGREE_GRID = {"n_lat": 181, "n_lon": 360, "lat_first": -90.0, "lat_step": 1.0,
                    "lon_first": 0.0, "lon_step": 1.0}
 
