@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from graphcast_contract.variables import STATS_FILES
+
 EXIT_OK = 0
 EXIT_USAGE = 2          # bad command-line arguments (argparse)
 EXIT_CHECKPOINT = 3     # checkpoint unreadable or not a GraphCast checkpoint
@@ -39,8 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="official checkpoint .npz (params/*.npz)")
     parser.add_argument("--stats-dir", type=Path, required=True,
-                        help="directory with mean_by_level.nc, stddev_by_level.nc, "
-                             "diffs_stddev_by_level.nc")
+                        help=f"directory with {', '.join(STATS_FILES)}")
     parser.add_argument("--example-batch", type=Path, required=True,
                         help="NetCDF in the official example-batch layout")
     parser.add_argument("--out", type=Path, required=True, help="predictions NetCDF to write")

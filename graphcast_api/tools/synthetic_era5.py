@@ -26,18 +26,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-GRAPHCAST_SMALL_LEVELS = (50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000)
-SURFACE_VARIABLES = (
-    "2m_temperature", "mean_sea_level_pressure", "10m_u_component_of_wind",
-    "10m_v_component_of_wind", "total_precipitation_6hr",
-)
-ATMOSPHERIC_VARIABLES = (
-    "temperature", "geopotential", "u_component_of_wind", "v_component_of_wind",
-    "vertical_velocity", "specific_humidity",
-)
-STATIC_VARIABLES = ("geopotential_at_surface", "land_sea_mask")
+from graphcast_contract.cycles import STEP_HOURS
+from graphcast_contract.variables import PRESSURE_LEVELS_13
+
 DEFAULT_START = "2022-01-01T00:00"
-STEP_HOURS = 6
 
 GRAVITY = 9.80665  # m s-2
 R_DRY = 287.05  # J kg-1 K-1, gas constant of dry air
@@ -90,7 +82,7 @@ class SmoothPattern:
 
 def synthetic_dataset(
     resolution: float = 1.0,
-    levels: Sequence[int] = GRAPHCAST_SMALL_LEVELS,
+    levels: Sequence[int] = PRESSURE_LEVELS_13,
     start: str | datetime | np.datetime64 = DEFAULT_START,
     n_times: int = 6,
     seed: int = 0,

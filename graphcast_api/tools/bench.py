@@ -32,7 +32,7 @@ from graphcast_api.engine.forcings import add_forcings
 from graphcast_api.engine.forecaster import Forecaster
 from graphcast_api.engine.graph import GraphCastGraphs, build_graphs
 from graphcast_api.engine.stats import NormalizationStats, load_stats
-from graphcast_api.predict import split_example_batch
+from graphcast_api.tools.predict import split_example_batch
 
 
 def matmul_gflops(dtype: torch.dtype, size: int = 4096, repeats: int = 5) -> float:
@@ -117,7 +117,7 @@ def _setup(args: argparse.Namespace):
         stats = load_stats(args.stats_dir, checkpoint.task_config)
         batch = xr.load_dataset(args.example_batch, decode_timedelta=True)
     else:
-        from graphcast_api.synthetic_era5 import synthetic_dataset
+        from graphcast_api.tools.synthetic_era5 import synthetic_dataset
 
         checkpoint = random_checkpoint("GraphCast_small")
         batch = synthetic_dataset(resolution=checkpoint.model_config.resolution,
