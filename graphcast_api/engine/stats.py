@@ -1,4 +1,4 @@
-"""Official normalisation statistics (`stats/{mean,stddev,diffs_stddev}_by_level.nc`)."""
+"""Official normalisation statistics: the `graphcast_contract.variables.STATS_FILES` of `stats/`."""
 from __future__ import annotations
 
 import dataclasses
