@@ -1,5 +1,6 @@
-"""GraphCast inference: our PyTorch engine (`graphcast_api.engine`) and its HTTP service.
+"""GraphCast inference: the PyTorch engine (`engine`), the HTTP service (`service`) and the
+command-line tools (`tools`).
 
-This top-level module stays import-light (no torch) so that numpy-only helpers such as
-`graphcast_api.interpolation` can be used without the engine's dependencies.
+It imports `graphcast_contract` and never `modules`. This top-level module stays
+import-light (no torch): only the engine's forecaster loads torch, on first use.
 """

@@ -10,7 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from graphcast_api import serve, weights
+from graphcast_api.service import serve
+from graphcast_api.tools import weights
 
 
 def build_parser() -> argparse.ArgumentParser:

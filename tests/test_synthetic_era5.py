@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from graphcast_api.synthetic_era5 import (
-    ATMOSPHERIC_VARIABLES, GRAPHCAST_SMALL_LEVELS, STATIC_VARIABLES, SURFACE_VARIABLES,
-    synthetic_dataset,
+from graphcast_api.tools.synthetic_era5 import synthetic_dataset
+from graphcast_contract.variables import (
+    ATMOSPHERIC_VARIABLES, PRESSURE_LEVELS_13, STATIC_VARIABLES, SURFACE_VARIABLES,
 )
 from modules.era5_store import Grid
 
@@ -43,7 +43,7 @@ def one_degree() -> xr.Dataset:
 def test_layout_matches_official_example_dataset(one_degree: xr.Dataset) -> None:
     ds = one_degree
     assert dict(ds.sizes) == {"batch": 1, "time": 3, "level": 13, "lat": 181, "lon": 360}
-    assert tuple(ds.level.values) == GRAPHCAST_SMALL_LEVELS
+    assert tuple(ds.level.values) == PRESSURE_LEVELS_13
     np.testing.assert_array_equal(ds.lat.values, np.arange(-90, 91, dtype=np.float32))
     np.testing.assert_array_equal(ds.lon.values, np.arange(360, dtype=np.float32))
     assert ds.time.dtype == np.dtype("timedelta64[ns]")
@@ -73,7 +73,7 @@ def test_values_are_finite_and_plausible(one_degree: xr.Dataset, name: str,
 def test_vertical_structure(one_degree: xr.Dataset) -> None:
     """Geopotential rises with height everywhere; it is ~700 m2 s-2 at 1000 hPa and
     ~2e5 at 50 hPa on average; the stratosphere is cold and dry; a jet blows aloft."""
-    z = one_degree.geopotential.sel(level=list(GRAPHCAST_SMALL_LEVELS)).values
+    z = one_degree.geopotential.sel(level=list(PRESSURE_LEVELS_13)).values
     assert (np.diff(z, axis=2) < 0).all()  # levels ascend in pressure: z falls
     assert 200 < z[:, :, -1].mean() < 1500
     assert 1.9e5 < z[:, :, 0].mean() < 2.1e5

@@ -14,7 +14,7 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 
-from graphcast_api import weights
+from graphcast_api.tools import weights
 from graphcast_api.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def bucket() -> Iterator[Bucket]:
     checkpoint = io.BytesIO()
     np.savez(checkpoint, **{"params:w": np.arange(60_000, dtype=np.float32), "description": np.array("test")})
     store.objects[weights.checkpoint_path("small")] = checkpoint.getvalue()
-    for i, path in enumerate(weights.STATS_FILES):
+    for i, path in enumerate(weights.STATS_PATHS):
         store.objects[path] = bytes([i]) * 30_000 + path.encode()
     store.objects[weights.example_dataset_path(4)] = b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 100
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(store))
@@ -99,7 +99,7 @@ def _files(dest: Path) -> dict[str, bytes]:
 
 
 def _expected(bucket: Bucket, model: str = "small") -> dict[str, bytes]:
-    paths = [weights.checkpoint_path(model), *weights.STATS_FILES]
+    paths = [weights.checkpoint_path(model), *weights.STATS_PATHS]
     return {path: bucket.objects[path] for path in paths}
 
 

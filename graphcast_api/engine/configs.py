@@ -6,17 +6,16 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-# Variables that carry a pressure-level dimension.
-ATMOSPHERIC_VARIABLES = frozenset({
-    "temperature", "geopotential", "u_component_of_wind", "v_component_of_wind",
-    "vertical_velocity", "specific_humidity",
-})
-# Variables with only (lat, lon): one channel, no time dimension.
-STATIC_VARIABLES = frozenset({"geopotential_at_surface", "land_sea_mask"})
+from graphcast_contract.cycles import STEP_HOURS
+from graphcast_contract.variables import (
+    ATMOSPHERIC_VARIABLES, FORCING_VARIABLES, PRECIPITATION_6HR, PRESSURE_LEVELS_13,
+    PRESSURE_LEVELS_37, STATIC_VARIABLES, SURFACE_VARIABLES,
+)
+
 # Number of structural features per grid/mesh node (sin lat, cos lon, sin lon).
 NODE_STRUCT_FEATURES = 3
 # Model time step.
-TIME_STEP = np.timedelta64(6, "h")
+TIME_STEP = np.timedelta64(STEP_HOURS, "h")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,18 +66,12 @@ class TaskConfig:
         return sum(self.variable_channels(v, 1) for v in self.target_variables)
 
 
-_SURFACE = ("2m_temperature", "mean_sea_level_pressure", "10m_v_component_of_wind",
-            "10m_u_component_of_wind")
-_ATMOS = ("temperature", "geopotential", "u_component_of_wind", "v_component_of_wind",
-          "vertical_velocity", "specific_humidity")
-_FORCINGS = ("toa_incident_solar_radiation", "year_progress_sin", "year_progress_cos",
-             "day_progress_sin", "day_progress_cos")
-_STATICS = ("geopotential_at_surface", "land_sea_mask")
-_PRECIP = ("total_precipitation_6hr",)
-PRESSURE_LEVELS_13 = (50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000)
-PRESSURE_LEVELS_37 = (1, 2, 3, 5, 7, 10, 20, 30, 50, 70, 100, 125, 150, 175, 200, 225, 250,
-                      300, 350, 400, 450, 500, 550, 600, 650, 700, 750, 775, 800, 825, 850,
-                      875, 900, 925, 950, 975, 1000)
+# The official channel order is the catalogue's order within each kind.
+_SURFACE = tuple(v for v in SURFACE_VARIABLES if v != PRECIPITATION_6HR)
+_ATMOS = ATMOSPHERIC_VARIABLES
+_FORCINGS = FORCING_VARIABLES
+_STATICS = STATIC_VARIABLES
+_PRECIP = (PRECIPITATION_6HR,)
 _TARGETS = _SURFACE + _PRECIP + _ATMOS
 
 TASK = TaskConfig(_TARGETS + _FORCINGS + _STATICS, _TARGETS, _FORCINGS, PRESSURE_LEVELS_37, "12h")

@@ -8,12 +8,13 @@ import torch
 import xarray as xr
 
 from graphcast_api.engine.checkpoint import CheckPoint, load_checkpoint
-from graphcast_api.engine.configs import ATMOSPHERIC_VARIABLES, TIME_STEP, ModelConfig, TaskConfig
+from graphcast_api.engine.configs import TIME_STEP, ModelConfig, TaskConfig
 from graphcast_api.engine.forcings import add_forcings
 from graphcast_api.engine.graph import load_or_build_graphs
 from graphcast_api.engine.network import GraphCastNetwork
 from graphcast_api.engine.normalization import denormalize_targets, normalize, stack, unstack
 from graphcast_api.engine.stats import NormalizationStats, load_stats
+from graphcast_contract.variables import ATMOSPHERIC_VARIABLES
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -1,4 +1,4 @@
-"""Official normalisation statistics (`stats/{mean,stddev,diffs_stddev}_by_level.nc`)."""
+"""Official normalisation statistics: the `graphcast_contract.variables.STATS_FILES` of `stats/`."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,8 +8,7 @@ import numpy as np
 import xarray as xr
 
 from graphcast_api.engine.configs import TaskConfig
-
-STATS_FILES = ("mean_by_level", "stddev_by_level", "diffs_stddev_by_level")
+from graphcast_contract.variables import STATS_FILES
 
 
 class StatsError(ValueError):
@@ -48,7 +47,7 @@ def load_stats(stats_dir: Path, task_config: TaskConfig) -> NormalizationStats:
     inputs = set(task_config.input_variables) | set(task_config.forcing_variables)
     non_input_targets = set(task_config.target_variables) - set(task_config.input_variables)
     residual_targets = set(task_config.target_variables) & set(task_config.input_variables)
-    paths = [Path(stats_dir) / f"{name}.nc" for name in STATS_FILES]
+    paths = [Path(stats_dir) / name for name in STATS_FILES]
     for path in paths:
         if not path.is_file():
             raise StatsError(f"statistics file not found: {path}")

@@ -24,7 +24,7 @@ import requests
 import uvicorn
 import xarray as xr
 
-from graphcast_api.app import ServiceLimits, create_app
+from graphcast_api.service.app import ServiceLimits, create_app
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "graphcast_reference"
 PROJECT_ROOT = REFERENCE_DIR.parent.parent.parent

@@ -17,7 +17,7 @@ import psycopg2
 import xarray as xr
 from api_helpers import PROJECT_ROOT, REFERENCE_DIR
 
-from graphcast_api.interpolation import bilinear
+from graphcast_contract.interpolation import bilinear
 
 INIT = datetime(2022, 1, 1, 6, tzinfo=timezone.utc)
 GRID = dict(lat_first=-90.0, lat_step=10.0, lon_first=0.0, lon_step=10.0)

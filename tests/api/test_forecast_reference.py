@@ -14,7 +14,7 @@ import requests
 import xarray as xr
 from api_helpers import REFERENCE_DIR, reference_request
 
-from graphcast_api.interpolation import bilinear
+from graphcast_contract.interpolation import bilinear
 
 FACTS = json.loads((REFERENCE_DIR / "facts.json").read_text())
 TASK = FACTS["task_config"]

@@ -7,7 +7,7 @@ import requests
 import uvicorn
 from api_helpers import SlowPersistence, free_port, reference_request
 
-from graphcast_api.app import create_app, set_model
+from graphcast_api.service.app import create_app, set_model
 
 
 def test_health_and_routes_before_and_after_the_model_is_loaded() -> None:

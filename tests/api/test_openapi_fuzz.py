@@ -10,7 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from graphcast_api.app import create_app
+from graphcast_api.service.app import create_app
 
 OPENAPI = create_app().openapi()
 SCHEMA = schemathesis.openapi.from_dict(OPENAPI)

@@ -10,7 +10,7 @@ import time
 import requests
 from api_helpers import SlowPersistence, reference_request, serve_in_thread
 
-from graphcast_api.app import ServiceLimits
+from graphcast_api.service.app import ServiceLimits
 
 REQUEST = reference_request(lead_hours=[6])
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from api_helpers import REFERENCE_DIR, serve_command
 
-from graphcast_api import serve
-from graphcast_api.app import DEFAULT_MAX_BODY_BYTES
+from graphcast_api.service import serve
+from graphcast_api.service.app import DEFAULT_MAX_BODY_BYTES
 
 NO_OPTIONS = argparse.Namespace()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from graphcast_api import bench
+from graphcast_api.tools import bench
 
 
 def test_bench_on_reference_files(reference_dir: Path, stats_dir: Path,

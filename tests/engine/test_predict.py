@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from graphcast_api import predict
+from graphcast_api.tools import predict
 from tests.engine.tolerance import check_fp32
 
 

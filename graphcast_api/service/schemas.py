@@ -2,7 +2,7 @@
 
 These models give the OpenAPI document at `/docs` its field descriptions and examples, and
 check the structure of requests. Checks against the served model (variables, levels, grid,
-array shapes) live in `graphcast_api.forecast_request`.
+array shapes) live in `graphcast_api.service.request_parsing`.
 """
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SMALL_LEVELS = [50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000]
+from graphcast_contract.cycles import INPUT_TIMES_HOURS, MAX_LEAD_HOURS, STEP_HOURS
+from graphcast_contract.variables import (
+    ATMOSPHERIC_VARIABLES, PRESSURE_LEVELS_13, STATIC_VARIABLES, SURFACE_VARIABLES, UNITS,
+)
+
+SMALL_LEVELS = list(PRESSURE_LEVELS_13)
 ONE_DEGREE_GRID = {"n_lat": 181, "n_lon": 360, "lat_first": -90.0, "lat_step": 1.0,
                    "lon_first": 0.0, "lon_step": 1.0}
 
@@ -208,17 +213,15 @@ class ModelInfo(BaseModel):
         "license": "The model weights are licensed under CC BY-NC-SA 4.0...",
         "grid": ONE_DEGREE_GRID,
         "pressure_levels": SMALL_LEVELS,
-        "input_times_hours": [-6, 0],
-        "surface_inputs": ["2m_temperature", "mean_sea_level_pressure",
-                           "10m_v_component_of_wind", "10m_u_component_of_wind",
-                           "total_precipitation_6hr"],
-        "atmospheric_inputs": ["temperature", "geopotential", "u_component_of_wind",
-                               "v_component_of_wind", "vertical_velocity", "specific_humidity"],
-        "static_inputs": ["geopotential_at_surface", "land_sea_mask"],
-        "targets": [{"name": "2m_temperature", "unit": "K", "atmospheric": False},
-                    {"name": "temperature", "unit": "K", "atmospheric": True}],
-        "step_hours": 6,
-        "max_lead_hours": 240,
+        "input_times_hours": list(INPUT_TIMES_HOURS),
+        "surface_inputs": list(SURFACE_VARIABLES),
+        "atmospheric_inputs": list(ATMOSPHERIC_VARIABLES),
+        "static_inputs": list(STATIC_VARIABLES),
+        "targets": [{"name": name, "unit": UNITS[name],
+                     "atmospheric": name in ATMOSPHERIC_VARIABLES}
+                    for name in (SURFACE_VARIABLES[0], ATMOSPHERIC_VARIABLES[0])],
+        "step_hours": STEP_HOURS,
+        "max_lead_hours": MAX_LEAD_HOURS,
         "precision": "bf16",
         "device": "cpu",
     }]})

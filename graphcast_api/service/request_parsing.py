@@ -5,19 +5,21 @@ Every problem raises `RequestError` with the HTTP status and a message that name
 """
 from __future__ import annotations
 
-import pybase64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import numpy as np
+import pybase64
 import xarray as xr
 from pydantic import ValidationError
 
-from graphcast_api import model_card
-from graphcast_api.api_schemas import EncodedArray, ForecastRequest, Grid
-from graphcast_api.model_card import Forecaster
+from graphcast_api.service import model_card
+from graphcast_api.service.model_card import Forecaster
+from graphcast_api.service.schemas import EncodedArray, ForecastRequest, Grid
+from graphcast_contract.cycles import INPUT_TIMES_HOURS, MAX_LEAD_HOURS, STEP_HOURS, as_utc
+from graphcast_contract.wire import array_from_bytes
 
 MAX_LISTED_ERRORS = 5
 
@@ -42,7 +44,7 @@ class DecodedRequest:
     @property
     def steps(self) -> int:
         """Model steps needed to reach the longest lead time."""
-        return max(self.request.lead_hours) // model_card.STEP_HOURS
+        return max(self.request.lead_hours) // STEP_HOURS
 
 
 def decode_forecast_request(body: bytes, model: Forecaster) -> DecodedRequest:
@@ -74,13 +76,6 @@ def describe_validation_errors(problems: list[Mapping]) -> str:
     if len(problems) > MAX_LISTED_ERRORS:
         lines.append(f"... and {len(problems) - MAX_LISTED_ERRORS} more problems")
     return "; ".join(lines)
-
-
-def as_utc(moment: datetime) -> datetime:
-    """`moment` as an aware UTC datetime (naive values are taken as UTC)."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
 
 
 def check_grid_and_levels(request: ForecastRequest, model: Forecaster) -> None:
@@ -127,7 +122,7 @@ def check_outputs(request: ForecastRequest, model: Forecaster) -> None:
 
 def check_lead_hours(lead_hours: list[int]) -> None:
     """422 unless every lead is a positive multiple of the step, within the maximum, once."""
-    step, limit = model_card.STEP_HOURS, model_card.MAX_LEAD_HOURS
+    step, limit = STEP_HOURS, MAX_LEAD_HOURS
     for i, lead in enumerate(lead_hours):
         if lead <= 0 or lead % step or lead > limit:
             raise RequestError(422, f"lead_hours.{i}: {lead} h is not a positive multiple of"
@@ -175,19 +170,15 @@ def decode_array(where: str, encoded: EncodedArray, shape: tuple[int, ...]) -> n
         raw = pybase64.b64decode(encoded.data, validate=True)
     except (binascii.Error, ValueError) as error:
         raise RequestError(422, f"{where}.data: undecodable base64 ({error})") from None
-    expected_bytes = 4 * int(np.prod(shape))
-    if len(raw) != expected_bytes:
-        raise RequestError(422, f"{where}.data: {len(raw)} bytes, but shape {list(shape)}"
-                                f" of float32 needs {expected_bytes}")
-    array = np.frombuffer(raw, dtype="<f4").reshape(shape)
-    if not np.isfinite(array).all():
-        raise RequestError(422, f"{where}.data: contains NaN or infinite values")
-    return array.astype(np.float32)
+    try:
+        return array_from_bytes(raw, shape)
+    except ValueError as error:  # wrong byte count, or NaN/inf: the core's message says which
+        raise RequestError(422, f"{where}.data: {error}") from None
 
 
 def input_coordinates(request: ForecastRequest, model: Forecaster, init_time: datetime) -> dict:
     """Coordinates of the inputs: lead `time`, `datetime` (batch, time), level, lat, lon."""
-    lead_times = [timedelta(hours=h) for h in model_card.INPUT_TIMES_HOURS]
+    lead_times = [timedelta(hours=h) for h in INPUT_TIMES_HOURS]
     valid = [np.datetime64((init_time + lead).replace(tzinfo=None), "ns") for lead in lead_times]
     return {
         "time": np.array(lead_times, dtype="timedelta64[ns]"),

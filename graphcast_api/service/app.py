@@ -2,7 +2,7 @@
 
 `create_app` takes the service limits; the model is set with `set_model` once loaded, so
 that `/health` can answer `loading` meanwhile. Any object with the `Forecaster` interface
-(`graphcast_api.model_card`) can be served.
+(`graphcast_api.service.model_card`) can be served.
 """
 from __future__ import annotations
 
@@ -19,17 +19,17 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from graphcast_api import model_card
-from graphcast_api.api_schemas import (
-    ErrorDetail, ForecastRequest, ForecastResponse, Health, ModelInfo,
-)
-from graphcast_api.forecast_queue import ForecastQueue, QueueTimeout
-from graphcast_api.forecast_request import (
+from graphcast_api.service import model_card
+from graphcast_api.service.guards import BearerToken, BodySizeLimit
+from graphcast_api.service.model_card import Forecaster
+from graphcast_api.service.queue import ForecastQueue, QueueTimeout
+from graphcast_api.service.request_parsing import (
     RequestError, decode_forecast_request, describe_validation_errors,
 )
-from graphcast_api.guards import BearerToken, BodySizeLimit
-from graphcast_api.model_card import Forecaster
-from graphcast_api.site_forecasts import site_forecasts
+from graphcast_api.service.schemas import (
+    ErrorDetail, ForecastRequest, ForecastResponse, Health, ModelInfo,
+)
+from graphcast_api.service.site_forecasts import site_forecasts
 
 log = logging.getLogger(__name__)
 

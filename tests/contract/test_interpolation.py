@@ -1,7 +1,7 @@
 """Bilinear interpolation at sites: exact at grid points, linear in between, wrapping, clamping."""
 import numpy as np
 
-from graphcast_api.interpolation import bilinear
+from graphcast_contract.interpolation import bilinear
 
 GRID = dict(lat_first=-90.0, lat_step=10.0, lon_first=0.0, lon_step=10.0)
 LATS = np.arange(-90, 91, 10.0)

@@ -17,11 +17,12 @@ from pathlib import Path
 import uvicorn
 from dotenv import dotenv_values
 
-from graphcast_api.app import DEFAULT_MAX_BODY_BYTES, ServiceLimits, create_app, set_model
-from graphcast_api.model_card import Forecaster
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-STATS_FILES = ("mean_by_level.nc", "stddev_by_level.nc", "diffs_stddev_by_level.nc")
+from graphcast_api.service.app import (
+    DEFAULT_MAX_BODY_BYTES, ServiceLimits, create_app, set_model,
+)
+from graphcast_api.service.model_card import Forecaster
+from graphcast_contract.project import PROJECT_ROOT
+from graphcast_contract.variables import STATS_FILES
 EXIT_BAD_CONFIG = 2
 EXIT_LOAD_FAILED = 3
 EXIT_CANNOT_LISTEN = 4

@@ -6,10 +6,10 @@ from datetime import timedelta
 import numpy as np
 import xarray as xr
 
-from graphcast_api import model_card
-from graphcast_api.api_schemas import Grid
-from graphcast_api.forecast_request import DecodedRequest
-from graphcast_api.interpolation import bilinear
+from graphcast_api.service.request_parsing import DecodedRequest
+from graphcast_api.service.schemas import Grid
+from graphcast_contract.interpolation import bilinear
+from graphcast_contract.variables import UNITS
 
 
 def site_forecasts(predictions: xr.Dataset, decoded: DecodedRequest, grid: Grid) -> list[dict]:
@@ -37,7 +37,7 @@ def site_forecasts(predictions: xr.Dataset, decoded: DecodedRequest, grid: Grid)
             for t, lead in enumerate(request.lead_hours):
                 entries.append({
                     "site": site.name, "latitude": site.latitude, "longitude": site.longitude,
-                    "variable": name, "level": level, "unit": model_card.UNITS.get(name, "unknown"),
+                    "variable": name, "level": level, "unit": UNITS.get(name, "unknown"),
                     "lead_hours": lead, "valid_time": decoded.init_time + timedelta(hours=lead),
                     "value": float(site_values[t, s]),
                 })

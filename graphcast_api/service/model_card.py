@@ -10,29 +10,9 @@ from typing import Any, Protocol
 import numpy as np
 import xarray as xr
 
-from graphcast_api.api_schemas import Grid, ModelInfo, Target
-
-STEP_HOURS = 6
-MAX_LEAD_HOURS = 240
-INPUT_TIMES_HOURS = [-STEP_HOURS, 0]
-STATIC_VARIABLES = ("geopotential_at_surface", "land_sea_mask")
-ATMOSPHERIC_VARIABLES = (
-    "temperature", "geopotential", "u_component_of_wind", "v_component_of_wind",
-    "vertical_velocity", "specific_humidity",
-)
-UNITS = {
-    "2m_temperature": "K",
-    "mean_sea_level_pressure": "Pa",
-    "10m_u_component_of_wind": "m s-1",
-    "10m_v_component_of_wind": "m s-1",
-    "total_precipitation_6hr": "m",
-    "temperature": "K",
-    "geopotential": "m2 s-2",
-    "u_component_of_wind": "m s-1",
-    "v_component_of_wind": "m s-1",
-    "vertical_velocity": "Pa s-1",
-    "specific_humidity": "kg kg-1",
-}
+from graphcast_api.service.schemas import Grid, ModelInfo, Target
+from graphcast_contract.cycles import INPUT_TIMES_HOURS, MAX_LEAD_HOURS, STEP_HOURS
+from graphcast_contract.variables import ATMOSPHERIC_VARIABLES, STATIC_VARIABLES, UNITS
 
 
 class Forecaster(Protocol):
@@ -92,7 +72,7 @@ def describe(model: Forecaster) -> ModelInfo:
     return ModelInfo(
         model=model.name, description=model.description, license=model.license,
         grid=model_grid(model), pressure_levels=pressure_levels(model),
-        input_times_hours=INPUT_TIMES_HOURS, surface_inputs=surface,
+        input_times_hours=list(INPUT_TIMES_HOURS), surface_inputs=surface,
         atmospheric_inputs=atmospheric, static_inputs=static_inputs(model),
         targets=targets(model), step_hours=STEP_HOURS, max_lead_hours=MAX_LEAD_HOURS,
         precision=str(model.precision), device=str(model.device),

@@ -17,6 +17,8 @@ from urllib.parse import quote, urlsplit
 import requests
 from tqdm import tqdm
 
+from graphcast_contract.variables import STATS_FILES
+
 BUCKET_URL = "https://storage.googleapis.com/dm_graphcast"
 
 CHECKPOINTS = {
@@ -27,7 +29,7 @@ CHECKPOINTS = {
     "full": "GraphCast - ERA5 1979-2017 - resolution 0.25 - pressure levels 37 - mesh 2to6"
             " - precipitation input and output.npz",
 }
-STATS_FILES = ("stats/diffs_stddev_by_level.nc", "stats/mean_by_level.nc", "stats/stddev_by_level.nc")
+STATS_PATHS = tuple(f"stats/{name}" for name in STATS_FILES)  # bucket paths
 EXAMPLE_STEPS = (1, 4, 12, 20, 40)  # published 1.0-degree, 13-level ERA5 examples
 
 WEIGHTS_LICENCE = (
@@ -185,10 +187,10 @@ def _fetch(paths: list[str], dest: Path, base_url: str, progress: bool) -> list[
 def fetch_weights(model: str, dest: Path, base_url: str = BUCKET_URL, progress: bool = True) -> list[Path]:
     """Download a published model's checkpoint and the three statistics files.
 
-    Returns [checkpoint, diffs_stddev_by_level, mean_by_level, stddev_by_level] paths under `dest`.
+    Returns the checkpoint's path under `dest`, then those of STATS_PATHS.
     """
     print(WEIGHTS_LICENCE, file=sys.stderr)
-    return _fetch([checkpoint_path(model), *STATS_FILES], Path(dest), base_url, progress)
+    return _fetch([checkpoint_path(model), *STATS_PATHS], Path(dest), base_url, progress)
 
 
 def fetch_example_dataset(dest: Path, steps: int = 4, base_url: str = BUCKET_URL,
