@@ -42,7 +42,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from config.settings import load_settings  # noqa: E402
-from graphcast_api import weights  # noqa: E402
+from graphcast_api.tools import weights  # noqa: E402
 from modules.storage import db  # noqa: E402
 
 INIT_TIME = "2022-01-01T06:00"  # second frame of the official example (and synthetic) dataset

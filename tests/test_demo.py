@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from graphcast_api import weights
+from graphcast_api.tools import weights
 from modules.storage import db
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -132,7 +132,7 @@ def bucket(tmp_path: Path) -> Iterator[str]:
     checkpoint = root / weights.checkpoint_path("small")
     checkpoint.parent.mkdir(parents=True)
     shutil.copyfile(REFERENCE / "params.npz", checkpoint)
-    for path in weights.STATS_FILES:
+    for path in weights.STATS_PATHS:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REFERENCE / f"stats_{Path(path).name}", root / path)
     example = root / weights.example_dataset_path(4)

@@ -14,7 +14,7 @@ from graphcast_api.tools.synthetic_era5 import synthetic_dataset
 from graphcast_contract.variables import (
     ATMOSPHERIC_VARIABLES, PRESSURE_LEVELS_13, STATIC_VARIABLES, SURFACE_VARIABLES,
 )
-from modules.era5_store import Grid
+from graphcast_contract.model_spec import Grid
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

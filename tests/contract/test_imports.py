@@ -1,5 +1,6 @@
-"""The import rules of the layout: the core stays numpy-only, and the service's torch-free
-parts never load torch (each checked in a fresh interpreter, whose sys.modules is clean)."""
+"""The import rules of the layout: the core stays numpy-only, the batch job never loads torch
+or the service, and the service's torch-free parts never load torch (each checked in a
+fresh interpreter, whose sys.modules is clean)."""
 from __future__ import annotations
 
 import subprocess
@@ -33,7 +34,14 @@ def test_core_loads_no_torch_psycopg2_job_or_service() -> None:
         "for module in pkgutil.walk_packages(graphcast_contract.__path__, 'graphcast_contract.'):\n"
         "    importlib.import_module(module.name)")
     assert "graphcast_contract" in loaded
-    assert not loaded & {"torch", "psycopg2", "modules", "graphcast_api"}
+    assert "numpy" in loaded
+    assert not loaded & {"torch", "psycopg2", "modules", "graphcast_api", "xarray", "requests"}
+
+
+def test_the_batch_job_loads_neither_torch_nor_the_service() -> None:
+    loaded = loaded_after("import trigger_and_ingest_forecast, modules.forecast_job")
+    assert {"modules", "graphcast_contract"} <= loaded
+    assert not loaded & {"torch", "graphcast_api"}
 
 
 def test_engine_configs_and_service_load_no_torch() -> None:
