@@ -25,9 +25,9 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from graphcast_contract.project import PROJECT_ROOT  # noqa: E402
 from modules.storage import db  # noqa: E402
 from modules.inputs.era5_variables import PRESSURE_LEVELS  # noqa: E402
 

@@ -33,13 +33,13 @@ from pathlib import Path
 import psycopg2
 import requests
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from graphcast_api.engine.checkpoint import random_checkpoint, save_checkpoint  # noqa: E402
+from graphcast_contract.project import PROJECT_ROOT  # noqa: E402
+from graphcast_contract.variables import STATS_FILES  # noqa: E402
 from modules.storage import db  # noqa: E402
 
 REFERENCE_DIR = PROJECT_ROOT / "tests" / "data" / "graphcast_reference"
-STATS_NAMES = ("mean_by_level", "stddev_by_level", "diffs_stddev_by_level")
 INIT_TIME = "2022-01-01T06:00"
 SERVICE_LOG = re.compile(r"forecast \S+: \d+ values, decode_s ([\d.]+), inference_s ([\d.]+), "
                          r"interpolate_s ([\d.]+), total_s ([\d.]+)")
@@ -68,8 +68,8 @@ def make_inputs(folder: Path, env: dict[str, str]) -> tuple[Path, Path]:
     save_checkpoint(random_checkpoint("GraphCast_small", seed=0), checkpoint)
     stats_dir = folder / "stats"
     stats_dir.mkdir()
-    for name in STATS_NAMES:
-        shutil.copyfile(REFERENCE_DIR / f"stats_{name}.nc", stats_dir / f"{name}.nc")
+    for name in STATS_FILES:
+        shutil.copyfile(REFERENCE_DIR / f"stats_{name}", stats_dir / name)
     return checkpoint, stats_dir
 
 

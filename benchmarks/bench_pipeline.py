@@ -32,7 +32,8 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from graphcast_contract.cycles import iso_utc  # noqa: E402
+from graphcast_contract.cycles import (INPUT_TIMES_HOURS, MAX_LEAD_HOURS,  # noqa: E402
+                                       STEP_HOURS, iso_utc)
 from graphcast_contract.model_spec import Grid, ModelSpec  # noqa: E402
 from graphcast_contract.project import PROJECT_ROOT  # noqa: E402
 from graphcast_contract.reply import parse_forecast_reply  # noqa: E402
@@ -57,13 +58,12 @@ LEAD_HOURS = (6, 12, 18, 24)
 
 
 def model_info() -> dict[str, Any]:
-    return {"model": "GraphCast_bench", "grid": {"n_lat": 181, "n_lon": 360, "lat_first": -90.0,
-            "lat_step": 1.0, "lon_first": 0.0, "lon_step": 1.0},
-            "pressure_levels": LEVELS, "input_times_hours": [-6, 0],
+    return {"model": "GraphCast_bench", "grid": GRID.as_dict(),
+            "pressure_levels": LEVELS, "input_times_hours": list(INPUT_TIMES_HOURS),
             "surface_inputs": SURFACE, "atmospheric_inputs": ATMOSPHERIC,
             "static_inputs": list(STATIC_VARIABLES),
             "targets": [{"name": "2m_temperature", "unit": "K", "atmospheric": False}],
-            "step_hours": 6, "max_lead_hours": 240}
+            "step_hours": STEP_HOURS, "max_lead_hours": MAX_LEAD_HOURS}
 
 
 def synthetic_field(variable: str, rng: np.random.Generator) -> np.ndarray:

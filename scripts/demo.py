@@ -38,10 +38,11 @@ from pathlib import Path
 
 import requests
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config.settings import load_settings  # noqa: E402
+from graphcast_contract.project import PROJECT_ROOT  # noqa: E402
+from graphcast_contract.variables import STATS_FILES  # noqa: E402
 from graphcast_api.tools import weights  # noqa: E402
 from modules.storage import db  # noqa: E402
 
@@ -50,7 +51,6 @@ DATA_START = "2022-01-01T00:00"
 DEMO_DIR = PROJECT_ROOT / "data" / "demo"
 WEIGHTS_DIR = PROJECT_ROOT / "weights"
 REFERENCE_STATS = PROJECT_ROOT / "tests" / "data" / "graphcast_reference"
-STATS_NAMES = ("mean_by_level.nc", "stddev_by_level.nc", "diffs_stddev_by_level.nc")
 LOG_DIR = PROJECT_ROOT / "logs"
 HEALTH_TIMEOUT_S = 900
 CHECK_QUERY = ("SELECT forecast_time, COUNT(*), AVG(value) FROM predictions "
@@ -159,7 +159,7 @@ def prepare_offline(env: dict[str, str]) -> DemoFiles:
     else:
         write_random_checkpoint(files.checkpoint)
     files.stats_dir.mkdir(parents=True, exist_ok=True)
-    for name in STATS_NAMES:
+    for name in STATS_FILES:
         if not (files.stats_dir / name).exists():
             shutil.copyfile(REFERENCE_STATS / f"stats_{name}", files.stats_dir / name)
     return files
