@@ -9,29 +9,55 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Process exit codes; documented in the README and `--help`."""
+    """Process exit codes of every program of the project; the README's table lists them.
+
+    0-8 are the batch job's (stored in forecast_runs); other programs reuse a meaning where
+    it fits and take 9 and up for what the job has no code for.
+    """
 
     OK = 0
-    INTERNAL = 1          # unexpected error (a bug): see the log's traceback
-    USAGE = 2             # invalid command line or configuration
-    NO_DATA = 3           # ERA5 snapshot missing or invalid: nothing sent, nothing written
-    API_FAILED = 4        # API unreachable, timed out, or answered with an error
-    INVALID_REPLY = 5     # API reply malformed, incomplete or implausible
-    DATABASE = 6          # database unreachable or failing
-    ALREADY_RUNNING = 7   # another run holds the lock
-    SCHEDULE = 8          # --install-schedule / --uninstall-schedule failed
+    INTERNAL = 1            # unexpected error (a bug): see the log's traceback
+    USAGE = 2               # invalid command line or configuration
+    NO_DATA = 3             # input data missing or invalid: nothing sent, nothing written
+    API_FAILED = 4          # API unreachable, timed out, or answered with an error
+    INVALID_REPLY = 5       # API reply malformed, incomplete or implausible
+    DATABASE = 6            # database unreachable or failing
+    ALREADY_RUNNING = 7     # another run holds the lock
+    SCHEDULE = 8            # --install-schedule / --uninstall-schedule failed
+    UNREADABLE_FILE = 9     # an input file is missing, unreadable or of an unknown format
+    DOWNLOAD_FAILED = 10    # a download failed (HTTP error, unreachable, incomplete)
+    OUTPUT_FAILED = 11      # an output file or folder could not be written
+    MODEL_FAILED = 12       # checkpoint or statistics missing, unreadable or invalid
+    CANNOT_LISTEN = 13      # the service cannot listen on its address (port taken)
+    DEVICE_UNAVAILABLE = 14  # the requested device or precision is not available
 
 
-EXIT_CODE_HELP = """exit codes:
-  0  success (every cycle written)
-  1  unexpected error (see logs/pipeline.log)
-  2  invalid command line or configuration
-  3  ERA5 snapshot missing or invalid (nothing sent, nothing written)
-  4  GraphCast API unreachable, timed out or answering with an error
-  5  GraphCast API reply malformed, incomplete or implausible
-  6  database unreachable or failing
-  7  another run is in progress (PostgreSQL advisory lock held)
-  8  --install-schedule / --uninstall-schedule failed (crontab or schtasks)"""
+MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "success",
+    ExitCode.INTERNAL: "unexpected error (a bug; see the log's traceback)",
+    ExitCode.USAGE: "invalid command line or configuration",
+    ExitCode.NO_DATA: "input data missing or invalid (nothing sent, nothing written)",
+    ExitCode.API_FAILED: "GraphCast API unreachable, timed out or answering with an error",
+    ExitCode.INVALID_REPLY: "GraphCast API reply malformed, incomplete or implausible",
+    ExitCode.DATABASE: "database unreachable or failing",
+    ExitCode.ALREADY_RUNNING: "another run is in progress (PostgreSQL advisory lock held)",
+    ExitCode.SCHEDULE: "--install-schedule / --uninstall-schedule failed (crontab or schtasks)",
+    ExitCode.UNREADABLE_FILE: "an input file is missing, unreadable or of an unknown format",
+    ExitCode.DOWNLOAD_FAILED: "a download failed (HTTP error, unreachable, incomplete)",
+    ExitCode.OUTPUT_FAILED: "an output file or folder could not be written",
+    ExitCode.MODEL_FAILED: "checkpoint or statistics missing, unreadable or invalid",
+    ExitCode.CANNOT_LISTEN: "the service cannot listen on its address (port taken)",
+    ExitCode.DEVICE_UNAVAILABLE: "the requested device or precision is not available",
+}
+
+
+def exit_code_help(*codes: ExitCode) -> str:
+    """The `--help` epilog of a program that exits with `codes` (0 is always listed)."""
+    listed = sorted({ExitCode.OK, *codes})
+    return "exit codes:\n" + "\n".join(f"  {int(c):<2} {MEANINGS[c]}" for c in listed)
+
+
+EXIT_CODE_HELP = exit_code_help(*(code for code in ExitCode if code <= ExitCode.SCHEDULE))
 
 
 class JobError(Exception):
