@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from graphcast_api.tools import weights
+from graphcast_contract.errors import ExitCode
 from modules.storage import db
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +61,7 @@ def test_demo_stops_at_once_when_the_port_is_taken(project: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = _demo(project, "--offline", "--port", str(port))
-    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.returncode == ExitCode.CANNOT_LISTEN, result.stdout + result.stderr
     assert f"port {port} on 127.0.0.1 is taken" in result.stderr
     assert "--port N" in result.stderr
     assert not (project / "data").exists()
