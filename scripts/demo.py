@@ -38,14 +38,12 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from config.settings import load_settings  # noqa: E402
-from graphcast_contract.errors import ExitCode, exit_code_help  # noqa: E402
-from graphcast_contract.project import PROJECT_ROOT  # noqa: E402
-from graphcast_contract.variables import STATS_FILES  # noqa: E402
-from graphcast_api.tools import weights  # noqa: E402
-from modules.storage import db  # noqa: E402
+from config.settings import load_settings
+from graphcast_contract.errors import ExitCode, exit_code_help
+from graphcast_contract.project import PROJECT_ROOT
+from graphcast_contract.variables import STATS_FILES
+from graphcast_api.tools import weights
+from modules.storage import db
 
 INIT_TIME = "2022-01-01T06:00"  # second frame of the official example (and synthetic) dataset
 DATA_START = "2022-01-01T00:00"
@@ -78,8 +76,7 @@ class DemoFiles:
 
 def child_env(api_url: str) -> dict[str, str]:
     """Environment of every step: the embedded database and this demo's API."""
-    return dict(os.environ, DATABASE_URL="", GRAPHCAST_API_URL=api_url,
-                PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1")
+    return dict(os.environ, DATABASE_URL="", GRAPHCAST_API_URL=api_url, PYTHONUNBUFFERED="1")
 
 
 def step(title: str, command: list[str], env: dict[str, str]) -> None:
