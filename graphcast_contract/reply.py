@@ -104,7 +104,7 @@ def _parse_entry(entry: Any, spec: ModelSpec, context: ForecastContext,
         if entry["valid_time"] != iso_utc(valid_time):
             raise InvalidReplyError(f"forecast valid_time for {label} is "
                                     f"{entry['valid_time']!r}, expected {iso_utc(valid_time)}")
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # 1e400 as JSON int
         raise InvalidReplyError(f"forecast entry {json.dumps(entry)[:200]} is malformed "
                                 f"({type(exc).__name__}: {exc})") from None
     return Forecast(site.name, site.latitude, site.longitude, variable, level, unit, lead,

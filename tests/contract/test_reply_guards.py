@@ -133,6 +133,8 @@ GUARDS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
                          "'2022-01-01T18:00:00Z', expected 2022-01-01T12:00:00Z"),
     "unknown-site": (_set(0, "site", "Atlantis"), "is malformed (KeyError: 'Atlantis')"),
     "missing-unit": (_drop_key("unit"), "is malformed (KeyError: 'unit')"),
+    "huge-integer": (_set(0, "value", 10**400),
+                     "is malformed (OverflowError: int too large to convert to float)"),
     "lead-not-a-number": (_set(0, "lead_hours", "six"),
                           "is malformed (ValueError: invalid literal for int()"),
     "entry-not-an-object": (_set(0, "site", ["Paris"]), "is malformed (TypeError:"),
