@@ -1,7 +1,7 @@
 """What a served model takes and gives, as `GET /v1/model` describes it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -134,7 +134,7 @@ class ModelSpec:
     targets: dict[str, Target]
     step_hours: int
     max_lead_hours: int
-    provenance: Provenance = Provenance()
+    provenance: Provenance = field(default_factory=Provenance)
 
     @classmethod
     def from_reply(cls, reply: Any) -> "ModelSpec":

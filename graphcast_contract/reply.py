@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +40,7 @@ class CycleForecast:
     init_time: datetime
     values: tuple[Forecast, ...]
     clamped: int = 0
-    provenance: Provenance = Provenance()
+    provenance: Provenance = field(default_factory=Provenance)
 
 
 def parse_forecast_reply(reply: Any, spec: ModelSpec, context: ForecastContext

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 import sys
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 # Reasons a test may skip, each with why that is acceptable: the machine lacks something
 # the test needs that the project cannot provide, never a failure of the project itself.

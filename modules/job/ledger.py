@@ -61,7 +61,7 @@ class RunOutcome:
     rows_written: int = 0
     clamped: int = 0  # small negatives of non-negative variables stored as 0
     timings: StageTimings = field(default_factory=StageTimings)
-    provenance: Provenance = Provenance()  # from the forecast reply, else /v1/model
+    provenance: Provenance = field(default_factory=Provenance)  # reply's, else /v1/model's
 
 
 def _provenance_values(provenance: Provenance) -> tuple[str | None, ...]:
@@ -72,8 +72,9 @@ def _provenance_values(provenance: Provenance) -> tuple[str | None, ...]:
 
 
 def start_run(conn: Connection, init_time: datetime, model: str,
-              provenance: Provenance = Provenance()) -> int:
+              provenance: Provenance | None = None) -> int:
     """Record a new attempt as 'running' (committed at once); return its run_id."""
+    provenance = provenance or Provenance()
     with conn, conn.cursor() as cur:
         cur.execute("INSERT INTO forecast_runs (init_time, model, status, checkpoint_file,"
                     " checkpoint_sha256, precision, device, project_version)"
