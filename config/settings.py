@@ -75,12 +75,30 @@ def _variables(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(variables)
 
 
+def env_file_path() -> Path | None:
+    """The `.env` file to read: `ENV_FILE` when set (empty: none, so that tests and other
+    callers with an explicit environment never pick up a working copy's `.env`), else the
+    project's `.env`."""
+    chosen = os.environ.get("ENV_FILE")
+    if chosen is None:
+        return PROJECT_ROOT / ".env"
+    if not chosen.strip():
+        return None
+    path = Path(chosen)
+    if not path.is_file():
+        raise SettingsError(f"ENV_FILE={chosen!r} is not a file")
+    return path
+
+
 def load_settings(env_file: Path | None = None) -> Settings:
-    """Read settings; values already in the environment win over the `.env` file.
+    """Read settings; values already in the environment win over the `.env` file
+    (`env_file`, else `env_file_path()`).
 
     Raises SettingsError naming the first setting with an unusable value.
     """
-    load_dotenv(env_file or PROJECT_ROOT / ".env", override=False)
+    env_file = env_file or env_file_path()
+    if env_file is not None:
+        load_dotenv(env_file, override=False)
     return Settings(
         database_url=os.environ.get("DATABASE_URL") or None,
         embedded_pg_dir=Path(os.environ.get("EMBEDDED_PG_DIR", PROJECT_ROOT / ".pgdata")),

@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from graphcast_api.engine.configs import ModelConfig
+from graphcast_contract.files import new_temporary_file
 from graphcast_api.engine.mesh import TriangularMesh, faces_to_edges, mesh_hierarchy, \
     multi_mesh_edges
 
@@ -203,9 +203,14 @@ def load_or_build_graphs(model_config: ModelConfig, lat: np.ndarray, lon: np.nda
     graphs = build_graphs(model_config, lat, lon)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
-            np.savez(handle, **_to_arrays(graphs))
-        os.replace(handle.name, path)
+        temporary = new_temporary_file(directory, ".tmp")
+        try:
+            with open(temporary, "wb") as handle:
+                np.savez(handle, **_to_arrays(graphs))
+            os.replace(temporary, path)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            raise
     except OSError as error:
         _LOG.warning("could not write graph cache %s: %s", path, error)
     return graphs

@@ -159,7 +159,8 @@ def add_routes(app: FastAPI) -> None:
         log.info("forecast %s: %d values, %s", decoded.init_time.isoformat(), len(entries),
                  ", ".join(f"{k} {v:.3f}" for k, v in timings.items()))
         return ForecastResponse(model=model.name, init_time=decoded.init_time,
-                                forecasts=entries, timings=timings)
+                                forecasts=entries, timings=timings,
+                                provenance=model_card.provenance(model))
 
 
 def add_error_handlers(app: FastAPI) -> None:

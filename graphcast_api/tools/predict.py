@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from graphcast_contract.files import new_temporary_file
 from graphcast_contract.variables import STATS_FILES
 
 EXIT_OK = 0
@@ -75,8 +75,7 @@ def split_example_batch(batch, steps: int, forcing_variables: Sequence[str]):
 def _write_atomically(dataset, out: Path) -> None:
     """Write NetCDF to a temporary file beside `out`, then rename it into place."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=out.parent, suffix=".nc.tmp")
-    os.close(handle)
+    temporary = new_temporary_file(out.parent, ".nc.tmp")
     try:
         dataset.to_netcdf(temporary)
         os.replace(temporary, out)
