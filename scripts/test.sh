@@ -10,4 +10,5 @@ if [ "${1:-}" = "--fast" ]; then
     shift
     set -- -m "not slow" "$@"
 fi
-exec .venv/bin/python -m pytest "$@"
+# Tests never read the working copy's .env (ENV_FILE empty: no .env file at all).
+ENV_FILE="" exec .venv/bin/python -m pytest "$@"
