@@ -89,7 +89,8 @@ def _first_set(*values: object) -> str | None:
 
 
 def _path(text: str | None) -> Path | None:
-    return Path(text) if text is not None else None
+    """A path setting; a leading ~ is the home folder (as written in `.env`)."""
+    return Path(text).expanduser() if text is not None else None
 
 
 def positive(option: str, text: str) -> float:

@@ -56,6 +56,8 @@ def test_command_line_beats_environment_beats_env_file_beats_default(
     no_env.setenv("GRAPHCAST_API_PORT", "")         # empty counts as unset
     from_file = load_service_settings(None, env_file=env_file)
     assert (from_file.port, from_file.compile) == (7001, True)
+    no_env.setenv("GRAPHCAST_CACHE_DIR", "~/graphs")
+    assert load_service_settings(None, env_file=env_file).cache_dir == Path.home() / "graphs"
 
 
 @pytest.mark.parametrize("variable, value, message", [
