@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
+from graphcast_contract import project
 from graphcast_contract.project import PROJECT_ROOT
 
 
@@ -76,18 +77,11 @@ def _variables(text: str) -> tuple[tuple[str, int], ...]:
 
 
 def env_file_path() -> Path | None:
-    """The `.env` file to read: `ENV_FILE` when set (empty: none, so that tests and other
-    callers with an explicit environment never pick up a working copy's `.env`), else the
-    project's `.env`."""
-    chosen = os.environ.get("ENV_FILE")
-    if chosen is None:
-        return PROJECT_ROOT / ".env"
-    if not chosen.strip():
-        return None
-    path = Path(chosen)
-    if not path.is_file():
-        raise SettingsError(f"ENV_FILE={chosen!r} is not a file")
-    return path
+    """The `.env` file to read (see `graphcast_contract.project.env_file_path`)."""
+    try:
+        return project.env_file_path()
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def load_settings(env_file: Path | None = None) -> Settings:

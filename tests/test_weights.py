@@ -16,6 +16,7 @@ import pytest
 
 from graphcast_api.tools import weights
 from graphcast_api.__main__ import main
+from graphcast_contract.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,7 +117,7 @@ def test_interrupted_transfer_resumes_with_range(bucket: Bucket, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     path = weights.checkpoint_path("small")
     bucket.cut_after[path] = 200_000  # of ~240 kB: the bytes of the chunk in flight are lost
-    assert _fetch(bucket, tmp_path) == weights.EXIT_INCOMPLETE
+    assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
     kept = (tmp_path / (path + ".part")).stat().st_size
     assert 0 < kept <= 200_000
     assert f"interrupted after {kept} bytes" in capsys.readouterr().err
@@ -127,10 +128,12 @@ def test_interrupted_transfer_resumes_with_range(bucket: Bucket, tmp_path: Path,
     assert _files(tmp_path) == _expected(bucket)
 
 
-def test_resume_when_server_ignores_range_starts_over(bucket: Bucket, tmp_path: Path) -> None:
+def test_resume_when_server_ignores_range_starts_over(bucket: Bucket, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     path = weights.checkpoint_path("small")
     bucket.cut_after[path] = 200_000
-    assert _fetch(bucket, tmp_path) == weights.EXIT_INCOMPLETE
+    assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
+    assert "run the command again to resume" in capsys.readouterr().err
     assert (tmp_path / (path + ".part")).stat().st_size > 0
     bucket.honour_range = False
     assert _fetch(bucket, tmp_path) == 0
@@ -140,7 +143,7 @@ def test_resume_when_server_ignores_range_starts_over(bucket: Bucket, tmp_path: 
 
 def test_missing_object_is_a_clear_error_and_writes_nothing(bucket: Bucket, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    assert _fetch(bucket, tmp_path, "operational") == weights.EXIT_HTTP_ERROR
+    assert _fetch(bucket, tmp_path, "operational") == ExitCode.DOWNLOAD_FAILED
     err = capsys.readouterr().err
     assert "not found (HTTP 404)" in err and "GraphCast_operational" in err
     assert _files(tmp_path) == {}
@@ -150,7 +153,7 @@ def test_truncated_checkpoint_is_rejected(bucket: Bucket, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     path = weights.checkpoint_path("small")
     bucket.objects[path] = bucket.objects[path][:-5_000]  # served whole, but the object is cut
-    assert _fetch(bucket, tmp_path) == weights.EXIT_INCOMPLETE
+    assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
     assert "not a complete .npz checkpoint" in capsys.readouterr().err
     assert _files(tmp_path) == {}
 
@@ -168,9 +171,18 @@ def test_unreachable_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     port = server.server_address[1]
     server.server_close()  # nothing listens on this port any more
     code = main(["fetch-weights", "small", "--dest", str(tmp_path), "--base-url", f"http://127.0.0.1:{port}"])
-    assert code == weights.EXIT_UNREACHABLE
+    assert code == ExitCode.DOWNLOAD_FAILED
     assert f"cannot reach 127.0.0.1:{port}" in capsys.readouterr().err
     assert _files(tmp_path) == {}
+
+
+def test_unwritable_destination(bucket: Bucket, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    dest = tmp_path / "a-file"
+    dest.write_text("not a folder")
+    assert _fetch(bucket, dest) == ExitCode.OUTPUT_FAILED
+    assert f"cannot write to {dest / 'params'}" in capsys.readouterr().err
+    assert bucket.requests == []
 
 
 def test_fetch_example_dataset(bucket: Bucket, tmp_path: Path) -> None:

@@ -97,8 +97,8 @@ class Forecaster:
                    compile: bool | None = None) -> "Forecaster":
         """Load an official checkpoint `.npz` and a directory with the three stats files.
 
-        cache_dir: where built graphs are kept (default: see graph.default_cache_dir);
-        compile: torch.compile the network (default: see network._compile_enabled).
+        cache_dir: where built graphs are kept (None: graph.default_cache_dir());
+        compile: torch.compile the network (None: network._compile_by_default).
         """
         loaded = load_checkpoint(Path(checkpoint))
         stem = Path(checkpoint).stem

@@ -148,9 +148,8 @@ def build_graphs(model_config: ModelConfig, lat: np.ndarray, lon: np.ndarray) ->
 
 
 def default_cache_dir() -> Path:
-    """Graph cache directory: $GRAPHCAST_CACHE_DIR, else ~/.cache/graphcast_api/graphs."""
-    return Path(os.environ.get("GRAPHCAST_CACHE_DIR",
-                               Path.home() / ".cache" / "graphcast_api" / "graphs"))
+    """Graph cache directory when the caller gives none (the settings may choose another)."""
+    return Path.home() / ".cache" / "graphcast_api" / "graphs"
 
 
 def _cache_key(model_config: ModelConfig, lat: np.ndarray, lon: np.ndarray) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 import zipfile
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -17,6 +18,7 @@ from urllib.parse import quote, urlsplit
 import requests
 from tqdm import tqdm
 
+from graphcast_contract.errors import ExitCode, exit_code_help
 from graphcast_contract.variables import STATS_FILES
 
 BUCKET_URL = "https://storage.googleapis.com/dm_graphcast"
@@ -46,16 +48,14 @@ DATA_LICENCE = (
 CHUNK_BYTES = 1 << 16  # an interruption loses at most the chunk being read
 TIMEOUT_S = (10, 60)  # connect, read
 
-EXIT_HTTP_ERROR = 3
-EXIT_INCOMPLETE = 4
-EXIT_UNREACHABLE = 5
-EXIT_LOCAL = 6
+EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.DOWNLOAD_FAILED,
+              ExitCode.OUTPUT_FAILED)
 
 
 class DownloadError(Exception):
     """A download that failed; `exit_code` tells the command line what to return."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: ExitCode) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
@@ -102,10 +102,10 @@ def _open_transfer(url: str, offset: int) -> tuple[requests.Response, int]:
     except requests.RequestException as error:
         host = urlsplit(url).netloc
         raise DownloadError(f"cannot reach {host} ({type(error).__name__}); check the network "
-                            "connection and --base-url", EXIT_UNREACHABLE) from error
+                            "connection and --base-url", ExitCode.DOWNLOAD_FAILED) from error
     if response.status_code == 404:
         response.close()
-        raise DownloadError(f"not found (HTTP 404): {url}", EXIT_HTTP_ERROR)
+        raise DownloadError(f"not found (HTTP 404): {url}", ExitCode.DOWNLOAD_FAILED)
     if response.status_code == 206 and _range_start(response) == offset:
         return response, offset
     if response.status_code == 200:
@@ -113,7 +113,7 @@ def _open_transfer(url: str, offset: int) -> tuple[requests.Response, int]:
     response.close()
     if response.status_code == 416 and offset:
         return _open_transfer(url, 0)  # nothing left past the partial file's end: start over
-    raise DownloadError(f"HTTP {response.status_code} {response.reason} for {url}", EXIT_HTTP_ERROR)
+    raise DownloadError(f"HTTP {response.status_code} {response.reason} for {url}", ExitCode.DOWNLOAD_FAILED)
 
 
 def _check_complete(path: Path, expected: int | None, url: str) -> None:
@@ -121,7 +121,7 @@ def _check_complete(path: Path, expected: int | None, url: str) -> None:
     size = path.stat().st_size
     if expected is not None and size != expected:
         raise DownloadError(f"incomplete transfer of {url}: {size} of {expected} bytes received; "
-                            "run the command again to resume", EXIT_INCOMPLETE)
+                            "run the command again to resume", ExitCode.DOWNLOAD_FAILED)
     if path.name.endswith(".npz.part"):
         try:
             with zipfile.ZipFile(path) as archive:
@@ -129,11 +129,11 @@ def _check_complete(path: Path, expected: int | None, url: str) -> None:
         except zipfile.BadZipFile as error:
             path.unlink()
             raise DownloadError(f"{url} is not a complete .npz checkpoint ({error}); "
-                                "the partial file was removed", EXIT_INCOMPLETE) from error
+                                "the partial file was removed", ExitCode.DOWNLOAD_FAILED) from error
         if bad_member is not None:
             path.unlink()
             raise DownloadError(f"{url}: checkpoint member {bad_member!r} is corrupt; "
-                                "the partial file was removed", EXIT_INCOMPLETE)
+                                "the partial file was removed", ExitCode.DOWNLOAD_FAILED)
 
 
 def download(url: str, target: Path, progress: bool = True) -> bool:
@@ -149,7 +149,7 @@ def download(url: str, target: Path, progress: bool = True) -> bool:
         target.parent.mkdir(parents=True, exist_ok=True)
         offset = partial.stat().st_size if partial.exists() else 0
     except OSError as error:
-        raise DownloadError(f"cannot write to {target.parent}: {error}", EXIT_LOCAL) from error
+        raise DownloadError(f"cannot write to {target.parent}: {error}", ExitCode.OUTPUT_FAILED) from error
     response, offset = _open_transfer(url, offset)
     expected = _total_size(response, offset)
     with response, tqdm(total=expected, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
@@ -165,9 +165,9 @@ def download(url: str, target: Path, progress: bool = True) -> bool:
             done = partial.stat().st_size
             raise DownloadError(f"transfer of {url} interrupted after {done} bytes "
                                 f"({type(error).__name__}); "
-                                "run the command again to resume", EXIT_INCOMPLETE) from error
+                                "run the command again to resume", ExitCode.DOWNLOAD_FAILED) from error
         except OSError as error:
-            raise DownloadError(f"cannot write {partial}: {error}", EXIT_LOCAL) from error
+            raise DownloadError(f"cannot write {partial}: {error}", ExitCode.OUTPUT_FAILED) from error
     _check_complete(partial, expected, url)
     os.replace(partial, target)
     return True
@@ -208,7 +208,7 @@ def _run_fetch_weights(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     print(f"checkpoint: {paths[0]}\nstats dir:  {paths[1].parent}")
-    return 0
+    return ExitCode.OK
 
 
 def _run_fetch_example(args: argparse.Namespace) -> int:
@@ -217,14 +217,16 @@ def _run_fetch_example(args: argparse.Namespace) -> int:
     except DownloadError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    return 0
+    return ExitCode.OK
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register `fetch-weights` and `fetch-example` on the package's command line."""
     weights = subparsers.add_parser(
         "fetch-weights", help="download an official checkpoint and its normalisation statistics",
-        description=f"Download an official GraphCast checkpoint and the three statistics files. {WEIGHTS_LICENCE}")
+        description=textwrap.fill(f"Download an official GraphCast checkpoint and the three "
+                                  f"statistics files. {WEIGHTS_LICENCE}"),
+        epilog=exit_code_help(*EXIT_CODES), formatter_class=argparse.RawDescriptionHelpFormatter)
     weights.add_argument("model", choices=sorted(CHECKPOINTS), help="which published model")
     weights.add_argument("--dest", type=Path, required=True, help="directory to download into")
     weights.add_argument("--base-url", default=BUCKET_URL, help="bucket address (default: %(default)s)")
@@ -232,7 +234,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     example = subparsers.add_parser(
         "fetch-example", help="download the official 1.0-degree, 13-level ERA5 example dataset",
-        description=f"Download the official ERA5 example batch of 2022-01-01. {DATA_LICENCE}")
+        description=textwrap.fill(f"Download the official ERA5 example batch of 2022-01-01. "
+                                  f"{DATA_LICENCE}"),
+        epilog=exit_code_help(*EXIT_CODES), formatter_class=argparse.RawDescriptionHelpFormatter)
     example.add_argument("--dest", type=Path, required=True, help="directory to download into")
     example.add_argument("--steps", type=int, choices=EXAMPLE_STEPS, default=4,
                          help="target frames after the two inputs (default: %(default)s)")

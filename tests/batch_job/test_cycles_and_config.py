@@ -116,11 +116,12 @@ def test_env_file_setting_chooses_the_dotenv(monkeypatch: pytest.MonkeyPatch,
     """ENV_FILE unset reads the project's `.env`; empty reads none; a path reads that file.
     The project root is a copy here, so no `.env` is ever written into the working copy."""
     import config.settings as settings_module
+    from graphcast_contract import project as project_module
 
     project = tmp_path / "project"
     project.mkdir()
     (project / ".env").write_text(HOSTILE_ENV)
-    monkeypatch.setattr(settings_module, "PROJECT_ROOT", project)
+    monkeypatch.setattr(project_module, "PROJECT_ROOT", project)
     for name in ("ENV_FILE", "FORECAST_VARIABLES", "GRAPHCAST_API_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     assert settings_module.env_file_path() == project / ".env"
