@@ -12,7 +12,7 @@ from graphcast_api.engine.checkpoint import CheckPoint, load_checkpoint
 from graphcast_api.engine.configs import TIME_STEP, ModelConfig, TaskConfig
 from graphcast_api.engine.forcings import add_forcings
 from graphcast_api.engine.graph import load_or_build_graphs
-from graphcast_api.engine.network import GraphCastNetwork
+from graphcast_api.engine.network import DECODE_CHUNK_NODES, ROW_BLOCK, GraphCastNetwork
 from graphcast_api.engine.normalization import denormalize_targets, normalize, stack, unstack
 from graphcast_api.engine.stats import NormalizationStats, load_stats
 from graphcast_contract.variables import ATMOSPHERIC_VARIABLES
@@ -73,7 +73,9 @@ class Forecaster:
 
     def __init__(self, checkpoint: CheckPoint, stats: NormalizationStats, *, name: str,
                  precision: str | None = None, device: str | None = None,
-                 cache_dir: Path | None = None, compile: bool | None = None) -> None:
+                 cache_dir: Path | None = None, compile: bool | None = None,
+                 decode_chunk_nodes: int = DECODE_CHUNK_NODES,
+                 row_block: int = ROW_BLOCK) -> None:
         self.device = device or default_device()
         self.precision = precision or default_precision(self.device)
         if self.precision not in PRECISIONS:
@@ -89,23 +91,28 @@ class Forecaster:
         self.graphs = load_or_build_graphs(self.model_config, self.latitudes, self.longitudes,
                                            cache_dir)
         self.network = GraphCastNetwork(checkpoint.params, self.graphs, self.model_config,
-                                        PRECISIONS[self.precision], self.device, compile)
+                                        PRECISIONS[self.precision], self.device, compile,
+                                        decode_chunk_nodes=decode_chunk_nodes,
+                                        row_block=row_block)
 
     @classmethod
     def from_files(cls, checkpoint: Path, stats_dir: Path, *, precision: str | None = None,
                    device: str | None = None, cache_dir: Path | None = None,
-                   compile: bool | None = None) -> "Forecaster":
+                   compile: bool | None = None, decode_chunk_nodes: int = DECODE_CHUNK_NODES,
+                   row_block: int = ROW_BLOCK) -> "Forecaster":
         """Load an official checkpoint `.npz` and a directory with the three stats files.
 
         cache_dir: where built graphs are kept (None: graph.default_cache_dir());
-        compile: torch.compile the network (None: network._compile_by_default).
+        compile: torch.compile the network (None: network._compile_by_default);
+        decode_chunk_nodes, row_block: see GraphCastNetwork (the defaults suit every model).
         """
         loaded = load_checkpoint(Path(checkpoint))
         stem = Path(checkpoint).stem
         name = stem.split(" - ")[0] if " - " in stem else stem
         forecaster = cls(loaded, load_stats(Path(stats_dir), loaded.task_config), name=name,
                          precision=precision, device=device, cache_dir=cache_dir,
-                         compile=compile)
+                         compile=compile, decode_chunk_nodes=decode_chunk_nodes,
+                         row_block=row_block)
         forecaster.checkpoint_file = Path(checkpoint).name
         forecaster.checkpoint_sha256 = file_sha256(Path(checkpoint))
         return forecaster
