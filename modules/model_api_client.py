@@ -58,6 +58,9 @@ class ModelApiClient:
                            f"({type(exc).__name__}); is the service running?") from None
         except requests.exceptions.RequestException as exc:
             raise ApiError(f"GraphCast API {method} {path} failed: {exc}") from None
+        if response.status_code == 401:
+            raise ApiError(f"GraphCast API {method} {path} refused authentication (HTTP 401: "
+                           f"{_detail(response)}); check GRAPHCAST_API_TOKEN")
         if response.status_code != 200:
             raise ApiError(f"GraphCast API {method} {path} answered HTTP "
                            f"{response.status_code}: {_detail(response)}")

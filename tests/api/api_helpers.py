@@ -80,9 +80,17 @@ def serve_command(args: list[str], env: dict[str, str] | None = None,
 @contextmanager
 def serve_in_thread(model, limits: ServiceLimits = ServiceLimits()) -> Iterator[str]:
     """Serve `model` with uvicorn in a thread of this process; yields the base URL."""
+    with serve_asgi(create_app(limits, model)) as url:
+        yield url
+
+
+@contextmanager
+def serve_asgi(app) -> Iterator[str]:
+    """Serve an ASGI `app` (the service's, possibly wrapped) with uvicorn in a thread on
+    loopback; yields the base URL once `/health` answers 200."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(limits, model), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
