@@ -201,6 +201,9 @@ async def answer_forecast(request: Request, model: Forecaster, started: float,
     worker thread, never on the event loop."""
     body = await read_body(request)
     request.scope["body_read"] = True
+    # uvicorn may have paused reading this connection during the last body chunk; a receive
+    # resumes it, so that a client closing while it waits is noticed at its turn.
+    await request.is_disconnected()
     limits: ServiceLimits = request.app.state.limits
     try:
         decoded = await asyncio.to_thread(decode_forecast_request, body, model, limits.caps())
