@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime, timezone
@@ -16,7 +17,7 @@ from pathlib import Path
 import psycopg2
 from psycopg2.extensions import connection as Connection
 
-from config.settings import load_settings
+from config.settings import Settings, SettingsError, load_settings
 from graphcast_contract.cycles import cycles_of_days
 from graphcast_contract.errors import DatabaseError
 from graphcast_contract.project import PROJECT_ROOT
@@ -27,12 +28,13 @@ from modules.inputs.loader import load_file
 from modules.inputs.regrid import global_grid
 from modules.inputs.sources import InvalidDataError, UnreadableFileError, sniff_format
 from modules.inputs.status import cycle_status
+from modules.job.logs import register_secrets, setup_console_logging
 from modules.storage.db import open_database
 
 log = logging.getLogger("era5_loader")
 
 EXIT_OK = 0
-EXIT_USAGE = 2          # bad command line (argparse)
+EXIT_USAGE = 2          # bad command line (argparse) or configuration (settings)
 EXIT_UNREADABLE = 3     # file missing, unreadable, or not NetCDF/GRIB
 EXIT_INVALID_DATA = 4   # unknown variable, units, coordinates, grid, NaN/inf, missing hours
 EXIT_DATABASE = 5       # database unreachable or failing
@@ -41,9 +43,9 @@ EXIT_DOWNLOAD = 6       # CDS request or download failed (download command)
 DEFAULT_DOWNLOAD_DIR = PROJECT_ROOT / "data" / "era5"
 
 
-def _connect() -> Connection:
+def _connect(settings: Settings | None = None) -> Connection:
     """The configured database (DATABASE_URL or the embedded server), migrated."""
-    return open_database(load_settings())
+    return open_database(settings or load_settings())
 
 
 def load_files(paths: Sequence[Path], grid_step: float | None) -> int:
@@ -55,13 +57,18 @@ def load_files(paths: Sequence[Path], grid_step: float | None) -> int:
         log.error("%s", exc)
         return EXIT_UNREADABLE
     try:
-        conn = _connect()
+        settings = load_settings()
+    except SettingsError as exc:
+        log.error("configuration error: %s", exc)
+        return EXIT_USAGE
+    try:
+        conn = _connect(settings)
     except (DatabaseError, psycopg2.Error) as exc:
         log.error("database unavailable: %s", exc)
         return EXIT_DATABASE
     try:
         for path in paths:
-            result = load_file(conn, path, grid_step)
+            result = load_file(conn, path, grid_step, min_grid_step=settings.era5_min_grid_step)
             log.info("%s: loaded %d fields at %d valid times and %d static fields on the "
                      "%d x %d grid%s", path, result.fields, len(result.valid_times),
                      result.static_fields, *result.grid.shape,
@@ -82,7 +89,7 @@ def load_files(paths: Sequence[Path], grid_step: float | None) -> int:
 
 
 EXIT_CODES_HELP = (
-    "exit codes: 0 ok, 2 bad command line, 3 file missing/unreadable/not NetCDF or GRIB, "
+    "exit codes: 0 ok, 2 bad command line or configuration, 3 file missing/unreadable/not NetCDF or GRIB, "
     "4 invalid data (unknown variable or units, coordinates, grid, NaN/inf, missing hours), "
     "5 database error, 6 CDS download failed"
 )
@@ -186,7 +193,12 @@ def print_status(days: int, until: date | None, grid_step: float) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_console_logging()
+    try:
+        register_secrets((*load_settings().secrets(), os.environ.get("CDSAPI_KEY")))
+    except SettingsError as exc:
+        log.error("configuration error: %s", exc)
+        return EXIT_USAGE
     if argv[:1] == ["download"]:
         args = download_parser().parse_args(argv[1:])
         return download_and_load(args.dates, args.dir, args.format, args.grid_step)

@@ -9,8 +9,9 @@ import sys
 
 import psycopg2
 
-from config.settings import load_settings
+from config.settings import SettingsError, load_settings
 from graphcast_contract.errors import DatabaseError
+from modules.job.logs import clean, redact, register_secrets
 from modules.storage.db import open_database
 
 
@@ -19,7 +20,13 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        conn = open_database(load_settings())
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"configuration error: {clean(exc)}", file=sys.stderr)
+        return 2
+    register_secrets(settings.secrets())
+    try:
+        conn = open_database(settings)
         with conn, conn.cursor() as cur:
             cur.execute(argv[0])
             if cur.description is None:
@@ -30,7 +37,7 @@ def main(argv: list[str]) -> int:
                 print(" | ".join(str(value) for value in row))
         conn.close()
     except (DatabaseError, psycopg2.Error) as exc:
-        print(f"error: {str(exc).strip()}", file=sys.stderr)
+        print(f"error: {redact(str(exc).strip())}", file=sys.stderr)
         return 1
     return 0
 

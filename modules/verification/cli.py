@@ -11,9 +11,10 @@ from pathlib import Path
 
 import psycopg2
 
-from config.settings import load_settings
+from config.settings import SettingsError, load_settings
 from graphcast_contract.errors import DatabaseError
 from graphcast_contract.project import PROJECT_ROOT
+from modules.job.logs import register_secrets, setup_console_logging
 from modules.storage.db import open_database
 from modules.verification import report
 from modules.verification.scores import verify
@@ -21,7 +22,7 @@ from modules.verification.scores import verify
 log = logging.getLogger("verification")
 
 EXIT_OK = 0
-EXIT_USAGE = 2  # argparse's code for bad arguments
+EXIT_USAGE = 2  # argparse's code for bad arguments; also a bad setting
 EXIT_DATABASE = 3
 EXIT_REPORT = 4
 
@@ -43,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Verify stored forecasts against ERA5 in the store, update"
                     " forecast_scores, print a score table and write plots.",
         epilog=f"Exit codes: {EXIT_OK} ok (also when nothing was ready), {EXIT_USAGE} bad"
-               f" arguments, {EXIT_DATABASE} database unreachable or failing, {EXIT_REPORT}"
+               f" arguments or configuration, {EXIT_DATABASE} database unreachable or failing, {EXIT_REPORT}"
                " plots could not be written.",
     )
     parser.add_argument("--since", type=_parse_since, metavar="DATE",
@@ -60,9 +61,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_console_logging()
     try:
-        conn = open_database(load_settings())
+        settings = load_settings()
+    except SettingsError as exc:
+        log.error("configuration error: %s", exc)
+        return EXIT_USAGE
+    register_secrets(settings.secrets())
+    try:
+        conn = open_database(settings)
         try:
             summary = verify(conn, since=args.since, model=args.model)
         finally:
