@@ -201,11 +201,17 @@ def load_or_build_graphs(model_config: ModelConfig, lat: np.ndarray, lon: np.nda
         except (OSError, ValueError, KeyError) as error:
             _LOG.warning("ignoring unreadable graph cache %s: %s", path, error)
     graphs = build_graphs(model_config, lat, lon)
+    temporary: str | None = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
+            temporary = handle.name
             np.savez(handle, **_to_arrays(graphs))
-        os.replace(handle.name, path)
+        os.replace(temporary, path)
+        temporary = None
     except OSError as error:
         _LOG.warning("could not write graph cache %s: %s", path, error)
+    finally:
+        if temporary is not None:  # a failed write leaves no half-written file behind
+            Path(temporary).unlink(missing_ok=True)
     return graphs
