@@ -54,7 +54,8 @@ def _init_time(text: str) -> datetime:
         raise ConfigError(f"--init-time {exc}") from None
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
+    """Run the command; `now` (default: the clock) picks the J-6 cycle, for tests."""
     args = build_parser().parse_args(argv)
     if args.install_schedule or args.uninstall_schedule:
         return schedule.command(install=args.install_schedule)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return exc.exit_code
     try:
-        return forecast_job.run(settings, options)
+        return forecast_job.run(settings, options, now)
     except Exception:
         log.exception("unexpected error")
         return ExitCode.INTERNAL

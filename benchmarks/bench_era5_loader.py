@@ -25,11 +25,9 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from graphcast_contract.project import PROJECT_ROOT  # noqa: E402
-from modules.storage import db  # noqa: E402
-from modules.inputs.era5_variables import PRESSURE_LEVELS  # noqa: E402
+from graphcast_contract.project import PROJECT_ROOT
+from modules.storage import db
+from modules.inputs.era5_variables import PRESSURE_LEVELS
 
 LAT = np.arange(90, -90.125, -0.25)
 LON = np.arange(0, 360, 0.25)

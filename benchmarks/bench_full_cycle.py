@@ -33,11 +33,10 @@ from pathlib import Path
 import psycopg2
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from graphcast_api.engine.checkpoint import random_checkpoint, save_checkpoint  # noqa: E402
-from graphcast_contract.project import PROJECT_ROOT  # noqa: E402
-from graphcast_contract.variables import STATS_FILES  # noqa: E402
-from modules.storage import db  # noqa: E402
+from graphcast_api.engine.checkpoint import random_checkpoint, save_checkpoint
+from graphcast_contract.project import PROJECT_ROOT
+from graphcast_contract.variables import STATS_FILES
+from modules.storage import db
 
 REFERENCE_DIR = PROJECT_ROOT / "tests" / "data" / "graphcast_reference"
 INIT_TIME = "2022-01-01T06:00"

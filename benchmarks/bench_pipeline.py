@@ -30,23 +30,21 @@ from typing import Any
 import numpy as np
 import psycopg2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from graphcast_contract.cycles import (INPUT_TIMES_HOURS, MAX_LEAD_HOURS,  # noqa: E402
+from graphcast_contract.cycles import (INPUT_TIMES_HOURS, MAX_LEAD_HOURS,
                                        STEP_HOURS, iso_utc)
-from graphcast_contract.model_spec import Grid, ModelSpec  # noqa: E402
-from graphcast_contract.project import PROJECT_ROOT  # noqa: E402
-from graphcast_contract.reply import parse_forecast_reply  # noqa: E402
-from graphcast_contract.request import ForecastContext, build_payload  # noqa: E402
-from graphcast_contract.variables import (ATMOSPHERIC_VARIABLES, PLAUSIBLE_RANGES,  # noqa: E402
+from graphcast_contract.model_spec import Grid, ModelSpec
+from graphcast_contract.project import PROJECT_ROOT
+from graphcast_contract.reply import parse_forecast_reply
+from graphcast_contract.request import ForecastContext, build_payload
+from graphcast_contract.variables import (ATMOSPHERIC_VARIABLES, PLAUSIBLE_RANGES,
                                           PRESSURE_LEVELS_13, STATIC_VARIABLES,
                                           SURFACE_VARIABLES)
-from modules import data_preparator, prediction_db_ingestion  # noqa: E402
-from modules.inputs import store as era5_store  # noqa: E402
-from modules.job import ledger  # noqa: E402
-from modules.job.sites import load_sites  # noqa: E402
-from modules.model_api_client import ModelApiClient  # noqa: E402
-from modules.storage import db  # noqa: E402
+from modules import data_preparator, prediction_db_ingestion
+from modules.inputs import store as era5_store
+from modules.job import ledger
+from modules.job.sites import load_sites
+from modules.model_api_client import ModelApiClient
+from modules.storage import db
 
 LEVELS = list(PRESSURE_LEVELS_13)
 SURFACE = list(SURFACE_VARIABLES)

@@ -9,8 +9,8 @@ re-run with nothing new, one new cycle, and the report. Target: the month under 
 """
 from __future__ import annotations
 
+import argparse
 import os
-import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
@@ -20,12 +20,11 @@ import numpy as np
 import psycopg2
 from psycopg2.extras import execute_values
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from modules.storage import db  # noqa: E402
-from graphcast_contract.model_spec import Grid  # noqa: E402
-from modules.inputs.store import write_fields  # noqa: E402
-from modules.verification import report  # noqa: E402
-from modules.verification.scores import verify  # noqa: E402
+from modules.storage import db
+from graphcast_contract.model_spec import Grid
+from modules.inputs.store import write_fields
+from modules.verification import report
+from modules.verification.scores import verify
 
 GRID = Grid(n_lat=181, n_lon=360, lat_first=-90.0, lat_step=1.0, lon_first=0.0, lon_step=1.0)
 START = datetime(2022, 1, 1, tzinfo=timezone.utc)
@@ -72,6 +71,7 @@ def timed(label: str, func, *args, **kwargs):
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = os.environ.get("DATABASE_URL") or db.embedded_url(Path(tmp) / "pg")
         with db.scratch_database(server, "bench_verification") as url:

@@ -14,6 +14,7 @@ from dotenv import load_dotenv
 from psycopg2 import ProgrammingError
 from psycopg2.extensions import parse_dsn
 
+from graphcast_contract import project
 from graphcast_contract.project import PROJECT_ROOT
 
 
@@ -112,12 +113,23 @@ def _api_token(text: str | None) -> str | None:
     return text
 
 
+def env_file_path() -> Path | None:
+    """The `.env` file to read (see `graphcast_contract.project.env_file_path`)."""
+    try:
+        return project.env_file_path()
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def load_settings(env_file: Path | None = None) -> Settings:
-    """Read settings; values already in the environment win over the `.env` file.
+    """Read settings; values already in the environment win over the `.env` file
+    (`env_file`, else `env_file_path()`).
 
     Raises SettingsError naming the first setting with an unusable value.
     """
-    load_dotenv(env_file or PROJECT_ROOT / ".env", override=False)
+    env_file = env_file or env_file_path()
+    if env_file is not None:
+        load_dotenv(env_file, override=False)
     return Settings(
         database_url=_database_url(os.environ.get("DATABASE_URL")),
         embedded_pg_dir=Path(os.environ.get("EMBEDDED_PG_DIR", PROJECT_ROOT / ".pgdata")),

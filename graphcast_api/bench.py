@@ -1,7 +1,7 @@
-"""Alias keeping `python -m graphcast_api.bench` working; the code is in tools/bench.py."""
+"""`python -m graphcast_api.bench`: alias of `python -m graphcast_api bench` (tools/bench.py)."""
 import sys
 
-from graphcast_api.tools.bench import main
+from graphcast_api.__main__ import alias_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(alias_main("bench"))

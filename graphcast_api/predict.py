@@ -1,7 +1,7 @@
-"""Alias keeping `python -m graphcast_api.predict` working; the code is in tools/predict.py."""
+"""`python -m graphcast_api.predict`: alias of `python -m graphcast_api predict` (tools/predict.py)."""
 import sys
 
-from graphcast_api.tools.predict import main
+from graphcast_api.__main__ import alias_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(alias_main("predict"))

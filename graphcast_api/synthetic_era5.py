@@ -1,7 +1,8 @@
-"""Alias keeping `python -m graphcast_api.synthetic_era5` working; the code is in tools/synthetic_era5.py."""
+"""`python -m graphcast_api.synthetic_era5`: alias of `python -m graphcast_api synthetic-era5`
+(tools/synthetic_era5.py)."""
 import sys
 
-from graphcast_api.tools.synthetic_era5 import main
+from graphcast_api.__main__ import alias_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(alias_main("synthetic-era5"))

@@ -1,7 +1,7 @@
 """What a served model takes and gives, as `GET /v1/model` describes it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,53 @@ def describe_field(key: FieldKey) -> str:
     return f"{variable} at {level} hPa" if level else variable
 
 
+def _typed(obj: dict[str, Any], key: str, kind: type | tuple[type, ...],
+           item: type | None = None) -> Any:
+    """obj[key], checked to be of `kind` (a list of `item`s when given): a reply with a
+    string where a list belongs must be refused, not read character by character.
+    bool is an int to Python but never a number here."""
+    value = obj[key]
+    values = value if item is not None and isinstance(value, list) else [value]
+    wanted = item if item is not None and isinstance(value, list) else kind
+    for one in values:
+        if not isinstance(one, wanted) or (isinstance(one, bool) and wanted is not bool):
+            raise TypeError(f"{key} is {type(value).__name__} {value!r:.60}, "
+                            f"expected {_kind_name(kind, item)}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...], item: type | None) -> str:
+    names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+    return f"{names} of {item.__name__}" if item is not None else names
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What made a forecast (the service's `provenance` object); None where not told."""
+
+    checkpoint_file: str | None = None
+    checkpoint_sha256: str | None = None
+    precision: str | None = None
+    device: str | None = None
+    version: str | None = None
+
+    @classmethod
+    def from_reply(cls, reply: dict[str, Any], where: str) -> "Provenance":
+        """The reply's `provenance` object; an older service without one gives all None,
+        but a value that is not a string is refused (InvalidReplyError)."""
+        given = reply.get("provenance") or {}
+        if not isinstance(given, dict):
+            raise InvalidReplyError(f"{where}: provenance is not an object")
+        values: dict[str, str | None] = {}
+        for name in cls.__dataclass_fields__:
+            value = given.get(name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidReplyError(f"{where}: provenance {name} is not a string: "
+                                        f"{value!r}")
+            values[name] = value
+        return cls(**values)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What the served model needs and produces (from `GET /v1/model`)."""
@@ -87,31 +134,34 @@ class ModelSpec:
     targets: dict[str, Target]
     step_hours: int
     max_lead_hours: int
+    provenance: Provenance = field(default_factory=Provenance)
 
     @classmethod
     def from_reply(cls, reply: Any) -> "ModelSpec":
         """Parse a `/v1/model` reply; InvalidReplyError names what is wrong."""
         try:
-            if [int(h) for h in reply["input_times_hours"]] != list(INPUT_TIMES_HOURS):
+            if _typed(reply, "input_times_hours", list, int) != list(INPUT_TIMES_HOURS):
                 raise InvalidReplyError(f"/v1/model: input_times_hours is not "
                                         f"{list(INPUT_TIMES_HOURS)}; this job supplies "
                                         "exactly two inputs 6 h apart")
-            grid = reply["grid"]
+            grid = _typed(reply, "grid", dict)
             return cls(
-                model=str(reply["model"]),
-                grid=Grid(int(grid["n_lat"]), int(grid["n_lon"]), float(grid["lat_first"]),
-                          float(grid["lat_step"]), float(grid["lon_first"]),
-                          float(grid["lon_step"])),
-                pressure_levels=tuple(int(p) for p in reply["pressure_levels"]),
-                surface_inputs=tuple(map(str, reply["surface_inputs"])),
-                atmospheric_inputs=tuple(map(str, reply["atmospheric_inputs"])),
-                static_inputs=tuple(map(str, reply["static_inputs"])),
-                targets={t["name"]: Target(str(t["unit"]), bool(t["atmospheric"]))
-                         for t in reply["targets"]},
-                step_hours=int(reply["step_hours"]),
-                max_lead_hours=int(reply["max_lead_hours"]),
+                model=_typed(reply, "model", str),
+                grid=Grid(_typed(grid, "n_lat", int), _typed(grid, "n_lon", int),
+                          *(float(_typed(grid, key, (int, float))) for key in
+                            ("lat_first", "lat_step", "lon_first", "lon_step"))),
+                pressure_levels=tuple(_typed(reply, "pressure_levels", list, int)),
+                surface_inputs=tuple(_typed(reply, "surface_inputs", list, str)),
+                atmospheric_inputs=tuple(_typed(reply, "atmospheric_inputs", list, str)),
+                static_inputs=tuple(_typed(reply, "static_inputs", list, str)),
+                targets={_typed(t, "name", str): Target(_typed(t, "unit", str),
+                                                        _typed(t, "atmospheric", bool))
+                         for t in _typed(reply, "targets", list, dict)},
+                step_hours=_typed(reply, "step_hours", int),
+                max_lead_hours=_typed(reply, "max_lead_hours", int),
+                provenance=Provenance.from_reply(reply, "/v1/model"),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidReplyError(f"/v1/model reply is incomplete or malformed "
                                     f"({type(exc).__name__}: {exc})") from None
 

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from graphcast_contract.cycles import iso_utc
 from graphcast_contract.errors import InvalidReplyError
-from graphcast_contract.model_spec import ModelSpec
+from graphcast_contract.model_spec import ModelSpec, Provenance
 from graphcast_contract.request import ForecastContext, Site
-from graphcast_contract.variables import plausibility_problem
+from graphcast_contract.variables import NON_NEGATIVE, plausibility_problem
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,16 @@ class Forecast:
 
 @dataclass(frozen=True)
 class CycleForecast:
-    """Every value of one cycle's reply, ordered by lead time, site, variable and level."""
+    """Every value of one cycle's reply, ordered by lead time, site, variable and level.
+
+    `clamped` counts the small negative values of non-negative variables stored as 0.
+    """
 
     model: str
     init_time: datetime
     values: tuple[Forecast, ...]
+    clamped: int = 0
+    provenance: Provenance = field(default_factory=Provenance)
 
 
 def parse_forecast_reply(reply: Any, spec: ModelSpec, context: ForecastContext
@@ -62,7 +67,18 @@ def parse_forecast_reply(reply: Any, spec: ModelSpec, context: ForecastContext
         raise InvalidReplyError(f"forecast reply lacks {len(missing)} of {len(wanted)} values, "
                                 f"e.g. {missing[0]}")
     order = sorted(forecasts, key=lambda k: (k[3], k[0], k[1], k[2]))
-    return CycleForecast(spec.model, context.init_time, tuple(forecasts[k] for k in order))
+    values = tuple(_clamp(forecasts[k]) for k in order)
+    clamped = sum(1 for k, value in zip(order, values) if value.value != forecasts[k].value)
+    provenance = Provenance.from_reply(reply, "forecast reply")
+    return CycleForecast(spec.model, context.init_time, values, clamped, provenance)
+
+
+def _clamp(forecast: Forecast) -> Forecast:
+    """A non-negative quantity's small negative (plausible, so above the catalogue's lower
+    bound) is numerical noise of the model's output: store it as the physical 0."""
+    if forecast.variable in NON_NEGATIVE and forecast.value < 0:
+        return replace(forecast, value=0.0)
+    return forecast
 
 
 def _parse_entry(entry: Any, spec: ModelSpec, context: ForecastContext,
@@ -88,7 +104,7 @@ def _parse_entry(entry: Any, spec: ModelSpec, context: ForecastContext,
         if entry["valid_time"] != iso_utc(valid_time):
             raise InvalidReplyError(f"forecast valid_time for {label} is "
                                     f"{entry['valid_time']!r}, expected {iso_utc(valid_time)}")
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # 1e400 as JSON int
         raise InvalidReplyError(f"forecast entry {json.dumps(entry)[:200]} is malformed "
                                 f"({type(exc).__name__}: {exc})") from None
     return Forecast(site.name, site.latitude, site.longitude, variable, level, unit, lead,

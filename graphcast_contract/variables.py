@@ -26,12 +26,17 @@ PRECIPITATION_6HR = "total_precipitation_6hr"
 
 @dataclass(frozen=True)
 class Variable:
-    """One GraphCast variable; `plausible` is (low, high) in `unit`, None when unchecked."""
+    """One GraphCast variable; `plausible` is (low, high) in `unit`, None when unchecked.
+
+    `non_negative` marks physical quantities that cannot be below 0 (amounts, humidity):
+    the model's raw output can still dip slightly below 0, which the job stores as 0.
+    """
 
     name: str
     kind: str
     unit: str
     plausible: tuple[float, float] | None = None
+    non_negative: bool = False
 
 
 # In the published models' channel order within each kind.
@@ -40,14 +45,14 @@ CATALOGUE: tuple[Variable, ...] = (
     Variable("mean_sea_level_pressure", SURFACE, "Pa", (85_000.0, 110_000.0)),
     Variable("10m_v_component_of_wind", SURFACE, "m s-1", (-150.0, 150.0)),
     Variable("10m_u_component_of_wind", SURFACE, "m s-1", (-150.0, 150.0)),
-    Variable(PRECIPITATION_6HR, SURFACE, "m", (-1e-3, 0.5)),
+    Variable(PRECIPITATION_6HR, SURFACE, "m", (-1e-3, 0.5), non_negative=True),
     Variable("temperature", ATMOSPHERIC, "K", (150.0, 350.0)),
     # 1000 hPa lies below ground in deep lows, so its geopotential can be negative.
     Variable("geopotential", ATMOSPHERIC, "m2 s-2", (-20_000.0, 600_000.0)),
     Variable("u_component_of_wind", ATMOSPHERIC, "m s-1", (-250.0, 250.0)),
     Variable("v_component_of_wind", ATMOSPHERIC, "m s-1", (-250.0, 250.0)),
     Variable("vertical_velocity", ATMOSPHERIC, "Pa s-1", (-100.0, 100.0)),
-    Variable("specific_humidity", ATMOSPHERIC, "kg kg-1", (-1e-3, 0.1)),
+    Variable("specific_humidity", ATMOSPHERIC, "kg kg-1", (-1e-3, 0.1), non_negative=True),
     Variable("toa_incident_solar_radiation", FORCING, "J m-2"),
     Variable("year_progress_sin", FORCING, "1"),
     Variable("year_progress_cos", FORCING, "1"),
@@ -70,6 +75,7 @@ STATIC_VARIABLES = names(STATIC)
 FORCING_VARIABLES = names(FORCING)
 UNITS = {v.name: v.unit for v in CATALOGUE}
 PLAUSIBLE_RANGES = {v.name: v.plausible for v in CATALOGUE if v.plausible}
+NON_NEGATIVE = frozenset(v.name for v in CATALOGUE if v.non_negative)
 
 
 def plausibility_problem(variable: str, values: np.ndarray) -> str | None:

@@ -21,7 +21,7 @@ from psycopg2.extensions import connection as Connection
 from config.settings import Settings
 from graphcast_contract.cycles import earlier_cycles, iso_utc, target_init_time
 from graphcast_contract.errors import AlreadyRunningError, DatabaseError, ExitCode, JobError
-from graphcast_contract.model_spec import ModelSpec
+from graphcast_contract.model_spec import ModelSpec, Provenance
 from graphcast_contract.reply import CycleForecast, parse_forecast_reply
 from graphcast_contract.request import ForecastContext, Site, build_payload
 from modules import data_preparator, prediction_db_ingestion
@@ -172,16 +172,19 @@ def _ingest(job: Job, outcome: RunOutcome, forecast: CycleForecast) -> None:
     with job.conn, job.conn.cursor() as cur:
         with outcome.timings.measure(Stage.INGEST):
             outcome.rows_written = prediction_db_ingestion.ingest(cur, outcome.run_id, forecast)
+        outcome.clamped = forecast.clamped
+        if forecast.provenance != Provenance():
+            outcome.provenance = forecast.provenance
         outcome.status = "succeeded"
         ledger.finish_run(cur, outcome)
 
 
 def _run_cycle(job: Job, spec: ModelSpec, init_time: datetime) -> RunOutcome:
     """Prepare, infer and ingest one cycle; every failure is recorded in its ledger row."""
-    outcome = RunOutcome(None, init_time, "running", ExitCode.OK)
+    outcome = RunOutcome(None, init_time, "running", ExitCode.OK, provenance=spec.provenance)
     context = _context(job, init_time)
     try:
-        outcome.run_id = ledger.start_run(job.conn, init_time, spec.model)
+        outcome.run_id = ledger.start_run(job.conn, init_time, spec.model, spec.provenance)
         with outcome.timings.measure(Stage.PREPARE):
             body = _prepare(job, spec, context)
         with outcome.timings.measure(Stage.INFER):
@@ -198,7 +201,7 @@ def _run_cycle(job: Job, spec: ModelSpec, init_time: datetime) -> RunOutcome:
     log.error("cycle %s: %s", iso_utc(init_time), error)
     outcome.status, outcome.exit_code = error.status, error.exit_code
     outcome.reason = clean(error)  # stored: secrets masked, one line
-    outcome.rows_written = 0
+    outcome.rows_written = outcome.clamped = 0
     _finish_failed(job, outcome)
     return outcome
 
@@ -243,7 +246,7 @@ def _dry_run(job: Job, target: datetime, catch_up: int) -> int:
 
 def _log_summary(outcome: RunOutcome) -> None:
     """The one summary line of a run."""
-    log.info("summary init_time=%s status=%s rows=%d %s exit=%d run_id=%s%s",
+    log.info("summary init_time=%s status=%s rows=%d clamped=%d %s exit=%d run_id=%s%s",
              iso_utc(outcome.init_time), outcome.status, outcome.rows_written,
-             outcome.timings.summary(), int(outcome.exit_code), outcome.run_id,
+             outcome.clamped, outcome.timings.summary(), int(outcome.exit_code), outcome.run_id,
              f" reason={outcome.reason!r}" if outcome.reason else "")

@@ -2,7 +2,7 @@
 # (scripts\demo.py). Options go to the demo: --offline, --port N, --base-url URL.
 $ErrorActionPreference = "Stop"
 Set-Location (Split-Path -Parent $PSScriptRoot)
-& "$PSScriptRoot\setup_env.ps1" requirements.txt graphcast_api\requirements.txt
+& "$PSScriptRoot\setup_env.ps1" requirements.txt requirements-service.txt
 if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
 & .venv\Scripts\python.exe scripts\demo.py @args
 exit $LASTEXITCODE

@@ -38,13 +38,12 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from config.settings import load_settings  # noqa: E402
-from graphcast_contract.project import PROJECT_ROOT  # noqa: E402
-from graphcast_contract.variables import STATS_FILES  # noqa: E402
-from graphcast_api.tools import weights  # noqa: E402
-from modules.storage import db  # noqa: E402
+from config.settings import load_settings
+from graphcast_contract.errors import ExitCode, exit_code_help
+from graphcast_contract.project import PROJECT_ROOT
+from graphcast_contract.variables import STATS_FILES
+from graphcast_api.tools import weights
+from modules.storage import db
 
 INIT_TIME = "2022-01-01T06:00"  # second frame of the official example (and synthetic) dataset
 DATA_START = "2022-01-01T00:00"
@@ -56,15 +55,12 @@ HEALTH_TIMEOUT_S = 900
 CHECK_QUERY = ("SELECT forecast_time, COUNT(*), AVG(value) FROM predictions "
                "GROUP BY forecast_time ORDER BY forecast_time;")
 
-EXIT_STEP_FAILED = 1
-EXIT_PORT_TAKEN = 3
-EXIT_API_NOT_READY = 4
-
 
 class DemoError(Exception):
-    """A step failed; the message says which and where to look."""
+    """A step failed; the message says which and where to look, `exit_code` is the failed
+    command's own code, or the table's for what the demo checks itself."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_STEP_FAILED) -> None:
+    def __init__(self, message: str, exit_code: int = ExitCode.INTERNAL) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
@@ -80,8 +76,7 @@ class DemoFiles:
 
 def child_env(api_url: str) -> dict[str, str]:
     """Environment of every step: the embedded database and this demo's API."""
-    return dict(os.environ, DATABASE_URL="", GRAPHCAST_API_URL=api_url,
-                PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1")
+    return dict(os.environ, DATABASE_URL="", GRAPHCAST_API_URL=api_url, PYTHONUNBUFFERED="1")
 
 
 def step(title: str, command: list[str], env: dict[str, str]) -> None:
@@ -89,7 +84,8 @@ def step(title: str, command: list[str], env: dict[str, str]) -> None:
     print(f"\n==> {title}\n    $ {' '.join(_shown(part) for part in command)}", flush=True)
     result = subprocess.run(command, cwd=PROJECT_ROOT, env=env)
     if result.returncode != 0:
-        raise DemoError(f"'{title}' failed with exit code {result.returncode} (see above)")
+        raise DemoError(f"'{title}' failed with exit code {result.returncode} (see above)",
+                        result.returncode)
 
 
 def _shown(part: str) -> str:
@@ -183,7 +179,7 @@ def ensure_port_free(port: int) -> None:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
             raise DemoError(f"port {port} on 127.0.0.1 is taken (another GraphCast API or "
                             f"another program): stop it, or run the demo with --port N",
-                            EXIT_PORT_TAKEN)
+                            ExitCode.CANNOT_LISTEN)
 
 
 @contextmanager
@@ -221,7 +217,7 @@ def wait_until_healthy(url: str, service: subprocess.Popen, log_path: Path) -> s
     while time.monotonic() - started < HEALTH_TIMEOUT_S:
         if service.poll() is not None:
             raise DemoError(f"the API exited with code {service.returncode} while starting; "
-                            f"see {log_path}", EXIT_API_NOT_READY)
+                            f"see {log_path}", ExitCode.API_FAILED)
         try:
             health = requests.get(f"{url}/health", timeout=5)
             if health.status_code == 200:
@@ -231,7 +227,7 @@ def wait_until_healthy(url: str, service: subprocess.Popen, log_path: Path) -> s
             pass
         time.sleep(1)
     raise DemoError(f"the API was not ready after {HEALTH_TIMEOUT_S} s; see {log_path}",
-                    EXIT_API_NOT_READY)
+                    ExitCode.API_FAILED)
 
 
 def fetch_rows(sql: str, params: tuple = ()) -> list[tuple]:
@@ -320,8 +316,10 @@ def run_demo(offline: bool, port: int, base_url: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/demo.sh", description="Run one forecast cycle end to end.",
-        epilog="exit codes: 0 ok, 1 a step failed, 2 bad arguments, 3 port taken, "
-               "4 the API did not become ready")
+        epilog=exit_code_help(ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.API_FAILED,
+                              ExitCode.CANNOT_LISTEN)
+        + "\n  a failed step's own exit code otherwise (see the README's table)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--offline", action="store_true",
                         help="synthetic data and random weights, even if the bucket answers")
     parser.add_argument("--port", type=int, default=8001, help="API port (default 8001)")

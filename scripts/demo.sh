@@ -3,5 +3,5 @@
 # (scripts/demo.py). Options go to the demo: --offline, --port N, --base-url URL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup_env.sh requirements.txt graphcast_api/requirements.txt
+scripts/setup_env.sh requirements.txt requirements-service.txt
 exec .venv/bin/python scripts/demo.py "$@"

@@ -1,8 +1,12 @@
 # The whole test suite on Windows: environment, dependencies (test ones included), pytest.
-# Extra arguments go to pytest (e.g. scripts\test.ps1 -k ingest).
+#   scripts\test.ps1 --fast   all but the `slow` tests; other arguments go to pytest.
 $ErrorActionPreference = "Stop"
 Set-Location (Split-Path -Parent $PSScriptRoot)
-& "$PSScriptRoot\setup_env.ps1" requirements.txt graphcast_api\requirements.txt requirements-dev.txt
+& "$PSScriptRoot\setup_env.ps1" requirements.txt requirements-service.txt requirements-dev.txt
 if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
-& .venv\Scripts\python.exe -m pytest @args
+$pytestArgs = @($args)
+if ($pytestArgs.Count -gt 0 -and $pytestArgs[0] -eq "--fast") {
+    $pytestArgs = @("-m", "not slow") + @($pytestArgs | Select-Object -Skip 1)
+}
+& .venv\Scripts\python.exe -m pytest @pytestArgs
 exit $LASTEXITCODE

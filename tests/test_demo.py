@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from graphcast_api.tools import weights
+from graphcast_contract.errors import ExitCode
 from modules.storage import db
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +44,13 @@ def _copy_project(dest: Path) -> Path:
 def _demo(project: Path, *args: str, env: dict[str, str] | None = None
           ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "scripts/demo.py", *args], cwd=project,
-                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=1200)
+                          env={**os.environ, **_on_path(project), **(env or {})},
+                          capture_output=True, text=True, timeout=1200)
+
+
+def _on_path(*folders: Path) -> dict[str, str]:
+    """PYTHONPATH naming `folders`: the copy's packages win over the installed working copy."""
+    return {"PYTHONPATH": os.pathsep.join(map(str, folders))}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +66,7 @@ def test_demo_stops_at_once_when_the_port_is_taken(project: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = _demo(project, "--offline", "--port", str(port))
-    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.returncode == ExitCode.CANNOT_LISTEN, result.stdout + result.stderr
     assert f"port {port} on 127.0.0.1 is taken" in result.stderr
     assert "--port N" in result.stderr
     assert not (project / "data").exists()
@@ -151,19 +157,20 @@ def bucket(tmp_path: Path) -> Iterator[str]:
 def test_online_mode_fetches_the_official_files_once(project: Path, bucket: str) -> None:
     """When the bucket answers, the demo fetches checkpoint, statistics and the ERA5 example
     into weights/; a second time it neither asks the bucket nor downloads anything."""
-    code = ("import sys; sys.path.insert(0, 'scripts'); import demo; "
+    code = ("import sys, demo; "
             "mode = demo.choose_mode(False, sys.argv[1]); print('MODE', mode); "
             "files = demo.prepare_online(demo.child_env('http://127.0.0.1:1'), sys.argv[1]); "
             "print('FILES', files.checkpoint.is_file(), files.era5.is_file(), "
             "sorted(p.name for p in files.stats_dir.iterdir()))")
-    first = subprocess.run([sys.executable, "-c", code, bucket], cwd=project,
+    env = {**os.environ, **_on_path(project, project / "scripts")}
+    first = subprocess.run([sys.executable, "-c", code, bucket], cwd=project, env=env,
                            capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     assert "MODE online" in first.stdout and f"{bucket} answers" in first.stdout
     assert ("FILES True True ['diffs_stddev_by_level.nc', 'mean_by_level.nc', "
             "'stddev_by_level.nc']") in first.stdout
     assert len(_Bucket.downloads) == 5
-    second = subprocess.run([sys.executable, "-c", code, bucket], cwd=project,
+    second = subprocess.run([sys.executable, "-c", code, bucket], cwd=project, env=env,
                             capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     assert "already in weights/" in second.stdout and "already present" in second.stderr

@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 
 from graphcast_api.tools.synthetic_era5 import synthetic_dataset
+from graphcast_contract.errors import ExitCode
 from graphcast_contract.variables import (
     ATMOSPHERIC_VARIABLES, PRESSURE_LEVELS_13, STATIC_VARIABLES, SURFACE_VARIABLES,
 )
@@ -126,8 +127,10 @@ def test_custom_levels_and_bad_arguments() -> None:
         synthetic_dataset(10.0, levels=(0, 500))
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "graphcast_api.synthetic_era5", *args],
+def _cli(*args: str, alias: bool = True) -> subprocess.CompletedProcess[str]:
+    """The command, by its alias module or as `python -m graphcast_api synthetic-era5`."""
+    command = ["graphcast_api.synthetic_era5"] if alias else ["graphcast_api", "synthetic-era5"]
+    return subprocess.run([sys.executable, "-m", *command, *args],
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
 
 
@@ -146,8 +149,20 @@ def test_command_line_writes_a_readable_file(tmp_path: Path) -> None:
 def test_command_line_rejects_bad_input(tmp_path: Path) -> None:
     out = tmp_path / "x.nc"
     bad_start = _cli("--out", str(out), "--start", "yesterday-ish")
-    assert bad_start.returncode == 2 and "--start" in bad_start.stderr
-    bad_resolution = _cli("--out", str(out), "--resolution", "7")
-    assert bad_resolution.returncode == 2 and "does not divide 360" in bad_resolution.stderr
+    assert bad_start.returncode == ExitCode.USAGE and "--start" in bad_start.stderr
+    bad_resolution = _cli("--out", str(out), "--resolution", "7", alias=False)
+    assert (bad_resolution.returncode == ExitCode.USAGE
+            and "does not divide 360" in bad_resolution.stderr)
     assert "Traceback" not in bad_start.stderr + bad_resolution.stderr
     assert not out.exists()
+
+
+def test_command_line_reports_an_unwritable_output(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = _cli("--out", str(blocker / "x.nc"), "--resolution", "30", "--times", "1",
+                  alias=False)
+    assert result.returncode == ExitCode.OUTPUT_FAILED, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot write {blocker / 'x.nc'}" in lines[0]
+    assert sorted(tmp_path.iterdir()) == [blocker]

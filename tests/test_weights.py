@@ -18,6 +18,7 @@ import pytest
 
 from graphcast_api.tools import weights
 from graphcast_api.__main__ import main
+from graphcast_contract.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,7 +128,7 @@ def test_interrupted_transfer_resumes_with_range(bucket: Bucket, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     path = weights.checkpoint_path("small")
     bucket.cut_after[path] = 200_000  # of ~240 kB: the bytes of the chunk in flight are lost
-    assert _fetch(bucket, tmp_path) == weights.EXIT_INCOMPLETE
+    assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
     kept = (tmp_path / (path + ".part")).stat().st_size
     assert 0 < kept <= 200_000
     assert f"interrupted after {kept} bytes" in capsys.readouterr().err
@@ -138,10 +139,12 @@ def test_interrupted_transfer_resumes_with_range(bucket: Bucket, tmp_path: Path,
     assert _files(tmp_path) == _expected(bucket)
 
 
-def test_resume_when_server_ignores_range_starts_over(bucket: Bucket, tmp_path: Path) -> None:
+def test_resume_when_server_ignores_range_starts_over(bucket: Bucket, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     path = weights.checkpoint_path("small")
     bucket.cut_after[path] = 200_000
-    assert _fetch(bucket, tmp_path) == weights.EXIT_INCOMPLETE
+    assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
+    assert "run the command again to resume" in capsys.readouterr().err
     assert (tmp_path / (path + ".part")).stat().st_size > 0
     bucket.honour_range = False
     assert _fetch(bucket, tmp_path) == 0
@@ -151,7 +154,7 @@ def test_resume_when_server_ignores_range_starts_over(bucket: Bucket, tmp_path: 
 
 def test_missing_object_is_a_clear_error_and_writes_nothing(bucket: Bucket, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    assert _fetch(bucket, tmp_path, "operational") == weights.EXIT_HTTP_ERROR
+    assert _fetch(bucket, tmp_path, "operational") == ExitCode.DOWNLOAD_FAILED
     err = capsys.readouterr().err
     assert "not found (HTTP 404)" in err and "GraphCast_operational" in err
     assert _files(tmp_path) == {}
@@ -161,7 +164,7 @@ def test_truncated_checkpoint_is_rejected(bucket: Bucket, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     path = weights.checkpoint_path("small")
     bucket.objects[path] = bucket.objects[path][:-5_000]  # served whole, but the object is cut
-    assert _fetch(bucket, tmp_path) == weights.EXIT_INCOMPLETE
+    assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
     assert "not a complete .npz checkpoint" in capsys.readouterr().err
     assert _files(tmp_path) == {}
 
@@ -179,9 +182,18 @@ def test_unreachable_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     port = server.server_address[1]
     server.server_close()  # nothing listens on this port any more
     code = main(["fetch-weights", "small", "--dest", str(tmp_path), "--base-url", f"http://127.0.0.1:{port}"])
-    assert code == weights.EXIT_UNREACHABLE
+    assert code == ExitCode.DOWNLOAD_FAILED
     assert f"cannot reach 127.0.0.1:{port}" in capsys.readouterr().err
     assert _files(tmp_path) == {}
+
+
+def test_unwritable_destination(bucket: Bucket, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    dest = tmp_path / "a-file"
+    dest.write_text("not a folder")
+    assert _fetch(bucket, dest) == ExitCode.OUTPUT_FAILED
+    assert f"cannot write to {dest / 'params'}" in capsys.readouterr().err
+    assert bucket.requests == []
 
 
 def test_fetch_example_dataset(bucket: Bucket, tmp_path: Path) -> None:
@@ -217,13 +229,13 @@ def test_announced_md5_and_crc32c_are_checked(bucket: Bucket, tmp_path: Path,
     good_crc = _b64(weights.crc32c(data).to_bytes(4, "big"))
     bucket.goog_hash[stats] = f"crc32c={good_crc},md5={_b64(hashlib.md5(data).digest())}"
     bucket.goog_hash[weights.STATS_PATHS[1]] = f"crc32c={good_crc}"  # not that file's CRC
-    assert _fetch(bucket, tmp_path) == weights.EXIT_INCOMPLETE
+    assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
     err = capsys.readouterr().err
     assert "crc32c" in err and "differs from" in err and weights.STATS_PATHS[1] in err
     assert (tmp_path / stats).exists() and not (tmp_path / weights.STATS_PATHS[1]).exists()
     bucket.goog_hash[weights.STATS_PATHS[2]] = "md5=" + _b64(b"0" * 16)
     del bucket.goog_hash[weights.STATS_PATHS[1]]
-    assert _fetch(bucket, tmp_path) == weights.EXIT_INCOMPLETE
+    assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
     assert "md5" in capsys.readouterr().err
     assert not (tmp_path / weights.STATS_PATHS[2]).exists()
 
@@ -233,7 +245,7 @@ def test_garbage_without_content_length_is_refused(bucket: Bucket, tmp_path: Pat
     stats = weights.STATS_PATHS[0]
     bucket.objects[stats] = b"<html>this is not a statistics file</html>"
     bucket.no_length.add(stats)
-    assert _fetch(bucket, tmp_path) == weights.EXIT_INCOMPLETE
+    assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
     assert "is not a .nc file" in capsys.readouterr().err
     assert not (tmp_path / stats).exists()
     assert not (tmp_path / (stats + ".part")).exists()
@@ -251,11 +263,11 @@ def test_manifest_records_and_later_runs_verify(bucket: Bucket, tmp_path: Path,
     tampered.write_bytes(tampered.read_bytes()[:-1] + b"!")
     capsys.readouterr()
     bucket.requests.clear()
-    assert _fetch(bucket, tmp_path) == weights.EXIT_INCOMPLETE
+    assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
     assert "does not match the SHA-256 recorded" in capsys.readouterr().err
     assert bucket.requests == []
     assert main(["fetch-weights", "small", "--dest", str(tmp_path), "--base-url", bucket.url,
-                 "--verify"]) == weights.EXIT_INCOMPLETE
+                 "--verify"]) == ExitCode.DOWNLOAD_FAILED
 
 
 def test_partial_file_symlink_is_not_followed(bucket: Bucket, tmp_path: Path) -> None:
@@ -265,7 +277,7 @@ def test_partial_file_symlink_is_not_followed(bucket: Bucket, tmp_path: Path) ->
     partial = dest / (weights.checkpoint_path("small") + ".part")
     partial.parent.mkdir(parents=True)
     partial.symlink_to(victim)
-    assert _fetch(bucket, dest) == weights.EXIT_LOCAL
+    assert _fetch(bucket, dest) == ExitCode.OUTPUT_FAILED
     assert victim.read_text() == "precious"
 
 

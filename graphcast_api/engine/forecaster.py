@@ -1,6 +1,7 @@
 """`Forecaster`: an official checkpoint + statistics → autoregressive GraphCast forecasts."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,24 @@ def grid_coordinates(resolution: float) -> tuple[np.ndarray, np.ndarray]:
             (np.arange(num_lon) * resolution).astype(np.float32))
 
 
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (checkpoints are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class Forecaster:
-    """GraphCast with its checkpoint, statistics, graphs and network ready to run."""
+    """GraphCast with its checkpoint, statistics, graphs and network ready to run.
+
+    `checkpoint_file` and `checkpoint_sha256` say which file the weights came from (set by
+    `from_files`; None for weights built in memory): the provenance of every forecast.
+    """
+
+    checkpoint_file: str | None = None
+    checkpoint_sha256: str | None = None
 
     def __init__(self, checkpoint: CheckPoint, stats: NormalizationStats, *, name: str,
                  precision: str | None = None, device: str | None = None,
@@ -80,14 +97,18 @@ class Forecaster:
                    compile: bool | None = None) -> "Forecaster":
         """Load an official checkpoint `.npz` and a directory with the three stats files.
 
-        cache_dir: where built graphs are kept (default: see graph.default_cache_dir);
-        compile: torch.compile the network (default: see network._compile_enabled).
+        cache_dir: where built graphs are kept (None: graph.default_cache_dir());
+        compile: torch.compile the network (None: network._compile_by_default).
         """
         loaded = load_checkpoint(Path(checkpoint))
         stem = Path(checkpoint).stem
         name = stem.split(" - ")[0] if " - " in stem else stem
-        return cls(loaded, load_stats(Path(stats_dir), loaded.task_config), name=name,
-                   precision=precision, device=device, cache_dir=cache_dir, compile=compile)
+        forecaster = cls(loaded, load_stats(Path(stats_dir), loaded.task_config), name=name,
+                         precision=precision, device=device, cache_dir=cache_dir,
+                         compile=compile)
+        forecaster.checkpoint_file = Path(checkpoint).name
+        forecaster.checkpoint_sha256 = file_sha256(Path(checkpoint))
+        return forecaster
 
     def forecast(self, inputs: xr.Dataset, steps: int,
                  forcings: xr.Dataset | None = None) -> xr.Dataset:

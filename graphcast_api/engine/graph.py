@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from graphcast_api.engine.configs import ModelConfig
+from graphcast_contract.files import new_temporary_file
 from graphcast_api.engine.mesh import TriangularMesh, faces_to_edges, mesh_hierarchy, \
     multi_mesh_edges
 
@@ -148,9 +148,8 @@ def build_graphs(model_config: ModelConfig, lat: np.ndarray, lon: np.ndarray) ->
 
 
 def default_cache_dir() -> Path:
-    """Graph cache directory: $GRAPHCAST_CACHE_DIR, else ~/.cache/graphcast_api/graphs."""
-    return Path(os.environ.get("GRAPHCAST_CACHE_DIR",
-                               Path.home() / ".cache" / "graphcast_api" / "graphs"))
+    """Graph cache directory when the caller gives none (the settings may choose another)."""
+    return Path.home() / ".cache" / "graphcast_api" / "graphs"
 
 
 def _cache_key(model_config: ModelConfig, lat: np.ndarray, lon: np.ndarray) -> str:
@@ -201,17 +200,16 @@ def load_or_build_graphs(model_config: ModelConfig, lat: np.ndarray, lon: np.nda
         except (OSError, ValueError, KeyError) as error:
             _LOG.warning("ignoring unreadable graph cache %s: %s", path, error)
     graphs = build_graphs(model_config, lat, lon)
-    temporary: str | None = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
-            temporary = handle.name
-            np.savez(handle, **_to_arrays(graphs))
-        os.replace(temporary, path)
-        temporary = None
+        temporary = new_temporary_file(directory, ".tmp")
+        try:
+            with open(temporary, "wb") as handle:
+                np.savez(handle, **_to_arrays(graphs))
+            os.replace(temporary, path)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            raise
     except OSError as error:
         _LOG.warning("could not write graph cache %s: %s", path, error)
-    finally:
-        if temporary is not None:  # a failed write leaves no half-written file behind
-            Path(temporary).unlink(missing_ok=True)
     return graphs

@@ -17,7 +17,6 @@ bf16 keeps the aggregation sums and LayerNorm statistics in float32, as the offi
 from __future__ import annotations
 
 import logging
-import os
 from typing import NamedTuple
 
 import numpy as np
@@ -170,15 +169,12 @@ def _by_receiver(edges: EdgeSet) -> EdgeSet:
     return EdgeSet(edges.senders[order], edges.receivers[order], edges.features[order])
 
 
-def _compile_enabled(device: torch.device, num_mesh_edges: int) -> bool:
-    """Whether to torch.compile: GRAPHCAST_COMPILE=1/0 if set, else on CPU for full-size meshes.
+def _compile_by_default(device: torch.device, num_mesh_edges: int) -> bool:
+    """Whether to torch.compile when the caller does not say: on CPU for full-size meshes.
 
     Compiling costs tens of seconds once per process (it needs a C++ compiler); it pays off
     from GraphCast_small's mesh (81,900 edges) up, not for small test meshes.
     """
-    setting = os.environ.get("GRAPHCAST_COMPILE")
-    if setting is not None:
-        return setting.strip().lower() not in ("0", "false", "no", "")
     return device.type == "cpu" and num_mesh_edges >= _COMPILE_MIN_MESH_EDGES
 
 
@@ -248,7 +244,7 @@ class GraphCastNetwork:
             _mlp(full, "mesh2grid_gnn", "processor_nodes_0_grid_nodes"), latent, dtype)
         self.decoder = _mlp(full, "mesh2grid_gnn", "decoder_nodes_grid_nodes").cast(dtype)
 
-        use_compile = (_compile_enabled(self.device, len(mesh.senders)) if compile is None
+        use_compile = (_compile_by_default(self.device, len(mesh.senders)) if compile is None
                        else compile)
         wrap = (lambda f: torch.compile(f, dynamic=False)) if use_compile else (lambda f: f)
         self._encode, self._process, self._decode = wrap(encode), wrap(process), wrap(decode)

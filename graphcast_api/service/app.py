@@ -30,12 +30,11 @@ from graphcast_api.service.schemas import (
     ErrorDetail, ForecastRequest, ForecastResponse, Health, ModelInfo,
 )
 from graphcast_api.service.site_forecasts import site_forecasts
+from graphcast_api.settings import DEFAULT_MAX_BODY_MB
 
 log = logging.getLogger(__name__)
 
-# Base64 JSON of the largest published 0.25-degree model (37 levels: 2 x 227 fields + 2
-# statics of 721 x 1440 float32) is about 2.5 GB; this leaves room for the rest.
-DEFAULT_MAX_BODY_BYTES = 3 * 1024**3
+DEFAULT_MAX_BODY_BYTES = DEFAULT_MAX_BODY_MB * 1024**2
 LOADING_RETRY_AFTER_S = 10
 
 
@@ -159,7 +158,8 @@ def add_routes(app: FastAPI) -> None:
         log.info("forecast %s: %d values, %s", decoded.init_time.isoformat(), len(entries),
                  ", ".join(f"{k} {v:.3f}" for k, v in timings.items()))
         return ForecastResponse(model=model.name, init_time=decoded.init_time,
-                                forecasts=entries, timings=timings)
+                                forecasts=entries, timings=timings,
+                                provenance=model_card.provenance(model))
 
 
 def add_error_handlers(app: FastAPI) -> None:

@@ -10,8 +10,9 @@ from typing import Any, Protocol
 import numpy as np
 import xarray as xr
 
-from graphcast_api.service.schemas import Grid, ModelInfo, Target
+from graphcast_api.service.schemas import Grid, ModelInfo, Provenance, Target
 from graphcast_contract.cycles import INPUT_TIMES_HOURS, MAX_LEAD_HOURS, STEP_HOURS
+from graphcast_contract.project import VERSION
 from graphcast_contract.variables import ATMOSPHERIC_VARIABLES, STATIC_VARIABLES, UNITS
 
 
@@ -66,6 +67,15 @@ def targets(model: Forecaster) -> list[Target]:
             for v in model.task_config.target_variables]
 
 
+def provenance(model: Forecaster) -> Provenance:
+    """What makes this model's values; a model not loaded from a file (tests' stand-ins)
+    has no checkpoint file or hash."""
+    return Provenance(checkpoint_file=getattr(model, "checkpoint_file", None),
+                      checkpoint_sha256=getattr(model, "checkpoint_sha256", None),
+                      precision=str(model.precision), device=str(model.device),
+                      version=VERSION)
+
+
 def describe(model: Forecaster) -> ModelInfo:
     """The `/v1/model` body."""
     surface, atmospheric = dynamic_inputs(model)
@@ -76,4 +86,5 @@ def describe(model: Forecaster) -> ModelInfo:
         atmospheric_inputs=atmospheric, static_inputs=static_inputs(model),
         targets=targets(model), step_hours=STEP_HOURS, max_lead_hours=MAX_LEAD_HOURS,
         precision=str(model.precision), device=str(model.device),
+        provenance=provenance(model),
     )

@@ -155,6 +155,22 @@ class Timings(BaseModel):
         {"decode_s": 0.21, "inference_s": 12.8, "interpolate_s": 0.001, "total_s": 13.1}]})
 
 
+class Provenance(BaseModel):
+    """What made the values: the checkpoint file, precision, device and project version."""
+
+    checkpoint_file: str | None = Field(description="File name of the loaded checkpoint.")
+    checkpoint_sha256: str | None = Field(description="SHA-256 of the checkpoint file, hex.")
+    precision: str = Field(description="Arithmetic precision of inference, `fp32` or `bf16`.")
+    device: str = Field(description="Device running inference, e.g. `cpu`, `cuda:0`.")
+    version: str = Field(description="Version of the project serving the model.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "checkpoint_file": "GraphCast_small - ERA5 1979-2015 - resolution 1.0 - pressure "
+                           "levels 13 - mesh 2to5 - precipitation input and output.npz",
+        "checkpoint_sha256": "3f1c0d…", "precision": "bf16", "device": "cpu",
+        "version": "1.0.0"}]})
+
+
 class ForecastResponse(BaseModel):
     """Values at every site x variable x lead time."""
 
@@ -162,6 +178,7 @@ class ForecastResponse(BaseModel):
     init_time: datetime = Field(description="init_time of the request, UTC.")
     forecasts: list[SiteForecast] = Field(description="One entry per site x variable x lead.")
     timings: Timings = Field(description="Where the server spent the time, seconds.")
+    provenance: Provenance = Field(description="Checkpoint, precision, device and version.")
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "model": "GraphCast_small",
@@ -173,6 +190,8 @@ class ForecastResponse(BaseModel):
         }],
         "timings": {"decode_s": 0.21, "inference_s": 12.8, "interpolate_s": 0.001,
                     "total_s": 13.1},
+        "provenance": {"checkpoint_file": "GraphCast_small.npz", "checkpoint_sha256": "3f1c0d…",
+                       "precision": "bf16", "device": "cpu", "version": "1.0.0"},
     }]})
 
 
@@ -206,6 +225,7 @@ class ModelInfo(BaseModel):
     max_lead_hours: int = Field(description="Longest lead time a request may ask for, hours.")
     precision: str = Field(description="Arithmetic precision of inference, e.g. `fp32`.")
     device: str = Field(description="Device running inference, e.g. `cpu`, `cuda:0`.")
+    provenance: Provenance = Field(description="Checkpoint, precision, device and version.")
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "model": "GraphCast_small",
@@ -224,6 +244,8 @@ class ModelInfo(BaseModel):
         "max_lead_hours": MAX_LEAD_HOURS,
         "precision": "bf16",
         "device": "cpu",
+        "provenance": {"checkpoint_file": "GraphCast_small.npz", "checkpoint_sha256": "3f1c0d…",
+                       "precision": "bf16", "device": "cpu", "version": "1.0.0"},
     }]})
 
 

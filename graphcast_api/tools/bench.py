@@ -1,6 +1,6 @@
-"""`python -m graphcast_api.bench`: GraphCast rollout speed and memory on this machine.
+"""`python -m graphcast_api bench`: GraphCast rollout speed and memory on this machine.
 
-    python -m graphcast_api.bench [--precision fp32|bf16] [--steps 4] [--repeats 3]
+    python -m graphcast_api bench [--precision fp32|bf16] [--steps 4] [--repeats 3]
         [--checkpoint P.npz --stats-dir DIR --example-batch B.nc] [--device cpu|cuda]
 
 Without files: random weights with GraphCast_small's shapes, a synthetic 1.0° 13-level batch
@@ -8,7 +8,10 @@ and statistics measured on it. Prints graph build time, first-call time, the med
 timed rollouts, peak RSS, the GFLOP/s of dense 4096² matrix products (bf16, fp32) and the
 rollout's achieved GFLOP/s (matrix-product FLOPs of the network); the last line is one JSON
 object with those figures. `rollout_cpu_s_median` (CPU seconds of all threads) shows how much
-of a slow wall time is due to other processes sharing the cores.
+of a slow wall time is due to other processes sharing the cores. Precision, device and
+compile resolve like `serve`'s (graphcast_api/settings.py); graphs are always built afresh
+in a temporary folder, so that their build time is measured. torch loads only when it runs.
+`python -m graphcast_api.bench` is the same command.
 """
 from __future__ import annotations
 
@@ -19,24 +22,31 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-import xarray as xr
-
-from graphcast_api.engine.checkpoint import load_checkpoint, random_checkpoint
 from graphcast_api.engine.configs import ModelConfig, TaskConfig
-from graphcast_api.engine.forcings import add_forcings
-from graphcast_api.engine.forecaster import Forecaster
-from graphcast_api.engine.graph import GraphCastGraphs, build_graphs
-from graphcast_api.engine.stats import NormalizationStats, load_stats
-from graphcast_api.tools.predict import split_example_batch
+from graphcast_api.tools.predict import (
+    ToolError, add_engine_options, engine_settings, load_files, make_forecaster,
+    split_example_batch,
+)
+from graphcast_contract.errors import ExitCode, exit_code_help
+
+if TYPE_CHECKING:
+    import torch
+    import xarray as xr
+
+    from graphcast_api.engine.graph import GraphCastGraphs
+    from graphcast_api.engine.stats import NormalizationStats
+
+EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.NO_DATA, ExitCode.UNREADABLE_FILE,
+              ExitCode.MODEL_FAILED, ExitCode.DEVICE_UNAVAILABLE)
 
 
 def matmul_gflops(dtype: torch.dtype, size: int = 4096, repeats: int = 5) -> float:
     """GFLOP/s of a dense size×size by size×size product (all threads, median after warm-up)."""
+    import torch
+
     a = torch.randn(size, size, dtype=dtype)
     b = torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
@@ -72,6 +82,12 @@ def rollout_flops(model_config: ModelConfig, task_config: TaskConfig, graphs: Gr
 
 def measured_stats(dataset: xr.Dataset, task_config: TaskConfig) -> NormalizationStats:
     """Statistics measured on a dataset (for synthetic runs without official stats files)."""
+    import numpy as np
+    import xarray as xr
+
+    from graphcast_api.engine.forcings import add_forcings
+    from graphcast_api.engine.stats import NormalizationStats
+
     data = add_forcings(dataset, task_config.forcing_variables)
     data = data[list(dict.fromkeys(task_config.input_variables + task_config.target_variables
                                    + task_config.forcing_variables))]
@@ -94,29 +110,31 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m graphcast_api.bench",
-                                     description="Time GraphCast rollouts on this machine.")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--checkpoint", type=Path)
-    parser.add_argument("--stats-dir", type=Path)
-    parser.add_argument("--example-batch", type=Path)
-    return parser
+def add_commands(subcommands: argparse._SubParsersAction) -> None:
+    """Register the `bench` subcommand."""
+    parser = subcommands.add_parser(
+        "bench", help="time GraphCast rollouts on this machine",
+        description=__doc__, epilog=exit_code_help(*EXIT_CODES),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_engine_options(parser)
+    parser.add_argument("--steps", type=int, default=4, help="6-hour steps (default 4)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rollouts (default 3)")
+    parser.add_argument("--checkpoint", type=Path, help="official checkpoint .npz")
+    parser.add_argument("--stats-dir", type=Path, help="directory with the statistics files")
+    parser.add_argument("--example-batch", type=Path, help="NetCDF, example-batch layout")
+    parser.set_defaults(run=run)
 
 
 def _setup(args: argparse.Namespace):
     """(checkpoint, stats, inputs, forcings or None) from files or synthetic data."""
     files = (args.checkpoint, args.stats_dir, args.example_batch)
     if any(files) and not all(files):
-        raise SystemExit("error: give --checkpoint, --stats-dir and --example-batch together")
+        raise ToolError(ExitCode.USAGE,
+                        "give --checkpoint, --stats-dir and --example-batch together")
     if all(files):
-        checkpoint = load_checkpoint(args.checkpoint)
-        stats = load_stats(args.stats_dir, checkpoint.task_config)
-        batch = xr.load_dataset(args.example_batch, decode_timedelta=True)
+        checkpoint, stats, batch = load_files(*files)
     else:
+        from graphcast_api.engine.checkpoint import random_checkpoint
         from graphcast_api.tools.synthetic_era5 import synthetic_dataset
 
         checkpoint = random_checkpoint("GraphCast_small")
@@ -129,8 +147,26 @@ def _setup(args: argparse.Namespace):
     return checkpoint, stats, inputs, forcings
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """The `bench` command: its exit code, errors as one line on stderr."""
+    try:
+        bench(args)
+    except ToolError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.code
+    return ExitCode.OK
+
+
+def bench(args: argparse.Namespace) -> None:
+    """Set up, time the rollouts, print the figures; ToolError on expected failures."""
+    import torch
+
+    from graphcast_api.engine import ForecastInputError
+    from graphcast_api.engine.graph import build_graphs
+
+    if args.steps < 1 or args.repeats < 1:
+        raise ToolError(ExitCode.USAGE, "--steps and --repeats must be at least 1")
+    settings = engine_settings(args)
     checkpoint, stats, inputs, forcings = _setup(args)
     matmul_bf16, matmul_fp32 = matmul_gflops(torch.bfloat16), matmul_gflops(torch.float32)
     print(f"matmul 4096²: bf16 {matmul_bf16:.0f} GFLOP/s, fp32 {matmul_fp32:.0f} GFLOP/s "
@@ -138,8 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
-        forecaster = Forecaster(checkpoint, stats, name="bench", precision=args.precision,
-                                device=args.device, cache_dir=Path(cache))
+        forecaster = make_forecaster(checkpoint, stats, "bench", settings, Path(cache))
         setup_s = time.perf_counter() - start
     start = time.perf_counter()
     build_graphs(checkpoint.model_config, forecaster.latitudes, forecaster.longitudes)
@@ -149,7 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"(peak RSS so far {peak_rss_gib():.2f} GiB)")
 
     start = time.perf_counter()
-    forecaster.forecast(inputs, args.steps, forcings)
+    try:
+        forecaster.forecast(inputs, args.steps, forcings)
+    except ForecastInputError as error:
+        raise ToolError(ExitCode.NO_DATA, f"example batch does not fit the checkpoint: "
+                                          f"{error}") from error
     first_call_s = time.perf_counter() - start
     print(f"first call ({args.steps} steps): {first_call_s:.1f} s "
           f"(peak RSS so far {peak_rss_gib():.2f} GiB)")
@@ -177,8 +216,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         "matmul_fp32_gflops": round(matmul_fp32, 1), "matmul_bf16_gflops": round(matmul_bf16, 1),
         "achieved_gflops": round(flops / median / 1e9, 1),
         "rollout_gflop": round(flops / 1e9, 1), "threads": torch.get_num_threads()}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,43 +1,46 @@
-"""`python -m graphcast_api.predict`: a GraphCast rollout from official files to NetCDF.
+"""`python -m graphcast_api predict`: a GraphCast rollout from official files to NetCDF.
 
-    python -m graphcast_api.predict --checkpoint P.npz --stats-dir DIR --example-batch B.nc \
+    python -m graphcast_api predict --checkpoint P.npz --stats-dir DIR --example-batch B.nc \
         --out PRED.nc [--steps 4] [--precision fp32|bf16] [--device cpu|cuda]
 
 B is a dataset in the official example layout: its first two frames are the inputs, the next
 `--steps` frames give the target times (their forcings are used when present, computed when
-absent). Errors print one line to stderr and exit non-zero; nothing is written on error.
+absent). Precision, device, compile and graph cache folder resolve like `serve`'s
+(graphcast_api/settings.py). Errors print one line to stderr and exit non-zero; nothing is
+written on error. `python -m graphcast_api.predict` is the same command.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from graphcast_api.settings import PRECISIONS, ServiceSettings, SettingsError, \
+    load_service_settings
+from graphcast_contract.errors import ExitCode, exit_code_help
+from graphcast_contract.files import new_temporary_file
 from graphcast_contract.variables import STATS_FILES
 
-EXIT_OK = 0
-EXIT_USAGE = 2          # bad command-line arguments (argparse)
-EXIT_CHECKPOINT = 3     # checkpoint unreadable or not a GraphCast checkpoint
-EXIT_STATS = 4          # statistics missing, unreadable or incomplete
-EXIT_BATCH = 5          # example batch unreadable or not matching the checkpoint
-EXIT_OUTPUT = 6         # output cannot be written
-EXIT_DEVICE = 7         # requested device/precision unavailable
+EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.NO_DATA, ExitCode.UNREADABLE_FILE,
+              ExitCode.OUTPUT_FAILED, ExitCode.MODEL_FAILED, ExitCode.DEVICE_UNAVAILABLE)
 
 
-class PredictError(Exception):
-    """A failure with its exit code; the message is printed as one line."""
+class ToolError(Exception):
+    """A failure of a tool with its exit code; the message is printed as one line."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: ExitCode, message: str) -> None:
         super().__init__(message)
         self.code = code
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m graphcast_api.predict",
-                                     description="Run a GraphCast rollout on an example batch.")
+def add_commands(subcommands: argparse._SubParsersAction) -> None:
+    """Register the `predict` subcommand."""
+    parser = subcommands.add_parser(
+        "predict", help="run a GraphCast rollout on an example batch, write NetCDF",
+        description=__doc__, epilog=exit_code_help(*EXIT_CODES),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="official checkpoint .npz (params/*.npz)")
     parser.add_argument("--stats-dir", type=Path, required=True,
@@ -46,20 +49,72 @@ def build_parser() -> argparse.ArgumentParser:
                         help="NetCDF in the official example-batch layout")
     parser.add_argument("--out", type=Path, required=True, help="predictions NetCDF to write")
     parser.add_argument("--steps", type=int, default=4, help="6-hour steps (default 4)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
-                        help="default: the faster one on this device")
+    add_engine_options(parser)
+    parser.set_defaults(run=run)
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """--precision and --device, as predict and bench take them."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="default: GRAPHCAST_API_PRECISION, else the faster one here")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                        help="default: cuda when available, else cpu")
-    return parser
+                        help="default: GRAPHCAST_API_DEVICE, else cuda when available, else cpu")
+
+
+def engine_settings(args: argparse.Namespace) -> ServiceSettings:
+    """The shared settings of the engine (precision, device, compile, cache folder)."""
+    try:
+        return load_service_settings(argparse.Namespace(precision=args.precision,
+                                                        device=args.device))
+    except SettingsError as error:
+        raise ToolError(ExitCode.USAGE, str(error)) from error
+
+
+def load_files(checkpoint_path: Path, stats_dir: Path, batch_path: Path):
+    """(checkpoint, statistics, example batch) read from files; ToolError if one fails."""
+    import xarray as xr
+
+    from graphcast_api.engine.checkpoint import CheckpointError, load_checkpoint
+    from graphcast_api.engine.stats import StatsError, load_stats
+
+    try:
+        checkpoint = load_checkpoint(checkpoint_path)
+    except CheckpointError as error:
+        raise ToolError(ExitCode.MODEL_FAILED, str(error)) from error
+    try:
+        stats = load_stats(stats_dir, checkpoint.task_config)
+    except StatsError as error:
+        raise ToolError(ExitCode.MODEL_FAILED, str(error)) from error
+    try:
+        batch = xr.load_dataset(batch_path, decode_timedelta=True)
+    except (OSError, ValueError) as error:
+        raise ToolError(ExitCode.UNREADABLE_FILE, f"cannot read example batch {batch_path}: "
+                                                  f"{error}") from error
+    return checkpoint, stats, batch
+
+
+def make_forecaster(checkpoint, stats, name: str, settings: ServiceSettings,
+                    cache_dir: Path | None = None):
+    """The engine's Forecaster with the resolved switches; `cache_dir` overrides the
+    settings' one. ToolError DEVICE_UNAVAILABLE if the device or precision is not usable."""
+    from graphcast_api.engine import Forecaster
+
+    try:
+        return Forecaster(checkpoint, stats, name=name, precision=settings.precision,
+                          device=settings.device, compile=settings.compile,
+                          cache_dir=cache_dir or settings.cache_dir)
+    except ValueError as error:
+        raise ToolError(ExitCode.DEVICE_UNAVAILABLE, str(error)) from error
 
 
 def split_example_batch(batch, steps: int, forcing_variables: Sequence[str]):
     """(inputs with 2 frames, forcings at the `steps` target frames) from an example batch."""
     if "datetime" not in batch.coords:
-        raise PredictError(EXIT_BATCH, "example batch lacks the 'datetime' coordinate")
+        raise ToolError(ExitCode.NO_DATA, "example batch lacks the 'datetime' coordinate")
     if batch.sizes.get("time", 0) < 2 + steps:
-        raise PredictError(EXIT_BATCH, f"example batch has {batch.sizes.get('time', 0)} time "
-                                       f"frames; 2 inputs + {steps} target frames are needed")
+        raise ToolError(ExitCode.NO_DATA, f"example batch has {batch.sizes.get('time', 0)} "
+                                          f"time frames; 2 inputs + {steps} target frames "
+                                          "are needed")
     if "batch" not in batch.dims:
         batch = batch.expand_dims("batch")
     last_input_time = batch["time"].values[1]
@@ -75,8 +130,7 @@ def split_example_batch(batch, steps: int, forcing_variables: Sequence[str]):
 def _write_atomically(dataset, out: Path) -> None:
     """Write NetCDF to a temporary file beside `out`, then rename it into place."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=out.parent, suffix=".nc.tmp")
-    os.close(handle)
+    temporary = new_temporary_file(out.parent, ".nc.tmp")
     try:
         dataset.to_netcdf(temporary)
         os.replace(temporary, out)
@@ -85,58 +139,34 @@ def _write_atomically(dataset, out: Path) -> None:
         raise
 
 
-def run(args: argparse.Namespace) -> None:
-    """Load, forecast, write; raise PredictError on any expected failure."""
-    import xarray as xr
-
-    from graphcast_api.engine import Forecaster, ForecastInputError
-    from graphcast_api.engine.checkpoint import CheckpointError, load_checkpoint
-    from graphcast_api.engine.stats import StatsError, load_stats
+def predict(args: argparse.Namespace) -> None:
+    """Load, forecast, write; raise ToolError on any expected failure."""
+    from graphcast_api.engine import ForecastInputError
 
     if args.steps < 1:
-        raise PredictError(EXIT_USAGE, f"--steps must be at least 1, got {args.steps}")
-    try:
-        checkpoint = load_checkpoint(args.checkpoint)
-    except CheckpointError as error:
-        raise PredictError(EXIT_CHECKPOINT, str(error)) from error
-    try:
-        stats = load_stats(args.stats_dir, checkpoint.task_config)
-    except StatsError as error:
-        raise PredictError(EXIT_STATS, str(error)) from error
-    try:
-        batch = xr.load_dataset(args.example_batch, decode_timedelta=True)
-    except (OSError, ValueError) as error:
-        raise PredictError(EXIT_BATCH, f"cannot read example batch {args.example_batch}: "
-                                       f"{error}") from error
+        raise ToolError(ExitCode.USAGE, f"--steps must be at least 1, got {args.steps}")
+    settings = engine_settings(args)
+    checkpoint, stats, batch = load_files(args.checkpoint, args.stats_dir, args.example_batch)
     inputs, forcings = split_example_batch(batch, args.steps,
                                            checkpoint.task_config.forcing_variables)
-    stem = args.checkpoint.stem
-    try:
-        forecaster = Forecaster(checkpoint, stats, name=stem.split(" - ")[0],
-                                precision=args.precision, device=args.device)
-    except ValueError as error:
-        raise PredictError(EXIT_DEVICE, str(error)) from error
+    forecaster = make_forecaster(checkpoint, stats, args.checkpoint.stem.split(" - ")[0],
+                                 settings)
     try:
         prediction = forecaster.forecast(inputs, args.steps, forcings)
     except ForecastInputError as error:
-        raise PredictError(EXIT_BATCH, f"example batch does not fit the checkpoint: "
-                                       f"{error}") from error
+        raise ToolError(ExitCode.NO_DATA, f"example batch does not fit the checkpoint: "
+                                          f"{error}") from error
     try:
         _write_atomically(prediction, args.out)
     except OSError as error:
-        raise PredictError(EXIT_OUTPUT, f"cannot write {args.out}: {error}") from error
+        raise ToolError(ExitCode.OUTPUT_FAILED, f"cannot write {args.out}: {error}") from error
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """The `predict` command: its exit code, errors as one line on stderr."""
     try:
-        run(args)
-    except PredictError as error:
+        predict(args)
+    except ToolError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.code
-    return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return ExitCode.OK

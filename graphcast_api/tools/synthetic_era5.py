@@ -10,8 +10,8 @@ is not exact) while staying within the ranges of real ERA5.
 
 It is made up: no number in it is an observation. numpy and xarray only (no torch).
 
-Command line:
-    python -m graphcast_api.synthetic_era5 --out FILE.nc [--resolution 1.0]
+Command line (`python -m graphcast_api.synthetic_era5` is the same command):
+    python -m graphcast_api synthetic-era5 --out FILE.nc [--resolution 1.0]
         [--start 2022-01-01T00:00] [--times 6] [--seed 0]
 """
 from __future__ import annotations
@@ -27,9 +27,11 @@ import pandas as pd
 import xarray as xr
 
 from graphcast_contract.cycles import STEP_HOURS
+from graphcast_contract.errors import ExitCode, exit_code_help
 from graphcast_contract.variables import PRESSURE_LEVELS_13
 
 DEFAULT_START = "2022-01-01T00:00"
+EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.OUTPUT_FAILED)
 
 GRAVITY = 9.80665  # m s-2
 R_DRY = 287.05  # J kg-1 K-1, gas constant of dry air
@@ -276,15 +278,21 @@ def write_netcdf(dataset: xr.Dataset, path: Path) -> None:
     """Write atomically: a partial file never carries the final name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    dataset.to_netcdf(partial)
-    partial.replace(path)
+    try:
+        dataset.to_netcdf(partial)
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m graphcast_api.synthetic_era5",
-        description="Write a synthetic (made-up, physically plausible) ERA5-like dataset in "
-                    "the GraphCast example-dataset layout.")
+def add_commands(subcommands: argparse._SubParsersAction) -> None:
+    """Register the `synthetic-era5` subcommand."""
+    parser = subcommands.add_parser(
+        "synthetic-era5", help="write a synthetic ERA5-like dataset (example-batch layout)",
+        description="Write a synthetic (made-up, physically plausible) ERA5-like dataset in\n"
+                    "the GraphCast example-dataset layout.",
+        epilog=exit_code_help(*EXIT_CODES), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="NetCDF file to write")
     parser.add_argument("--resolution", type=float, default=1.0, help="degrees (default 1.0)")
     parser.add_argument("--start", default=DEFAULT_START,
@@ -292,25 +300,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--times", type=int, default=6,
                         help="number of frames, 6 h apart (default 6: 2 inputs + 4 targets)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = parser.parse_args(argv)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The `synthetic-era5` command: its exit code, errors as one line on stderr."""
     try:
         start = pd.Timestamp(args.start)
     except ValueError:
         print(f"error: --start {args.start!r} is not an ISO 8601 time", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     try:
         dataset = synthetic_dataset(args.resolution, start=start, n_times=args.times,
                                     seed=args.seed)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    write_netcdf(dataset, args.out)
+        return ExitCode.USAGE
+    try:
+        write_netcdf(dataset, args.out)
+    except OSError as error:
+        print(f"error: cannot write {args.out}: {error}", file=sys.stderr)
+        return ExitCode.OUTPUT_FAILED
     first, last = dataset.datetime.values[0, [0, -1]]
     print(f"wrote {args.out}: {dataset.sizes['lat']}x{dataset.sizes['lon']} grid, "
           f"{dataset.sizes['level']} levels, {args.times} frames "
           f"{np.datetime_as_string(first, 'm')} .. {np.datetime_as_string(last, 'm')}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return ExitCode.OK

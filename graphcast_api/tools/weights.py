@@ -20,6 +20,7 @@ import ipaddress
 import os
 import stat
 import sys
+import textwrap
 import zipfile
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -27,6 +28,7 @@ from urllib.parse import quote, urlsplit
 import requests
 from tqdm import tqdm
 
+from graphcast_contract.errors import ExitCode, exit_code_help
 from graphcast_contract.variables import STATS_FILES
 
 BUCKET_URL = "https://storage.googleapis.com/dm_graphcast"
@@ -56,11 +58,8 @@ DATA_LICENCE = (
 CHUNK_BYTES = 1 << 16  # an interruption loses at most the chunk being read
 TIMEOUT_S = (10, 60)  # connect, read
 
-EXIT_HTTP_ERROR = 3
-EXIT_INCOMPLETE = 4
-EXIT_UNREACHABLE = 5
-EXIT_LOCAL = 6
-EXIT_USAGE = 2
+EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.DOWNLOAD_FAILED,
+              ExitCode.OUTPUT_FAILED)
 
 MANIFEST_NAME = "MANIFEST.sha256"  # `sha256sum -c` format: "<hex>  <path under DEST>"
 MAGIC = {".nc": (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n"),
@@ -94,7 +93,7 @@ def crc32c(data: bytes, crc: int = 0) -> int:
 class DownloadError(Exception):
     """A download that failed; `exit_code` tells the command line what to return."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: ExitCode) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
@@ -129,7 +128,7 @@ def check_base_url(base_url: str) -> None:
     if parts.scheme == "http" and loopback:
         return
     raise DownloadError(f"--base-url must be an https:// address (http:// only for loopback "
-                        f"hosts): {base_url}", EXIT_USAGE)
+                        f"hosts): {base_url}", ExitCode.USAGE)
 
 
 def object_url(base_url: str, path: str) -> str:
@@ -159,10 +158,10 @@ def _open_transfer(url: str, offset: int) -> tuple[requests.Response, int]:
     except requests.RequestException as error:
         host = urlsplit(url).netloc
         raise DownloadError(f"cannot reach {host} ({type(error).__name__}); check the network "
-                            "connection and --base-url", EXIT_UNREACHABLE) from error
+                            "connection and --base-url", ExitCode.DOWNLOAD_FAILED) from error
     if response.status_code == 404:
         response.close()
-        raise DownloadError(f"not found (HTTP 404): {url}", EXIT_HTTP_ERROR)
+        raise DownloadError(f"not found (HTTP 404): {url}", ExitCode.DOWNLOAD_FAILED)
     if response.status_code == 206 and _range_start(response) == offset:
         return response, offset
     if response.status_code == 200:
@@ -170,7 +169,7 @@ def _open_transfer(url: str, offset: int) -> tuple[requests.Response, int]:
     response.close()
     if response.status_code == 416 and offset:
         return _open_transfer(url, 0)  # nothing left past the partial file's end: start over
-    raise DownloadError(f"HTTP {response.status_code} {response.reason} for {url}", EXIT_HTTP_ERROR)
+    raise DownloadError(f"HTTP {response.status_code} {response.reason} for {url}", ExitCode.DOWNLOAD_FAILED)
 
 
 def _announced_hashes(response: requests.Response) -> dict[str, str]:
@@ -200,7 +199,7 @@ def _digests(path: Path, with_crc32c: bool) -> dict[str, str]:
 
 def _reject(path: Path, message: str) -> None:
     path.unlink()
-    raise DownloadError(f"{message}; the partial file was removed", EXIT_INCOMPLETE)
+    raise DownloadError(f"{message}; the partial file was removed", ExitCode.DOWNLOAD_FAILED)
 
 
 def _check_magic(path: Path, name: str, url: str) -> None:
@@ -221,7 +220,7 @@ def _check_complete(path: Path, expected: int | None, url: str,
     size = path.stat().st_size
     if expected is not None and size != expected:
         raise DownloadError(f"incomplete transfer of {url}: {size} of {expected} bytes received; "
-                            "run the command again to resume", EXIT_INCOMPLETE)
+                            "run the command again to resume", ExitCode.DOWNLOAD_FAILED)
     _check_magic(path, path.name.removesuffix(".part"), url)
     announced = announced or {}
     digests = _digests(path, with_crc32c="md5" not in announced and "crc32c" in announced)
@@ -236,11 +235,11 @@ def _check_complete(path: Path, expected: int | None, url: str,
         except zipfile.BadZipFile as error:
             path.unlink()
             raise DownloadError(f"{url} is not a complete .npz checkpoint ({error}); "
-                                "the partial file was removed", EXIT_INCOMPLETE) from error
+                                "the partial file was removed", ExitCode.DOWNLOAD_FAILED) from error
         if bad_member is not None:
             path.unlink()
             raise DownloadError(f"{url}: checkpoint member {bad_member!r} is corrupt; "
-                                "the partial file was removed", EXIT_INCOMPLETE)
+                                "the partial file was removed", ExitCode.DOWNLOAD_FAILED)
     if expected is None and not announced:
         print(f"warning: {url}: the server announced neither size nor hash; only the format "
               "was checked", file=sys.stderr)
@@ -252,7 +251,7 @@ def _open_partial(partial: Path, append: bool) -> int:
     try:
         if stat.S_ISLNK(os.lstat(partial).st_mode):
             raise DownloadError(f"{partial} is a symbolic link; remove it and run again",
-                                EXIT_LOCAL)
+                                ExitCode.OUTPUT_FAILED)
     except FileNotFoundError:
         pass
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
@@ -306,7 +305,7 @@ def verify_present(dest: Path, name: str) -> None:
     elif recorded != actual:
         raise DownloadError(f"{target} does not match the SHA-256 recorded in {MANIFEST_NAME} "
                             "when it was downloaded (changed or corrupted); delete it to "
-                            "download it again", EXIT_INCOMPLETE)
+                            "download it again", ExitCode.DOWNLOAD_FAILED)
 
 
 def download(url: str, target: Path, progress: bool = True) -> bool:
@@ -322,7 +321,7 @@ def download(url: str, target: Path, progress: bool = True) -> bool:
         target.parent.mkdir(parents=True, exist_ok=True)
         offset = os.lstat(partial).st_size if os.path.lexists(partial) else 0
     except OSError as error:
-        raise DownloadError(f"cannot write to {target.parent}: {error}", EXIT_LOCAL) from error
+        raise DownloadError(f"cannot write to {target.parent}: {error}", ExitCode.OUTPUT_FAILED) from error
     response, offset = _open_transfer(url, offset)
     expected = _total_size(response, offset)
     announced = _announced_hashes(response)
@@ -339,9 +338,9 @@ def download(url: str, target: Path, progress: bool = True) -> bool:
             done = partial.stat().st_size
             raise DownloadError(f"transfer of {url} interrupted after {done} bytes "
                                 f"({type(error).__name__}); "
-                                "run the command again to resume", EXIT_INCOMPLETE) from error
+                                "run the command again to resume", ExitCode.DOWNLOAD_FAILED) from error
         except OSError as error:
-            raise DownloadError(f"cannot write {partial}: {error}", EXIT_LOCAL) from error
+            raise DownloadError(f"cannot write {partial}: {error}", ExitCode.OUTPUT_FAILED) from error
     _check_complete(partial, expected, url, announced)
     os.replace(partial, target)
     return True
@@ -357,7 +356,7 @@ def _fetch(paths: list[str], dest: Path, base_url: str, progress: bool,
         target = dest / path
         if verify_only and not target.exists():
             raise DownloadError(f"{target} is missing; run fetch-weights without --verify",
-                                EXIT_INCOMPLETE)
+                                ExitCode.DOWNLOAD_FAILED)
         fetched = not verify_only and download(object_url(base_url, path), target, progress)
         if fetched:
             record_in_manifest(dest, path, sha256_of(target))
@@ -396,7 +395,7 @@ def _run_fetch_weights(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     print(f"checkpoint: {paths[0]}\nstats dir:  {paths[1].parent}")
-    return 0
+    return ExitCode.OK
 
 
 def _run_fetch_example(args: argparse.Namespace) -> int:
@@ -405,14 +404,16 @@ def _run_fetch_example(args: argparse.Namespace) -> int:
     except DownloadError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    return 0
+    return ExitCode.OK
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register `fetch-weights` and `fetch-example` on the package's command line."""
     weights = subparsers.add_parser(
         "fetch-weights", help="download an official checkpoint and its normalisation statistics",
-        description=f"Download an official GraphCast checkpoint and the three statistics files. {WEIGHTS_LICENCE}")
+        description=textwrap.fill(f"Download an official GraphCast checkpoint and the three "
+                                  f"statistics files. {WEIGHTS_LICENCE}"),
+        epilog=exit_code_help(*EXIT_CODES), formatter_class=argparse.RawDescriptionHelpFormatter)
     weights.add_argument("model", choices=sorted(CHECKPOINTS), help="which published model")
     weights.add_argument("--dest", type=Path, required=True, help="directory to download into")
     weights.add_argument("--base-url", default=BUCKET_URL, help="bucket address (default: %(default)s)")
@@ -422,7 +423,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     example = subparsers.add_parser(
         "fetch-example", help="download the official 1.0-degree, 13-level ERA5 example dataset",
-        description=f"Download the official ERA5 example batch of 2022-01-01. {DATA_LICENCE}")
+        description=textwrap.fill(f"Download the official ERA5 example batch of 2022-01-01. "
+                                  f"{DATA_LICENCE}"),
+        epilog=exit_code_help(*EXIT_CODES), formatter_class=argparse.RawDescriptionHelpFormatter)
     example.add_argument("--dest", type=Path, required=True, help="directory to download into")
     example.add_argument("--steps", type=int, choices=EXAMPLE_STEPS, default=4,
                          help="target frames after the two inputs (default: %(default)s)")

@@ -1,15 +1,16 @@
-"""The loader's command line: load files, download from the CDS, report cycle status.
+"""The input store's command line: load files, download from the CDS, report cycle status.
 
-    python -m modules.era5_loader FILE [FILE ...] [--grid-step DEG]
-    python -m modules.era5_loader download --date YYYY-MM-DD [--date ...] [--dir DIR]
-    python -m modules.era5_loader status [--days N] [--until YYYY-MM-DD]
+    python -m modules.inputs load FILE [FILE ...] [--grid-step DEG]
+    python -m modules.inputs download --date YYYY-MM-DD [--date ...] [--dir DIR]
+    python -m modules.inputs status [--days N] [--until YYYY-MM-DD]
+
+`python -m modules.era5_loader` is the same command; there `load` may be left out.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -19,7 +20,7 @@ from psycopg2.extensions import connection as Connection
 
 from config.settings import Settings, SettingsError, load_settings
 from graphcast_contract.cycles import cycles_of_days
-from graphcast_contract.errors import DatabaseError
+from graphcast_contract.errors import DatabaseError, ExitCode, exit_code_help
 from graphcast_contract.project import PROJECT_ROOT
 from graphcast_contract.variables import PRECIPITATION_6HR
 from modules.inputs.era5_download import FORMATS, download_day
@@ -33,13 +34,7 @@ from modules.storage.db import open_database
 
 log = logging.getLogger("era5_loader")
 
-EXIT_OK = 0
-EXIT_USAGE = 2          # bad command line (argparse) or configuration (settings)
-EXIT_UNREADABLE = 3     # file missing, unreadable, or not NetCDF/GRIB
-EXIT_INVALID_DATA = 4   # unknown variable, units, coordinates, grid, NaN/inf, missing hours
-EXIT_DATABASE = 5       # database unreachable or failing
-EXIT_DOWNLOAD = 6       # CDS request or download failed (download command)
-
+COMMANDS = ("load", "download", "status")
 DEFAULT_DOWNLOAD_DIR = PROJECT_ROOT / "data" / "era5"
 
 
@@ -55,17 +50,17 @@ def load_files(paths: Sequence[Path], grid_step: float | None) -> int:
             sniff_format(path)
     except UnreadableFileError as exc:
         log.error("%s", exc)
-        return EXIT_UNREADABLE
+        return ExitCode.UNREADABLE_FILE
     try:
         settings = load_settings()
     except SettingsError as exc:
         log.error("configuration error: %s", exc)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         conn = _connect(settings)
     except (DatabaseError, psycopg2.Error) as exc:
         log.error("database unavailable: %s", exc)
-        return EXIT_DATABASE
+        return ExitCode.DATABASE
     try:
         for path in paths:
             result = load_file(conn, path, grid_step, min_grid_step=settings.era5_min_grid_step)
@@ -76,23 +71,16 @@ def load_files(paths: Sequence[Path], grid_step: float | None) -> int:
                      if result.precipitation_6hr else "")
     except UnreadableFileError as exc:
         log.error("%s (nothing loaded from this file)", exc)
-        return EXIT_UNREADABLE
+        return ExitCode.UNREADABLE_FILE
     except InvalidDataError as exc:
         log.error("%s (nothing loaded from this file)", exc)
-        return EXIT_INVALID_DATA
+        return ExitCode.NO_DATA
     except psycopg2.Error as exc:
         log.error("database error: %s", str(exc).strip())
-        return EXIT_DATABASE
+        return ExitCode.DATABASE
     finally:
         conn.close()
-    return EXIT_OK
-
-
-EXIT_CODES_HELP = (
-    "exit codes: 0 ok, 2 bad command line or configuration, 3 file missing/unreadable/not NetCDF or GRIB, "
-    "4 invalid data (unknown variable or units, coordinates, grid, NaN/inf, missing hours), "
-    "5 database error, 6 CDS download failed"
-)
+    return ExitCode.OK
 
 
 def _grid_step(text: str) -> float:
@@ -104,35 +92,54 @@ def _grid_step(text: str) -> float:
     return step
 
 
-def load_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m modules.inputs") -> argparse.ArgumentParser:
+    """The command line: one sub-command per action."""
     parser = argparse.ArgumentParser(
-        prog="python -m modules.era5_loader",
-        description="Load ERA5 NetCDF/GRIB files into the ERA5 store. Other commands: "
-                    "'download' (from the CDS, then load) and 'status' (which cycles are "
-                    "complete); see 'python -m modules.era5_loader download --help'.",
-        epilog=EXIT_CODES_HELP)
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE",
-                        help="GraphCast example-layout NetCDF, or CDS ERA5 NetCDF/GRIB")
-    parser.add_argument("--grid-step", type=_grid_step, default=None, metavar="DEG",
-                        help="regrid (conservatively) to this global grid step; default: the "
-                             f"file's own grid for GraphCast-layout files, {DEFAULT_GRID_STEP} "
-                             "for CDS files")
-    return parser
-
-
-def download_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m modules.era5_loader download",
+        prog=prog, description="Fill the input store with ERA5 and say which cycles it can "
+                               "serve.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    load = commands.add_parser(
+        "load", help="load ERA5 NetCDF/GRIB files into the store",
+        description="Load ERA5 NetCDF/GRIB files into the store, one transaction per file.",
+        epilog=exit_code_help(ExitCode.USAGE, ExitCode.UNREADABLE_FILE, ExitCode.NO_DATA,
+                              ExitCode.DATABASE),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    load.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                      help="GraphCast example-layout NetCDF, or CDS ERA5 NetCDF/GRIB")
+    load.add_argument("--grid-step", type=_grid_step, default=None, metavar="DEG",
+                      help="regrid (conservatively) to this global grid step; default: the "
+                           f"file's own grid for GraphCast-layout files, {DEFAULT_GRID_STEP} "
+                           "for CDS files")
+    load.set_defaults(run=lambda args: load_files(args.files, args.grid_step))
+    download = commands.add_parser(
+        "download", help="download a day's ERA5 from the CDS, then load it",
         description="Download from the Copernicus Climate Data Store the ERA5 that the four "
                     "cycles of each date need (cdsapi; key in ~/.cdsapirc or CDSAPI_URL and "
-                    "CDSAPI_KEY), then load it.", epilog=EXIT_CODES_HELP)
-    parser.add_argument("--date", dest="dates", action="append", required=True,
-                        type=date.fromisoformat, metavar="YYYY-MM-DD", help="repeatable")
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DOWNLOAD_DIR,
-                        help=f"where the files go (default: {DEFAULT_DOWNLOAD_DIR})")
-    parser.add_argument("--format", choices=sorted(FORMATS), default="netcdf")
-    parser.add_argument("--grid-step", type=_grid_step, default=DEFAULT_GRID_STEP, metavar="DEG",
-                        help=f"grid to store on (default {DEFAULT_GRID_STEP})")
+                    "CDSAPI_KEY), then load it.",
+        epilog=exit_code_help(ExitCode.USAGE, ExitCode.DOWNLOAD_FAILED, ExitCode.UNREADABLE_FILE,
+                              ExitCode.NO_DATA, ExitCode.DATABASE),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    download.add_argument("--date", dest="dates", action="append", required=True,
+                          type=date.fromisoformat, metavar="YYYY-MM-DD", help="repeatable")
+    download.add_argument("--dir", type=Path, default=DEFAULT_DOWNLOAD_DIR,
+                          help=f"where the files go (default: {DEFAULT_DOWNLOAD_DIR})")
+    download.add_argument("--format", choices=sorted(FORMATS), default="netcdf")
+    download.add_argument("--grid-step", type=_grid_step, default=DEFAULT_GRID_STEP,
+                          metavar="DEG", help=f"grid to store on (default {DEFAULT_GRID_STEP})")
+    download.set_defaults(run=lambda args: download_and_load(args.dates, args.dir, args.format,
+                                                             args.grid_step))
+    status = commands.add_parser(
+        "status", help="which cycles are complete, incomplete or absent",
+        description="List the 6-hourly cycles of the last N days as complete, incomplete "
+                    "(with the missing fields) or absent in the store.",
+        epilog=exit_code_help(ExitCode.USAGE, ExitCode.DATABASE),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    status.add_argument("--days", type=int, default=10, help="how many days (default 10)")
+    status.add_argument("--until", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",
+                        help="last day (default: today, UTC)")
+    status.add_argument("--grid-step", type=_grid_step, default=DEFAULT_GRID_STEP, metavar="DEG",
+                        help=f"the model grid (default {DEFAULT_GRID_STEP})")
+    status.set_defaults(run=lambda args: print_status(args.days, args.until, args.grid_step))
     return parser
 
 
@@ -146,31 +153,17 @@ def download_and_load(dates: Sequence[date], directory: Path, data_format: str,
     except Exception as exc:  # cdsapi raises a bare Exception for missing configuration
         log.error("cannot set up the CDS client: %s (put your key in ~/.cdsapirc or set "
                   "CDSAPI_URL and CDSAPI_KEY)", exc)
-        return EXIT_DOWNLOAD
+        return ExitCode.DOWNLOAD_FAILED
     for day in sorted(set(dates)):
         try:
             paths = download_day(client, day, directory, data_format)
         except Exception as exc:  # requests, cdsapi and ecmwf-datastores errors alike
             log.error("CDS download for %s failed: %s", day, exc)
-            return EXIT_DOWNLOAD
+            return ExitCode.DOWNLOAD_FAILED
         code = load_files(paths, grid_step)
-        if code != EXIT_OK:
+        if code != ExitCode.OK:
             return code
-    return EXIT_OK
-
-
-def status_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m modules.era5_loader status",
-        description="List the 6-hourly cycles of the last N days as complete, incomplete "
-                    "(with the missing fields) or absent in the ERA5 store.",
-        epilog=EXIT_CODES_HELP)
-    parser.add_argument("--days", type=int, default=10, help="how many days (default 10)")
-    parser.add_argument("--until", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",
-                        help="last day (default: today, UTC)")
-    parser.add_argument("--grid-step", type=_grid_step, default=DEFAULT_GRID_STEP, metavar="DEG",
-                        help=f"the model grid (default {DEFAULT_GRID_STEP})")
-    return parser
+    return ExitCode.OK
 
 
 def print_status(days: int, until: date | None, grid_step: float) -> int:
@@ -182,32 +175,22 @@ def print_status(days: int, until: date | None, grid_step: float) -> int:
         conn.close()
     except (DatabaseError, psycopg2.Error) as exc:
         log.error("database error: %s", str(exc).strip())
-        return EXIT_DATABASE
+        return ExitCode.DATABASE
     for item in statuses:
         line = f"{item.init_time:%Y-%m-%dT%H:%M}Z  {item.state}"
         if item.missing:
             line += "  missing: " + "; ".join(item.missing)
         print(line)
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m modules.inputs") -> int:
+    """Parse `argv` (default: sys.argv[1:]), run the command, return its exit code."""
+    args = build_parser(prog).parse_args(argv)
     setup_console_logging()
     try:
         register_secrets((*load_settings().secrets(), os.environ.get("CDSAPI_KEY")))
     except SettingsError as exc:
         log.error("configuration error: %s", exc)
-        return EXIT_USAGE
-    if argv[:1] == ["download"]:
-        args = download_parser().parse_args(argv[1:])
-        return download_and_load(args.dates, args.dir, args.format, args.grid_step)
-    if argv[:1] == ["status"]:
-        args = status_parser().parse_args(argv[1:])
-        return print_status(args.days, args.until, args.grid_step)
-    args = load_parser().parse_args(argv)
-    return load_files(args.files, args.grid_step)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return ExitCode.USAGE
+    return args.run(args)

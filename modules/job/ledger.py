@@ -11,6 +11,9 @@ from enum import Enum
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
+from graphcast_contract.model_spec import Provenance
+from graphcast_contract.project import VERSION
+
 UNKNOWN_MODEL = "unknown"  # model column of attempts that ended before the API answered
 
 
@@ -56,14 +59,27 @@ class RunOutcome:
     exit_code: int
     reason: str | None = None
     rows_written: int = 0
+    clamped: int = 0  # small negatives of non-negative variables stored as 0
     timings: StageTimings = field(default_factory=StageTimings)
+    provenance: Provenance = field(default_factory=Provenance)  # reply's, else /v1/model's
 
 
-def start_run(conn: Connection, init_time: datetime, model: str) -> int:
+def _provenance_values(provenance: Provenance) -> tuple[str | None, ...]:
+    """The provenance columns' values; the project version is the service's when it says,
+    else this job's (same project)."""
+    return (provenance.checkpoint_file, provenance.checkpoint_sha256, provenance.precision,
+            provenance.device, provenance.version or VERSION)
+
+
+def start_run(conn: Connection, init_time: datetime, model: str,
+              provenance: Provenance | None = None) -> int:
     """Record a new attempt as 'running' (committed at once); return its run_id."""
+    provenance = provenance or Provenance()
     with conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO forecast_runs (init_time, model, status)"
-                    " VALUES (%s, %s, 'running') RETURNING run_id", (init_time, model))
+        cur.execute("INSERT INTO forecast_runs (init_time, model, status, checkpoint_file,"
+                    " checkpoint_sha256, precision, device, project_version)"
+                    " VALUES (%s, %s, 'running', %s, %s, %s, %s, %s) RETURNING run_id",
+                    (init_time, model, *_provenance_values(provenance)))
         return cur.fetchone()[0]
 
 
@@ -71,10 +87,12 @@ def finish_run(cur: Cursor, outcome: RunOutcome) -> None:
     """Write the end of an attempt (inside the caller's transaction)."""
     cur.execute(
         "UPDATE forecast_runs SET status = %s, reason = %s, exit_code = %s, rows_written = %s,"
-        " prepare_s = %s, infer_s = %s, ingest_s = %s, finished_at = clock_timestamp()"
-        " WHERE run_id = %s",
+        " clamped_values = %s, prepare_s = %s, infer_s = %s, ingest_s = %s,"
+        " checkpoint_file = %s, checkpoint_sha256 = %s, precision = %s, device = %s,"
+        " project_version = %s, finished_at = clock_timestamp() WHERE run_id = %s",
         (outcome.status, outcome.reason, outcome.exit_code, outcome.rows_written,
-         *outcome.timings.in_order(), outcome.run_id),
+         outcome.clamped, *outcome.timings.in_order(),
+         *_provenance_values(outcome.provenance), outcome.run_id),
     )
 
 

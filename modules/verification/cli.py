@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg2
 
 from config.settings import SettingsError, load_settings
-from graphcast_contract.errors import DatabaseError
+from graphcast_contract.errors import DatabaseError, ExitCode, exit_code_help
 from graphcast_contract.project import PROJECT_ROOT
 from modules.job.logs import register_secrets, setup_console_logging
 from modules.storage.db import open_database
@@ -20,11 +20,6 @@ from modules.verification import report
 from modules.verification.scores import verify
 
 log = logging.getLogger("verification")
-
-EXIT_OK = 0
-EXIT_USAGE = 2  # argparse's code for bad arguments; also a bad setting
-EXIT_DATABASE = 3
-EXIT_REPORT = 4
 
 DEFAULT_PLOT_DIR = PROJECT_ROOT / "reports"
 
@@ -43,9 +38,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m modules.verification",
         description="Verify stored forecasts against ERA5 in the store, update"
                     " forecast_scores, print a score table and write plots.",
-        epilog=f"Exit codes: {EXIT_OK} ok (also when nothing was ready), {EXIT_USAGE} bad"
-               f" arguments or configuration, {EXIT_DATABASE} database unreachable or failing, {EXIT_REPORT}"
-               " plots could not be written.",
+        epilog=exit_code_help(ExitCode.USAGE, ExitCode.DATABASE, ExitCode.OUTPUT_FAILED),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--since", type=_parse_since, metavar="DATE",
                         help="only pair forecasts initialised at or after DATE (ISO 8601,"
@@ -66,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except SettingsError as exc:
         log.error("configuration error: %s", exc)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     register_secrets(settings.secrets())
     try:
         conn = open_database(settings)
@@ -76,14 +70,14 @@ def main(argv: list[str] | None = None) -> int:
             conn.close()
     except (DatabaseError, psycopg2.Error) as exc:
         log.error("database error: %s", str(exc).strip())
-        return EXIT_DATABASE
+        return ExitCode.DATABASE
     print(report.format_table(summary.scores))
     try:
         paths = report.write_plots(summary.scores, args.plot_dir)
     except OSError as exc:
         log.error("cannot write plots to %s: %s", args.plot_dir, exc)
-        return EXIT_REPORT
+        return ExitCode.OUTPUT_FAILED
     log.info("verification: %s; plots: %s", summary,
              ", ".join(str(p) for p in paths) or "none (no scores)")
-    return EXIT_OK
+    return ExitCode.OK
 

@@ -10,19 +10,21 @@ from pathlib import Path
 import pytest
 from api_helpers import REFERENCE_DIR, serve_command
 
+from graphcast_api import settings as settings_module
 from graphcast_api.service import serve
 from graphcast_api.service.app import DEFAULT_MAX_BODY_BYTES
+from graphcast_api.settings import SettingsError
+from graphcast_contract.errors import ExitCode
 
 NO_OPTIONS = argparse.Namespace()
 
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No GRAPHCAST_API_* variables; the project root (where `.env` is read) is tmp_path."""
-    for variable, _ in serve.ENV.values():
+    """No GRAPHCAST_* variables; the project root (where `.env` is read) is tmp_path."""
+    for variable, _ in settings_module.ENV.values():
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.delenv(serve.TOKEN_ENV, raising=False)
-    monkeypatch.setattr(serve, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr(settings_module, "PROJECT_ROOT", tmp_path)
     return tmp_path
 
 
@@ -33,11 +35,11 @@ def test_defaults_bind_loopback_and_dotenv_is_read(clean_env: Path, stats_dir: P
     settings = serve.resolve_settings(NO_OPTIONS)
     assert (settings.host, settings.port) == ("127.0.0.1", 8001)
     assert settings.checkpoint == REFERENCE_DIR / "params.npz"
-    assert settings.limits.token == "abc"
-    assert settings.limits.max_body_bytes == DEFAULT_MAX_BODY_BYTES
+    assert settings.token == "abc"
+    assert settings.max_body_bytes == DEFAULT_MAX_BODY_BYTES
     options = argparse.Namespace(port="9000", max_body_mb="2", host="0.0.0.0")
     settings = serve.resolve_settings(options)  # the command line wins
-    assert (settings.host, settings.port, settings.limits.max_body_bytes) == (
+    assert (settings.host, settings.port, settings.max_body_bytes) == (
         "0.0.0.0", 9000, 2 * 1024**2)
 
 
@@ -52,7 +54,7 @@ def test_bad_options_are_named(clean_env: Path, stats_dir: Path, options: dict,
                                message: str) -> None:
     complete = {"checkpoint": str(REFERENCE_DIR / "params.npz"), "stats_dir": str(stats_dir)}
     args = argparse.Namespace(**({**complete, **options} if options else {}))
-    with pytest.raises(serve.ConfigError, match=re.escape(message)):
+    with pytest.raises(SettingsError, match=re.escape(message)):
         serve.resolve_settings(args)
 
 
@@ -66,14 +68,14 @@ def test_command_exit_codes(stats_dir: Path, tmp_path: Path) -> None:
             assert "graphcast_api.serve: stopped" in output
     with serve_command(["--stats-dir", str(tmp_path)], wait=False) as (_, process):
         output, _ = process.communicate(timeout=60)
-        assert process.returncode == serve.EXIT_BAD_CONFIG
+        assert process.returncode == ExitCode.USAGE
         assert "--checkpoint (or GRAPHCAST_API_CHECKPOINT) is required" in output
     broken = tmp_path / "broken.npz"
     broken.write_bytes(b"not a checkpoint")
     with serve_command(["--checkpoint", str(broken), "--stats-dir", str(stats_dir)],
                        wait=False) as (_, process):
         output, _ = process.communicate(timeout=120)
-        assert process.returncode == serve.EXIT_LOAD_FAILED
+        assert process.returncode == ExitCode.MODEL_FAILED
         assert f"could not load {broken}" in output
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -81,5 +83,5 @@ def test_command_exit_codes(stats_dir: Path, tmp_path: Path) -> None:
         port = str(busy.getsockname()[1])
         with serve_command([*args, "--port", port], wait=False) as (_, process):
             output, _ = process.communicate(timeout=120)
-            assert process.returncode == serve.EXIT_CANNOT_LISTEN
+            assert process.returncode == ExitCode.CANNOT_LISTEN
             assert f"could not listen on 127.0.0.1:{port}" in output

@@ -25,6 +25,10 @@ from .contract_api_server import ContractApi
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = PROJECT_ROOT / "tests" / "data" / "graphcast_reference" / "example_batch.nc"
 EXAMPLE_START = datetime(2022, 1, 1, 0, tzinfo=timezone.utc)  # 6 frames, 6 h apart
+# What a job subprocess may take from the developer's environment: how to find programs and
+# temporary space, nothing that configures the job. ENV_FILE="" keeps it off any `.env`.
+PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT",
+                  "WINDIR", "USERPROFILE")
 FAST_API_ENV = {"GRAPHCAST_API_RETRIES": "2", "GRAPHCAST_API_BACKOFF_S": "0.05",
                 "GRAPHCAST_API_CONNECT_TIMEOUT_S": "2", "GRAPHCAST_API_TIMEOUT_S": "20"}
 
@@ -101,6 +105,13 @@ def era5_db(clean_db: str, example_frames: ExampleFrames) -> str:
     return clean_db
 
 
+def clean_environment() -> dict[str, str]:
+    """An explicit environment for job subprocesses: none of the developer's settings
+    (FORECAST_VARIABLES, GRAPHCAST_API_TOKEN, ...) and no `.env` file."""
+    return {**{key: os.environ[key] for key in PASSED_THROUGH if key in os.environ},
+            "ENV_FILE": ""}
+
+
 @dataclass
 class JobResult:
     returncode: int
@@ -112,9 +123,8 @@ class JobRunner:
     """Runs trigger_and_ingest_forecast.py as a subprocess against the test database/API."""
 
     def __init__(self, database_url: str, api_url: str, log_dir: Path) -> None:
-        self.env = {**os.environ, "DATABASE_URL": database_url, "GRAPHCAST_API_URL": api_url,
-                    "LOG_DIR": str(log_dir), **FAST_API_ENV}
-        self.env.pop("GRAPHCAST_API_TOKEN", None)
+        self.env = {**clean_environment(), "DATABASE_URL": database_url,
+                    "GRAPHCAST_API_URL": api_url, "LOG_DIR": str(log_dir), **FAST_API_ENV}
         self.log_dir = log_dir
 
     def command(self, *args: str) -> list[str]:

@@ -10,6 +10,7 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from graphcast_contract.interpolation import bilinear
+from graphcast_contract.project import VERSION
+from graphcast_contract.variables import UNITS
 
 LEVELS = [50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000]
 SURFACE = ["2m_temperature", "mean_sea_level_pressure", "10m_v_component_of_wind",
@@ -24,10 +27,8 @@ SURFACE = ["2m_temperature", "mean_sea_level_pressure", "10m_v_component_of_wind
 ATMOSPHERIC = ["temperature", "geopotential", "u_component_of_wind", "v_component_of_wind",
                "vertical_velocity", "specific_humidity"]
 STATIC = ["geopotential_at_surface", "land_sea_mask"]
-UNITS = {"2m_temperature": "K", "mean_sea_level_pressure": "Pa", "10m_v_component_of_wind":
-         "m/s", "10m_u_component_of_wind": "m/s", "total_precipitation_6hr": "m",
-         "temperature": "K", "geopotential": "m2/s2", "u_component_of_wind": "m/s",
-         "v_component_of_wind": "m/s", "vertical_velocity": "Pa/s", "specific_humidity": "kg/kg"}
+PROVENANCE = {"checkpoint_file": "GraphCast_test.npz", "checkpoint_sha256": "0" * 64,
+              "precision": "fp32", "device": "cpu", "version": VERSION}
 GRID_10DEG = {"n_lat": 19, "n_lon": 36, "lat_first": -90.0, "lat_step": 10.0,
               "lon_first": 0.0, "lon_step": 10.0}
 
@@ -76,6 +77,10 @@ class ContractApi:
         self.delay_s = 0.0                 # wait before answering a forecast
         self.gate: threading.Event | None = None  # if set: hold forecasts until it opens
         self.reply_mode = "ok"             # ok | malformed | nan | missing_entry
+        # Called with each reply (/v1/model or forecast) before it is sent; may alter it.
+        self.model_hook: Callable[[dict[str, Any]], None] | None = None
+        self.reply_hook: Callable[[dict[str, Any]], None] | None = None
+        self.provenance: dict[str, Any] = dict(PROVENANCE)
         self.calls: list[tuple[str, str]] = []
 
     def close(self) -> None:
@@ -90,7 +95,8 @@ class ContractApi:
                 "input_times_hours": [-6, 0], "surface_inputs": SURFACE,
                 "atmospheric_inputs": ATMOSPHERIC, "static_inputs": STATIC,
                 "targets": targets, "step_hours": 6, "max_lead_hours": 240,
-                "precision": "fp32", "device": "cpu"}
+                "precision": self.provenance["precision"], "device": "cpu",
+                "provenance": dict(self.provenance)}
 
     def forecast(self, request: dict[str, Any]) -> dict[str, Any]:
         """Check the request against the contract and answer with the persistence model."""
@@ -123,7 +129,8 @@ class ContractApi:
         if self.reply_mode == "missing_entry":
             forecasts.pop()
         return {"model": "GraphCast_test", "init_time": request["init_time"],
-                "forecasts": forecasts, "timings": {"total_s": 0.0}}
+                "forecasts": forecasts, "timings": {"total_s": 0.0},
+                "provenance": dict(self.provenance)}
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         api = self
@@ -139,7 +146,10 @@ class ContractApi:
                 if not self._authorised():
                     return
                 if self.path == "/v1/model":
-                    return self._send(200, api.model_info())
+                    info = api.model_info()
+                    if api.model_hook is not None:
+                        api.model_hook(info)
+                    return self._send(200, info)
                 self._send(404, {"detail": f"no route {self.path}"})
 
             def do_POST(self) -> None:
@@ -173,6 +183,8 @@ class ContractApi:
                     return self._send(exc.status, {"detail": exc.detail})
                 if api.reply_mode == "malformed":
                     return self._send_raw(200, b'{"model": "GraphCast_test", "forecasts": [')
+                if api.reply_hook is not None:
+                    api.reply_hook(reply)
                 self._send(200, reply)
 
             def _authorised(self) -> bool:

@@ -183,13 +183,17 @@ def test_api_token(run_job: JobRunner, era5_db: str, api: ContractApi) -> None:
     assert len(predictions(era5_db)) == 80
 
 
-def test_database_unreachable(run_job: JobRunner, era5_db: str) -> None:
+def test_database_unreachable(run_job: JobRunner, api: ContractApi, tmp_path) -> None:
+    """The job stops before asking the API anything and does not fall back to the embedded
+    server (whose directory would appear); the password is never printed."""
     url = "postgresql://dev_user:hunter2@127.0.0.1:9/trading_data"
-    result = run_job("--init-time", INIT, DATABASE_URL=url)
+    embedded = tmp_path / "pgdata"
+    result = run_job("--init-time", INIT, DATABASE_URL=url, EMBEDDED_PG_DIR=str(embedded))
     assert result.returncode == 6
     assert "database unreachable or failing" in result.output
+    assert "status=failed rows=0 clamped=0" in result.output
     assert "hunter2" not in result.output + result.log_file.read_text()
-    assert ledger(era5_db) == [] and predictions(era5_db) == []
+    assert api.calls == [] and not embedded.exists()
 
 
 def test_bad_configuration(run_job: JobRunner, era5_db: str) -> None:

@@ -44,17 +44,27 @@ def test_run_writes_80_rows_with_the_model_values(run_job: JobRunner, era5_db: s
     assert all(t is not None and t >= 0 for t in timings[:3]) and timings[3]
     summary = [line for line in result.output.splitlines() if " summary " in line]
     assert len(summary) == 1
-    assert "init_time=2022-01-01T06:00:00Z status=succeeded rows=80 prepare=" in summary[0]
+    assert ("init_time=2022-01-01T06:00:00Z status=succeeded rows=80 clamped=0 prepare="
+            in summary[0])
     assert summary[0] in result.log_file.read_text()
     assert api.calls.count(("POST", "/v1/forecast")) == 1
 
 
+@pytest.mark.parametrize("now", [datetime(2026, 3, 14, 5, 59, 59, tzinfo=timezone.utc),
+                                 datetime(2026, 3, 14, 6, 0, tzinfo=timezone.utc)],
+                         ids=["before-the-slot", "on-the-slot"])
 def test_default_run_forecasts_the_j6_cycle(run_job: JobRunner, clean_db: str,
-                                            example_frames: ExampleFrames) -> None:
-    target = target_init_time(datetime.now(timezone.utc), 6)
+                                            example_frames: ExampleFrames,
+                                            now: datetime) -> None:
+    """`now` is injected (main's parameter), so a 6-hour boundary cannot move the target."""
+    target = target_init_time(now, 6)
+    assert target == datetime(2026, 3, 8, 0 if now.hour < 6 else 6, tzinfo=timezone.utc)
     load_frames(clean_db, example_frames, target - timedelta(hours=6), count=2)
-    result = run_job()
-    assert result.returncode == 0, result.output
+    script = ("import sys; from datetime import datetime; import trigger_and_ingest_forecast"
+              f" as job; sys.exit(job.main([], now=datetime.fromisoformat({now.isoformat()!r})))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, env=run_job.env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
     check = query(clean_db, SEED_CHECK)
     assert [(when, count) for when, count, _ in check] == [
         (target + timedelta(hours=h), 20) for h in (6, 12, 18, 24)]

@@ -106,3 +106,50 @@ def test_redact_masks_passwords_and_tokens() -> None:
     masked = redact(text)
     assert "w0rd" not in masked and "hunter2" not in masked and "abc.def" not in masked
     assert "postgresql://dev_user:***@localhost:5432/trading_data" in masked
+
+
+HOSTILE_ENV = "FORECAST_VARIABLES=no_such_variable\nGRAPHCAST_API_TOKEN=leaked\n"
+
+
+def test_env_file_setting_chooses_the_dotenv(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    """ENV_FILE unset reads the project's `.env`; empty reads none; a path reads that file.
+    The project root is a copy here, so no `.env` is ever written into the working copy."""
+    import config.settings as settings_module
+    from graphcast_contract import project as project_module
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".env").write_text(HOSTILE_ENV)
+    monkeypatch.setattr(project_module, "PROJECT_ROOT", project)
+    for name in ("ENV_FILE", "FORECAST_VARIABLES", "GRAPHCAST_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert settings_module.env_file_path() == project / ".env"
+    monkeypatch.setenv("ENV_FILE", "")
+    settings = load_settings()
+    assert settings.variables == (("2m_temperature", 0),) and settings.api_token is None
+    other = tmp_path / "other.env"
+    other.write_text("FORECAST_LEAD_HOURS=6\n")
+    monkeypatch.setenv("ENV_FILE", str(other))
+    monkeypatch.delenv("FORECAST_LEAD_HOURS", raising=False)
+    assert load_settings().lead_hours == (6,)
+    monkeypatch.setenv("ENV_FILE", str(tmp_path / "absent.env"))
+    with pytest.raises(SettingsError, match="ENV_FILE=.*absent.env' is not a file"):
+        load_settings()
+
+
+def test_job_subprocesses_get_a_clean_environment(run_job, era5_db: str,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    """A developer's settings in the test process's environment, and a hostile `.env` named
+    by ENV_FILE there, do not reach the job the tests run."""
+    hostile = tmp_path / "hostile.env"
+    hostile.write_text(HOSTILE_ENV)
+    monkeypatch.setenv("ENV_FILE", str(hostile))
+    monkeypatch.setenv("FORECAST_VARIABLES", "no_such_variable")
+    monkeypatch.setenv("GRAPHCAST_API_TOKEN", "leaked")
+    runner = type(run_job)(era5_db, run_job.env["GRAPHCAST_API_URL"], tmp_path / "logs")
+    assert runner.env["ENV_FILE"] == ""
+    assert "FORECAST_VARIABLES" not in runner.env and "GRAPHCAST_API_TOKEN" not in runner.env
+    result = runner("--init-time", "2022-01-01T06:00")
+    assert result.returncode == 0, result.output

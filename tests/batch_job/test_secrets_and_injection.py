@@ -1,7 +1,6 @@
 """Secrets never reach the log, stderr or the ledger; external text cannot forge log lines."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 import pytest
 from psycopg2.extensions import make_dsn
 
-from .conftest import PROJECT_ROOT, JobRunner, ledger, predictions
+from .conftest import PROJECT_ROOT, JobRunner, clean_environment, ledger, predictions
 from .contract_api_server import ContractApi
 
 INIT = "2022-01-01T06:00"
@@ -92,7 +91,7 @@ def test_site_name_with_a_newline_is_refused(run_job: JobRunner, era5_db: str,
 def test_every_program_reports_a_malformed_database_url_alike(program: list[str],
                                                               tmp_path: Path) -> None:
     raw = f"postgresql://dev_user:{PASSWORD}@127.0.0.1:9/trading_data"
-    env = {**os.environ, "DATABASE_URL": raw}
+    env = {**clean_environment(), "DATABASE_URL": raw}
     done = subprocess.run([sys.executable, *program], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr

@@ -6,16 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from graphcast_api.tools import bench
+from graphcast_api.__main__ import main
 
 
 def test_bench_on_reference_files(reference_dir: Path, stats_dir: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    code = bench.main(["--checkpoint", str(reference_dir / "params.npz"),
-                       "--stats-dir", str(stats_dir),
-                       "--example-batch", str(reference_dir / "example_batch.nc"),
-                       "--precision", "fp32", "--device", "cpu", "--steps", "2",
-                       "--repeats", "1"])
+    code = main(["bench", "--checkpoint", str(reference_dir / "params.npz"),
+                 "--stats-dir", str(stats_dir),
+                 "--example-batch", str(reference_dir / "example_batch.nc"),
+                 "--precision", "fp32", "--device", "cpu", "--steps", "2", "--repeats", "1"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("precision", "graph_build_s", "first_call_s", "rollout_s_median",

@@ -1,4 +1,5 @@
-"""`python -m graphcast_api.predict` end to end on the reference set."""
+"""`python -m graphcast_api predict` (and its alias `graphcast_api.predict`) end to end on the
+reference set."""
 from __future__ import annotations
 
 import subprocess
@@ -9,12 +10,13 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from graphcast_api.tools import predict
+from graphcast_api.__main__ import main
+from graphcast_contract.errors import ExitCode
 from tests.engine.tolerance import check_fp32
 
 
 def _args(reference_dir: Path, stats_dir: Path, batch: Path, out: Path, *extra: str) -> list[str]:
-    return ["--checkpoint", str(reference_dir / "params.npz"), "--stats-dir", str(stats_dir),
+    return ["predict", "--checkpoint", str(reference_dir / "params.npz"), "--stats-dir", str(stats_dir),
             "--example-batch", str(batch), "--out", str(out), "--precision", "fp32",
             "--device", "cpu", *extra]
 
@@ -29,8 +31,8 @@ def forecaster_like(reference_dir: Path, stats_dir: Path):
 def test_predict_writes_official_layout(reference_dir: Path, stats_dir: Path, tmp_path: Path,
                                         forecaster_like) -> None:
     out = tmp_path / "pred.nc"
-    assert predict.main(_args(reference_dir, stats_dir, reference_dir / "example_batch.nc",
-                              out)) == 0
+    assert main(_args(reference_dir, stats_dir, reference_dir / "example_batch.nc",
+                      out)) == 0
     prediction = xr.load_dataset(out, decode_timedelta=True)
     reference = xr.load_dataset(reference_dir / "predictions_fp32.nc", decode_timedelta=True)
     assert all(prediction[v].dtype == np.float32 for v in prediction.data_vars)
@@ -44,7 +46,7 @@ def test_predict_without_tisr_in_batch(reference_dir: Path, stats_dir: Path, tmp
     path = tmp_path / "no_tisr.nc"
     batch.drop_vars("toa_incident_solar_radiation").to_netcdf(path)
     out = tmp_path / "pred.nc"
-    assert predict.main(_args(reference_dir, stats_dir, path, out)) == 0
+    assert main(_args(reference_dir, stats_dir, path, out)) == 0
     reference = xr.load_dataset(reference_dir / "predictions_fp32.nc", decode_timedelta=True)
     check_fp32(xr.load_dataset(out, decode_timedelta=True), reference, reference_dir,
                forecaster_like)
@@ -57,17 +59,25 @@ def test_bad_inputs_give_one_line_and_exit_code(reference_dir: Path, stats_dir: 
     batch.isel(lat=slice(0, None, 2)).to_netcdf(coarse)
     out = tmp_path / "pred.nc"
     cases = [
-        (_args(reference_dir, stats_dir, coarse, out), predict.EXIT_BATCH, "lat grid"),
+        (_args(reference_dir, stats_dir, coarse, out), ExitCode.NO_DATA, "lat grid"),
         (_args(reference_dir, tmp_path, reference_dir / "example_batch.nc", out),
-         predict.EXIT_STATS, "statistics file not found"),
+         ExitCode.MODEL_FAILED, "statistics file not found"),
         (_args(reference_dir, stats_dir, reference_dir / "example_batch.nc", out, "--steps",
-               "9"), predict.EXIT_BATCH, "2 inputs + 9 target frames"),
+               "9"), ExitCode.NO_DATA, "2 inputs + 9 target frames"),
     ]
     bad_checkpoint = _args(reference_dir, stats_dir, reference_dir / "example_batch.nc", out)
-    bad_checkpoint[1] = str(reference_dir / "inputs.nc")
-    cases.append((bad_checkpoint, predict.EXIT_CHECKPOINT, "cannot read checkpoint"))
-    for argv, code, message in cases:
-        result = subprocess.run([sys.executable, "-m", "graphcast_api.predict", *argv],
+    bad_checkpoint[2] = str(reference_dir / "inputs.nc")
+    cases.append((bad_checkpoint, ExitCode.MODEL_FAILED, "cannot read checkpoint"))
+    unreadable = _args(reference_dir, stats_dir, tmp_path / "absent.nc", out)
+    cases.append((unreadable, ExitCode.UNREADABLE_FILE, "cannot read example batch"))
+    blocked = _args(reference_dir, stats_dir, reference_dir / "example_batch.nc",
+                    tmp_path / "a-file" / "pred.nc")
+    (tmp_path / "a-file").write_text("not a folder")
+    cases.append((blocked, ExitCode.OUTPUT_FAILED, "cannot write"))
+    for index, (argv, code, message) in enumerate(cases):
+        # the alias and the sub-command in turn: the same command
+        command = ["graphcast_api.predict", *argv[1:]] if index % 2 else ["graphcast_api", *argv]
+        result = subprocess.run([sys.executable, "-m", *command],
                                 capture_output=True, text=True, cwd=Path(__file__).parents[2])
         assert result.returncode == code, result.stderr
         lines = result.stderr.strip().splitlines()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modules.inputs import cli as era5_loader
+from graphcast_contract.errors import ExitCode
 from modules.inputs import store as era5_store
 from modules.inputs.loader import load_file
 from modules.inputs.sources import InvalidDataError, UnreadableFileError
@@ -187,6 +187,6 @@ def test_cli_exit_code_for_missing_hours(clean_db: str, tmp_path: Path) -> None:
     values, times = _hourly_tp([0, 1, 2, 4, 5, 6])
     path = cds_netcdf(tmp_path / "gap.nc", {"tp": values}, times)
     done = run_loader(clean_db, path, "--grid-step", "10")
-    assert done.returncode == era5_loader.EXIT_INVALID_DATA
+    assert done.returncode == ExitCode.NO_DATA
     assert "hourly accumulations missing for 2022-01-01T03:00Z" in done.stderr
     assert count_rows(clean_db) == (0, 0)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modules.inputs import cli as era5_loader
+from graphcast_contract.errors import ExitCode
 from modules.inputs.loader import load_file
 from modules.inputs.sources import InvalidDataError
 
@@ -54,7 +54,7 @@ def test_netcdf_declaring_a_huge_grid_is_refused_unread(clean_db: str, tmp_path:
     path = _huge_netcdf(tmp_path / "huge.nc")
     assert path.stat().st_size < 2_000_000
     done = run_loader(clean_db, path)
-    assert done.returncode == era5_loader.EXIT_INVALID_DATA, done.stderr
+    assert done.returncode == ExitCode.NO_DATA, done.stderr
     assert "huge.nc" in done.stderr and "Traceback" not in done.stderr
     assert count_rows(clean_db) == (0, 0)
 
@@ -86,7 +86,7 @@ def test_grid_finer_than_the_setting_is_refused(conn, clean_db: str, tmp_path: P
                                                r"10 x 18; see ERA5_MIN_GRID_STEP\)"):
         load_file(conn, path, grid_step=20, min_grid_step=20)
     done = run_loader(clean_db, path, "--grid-step", "20", ERA5_MIN_GRID_STEP="20")
-    assert done.returncode == era5_loader.EXIT_INVALID_DATA and "finer than 20 deg" in done.stderr
+    assert done.returncode == ExitCode.NO_DATA and "finer than 20 deg" in done.stderr
     assert count_rows(clean_db) == (0, 0)
 
 
@@ -111,6 +111,6 @@ def test_grib_with_an_impossible_date_is_invalid_data(clean_db: str, tmp_path: P
     path = tmp_path / "year0.grib"
     path.write_bytes(bytes(message))
     done = run_loader(clean_db, path, "--grid-step", "10")
-    assert done.returncode == era5_loader.EXIT_INVALID_DATA, done.stderr
+    assert done.returncode == ExitCode.NO_DATA, done.stderr
     assert "invalid validity date" in done.stderr and "Traceback" not in done.stderr
     assert count_rows(clean_db) == (0, 0)

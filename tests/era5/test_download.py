@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from graphcast_contract.cycles import cycles_of_days
-from modules.inputs import cli as era5_loader
+from graphcast_contract.errors import ExitCode
 from modules.storage import db
 from modules.inputs.era5_download import day_requests
 from modules.inputs.status import cycle_status
@@ -103,7 +103,7 @@ def test_download_loads_two_days_and_status_reports_the_cycles(
         _cds_env(monkeypatch, cds.url)
         done = run_loader(clean_db, "download", "--date", "2022-01-02", "--date", "2022-01-01",
                           "--dir", tmp_path / "era5", "--grid-step", "10")
-    assert done.returncode == era5_loader.EXIT_OK, done.stderr
+    assert done.returncode == ExitCode.OK, done.stderr
     assert [(d, r["day"]) for d, r in cds.submitted] == [
         ("reanalysis-era5-pressure-levels", ["01"]), ("reanalysis-era5-single-levels", ["01"]),
         ("reanalysis-era5-single-levels", ["01"]), ("reanalysis-era5-pressure-levels", ["02"]),
@@ -127,7 +127,7 @@ def test_download_loads_two_days_and_status_reports_the_cycles(
 
     done = run_loader(clean_db, "status", "--until", "2022-01-02", "--days", "1",
                       "--grid-step", "10")
-    assert done.returncode == era5_loader.EXIT_OK
+    assert done.returncode == ExitCode.OK
     assert done.stdout.splitlines() == [f"2022-01-02T{h}:00Z  complete"
                                         for h in ("00", "06", "12", "18")]
 
@@ -138,7 +138,7 @@ def test_download_in_grib(clean_db: str, tmp_path: Path,
         _cds_env(monkeypatch, cds.url)
         done = run_loader(clean_db, "download", "--date", "2022-01-01", "--format", "grib",
                           "--dir", tmp_path, "--grid-step", "10")
-    assert done.returncode == era5_loader.EXIT_OK, done.stderr
+    assert done.returncode == ExitCode.OK, done.stderr
     assert all(r["data_format"] == "grib" for _, r in cds.submitted)
     conn = db.connect(clean_db)
     with conn, conn.cursor() as cur:
@@ -158,7 +158,7 @@ def test_download_failures_exit_with_the_download_code(
     with FakeCds(TOKEN, make_grib, fail_with=fail_with) as cds:
         _cds_env(monkeypatch, cds.url, token)
         done = run_loader(clean_db, "download", "--date", "2022-01-01", "--dir", tmp_path)
-    assert done.returncode == era5_loader.EXIT_DOWNLOAD
+    assert done.returncode == ExitCode.DOWNLOAD_FAILED
     assert "CDS download for 2022-01-01 failed" in done.stderr and message in done.stderr
 
 
@@ -169,5 +169,5 @@ def test_download_without_a_cds_key(clean_db: str, tmp_path: Path,
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("CDSAPI_RC", str(tmp_path / "absent.cdsapirc"))
     done = run_loader(clean_db, "download", "--date", "2022-01-01", "--dir", tmp_path)
-    assert done.returncode == era5_loader.EXIT_DOWNLOAD
+    assert done.returncode == ExitCode.DOWNLOAD_FAILED
     assert "put your key in ~/.cdsapirc" in done.stderr

@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 from graphcast_contract.model_spec import Grid
-from modules.inputs import cli as era5_loader
+from graphcast_contract.errors import ExitCode
 from modules.inputs import store as era5_store
 from modules.inputs.loader import load_file
 from modules.inputs.sources import InvalidDataError, UnreadableFileError
@@ -127,25 +127,25 @@ def test_cli_loads_files_and_reports_each_failure_with_its_exit_code(clean_db: s
     text.write_text("not netcdf")
 
     done = run_loader(clean_db, good)
-    assert done.returncode == era5_loader.EXIT_OK, done.stderr
+    assert done.returncode == ExitCode.OK, done.stderr
     assert "loaded 12 fields at 2 valid times and 2 static fields" in done.stderr
     assert count_rows(clean_db) == (12, 2)
 
     done = run_loader(clean_db, nan)
-    assert done.returncode == era5_loader.EXIT_INVALID_DATA
+    assert done.returncode == ExitCode.NO_DATA
     assert f"{nan}: field 'geopotential'" in done.stderr and "nothing loaded" in done.stderr
 
     done = run_loader(clean_db, text)
-    assert done.returncode == era5_loader.EXIT_UNREADABLE
+    assert done.returncode == ExitCode.UNREADABLE_FILE
     assert f"{text}: not a NetCDF or GRIB file" in done.stderr
 
     done = run_loader(clean_db, tmp_path / "missing.nc")
-    assert done.returncode == era5_loader.EXIT_UNREADABLE and "cannot read" in done.stderr
+    assert done.returncode == ExitCode.UNREADABLE_FILE and "cannot read" in done.stderr
     assert count_rows(clean_db) == (12, 2)
 
 
 def test_cli_reports_an_unreachable_database(tmp_path: Path) -> None:
     good = _write(graphcast_dataset(), tmp_path / "good.nc")
     done = run_loader("postgresql://nobody@127.0.0.1:9/none?connect_timeout=2", good)
-    assert done.returncode == era5_loader.EXIT_DATABASE
+    assert done.returncode == ExitCode.DATABASE
     assert "database unavailable" in done.stderr

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from psycopg2.extensions import connection as Connection
 
-from modules.verification.cli import EXIT_DATABASE, EXIT_REPORT, main
+from graphcast_contract.errors import ExitCode
+from modules.verification.cli import main
 from modules.verification.scores import verify
 from modules.verification.report import format_table, write_plots
 
@@ -74,7 +75,7 @@ def test_cli_rejects_a_bad_date(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_database_unreachable(monkeypatch: pytest.MonkeyPatch,
                                   caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/none")
-    assert main(["--plot-dir", "/nonexistent"]) == EXIT_DATABASE
+    assert main(["--plot-dir", "/nonexistent"]) == ExitCode.DATABASE
     assert "database error" in caplog.text
 
 
@@ -86,7 +87,7 @@ def test_cli_unwritable_plot_dir_keeps_the_scores(conn: Connection, clean_db: st
     monkeypatch.setenv("DATABASE_URL", clean_db)
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    assert main(["--plot-dir", str(blocker)]) == EXIT_REPORT
+    assert main(["--plot-dir", str(blocker)]) == ExitCode.OUTPUT_FAILED
     assert f"cannot write plots to {blocker}" in caplog.text
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM forecast_scores WHERE site IS NULL")

@@ -1,0 +1,120 @@
+"""The settings of the inference side (`serve`, `predict`, `bench`), resolved in one place.
+
+Each setting comes from the command line, else the environment, else the project's `.env`
+file, else its default. The engine reads no environment: it gets precision, device, compile
+and the graph cache folder as arguments from here. Import-light (no torch, no FastAPI).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from graphcast_contract.project import env_file_path
+
+PRECISIONS = ("fp32", "bf16")
+# Base64 JSON of the largest published 0.25-degree model (37 levels: 2 x 227 fields + 2
+# statics of 721 x 1440 float32) is about 2.5 GB; this leaves room for the rest.
+DEFAULT_MAX_BODY_MB = 3072
+# setting -> (environment variable, default); None: unset, or the engine decides.
+ENV: dict[str, tuple[str, str | None]] = {
+    "checkpoint": ("GRAPHCAST_API_CHECKPOINT", None),
+    "stats_dir": ("GRAPHCAST_API_STATS_DIR", None),
+    "host": ("GRAPHCAST_API_HOST", "127.0.0.1"),
+    "port": ("GRAPHCAST_API_PORT", "8001"),
+    "token": ("GRAPHCAST_API_TOKEN", None),
+    "precision": ("GRAPHCAST_API_PRECISION", None),
+    "device": ("GRAPHCAST_API_DEVICE", None),
+    "max_body_mb": ("GRAPHCAST_API_MAX_BODY_MB", str(DEFAULT_MAX_BODY_MB)),
+    "queue_wait_s": ("GRAPHCAST_API_QUEUE_WAIT_S", "300"),
+    "compile": ("GRAPHCAST_COMPILE", None),
+    "cache_dir": ("GRAPHCAST_CACHE_DIR", None),
+}
+SWITCH_VALUES = {"1": True, "true": True, "yes": True, "on": True,
+                 "0": False, "false": False, "no": False, "off": False}
+
+
+class SettingsError(ValueError):
+    """A missing or invalid setting; the message names its option or variable."""
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Every setting of the service and the engine, resolved and typed."""
+
+    checkpoint: Path | None
+    stats_dir: Path | None
+    host: str
+    port: int
+    token: str | None
+    precision: str | None    # None: the engine picks (bf16 where the hardware is fast)
+    device: str | None       # None: the engine picks (cuda when usable, else cpu)
+    max_body_bytes: int
+    queue_wait_s: float
+    compile: bool | None     # None: the engine compiles on CPU for full-size meshes
+    cache_dir: Path | None   # None: the engine's ~/.cache/graphcast_api/graphs
+
+
+def load_service_settings(args: argparse.Namespace | None = None,
+                          env_file: Path | None = None) -> ServiceSettings:
+    """Resolve every setting: `args` (its attributes named as in ENV), else the environment,
+    else `env_file` (default: `env_file_path()`, the job's too), else the default. Empty
+    values count as unset.
+    """
+    try:
+        env_file = env_file or env_file_path()
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    from_file = dotenv_values(env_file) if env_file is not None else {}
+    raw = {name: _first_set(getattr(args, name, None), os.environ.get(variable),
+                            from_file.get(variable), default)
+           for name, (variable, default) in ENV.items()}
+    precision = raw["precision"]
+    if precision is not None and precision not in PRECISIONS:
+        raise SettingsError(f"--precision (or {ENV['precision'][0]}) must be one of "
+                            f"{', '.join(PRECISIONS)}, got {precision!r}")
+    return ServiceSettings(
+        checkpoint=_path(raw["checkpoint"]), stats_dir=_path(raw["stats_dir"]),
+        host=raw["host"], port=int(positive("port", raw["port"])), token=raw["token"],
+        precision=precision, device=raw["device"],
+        max_body_bytes=int(positive("max_body_mb", raw["max_body_mb"]) * 1024**2),
+        queue_wait_s=positive("queue_wait_s", raw["queue_wait_s"]),
+        compile=_switch("compile", raw["compile"]), cache_dir=_path(raw["cache_dir"]))
+
+
+def _first_set(*values: object) -> str | None:
+    """The first value that is neither None nor empty, as text."""
+    for value in values:
+        if value is not None and str(value) != "":
+            return str(value)
+    return None
+
+
+def _path(text: str | None) -> Path | None:
+    """A path setting; a leading ~ is the home folder (as written in `.env`)."""
+    return Path(text).expanduser() if text is not None else None
+
+
+def positive(option: str, text: str) -> float:
+    """`text` as a positive number; SettingsError naming `option` otherwise."""
+    try:
+        number = float(text)
+    except ValueError:
+        number = -1.0
+    if not number > 0:
+        raise SettingsError(f"--{option.replace('_', '-')} must be a positive number, "
+                            f"got {text!r}")
+    return number
+
+
+def _switch(name: str, text: str | None) -> bool | None:
+    """An on/off setting (1/0, true/false, yes/no, on/off); None when unset."""
+    if text is None:
+        return None
+    try:
+        return SWITCH_VALUES[text.strip().lower()]
+    except KeyError:
+        raise SettingsError(f"{ENV[name][0]} must be 1 or 0, got {text!r}") from None

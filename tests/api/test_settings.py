@@ -1,0 +1,73 @@
+"""The one settings loader of serve/predict/bench: command line > environment > .env > default."""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from graphcast_api.settings import (
+    DEFAULT_MAX_BODY_MB, ENV, SettingsError, load_service_settings,
+)
+
+
+@pytest.fixture
+def no_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No setting in the environment."""
+    for variable, _ in ENV.values():
+        monkeypatch.delenv(variable, raising=False)
+    return monkeypatch
+
+
+def test_defaults_without_env_file(no_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = load_service_settings(argparse.Namespace(), env_file=tmp_path / "absent.env")
+    assert (settings.host, settings.port, settings.queue_wait_s) == ("127.0.0.1", 8001, 300.0)
+    assert settings.max_body_bytes == DEFAULT_MAX_BODY_MB * 1024**2
+    assert (settings.checkpoint, settings.stats_dir, settings.token) == (None, None, None)
+    assert (settings.precision, settings.device, settings.compile, settings.cache_dir) == (
+        None, None, None, None)
+
+
+def test_command_line_beats_environment_beats_env_file_beats_default(
+        no_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("GRAPHCAST_API_PORT=7001\nGRAPHCAST_API_HOST=10.0.0.1\n"
+                        "GRAPHCAST_API_PRECISION=bf16\nGRAPHCAST_COMPILE=1\n"
+                        f"GRAPHCAST_CACHE_DIR={tmp_path / 'from-file'}\n"
+                        "GRAPHCAST_API_TOKEN=file-token\n")
+    no_env.setenv("GRAPHCAST_API_PORT", "7002")
+    no_env.setenv("GRAPHCAST_API_PRECISION", "fp32")
+    no_env.setenv("GRAPHCAST_COMPILE", "0")
+    no_env.setenv("GRAPHCAST_API_DEVICE", "cpu")
+    args = argparse.Namespace(port="7003", device="cuda")
+    settings = load_service_settings(args, env_file=env_file)
+    assert settings.port == 7003                    # command line over environment and .env
+    assert settings.device == "cuda"                # command line over environment
+    assert settings.precision == "fp32"             # environment over .env
+    assert settings.compile is False                # environment over .env
+    assert settings.host == "10.0.0.1"              # .env over the default
+    assert settings.cache_dir == tmp_path / "from-file"
+    assert settings.token == "file-token"
+    assert settings.queue_wait_s == 300.0           # default
+    without_args = load_service_settings(argparse.Namespace(), env_file=env_file)
+    assert (without_args.port, without_args.device) == (7002, "cpu")
+    no_env.delenv("GRAPHCAST_COMPILE")
+    no_env.setenv("GRAPHCAST_API_PORT", "")         # empty counts as unset
+    from_file = load_service_settings(None, env_file=env_file)
+    assert (from_file.port, from_file.compile) == (7001, True)
+    no_env.setenv("GRAPHCAST_CACHE_DIR", "~/graphs")
+    assert load_service_settings(None, env_file=env_file).cache_dir == Path.home() / "graphs"
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("GRAPHCAST_API_PRECISION", "fp16", "--precision (or GRAPHCAST_API_PRECISION) must be one of "
+                                        "fp32, bf16, got 'fp16'"),
+    ("GRAPHCAST_COMPILE", "maybe", "GRAPHCAST_COMPILE must be 1 or 0, got 'maybe'"),
+    ("GRAPHCAST_API_MAX_BODY_MB", "-1", "--max-body-mb must be a positive number, got '-1'"),
+])
+def test_invalid_values_are_named(no_env: pytest.MonkeyPatch, tmp_path: Path, variable: str,
+                                  value: str, message: str) -> None:
+    no_env.setenv(variable, value)
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        load_service_settings(argparse.Namespace(), env_file=tmp_path / "absent.env")
