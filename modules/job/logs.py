@@ -90,10 +90,14 @@ def setup_logging(log_dir: Path, level: str = "INFO") -> None:
 
 
 def setup_console_logging(fmt: str = "%(asctime)s %(levelname)s %(message)s") -> None:
-    """Log INFO and up to stderr with the redacting formatter (the loader, verification)."""
+    """Log INFO and up to stderr with the redacting formatter (the loader, verification).
+    Like `logging.basicConfig`, nothing is added when logging is already set up (a caller's
+    or pytest's handlers)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
     handler = logging.StreamHandler()
     handler.setFormatter(RedactingFormatter(fmt))
-    root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
 
