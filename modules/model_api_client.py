@@ -51,7 +51,8 @@ class ModelApiClient:
         response = self._send_with_retries(method, path, **kwargs)
         if response.status_code != 200:
             raise ApiError(f"GraphCast API {method} {path} answered HTTP "
-                           f"{response.status_code}: {_detail(response)}")
+                           f"{response.status_code}: {_detail(response)}"
+                           f"{_request_id(response)}")
         try:
             return response.json()
         except ValueError:
@@ -128,6 +129,13 @@ def _retry_after_s(response: requests.Response) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _request_id(response: requests.Response) -> str:
+    """` (request id ...)` when the service named the request (X-Request-ID), so that a failed
+    cycle's ledger reason and log line match the service's log; else empty."""
+    request_id = response.headers.get("X-Request-ID", "")
+    return f" (request id {escape(request_id[:64])})" if request_id else ""
 
 
 def _detail(response: requests.Response) -> str:

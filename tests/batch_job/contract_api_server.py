@@ -27,6 +27,7 @@ SURFACE = ["2m_temperature", "mean_sea_level_pressure", "10m_v_component_of_wind
 ATMOSPHERIC = ["temperature", "geopotential", "u_component_of_wind", "v_component_of_wind",
                "vertical_velocity", "specific_humidity"]
 STATIC = ["geopotential_at_surface", "land_sea_mask"]
+FAILURE_REQUEST_ID = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"  # X-Request-ID of injected failures
 PROVENANCE = {"checkpoint_file": "GraphCast_test.npz", "checkpoint_sha256": "0" * 64,
               "precision": "fp32", "device": "cpu", "version": VERSION}
 GRID_10DEG = {"n_lat": 19, "n_lon": 36, "lat_first": -90.0, "lat_step": 10.0,
@@ -174,6 +175,7 @@ class ContractApi:
                 if api.failures_before_success > 0:
                     api.failures_before_success -= 1
                     headers = {"Retry-After": api.retry_after} if api.retry_after else {}
+                    headers["X-Request-ID"] = FAILURE_REQUEST_ID  # as the real service does
                     return self._send(api.failure_status, {"detail": api.detail}, headers)
                 try:
                     reply = api.forecast(json.loads(body))

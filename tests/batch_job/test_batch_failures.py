@@ -12,7 +12,7 @@ import pytest
 from modules.storage import db
 
 from .conftest import JobRunner, ledger, predictions, query
-from .contract_api_server import ContractApi
+from .contract_api_server import FAILURE_REQUEST_ID, ContractApi
 
 INIT = "2022-01-01T06:00"
 T0 = datetime(2022, 1, 1, 6, tzinfo=timezone.utc)
@@ -136,7 +136,10 @@ def test_api_500_is_not_retried(run_job: JobRunner, era5_db: str, api: ContractA
     assert result.returncode == 4
     assert "POST /v1/forecast answered HTTP 500: injected failure" in result.output
     assert api.calls.count(("POST", "/v1/forecast")) == 1  # a 500 may have done the work
-    assert_nothing_written(era5_db, "failed", 4, "HTTP 500")
+    # the service's request id, to find the failure in its log
+    assert f"(request id {FAILURE_REQUEST_ID})" in result.output
+    assert_nothing_written(era5_db, "failed", 4, f"HTTP 500: injected failure (request id "
+                                                 f"{FAILURE_REQUEST_ID})")
 
 
 def test_api_busy_every_time_fails(run_job: JobRunner, era5_db: str, api: ContractApi) -> None:
