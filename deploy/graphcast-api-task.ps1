@@ -1,6 +1,8 @@
 # Keep the GraphCast API (127.0.0.1:8001) running on Windows: registers the scheduled task
-# "GraphCast_API" that starts the service at boot, restarts it when it fails, and appends
-# its output to logs\graphcast-api.log. The Windows counterpart of deploy/graphcast-api.service.
+# "GraphCast_API" that starts the service at boot and restarts it when it fails; the service
+# logs to logs\graphcast-api.log, rotated by itself (5 MB x 5 files), and its warnings and
+# errors of the last start to logs\graphcast-api.log.stderr. The Windows counterpart of
+# deploy/graphcast-api.service.
 # Run once from an elevated PowerShell in the project folder (after scripts\demo.ps1 or
 # scripts\setup_env.ps1 made .venv):   .\deploy\graphcast-api-task.ps1 [-User .\graphcast]
 # The task runs as -User (default: you) with limited rights, never as SYSTEM: whoever can
@@ -9,7 +11,6 @@
 # is best. The task logs on as S4U: no password stored, no network shares (not needed).
 # Remove:   Unregister-ScheduledTask -TaskName GraphCast_API -Confirm:$false
 # The checkpoint and stats folder come from .env (GRAPHCAST_API_CHECKPOINT, GRAPHCAST_API_STATS_DIR).
-# The log is not rotated: see the README ("Security") for rotating it.
 param(
     [string]$User = "$env:USERDOMAIN\$env:USERNAME"
 )
@@ -21,7 +22,7 @@ $root = Split-Path -Parent $PSScriptRoot
 $python = Join-Path $root ".venv\Scripts\python.exe"
 $log = Join-Path $root "logs\graphcast-api.log"
 if (-not (Test-Path $python)) { throw "$python not found: run scripts\demo.ps1 first" }
-$command = "`"$python`" -m graphcast_api serve >> `"$log`" 2>&1"
+$command = "`"$python`" -m graphcast_api serve --log-file `"$log`" 2> `"$log.stderr`""
 $action = New-ScheduledTaskAction -Execute "cmd.exe" -Argument "/c `"$command`"" -WorkingDirectory $root
 $trigger = New-ScheduledTaskTrigger -AtStartup
 $settings = New-ScheduledTaskSettingsSet -RestartCount 999 -RestartInterval (New-TimeSpan -Minutes 1) `

@@ -182,8 +182,10 @@ def test_systemd_unit_verifies_with_this_project(tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze not installed")
     text = (PROJECT_ROOT / "deploy" / "graphcast-api.service").read_text()
-    assert "ExecStart=/opt/graphcast-pipeline/.venv/bin/python -m graphcast_api serve" in text
-    assert "StandardOutput=append:/opt/graphcast-pipeline/logs/graphcast-api.log" in text
+    assert "ExecStart=/opt/graphcast-pipeline/.venv/bin/python -m graphcast_api serve " in text
+    assert ("graphcast_api serve --log-file /opt/graphcast-pipeline/logs/graphcast-api.log"
+            in text)  # the service rotates its log; nothing else appends to it
+    assert "append:" not in text
     local = (text.replace("/opt/graphcast-pipeline/.venv/bin/python", sys.executable)
              .replace("/opt/graphcast-pipeline", str(PROJECT_ROOT)))
     unit = tmp_path / "graphcast-api.service"
@@ -212,3 +214,13 @@ def test_windows_service_task_runs_unprivileged() -> None:
 def test_systemd_unit_runs_as_an_ordinary_user() -> None:
     text = (PROJECT_ROOT / "deploy" / "graphcast-api.service").read_text()
     assert "\nUser=graphcast\n" in text and "User=root" not in text
+
+
+def test_service_files_let_the_service_rotate_its_log() -> None:
+    """The service rotates logs/graphcast-api.log itself (--log-file): nothing appends to it."""
+    task = (PROJECT_ROOT / "deploy" / "graphcast-api-task.ps1").read_text()
+    assert '-m graphcast_api serve --log-file `"$log`" 2> `"$log.stderr`"' in task
+    assert ">> `\"$log`\"" not in task
+    unit = (PROJECT_ROOT / "deploy" / "graphcast-api.service").read_text()
+    assert "serve --log-file /opt/graphcast-pipeline/logs/graphcast-api.log\n" in unit
+    assert "append:" not in unit

@@ -71,7 +71,8 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
                                f"(default {DEFAULT_MAX_SITE_NAME_CHARS})",
         "max_values": "most values (sites x variables x lead times) in one reply "
                       f"(default {DEFAULT_MAX_VALUES})",
-        "log_file": "also log to this file, rotated at 5 MB, 5 kept (default: stderr only)",
+        "log_file": "log to this file, rotated at 5 MB, 5 kept; stderr then gets warnings and "
+                    "errors only (default: everything to stderr)",
     }
     for option, text in option_help.items():
         parser.add_argument(f"--{option.replace('_', '-')}", dest=option,
@@ -126,10 +127,12 @@ def check_exposure(settings: ServiceSettings) -> str | None:
 
 
 def setup_logging(log_file: Path | None) -> None:
-    """Log to stderr and, when `log_file` is given, to that file rotated like the job's log.
+    """Log to stderr; when `log_file` is given, everything goes to that file, rotated like the
+    job's log, and stderr keeps warnings and errors only (whatever captures it stays small).
 
     uvicorn's own loggers propagate here (serve passes uvicorn no logging configuration)."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    console = logging.StreamHandler(sys.stderr)
+    handlers: list[logging.Handler] = [console]
     if log_file is not None:
         try:
             log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +140,7 @@ def setup_logging(log_file: Path | None) -> None:
                                                 backupCount=LOG_FILE_COUNT, encoding="utf-8"))
         except OSError as error:
             raise SettingsError(f"--log-file {log_file}: cannot write ({error})") from None
+        console.setLevel(logging.WARNING)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, handlers=handlers, force=True)
 
 
