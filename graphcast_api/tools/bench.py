@@ -27,7 +27,11 @@ from typing import TYPE_CHECKING
 
 from graphcast_api.engine.configs import ModelConfig, TaskConfig
 from graphcast_api.tools.predict import (
-    ToolError, add_engine_options, engine_settings, load_files, make_forecaster,
+    ToolError,
+    add_engine_options,
+    engine_settings,
+    load_files,
+    make_forecaster,
     split_example_batch,
 )
 from graphcast_contract.errors import ExitCode, exit_code_help

@@ -17,8 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from graphcast_api.settings import PRECISIONS, ServiceSettings, SettingsError, \
-    load_service_settings
+from graphcast_api.settings import PRECISIONS, ServiceSettings, SettingsError, load_service_settings
 from graphcast_contract.errors import ExitCode, exit_code_help
 from graphcast_contract.files import new_temporary_file
 from graphcast_contract.variables import STATS_FILES
