@@ -9,7 +9,7 @@ import pytest
 from graphcast_contract.errors import ExitCode
 from modules.inputs.loader import load_file
 from modules.inputs.sources import InvalidDataError
-from tests.modules.job_helpers import cds_netcdf, count_rows, grib_message, run_loader
+from tests.modules.inputs.helpers import cds_netcdf, count_rows, grib_message, run_loader
 
 HUGE = (18001, 36000)  # 0.01 deg: 2.6 GB a float32 field
 
