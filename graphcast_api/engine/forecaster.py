@@ -73,7 +73,8 @@ class Forecaster:
 
     def __init__(self, checkpoint: CheckPoint, stats: NormalizationStats, *, name: str,
                  precision: str | None = None, device: str | None = None,
-                 cache_dir: Path | None = None, compile: bool | None = None) -> None:
+                 cache_dir: Path | None = None, compile: bool | None = None,
+                 products: str | None = None) -> None:
         self.device = device or default_device()
         self.precision = precision or default_precision(self.device)
         if self.precision not in PRECISIONS:
@@ -89,23 +90,26 @@ class Forecaster:
         self.graphs = load_or_build_graphs(self.model_config, self.latitudes, self.longitudes,
                                            cache_dir)
         self.network = GraphCastNetwork(checkpoint.params, self.graphs, self.model_config,
-                                        PRECISIONS[self.precision], self.device, compile)
+                                        PRECISIONS[self.precision], self.device, compile,
+                                        products)
+        self.products = self.network.products  # the dense-product back end in use
 
     @classmethod
     def from_files(cls, checkpoint: Path, stats_dir: Path, *, precision: str | None = None,
                    device: str | None = None, cache_dir: Path | None = None,
-                   compile: bool | None = None) -> "Forecaster":
+                   compile: bool | None = None, products: str | None = None) -> "Forecaster":
         """Load an official checkpoint `.npz` and a directory with the three stats files.
 
         cache_dir: where built graphs are kept (None: graph.default_cache_dir());
-        compile: torch.compile the network (None: network._compile_by_default).
+        compile: torch.compile the network (None: network._compile_by_default);
+        products: dense-product back end, "matmul" or "onednn" (None: network.default_products).
         """
         loaded = load_checkpoint(Path(checkpoint))
         stem = Path(checkpoint).stem
         name = stem.split(" - ")[0] if " - " in stem else stem
         forecaster = cls(loaded, load_stats(Path(stats_dir), loaded.task_config), name=name,
                          precision=precision, device=device, cache_dir=cache_dir,
-                         compile=compile)
+                         compile=compile, products=products)
         forecaster.checkpoint_file = Path(checkpoint).name
         forecaster.checkpoint_sha256 = file_sha256(Path(checkpoint))
         return forecaster
