@@ -317,7 +317,7 @@ def bench(args: argparse.Namespace) -> None:
           f"{achieved:.0f} GFLOP/s achieved, peak RSS {peak_rss:.2f} GiB")
     compile_s = max(first_call_s - median, 0.0)
     print(f"first call / warm rollout: {first_call_s / median:.2f} (compile and first-use "
-          f"cost ≈ {compile_s:.1f} s{'; caches were warm' if args.warm_caches else ''})")
+          f"cost ≈ {compile_s:.1f} s{'; cache folder reused (--warm-caches)' if args.warm_caches else ''})")
     features = torch.from_numpy(forecaster.grid_features(
         forecaster._checked_inputs(inputs), forecaster._target_forcings(
             forecaster._checked_inputs(inputs), 1, forcings).isel(time=[0])))
