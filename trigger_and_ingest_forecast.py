@@ -16,7 +16,7 @@ from graphcast_contract.cycles import parse_cycle
 from graphcast_contract.errors import EXIT_CODE_HELP, ConfigError, ExitCode
 from modules import forecast_job
 from modules.job import schedule
-from modules.job.logs import setup_logging
+from modules.job.logs import clean, register_secrets, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
     try:
         settings = load_settings()
     except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        print(f"configuration error: {clean(exc)}", file=sys.stderr)
         return ExitCode.USAGE
+    register_secrets(settings.secrets())
     setup_logging(settings.log_dir, settings.log_level)
     log = logging.getLogger("forecast_job")
     try:

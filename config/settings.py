@@ -6,10 +6,13 @@ README's configuration table.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from dotenv import load_dotenv
+from psycopg2 import ProgrammingError
+from psycopg2.extensions import parse_dsn
 
 from graphcast_contract import project
 from graphcast_contract.project import PROJECT_ROOT
@@ -37,6 +40,16 @@ class Settings:
     variables: tuple[tuple[str, int], ...] = (("2m_temperature", 0),)
     sites_file: Path = PROJECT_ROOT / "config" / "sites.csv"
     log_level: str = "INFO"
+    era5_min_grid_step: float = 0.1
+
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values to mask in logs and ledger reasons: the database password
+        (when DATABASE_URL has one) and the API token."""
+        password = parse_dsn(self.database_url).get("password") if self.database_url else None
+        return tuple(value for value in (password, self.api_token) if value)
+
+
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: what a header can carry
 
 
 def _number(name: str, default: str, kind: type, minimum: float) -> float | int:
@@ -76,6 +89,30 @@ def _variables(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(variables)
 
 
+def _database_url(text: str | None) -> str | None:
+    """The DATABASE_URL if libpq can parse it. Its text is never echoed: libpq's own
+    message quotes the part it fails on, which may be the password."""
+    if not text:
+        return None
+    try:
+        parse_dsn(text)
+    except ProgrammingError:
+        raise SettingsError("DATABASE_URL malformed (not a valid PostgreSQL URL or key=value "
+                            "string; percent-encode special characters of the password, "
+                            "e.g. % as %25, @ as %40, : as %3A)") from None
+    return text
+
+
+def _api_token(text: str | None) -> str | None:
+    """The bearer token if every character is printable ASCII without whitespace."""
+    if not text:
+        return None
+    if not _TOKEN.fullmatch(text):
+        raise SettingsError("GRAPHCAST_API_TOKEN contains whitespace, control or non-ASCII "
+                            "characters (value not shown)")
+    return text
+
+
 def env_file_path() -> Path | None:
     """The `.env` file to read (see `graphcast_contract.project.env_file_path`)."""
     try:
@@ -94,11 +131,11 @@ def load_settings(env_file: Path | None = None) -> Settings:
     if env_file is not None:
         load_dotenv(env_file, override=False)
     return Settings(
-        database_url=os.environ.get("DATABASE_URL") or None,
+        database_url=_database_url(os.environ.get("DATABASE_URL")),
         embedded_pg_dir=Path(os.environ.get("EMBEDDED_PG_DIR", PROJECT_ROOT / ".pgdata")),
         api_url=os.environ.get("GRAPHCAST_API_URL", "http://127.0.0.1:8001"),
         log_dir=Path(os.environ.get("LOG_DIR", PROJECT_ROOT / "logs")),
-        api_token=os.environ.get("GRAPHCAST_API_TOKEN") or None,
+        api_token=_api_token(os.environ.get("GRAPHCAST_API_TOKEN")),
         api_connect_timeout_s=_number("GRAPHCAST_API_CONNECT_TIMEOUT_S", "10", float, 0.01),
         api_timeout_s=_number("GRAPHCAST_API_TIMEOUT_S", "900", float, 0.01),
         api_retries=_number("GRAPHCAST_API_RETRIES", "3", int, 0),
@@ -108,4 +145,5 @@ def load_settings(env_file: Path | None = None) -> Settings:
         variables=_variables(os.environ.get("FORECAST_VARIABLES", "2m_temperature")),
         sites_file=Path(os.environ.get("SITES_FILE", PROJECT_ROOT / "config" / "sites.csv")),
         log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        era5_min_grid_step=_number("ERA5_MIN_GRID_STEP", "0.1", float, 0.001),
     )

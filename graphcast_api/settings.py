@@ -16,9 +16,12 @@ from dotenv import dotenv_values
 from graphcast_contract.project import env_file_path
 
 PRECISIONS = ("fp32", "bf16")
-# Base64 JSON of the largest published 0.25-degree model (37 levels: 2 x 227 fields + 2
-# statics of 721 x 1440 float32) is about 2.5 GB; this leaves room for the rest.
-DEFAULT_MAX_BODY_MB = 3072
+# Caps on what one forecast may ask for (docs/api.md, "Limits"): they bound the reply's size.
+DEFAULT_MAX_SITES = 1000
+DEFAULT_MAX_SITE_NAME_CHARS = 100
+DEFAULT_MAX_VALUES = 200_000
+# Forecasts admitted while one runs: each holds its decoded inputs in memory.
+DEFAULT_QUEUE_SLOTS = 2
 # setting -> (environment variable, default); None: unset, or the engine decides.
 ENV: dict[str, tuple[str, str | None]] = {
     "checkpoint": ("GRAPHCAST_API_CHECKPOINT", None),
@@ -28,8 +31,15 @@ ENV: dict[str, tuple[str, str | None]] = {
     "token": ("GRAPHCAST_API_TOKEN", None),
     "precision": ("GRAPHCAST_API_PRECISION", None),
     "device": ("GRAPHCAST_API_DEVICE", None),
-    "max_body_mb": ("GRAPHCAST_API_MAX_BODY_MB", str(DEFAULT_MAX_BODY_MB)),
+    "max_body_mb": ("GRAPHCAST_API_MAX_BODY_MB", None),  # None: sized from the model
     "queue_wait_s": ("GRAPHCAST_API_QUEUE_WAIT_S", "300"),
+    "queue_slots": ("GRAPHCAST_API_QUEUE_SLOTS", str(DEFAULT_QUEUE_SLOTS)),
+    "max_sites": ("GRAPHCAST_API_MAX_SITES", str(DEFAULT_MAX_SITES)),
+    "max_site_name_chars": ("GRAPHCAST_API_MAX_SITE_NAME_CHARS",
+                            str(DEFAULT_MAX_SITE_NAME_CHARS)),
+    "max_values": ("GRAPHCAST_API_MAX_VALUES", str(DEFAULT_MAX_VALUES)),
+    "insecure": ("GRAPHCAST_API_INSECURE", None),
+    "log_file": ("GRAPHCAST_API_LOG_FILE", None),
     "compile": ("GRAPHCAST_COMPILE", None),
     "cache_dir": ("GRAPHCAST_CACHE_DIR", None),
 }
@@ -52,8 +62,14 @@ class ServiceSettings:
     token: str | None
     precision: str | None    # None: the engine picks (bf16 where the hardware is fast)
     device: str | None       # None: the engine picks (cuda when usable, else cpu)
-    max_body_bytes: int
+    max_body_bytes: int | None  # None: sized from the loaded model's full request
     queue_wait_s: float
+    queue_slots: int         # forecasts that may wait (body read) while one runs
+    max_sites: int
+    max_site_name_chars: int
+    max_values: int          # sites x variables x lead times in one reply
+    insecure: bool           # serve a non-loopback address without a strong token
+    log_file: Path | None    # rotating log file; None: stderr only
     compile: bool | None     # None: the engine compiles on CPU for full-size meshes
     cache_dir: Path | None   # None: the engine's ~/.cache/graphcast_api/graphs
 
@@ -80,8 +96,14 @@ def load_service_settings(args: argparse.Namespace | None = None,
         checkpoint=_path(raw["checkpoint"]), stats_dir=_path(raw["stats_dir"]),
         host=raw["host"], port=int(positive("port", raw["port"])), token=raw["token"],
         precision=precision, device=raw["device"],
-        max_body_bytes=int(positive("max_body_mb", raw["max_body_mb"]) * 1024**2),
+        max_body_bytes=(None if raw["max_body_mb"] is None
+                        else int(positive("max_body_mb", raw["max_body_mb"]) * 1024**2)),
         queue_wait_s=positive("queue_wait_s", raw["queue_wait_s"]),
+        queue_slots=whole("queue_slots", raw["queue_slots"], minimum=0),
+        max_sites=whole("max_sites", raw["max_sites"]),
+        max_site_name_chars=whole("max_site_name_chars", raw["max_site_name_chars"]),
+        max_values=whole("max_values", raw["max_values"]),
+        insecure=bool(_switch("insecure", raw["insecure"])), log_file=_path(raw["log_file"]),
         compile=_switch("compile", raw["compile"]), cache_dir=_path(raw["cache_dir"]))
 
 
@@ -107,6 +129,18 @@ def positive(option: str, text: str) -> float:
     if not number > 0:
         raise SettingsError(f"--{option.replace('_', '-')} must be a positive number, "
                             f"got {text!r}")
+    return number
+
+
+def whole(option: str, text: str, minimum: int = 1) -> int:
+    """`text` as a whole number of at least `minimum`; SettingsError naming `option` otherwise."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise SettingsError(f"--{option.replace('_', '-')} must be a whole number of at least "
+                            f"{minimum}, got {text!r}")
     return number
 
 

@@ -27,6 +27,7 @@ from graphcast_contract.request import ForecastContext, Site, build_payload
 from modules import data_preparator, prediction_db_ingestion
 from modules.job import ledger
 from modules.job.ledger import RunOutcome, Stage
+from modules.job.logs import clean
 from modules.job.sites import load_sites
 from modules.model_api_client import ModelApiClient
 from modules.storage.db import first_line, open_database
@@ -66,7 +67,7 @@ def run(settings: Settings, options: JobOptions, now: datetime | None = None) ->
         conn = open_database(settings)
     except JobError as exc:
         log.error("%s", exc)
-        _log_summary(RunOutcome(None, target, "failed", exc.exit_code, str(exc)))
+        _log_summary(RunOutcome(None, target, "failed", exc.exit_code, clean(exc)))
         return exc.exit_code
     job = Job(settings, sites, conn, ModelApiClient(
         settings.api_url, token=settings.api_token,
@@ -144,7 +145,7 @@ def _model_spec(job: Job) -> ModelSpec:
 def _record_early_failure(job: Job, target: datetime, exc: JobError) -> int:
     """Log and record an attempt that ended before any cycle started."""
     log.error("%s", exc)
-    outcome = RunOutcome(None, target, exc.status, exc.exit_code, str(exc))
+    outcome = RunOutcome(None, target, exc.status, exc.exit_code, clean(exc))
     if not isinstance(exc, DatabaseError):
         try:
             outcome.run_id = ledger.record_attempt(job.conn, outcome, ledger.UNKNOWN_MODEL)
@@ -198,7 +199,8 @@ def _run_cycle(job: Job, spec: ModelSpec, init_time: datetime) -> RunOutcome:
         log.exception("cycle %s: unexpected error", iso_utc(init_time))
         error = JobError(f"unexpected error: {type(exc).__name__}: {first_line(exc)}")
     log.error("cycle %s: %s", iso_utc(init_time), error)
-    outcome.status, outcome.exit_code, outcome.reason = error.status, error.exit_code, str(error)
+    outcome.status, outcome.exit_code = error.status, error.exit_code
+    outcome.reason = clean(error)  # stored: secrets masked, one line
     outcome.rows_written = outcome.clamped = 0
     _finish_failed(job, outcome)
     return outcome

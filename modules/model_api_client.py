@@ -1,19 +1,27 @@
 """HTTP client of the GraphCast API (docs/api.md): `GET /v1/model`, `POST /v1/forecast`.
 
-Retries with exponential backoff on connection errors, read timeouts and 5xx answers
-come from urllib3's `Retry` mounted on a requests `Session`.
+Retries are limited to what cannot duplicate work: a request that never reached the
+service (connection refused, connect timeout) and an answer 502/503/504 (the service or a
+reverse proxy saying it is busy or away). A read timeout or a 500 is never retried: the
+service may still be computing that forecast, and a second POST would queue another one.
+Backoff is exponential; `Retry-After` is honoured up to RETRY_AFTER_CAP_S, and all the
+waits together stay within the read timeout (GRAPHCAST_API_TIMEOUT_S).
 """
 from __future__ import annotations
 
+import time
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from urllib3.exceptions import ConnectTimeoutError
 
 from graphcast_contract.errors import ApiError, InvalidReplyError
+from modules.job.logs import escape
 
-RETRY_STATUSES = (500, 502, 503, 504)
+RETRY_STATUSES = (502, 503, 504)
+RETRY_AFTER_CAP_S = 60.0
 
 
 class ModelApiClient:
@@ -24,13 +32,9 @@ class ModelApiClient:
                  read_timeout_s: float, retries: int, backoff_s: float) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout_s, read_timeout_s)
-        retry = Retry(total=retries, connect=retries, read=retries, status=retries,
-                      other=0, backoff_factor=backoff_s, status_forcelist=RETRY_STATUSES,
-                      allowed_methods=None, raise_on_status=False,
-                      respect_retry_after_header=True)
+        self.retries = retries
+        self.backoff_s = backoff_s
         self.session = requests.Session()
-        self.session.mount("http://", HTTPAdapter(max_retries=retry))
-        self.session.mount("https://", HTTPAdapter(max_retries=retry))
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
@@ -44,32 +48,101 @@ class ModelApiClient:
                           headers={"Content-Type": "application/json"})
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        url = self.base_url + path
-        try:
-            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
-        except requests.exceptions.ConnectTimeout:
-            raise ApiError(f"GraphCast API at {self.base_url} unreachable: connection timed out"
-                           ) from None
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
-            if "timed out" in str(exc).lower():
-                raise ApiError(f"GraphCast API {method} {path} timed out after "
-                               f"{self.timeout[1]:g} s (and every retry)") from None
-            raise ApiError(f"GraphCast API at {self.base_url} unreachable "
-                           f"({type(exc).__name__}); is the service running?") from None
-        except requests.exceptions.RequestException as exc:
-            raise ApiError(f"GraphCast API {method} {path} failed: {exc}") from None
+        response = self._send_with_retries(method, path, **kwargs)
         if response.status_code != 200:
             raise ApiError(f"GraphCast API {method} {path} answered HTTP "
-                           f"{response.status_code}: {_detail(response)}")
+                           f"{response.status_code}: {_detail(response)}"
+                           f"{_request_id(response)}")
         try:
             return response.json()
         except ValueError:
             raise InvalidReplyError(f"GraphCast API {method} {path} reply is not valid JSON "
                                     f"(starts {response.text[:60]!r})") from None
 
+    def _send_with_retries(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """The first answer that is not worth retrying, or the last one."""
+        waited = 0.0
+        for attempt in range(self.retries + 1):
+            response = None
+            try:
+                response = self.session.request(method, self.base_url + path,
+                                                timeout=self.timeout, **kwargs)
+            except requests.exceptions.RequestException as exc:
+                if not _never_sent(exc):
+                    raise self._failure(method, path, exc) from None
+                failure = self._failure(method, path, exc)
+            if response is not None and response.status_code not in RETRY_STATUSES:
+                return response
+            wait = self._wait_s(attempt, response)
+            if attempt == self.retries or waited + wait > self.timeout[1]:
+                break
+            time.sleep(wait)
+            waited += wait
+        if response is None:
+            raise failure
+        return response
+
+    def _wait_s(self, attempt: int, response: requests.Response | None) -> float:
+        """Backoff before the next try: the server's Retry-After (capped), else exponential."""
+        retry_after = _retry_after_s(response) if response is not None else None
+        if retry_after is not None:
+            return min(retry_after, RETRY_AFTER_CAP_S)
+        return self.backoff_s * 2 ** attempt
+
+    def _failure(self, method: str, path: str, exc: requests.exceptions.RequestException
+                 ) -> ApiError:
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return ApiError(f"GraphCast API at {self.base_url} unreachable: connection timed out")
+        if isinstance(exc, requests.exceptions.ReadTimeout) or "timed out" in str(exc).lower():
+            return ApiError(f"GraphCast API {method} {path} timed out after "
+                            f"{self.timeout[1]:g} s (not retried: the service may still be "
+                            "working on it)")
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            if _never_sent(exc):
+                return ApiError(f"GraphCast API at {self.base_url} unreachable "
+                                f"({type(exc).__name__}); is the service running?")
+            return ApiError(f"GraphCast API {method} {path}: connection lost before the "
+                            "answer (not retried)")
+        return ApiError(f"GraphCast API {method} {path} failed: {escape(str(exc))}")
+
+
+def _never_sent(exc: requests.exceptions.RequestException) -> bool:
+    """Whether the request failed before any of it reached the server (safe to retry)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    return isinstance(reason, ConnectTimeoutError)  # NewConnectionError is one too
+
+
+def _retry_after_s(response: requests.Response) -> float | None:
+    """The Retry-After header in seconds (delta-seconds or an HTTP date), None if absent
+    or unreadable."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _request_id(response: requests.Response) -> str:
+    """` (request id ...)` when the service named the request (X-Request-ID), so that a failed
+    cycle's ledger reason and log line match the service's log; else empty."""
+    request_id = response.headers.get("X-Request-ID", "")
+    return f" (request id {escape(request_id[:64])})" if request_id else ""
+
 
 def _detail(response: requests.Response) -> str:
+    """The error's `detail` (or body) shortened and with control characters escaped: it is
+    text from the network that ends up in the log and the ledger."""
     try:
-        return str(response.json()["detail"])[:300]
+        text = str(response.json()["detail"])
     except (ValueError, KeyError, TypeError):
-        return response.text[:300] or response.reason
+        text = response.text or response.reason
+    return escape(text[:300])

@@ -64,7 +64,8 @@ def test_schtasks_command_line() -> None:
     assert subprocess.list2cmdline(args) == (
         'schtasks /Create /TN GraphCast_Pipeline /TR "\\"C:\\Users\\Desk\\graphcast pipeline'
         '\\.venv\\Scripts\\python.exe\\" \\"C:\\Users\\Desk\\graphcast pipeline'
-        '\\trigger_and_ingest_forecast.py\\"" /SC DAILY /ST 00:00 /RI 360 /DU 24:00 /F')
+        '\\trigger_and_ingest_forecast.py\\"" /SC DAILY /ST 00:00 /RI 360 /DU 24:00 /RL LIMITED /F')
+    assert "/RU" not in args and "HIGHEST" not in args  # the installing user, not elevated
     assert subprocess.list2cmdline(schedule.schtasks_delete_args()) == \
         "schtasks /Delete /TN GraphCast_Pipeline /F"
 
@@ -181,8 +182,10 @@ def test_systemd_unit_verifies_with_this_project(tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze not installed")
     text = (PROJECT_ROOT / "deploy" / "graphcast-api.service").read_text()
-    assert "ExecStart=/opt/graphcast-pipeline/.venv/bin/python -m graphcast_api serve" in text
-    assert "StandardOutput=append:/opt/graphcast-pipeline/logs/graphcast-api.log" in text
+    assert "ExecStart=/opt/graphcast-pipeline/.venv/bin/python -m graphcast_api serve " in text
+    assert ("graphcast_api serve --log-file /opt/graphcast-pipeline/logs/graphcast-api.log"
+            in text)  # the service rotates its log; nothing else appends to it
+    assert "append:" not in text
     local = (text.replace("/opt/graphcast-pipeline/.venv/bin/python", sys.executable)
              .replace("/opt/graphcast-pipeline", str(PROJECT_ROOT)))
     unit = tmp_path / "graphcast-api.service"
@@ -195,3 +198,29 @@ def test_systemd_unit_verifies_with_this_project(tmp_path: Path) -> None:
     broken.write_text(local.replace(sys.executable, "/nonexistent/python"))
     assert subprocess.run(["systemd-analyze", "verify", str(broken)], capture_output=True,
                           timeout=60).returncode != 0
+
+
+def test_windows_service_task_runs_unprivileged() -> None:
+    """Whoever can write the project folder controls the task's python: never SYSTEM."""
+    text = (PROJECT_ROOT / "deploy" / "graphcast-api-task.ps1").read_text()
+    code = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    assert "-User \"SYSTEM\"" not in code and "Highest" not in code
+    assert '[string]$User = "$env:USERDOMAIN\\$env:USERNAME"' in code
+    assert "New-ScheduledTaskPrincipal -UserId $User -LogonType S4U -RunLevel Limited" in code
+    assert "-Principal $principal" in code
+    assert "refusing to run the service as" in code
+
+
+def test_systemd_unit_runs_as_an_ordinary_user() -> None:
+    text = (PROJECT_ROOT / "deploy" / "graphcast-api.service").read_text()
+    assert "\nUser=graphcast\n" in text and "User=root" not in text
+
+
+def test_service_files_let_the_service_rotate_its_log() -> None:
+    """The service rotates logs/graphcast-api.log itself (--log-file): nothing appends to it."""
+    task = (PROJECT_ROOT / "deploy" / "graphcast-api-task.ps1").read_text()
+    assert '-m graphcast_api serve --log-file `"$log`" 2> `"$log.stderr`"' in task
+    assert ">> `\"$log`\"" not in task
+    unit = (PROJECT_ROOT / "deploy" / "graphcast-api.service").read_text()
+    assert "serve --log-file /opt/graphcast-pipeline/logs/graphcast-api.log\n" in unit
+    assert "append:" not in unit

@@ -1,6 +1,8 @@
 """fetch-weights / fetch-example against a real HTTP server on loopback laid out like the bucket."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import subprocess
 import sys
@@ -28,6 +30,8 @@ class Bucket:
     objects: dict[str, bytes] = field(default_factory=dict)
     cut_after: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before hanging up
     honour_range: bool = True
+    goog_hash: dict[str, str] = field(default_factory=dict)  # path -> x-goog-hash header
+    no_length: set[str] = field(default_factory=set)  # paths sent without Content-Length
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
     url: str = ""
 
@@ -58,11 +62,16 @@ def _handler(bucket: Bucket) -> type[BaseHTTPRequestHandler]:
             self.send_response(206 if start else 200)
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-            self.send_header("Content-Length", str(len(data) - start))
+            if path in bucket.goog_hash:
+                self.send_header("x-goog-hash", bucket.goog_hash[path])
+            if path in bucket.no_length:
+                self.send_header("Connection", "close")
+            else:
+                self.send_header("Content-Length", str(len(data) - start))
             self.end_headers()
             stop = bucket.cut_after.pop(path, len(data))
             self.wfile.write(data[start:stop])
-            if stop < len(data):
+            if stop < len(data) or path in bucket.no_length:
                 self.close_connection = True
 
         def log_message(self, *args: object) -> None:
@@ -79,7 +88,7 @@ def bucket() -> Iterator[Bucket]:
     np.savez(checkpoint, **{"params:w": np.arange(60_000, dtype=np.float32), "description": np.array("test")})
     store.objects[weights.checkpoint_path("small")] = checkpoint.getvalue()
     for i, path in enumerate(weights.STATS_PATHS):
-        store.objects[path] = bytes([i]) * 30_000 + path.encode()
+        store.objects[path] = b"CDF\x01" + bytes([i]) * 30_000 + path.encode()
     store.objects[weights.example_dataset_path(4)] = b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 100
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(store))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -96,7 +105,9 @@ def _fetch(bucket: Bucket, dest: Path, model: str = "small") -> int:
 
 
 def _files(dest: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    """The files under `dest` but the manifest (tested on its own)."""
+    return {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*")
+            if p.is_file() and p.name != weights.MANIFEST_NAME}
 
 
 def _expected(bucket: Bucket, model: str = "small") -> dict[str, bytes]:
@@ -205,3 +216,80 @@ def test_command_line_entry_point_without_torch(bucket: Bucket, tmp_path: Path) 
     bad = subprocess.run([sys.executable, "-m", "graphcast_api", "fetch-weights", "huge", "--dest", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid choice: 'huge'" in bad.stderr
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+def test_announced_md5_and_crc32c_are_checked(bucket: Bucket, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    stats = weights.STATS_PATHS[0]
+    data = bucket.objects[stats]
+    good_crc = _b64(weights.crc32c(data).to_bytes(4, "big"))
+    bucket.goog_hash[stats] = f"crc32c={good_crc},md5={_b64(hashlib.md5(data).digest())}"
+    bucket.goog_hash[weights.STATS_PATHS[1]] = f"crc32c={good_crc}"  # not that file's CRC
+    assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
+    err = capsys.readouterr().err
+    assert "crc32c" in err and "differs from" in err and weights.STATS_PATHS[1] in err
+    assert (tmp_path / stats).exists() and not (tmp_path / weights.STATS_PATHS[1]).exists()
+    bucket.goog_hash[weights.STATS_PATHS[2]] = "md5=" + _b64(b"0" * 16)
+    del bucket.goog_hash[weights.STATS_PATHS[1]]
+    assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
+    assert "md5" in capsys.readouterr().err
+    assert not (tmp_path / weights.STATS_PATHS[2]).exists()
+
+
+def test_garbage_without_content_length_is_refused(bucket: Bucket, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    stats = weights.STATS_PATHS[0]
+    bucket.objects[stats] = b"<html>this is not a statistics file</html>"
+    bucket.no_length.add(stats)
+    assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
+    assert "is not a .nc file" in capsys.readouterr().err
+    assert not (tmp_path / stats).exists()
+    assert not (tmp_path / (stats + ".part")).exists()
+
+
+def test_manifest_records_and_later_runs_verify(bucket: Bucket, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert _fetch(bucket, tmp_path) == 0
+    manifest = weights.read_manifest(tmp_path)
+    assert manifest == {path: hashlib.sha256(data).hexdigest()
+                        for path, data in _expected(bucket).items()}
+    assert main(["fetch-weights", "small", "--dest", str(tmp_path), "--base-url", bucket.url,
+                 "--verify"]) == 0
+    tampered = tmp_path / weights.STATS_PATHS[1]
+    tampered.write_bytes(tampered.read_bytes()[:-1] + b"!")
+    capsys.readouterr()
+    bucket.requests.clear()
+    assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
+    assert "does not match the SHA-256 recorded" in capsys.readouterr().err
+    assert bucket.requests == []
+    assert main(["fetch-weights", "small", "--dest", str(tmp_path), "--base-url", bucket.url,
+                 "--verify"]) == ExitCode.DOWNLOAD_FAILED
+
+
+def test_partial_file_symlink_is_not_followed(bucket: Bucket, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    dest = tmp_path / "weights"
+    partial = dest / (weights.checkpoint_path("small") + ".part")
+    partial.parent.mkdir(parents=True)
+    partial.symlink_to(victim)
+    assert _fetch(bucket, dest) == ExitCode.OUTPUT_FAILED
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize("url", ["http://storage.googleapis.com/dm_graphcast",
+                                 "ftp://127.0.0.1/x", "http://10.0.0.1:8000"])
+def test_non_https_base_url_is_refused(url: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a request was sent")  # and never off this machine in tests
+
+    monkeypatch.setattr(weights.requests, "get", no_network)
+    assert main(["fetch-weights", "small", "--dest", str(tmp_path), "--base-url", url]) == 2
+    assert "must be an https:// address" in capsys.readouterr().err
+    assert _files(tmp_path) == {}

@@ -1,8 +1,8 @@
 """The FastAPI application of the GraphCast API (contract: `docs/api.md`).
 
 `create_app` takes the service limits; the model is set with `set_model` once loaded, so
-that `/health` can answer `loading` meanwhile. Any object with the `Forecaster` interface
-(`graphcast_api.service.model_card`) can be served.
+that `/health` can answer `loading` meanwhile (and the body limit can be sized from it). Any
+object with the `Forecaster` interface (`graphcast_api.service.model_card`) can be served.
 """
 from __future__ import annotations
 
@@ -11,40 +11,66 @@ import logging
 import time
 from dataclasses import dataclass
 
-import xarray as xr
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from graphcast_api.service import model_card
-from graphcast_api.service.guards import BearerToken, BodySizeLimit
+from graphcast_api.service.guards import BearerToken, BodySizeLimit, RequestId
 from graphcast_api.service.model_card import Forecaster
-from graphcast_api.service.queue import ForecastQueue, QueueTimeout
+from graphcast_api.service.queue import ClientGone, ForecastQueue, QueueTimeout
 from graphcast_api.service.request_parsing import (
-    RequestError, decode_forecast_request, describe_validation_errors,
+    EARLIEST_INIT_TIME, LATEST_INIT_TIME, DecodedRequest, RequestCaps, RequestError,
+    decode_forecast_request, describe_validation_errors,
 )
 from graphcast_api.service.schemas import (
-    ErrorDetail, ForecastRequest, ForecastResponse, Health, ModelInfo,
+    ErrorDetail, ForecastRequest, ForecastResponse, Health, Limits, ModelInfo,
 )
 from graphcast_api.service.site_forecasts import site_forecasts
-from graphcast_api.settings import DEFAULT_MAX_BODY_MB
+from graphcast_api.settings import (
+    DEFAULT_MAX_SITE_NAME_CHARS, DEFAULT_MAX_SITES, DEFAULT_MAX_VALUES, DEFAULT_QUEUE_SLOTS,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_BYTES = DEFAULT_MAX_BODY_MB * 1024**2
 LOADING_RETRY_AFTER_S = 10
+CLIENT_GONE_STATUS = 499  # nginx's "client closed request": nobody reads it
+# Body limit sized from the model: its base64 arrays plus this share, plus room for the
+# sites (a name's character may take 12 bytes as a JSON escape pair) and the rest.
+BODY_MARGIN_SHARE = 0.05
+BODY_MARGIN_BYTES = 1024**2
+SITE_JSON_BYTES = 200
 
 
 @dataclass(frozen=True)
 class ServiceLimits:
-    """Limits of the service: body size (bytes), queue wait (s) and the optional token."""
+    """Limits of the service: body size (bytes; None: sized from the model), queue wait (s)
+    and slots, the optional token, and what one forecast may ask for."""
 
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_body_bytes: int | None = None
     queue_wait_s: float = 300.0
+    queue_slots: int = DEFAULT_QUEUE_SLOTS
     token: str | None = None
+    max_sites: int = DEFAULT_MAX_SITES
+    max_site_name_chars: int = DEFAULT_MAX_SITE_NAME_CHARS
+    max_values: int = DEFAULT_MAX_VALUES
+
+    def caps(self) -> RequestCaps:
+        """The caps request parsing checks."""
+        return RequestCaps(max_sites=self.max_sites,
+                           max_site_name_chars=self.max_site_name_chars,
+                           max_values=self.max_values)
+
+    def body_bytes_for(self, model: Forecaster) -> int:
+        """The configured body limit, else a full request of `model` plus a margin."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        arrays = model_card.full_request_base64_bytes(model)
+        sites = self.max_sites * (12 * self.max_site_name_chars + SITE_JSON_BYTES)
+        return int(arrays * (1 + BODY_MARGIN_SHARE)) + sites + BODY_MARGIN_BYTES
 
 
 class ServiceUnavailable(Exception):
@@ -65,6 +91,7 @@ ERROR_RESPONSES = {
         422: "Invalid content; `detail` names the field and the problem.",
         503: "Model not loaded yet, or the forecast queue did not free up in time"
              " (`Retry-After` header, seconds).",
+        500: "Internal error (e.g. the model failed); `request_id` names it in the log.",
     }.items()
 }
 
@@ -77,20 +104,35 @@ def create_app(limits: ServiceLimits = ServiceLimits(), model: Forecaster | None
         description="Site forecasts from a self-hosted GraphCast model. Contract: docs/api.md."
                     " Arrays travel as base64 of little-endian float32 bytes in C order.",
     )
-    app.state.model = model
-    app.state.queue = ForecastQueue(limits.queue_wait_s)
+    app.state.model = None
+    app.state.limits = limits
+    app.state.max_body_bytes = None
+    app.state.queue = ForecastQueue(limits.queue_wait_s, limits.queue_slots)
     add_error_handlers(app)
     add_routes(app)
     app.openapi = lambda: openapi_with_forecast_request(app)
-    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=lambda: app.state.max_body_bytes)
     if limits.token:
         app.add_middleware(BearerToken, token=limits.token)
+    app.add_middleware(RequestId)  # outermost: every answer, 401 and 413 too, has an id
+    if model is not None:
+        set_model(app, model)
     return app
 
 
 def set_model(app: FastAPI, model: Forecaster) -> None:
-    """Start serving `model` (after loading it in the background)."""
+    """Start serving `model` (after loading it in the background), sizing the body limit."""
+    app.state.max_body_bytes = app.state.limits.body_bytes_for(model)
     app.state.model = model
+    log.info("request body limit %d bytes", app.state.max_body_bytes)
+
+
+def limits_of(app: FastAPI) -> Limits:
+    """The `limits` object of `/v1/model`."""
+    limits: ServiceLimits = app.state.limits
+    return Limits(max_body_bytes=app.state.max_body_bytes, max_sites=limits.max_sites,
+                  max_site_name_chars=limits.max_site_name_chars, max_values=limits.max_values,
+                  init_time_min=EARLIEST_INIT_TIME, init_time_max=LATEST_INIT_TIME)
 
 
 def loaded_model(request: Request) -> Forecaster:
@@ -121,7 +163,8 @@ def add_routes(app: FastAPI) -> None:
         """The grid, pressure levels, inputs (surface, atmospheric, static) and targets with
         units that `/v1/forecast` works with, plus step, longest lead time, precision and
         device. Forcings (TISR, day/year progress) are computed by the service."""
-        return model_card.describe(loaded_model(request))
+        model = loaded_model(request)
+        return model_card.describe(model, limits_of(request.app))
 
     @app.post("/v1/forecast", response_model=ForecastResponse, responses=ERROR_RESPONSES,
               summary="Forecast values at sites from two input frames",
@@ -130,36 +173,89 @@ def add_routes(app: FastAPI) -> None:
                   "content": {"application/json": {
                       "schema": {"$ref": "#/components/schemas/ForecastRequest"}}},
               }})
-    async def forecast(request: Request) -> ForecastResponse:
+    async def forecast(request: Request) -> Response:
         """Runs the model from the two input frames for `max(lead_hours) / 6` steps and
         returns the bilinear interpolation of each wanted variable at each site and lead
-        time. Forecasts run one at a time, in arrival order; a request that waits longer
-        than the configured limit gets 503 with `Retry-After`."""
+        time. Forecasts are admitted to a few slots, then run one at a time, in arrival
+        order; a request that waits longer than the configured limit gets 503 with
+        `Retry-After`."""
         started = time.perf_counter()
         model = loaded_model(request)
-        body = await request.body()
-        decoded = await asyncio.to_thread(decode_forecast_request, body, model)
-        decode_s = time.perf_counter() - started
-
-        def run_model() -> tuple[xr.Dataset, float]:
-            begin = time.perf_counter()
-            predictions = model.forecast(decoded.inputs, decoded.steps)
-            return predictions, time.perf_counter() - begin
-
+        queue: ForecastQueue = request.app.state.queue
         try:
-            predictions, inference_s = await request.app.state.queue.run(run_model)
+            async with queue.slot() as deadline:
+                return await answer_forecast(request, model, started, deadline)
         except QueueTimeout as timeout:
+            if not request.scope.get("body_read"):
+                await drain_body(request)  # so the client, still sending, reads the 503
             raise ServiceUnavailable(str(timeout), timeout.retry_after_s) from None
+        except ClientGone:
+            log.info("request %s: client left before its turn; forecast dropped",
+                     request.scope.get("request_id"))
+            return Response(status_code=CLIENT_GONE_STATUS)
+
+
+async def answer_forecast(request: Request, model: Forecaster, started: float,
+                          deadline: float) -> Response:
+    """Read, decode and queue one forecast (its slot is held); the reply's JSON is built in a
+    worker thread, never on the event loop."""
+    body = await read_body(request)
+    request.scope["body_read"] = True
+    # uvicorn may have paused reading this connection during the last body chunk; a receive
+    # resumes it, so that a client closing while it waits is noticed at its turn.
+    await request.is_disconnected()
+    limits: ServiceLimits = request.app.state.limits
+    try:
+        decoded = await asyncio.to_thread(decode_forecast_request, body, model, limits.caps())
+    finally:
+        body.clear()  # the decoded arrays are all that is kept while waiting
+    decode_s = time.perf_counter() - started
+    grid = model_card.model_grid(model)
+
+    def run_model() -> tuple[list[dict], float, float]:
         begin = time.perf_counter()
-        entries = site_forecasts(predictions, decoded, model_card.model_grid(model))
-        interpolate_s = time.perf_counter() - begin
-        timings = {"decode_s": decode_s, "inference_s": inference_s,
-                   "interpolate_s": interpolate_s, "total_s": time.perf_counter() - started}
-        log.info("forecast %s: %d values, %s", decoded.init_time.isoformat(), len(entries),
-                 ", ".join(f"{k} {v:.3f}" for k, v in timings.items()))
-        return ForecastResponse(model=model.name, init_time=decoded.init_time,
-                                forecasts=entries, timings=timings,
-                                provenance=model_card.provenance(model))
+        predictions = model.forecast(decoded.inputs, decoded.steps)
+        inference_s = time.perf_counter() - begin
+        begin = time.perf_counter()
+        entries = site_forecasts(predictions, decoded, grid)
+        return entries, inference_s, time.perf_counter() - begin
+
+    entries, inference_s, interpolate_s = await request.app.state.queue.run(
+        run_model, deadline, lambda: still_connected(request))
+    timings = {"decode_s": decode_s, "inference_s": inference_s,
+               "interpolate_s": interpolate_s, "total_s": time.perf_counter() - started}
+    log.info("request %s: forecast %s: %d values, %s", request.scope.get("request_id"),
+             decoded.init_time.isoformat(), len(entries),
+             ", ".join(f"{k} {v:.3f}" for k, v in timings.items()))
+    content = await asyncio.to_thread(render_reply, model, decoded, entries, timings)
+    return Response(content, media_type="application/json")
+
+
+def render_reply(model: Forecaster, decoded: DecodedRequest, entries: list[dict],
+                 timings: dict[str, float]) -> bytes:
+    """The reply's JSON (up to max_values entries: seconds of work, so off the event loop)."""
+    reply = ForecastResponse(model=model.name, init_time=decoded.init_time, forecasts=entries,
+                             timings=timings, provenance=model_card.provenance(model))
+    return reply.model_dump_json().encode()
+
+
+async def read_body(request: Request) -> bytearray:
+    """The body, in one buffer that the caller can free (Starlette's `body()` keeps a copy)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+    return body
+
+
+async def drain_body(request: Request) -> None:
+    """Read and drop the body, so that a client still sending it can read the answer."""
+    async for _ in request.stream():
+        pass
+
+
+async def still_connected(request: Request) -> bool:
+    """False once the client has disconnected (checked after its body was read)."""
+    return not await request.is_disconnected()
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -179,11 +275,8 @@ def add_error_handlers(app: FastAPI) -> None:
         problems = jsonable_encoder(error.errors())
         return JSONResponse({"detail": describe_validation_errors(problems)}, status_code=422)
 
-    @app.exception_handler(Exception)
-    def internal(_: Request, error: Exception) -> JSONResponse:
-        # Logged with its traceback by the server; the client gets one line.
-        return JSONResponse({"detail": f"internal error: {type(error).__name__}: {error}"},
-                            status_code=500)
+    # Any other exception reaches guards.RequestId: logged under the request id, the client
+    # gets `500 {"detail": "internal error", "request_id": ...}`.
 
     @app.exception_handler(HTTPException)
     def http_error(_: Request, error: HTTPException) -> JSONResponse:

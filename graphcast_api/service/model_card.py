@@ -5,12 +5,13 @@ implements it); `describe` turns one into the `/v1/model` body.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 import numpy as np
 import xarray as xr
 
-from graphcast_api.service.schemas import Grid, ModelInfo, Provenance, Target
+from graphcast_api.service.schemas import Grid, Limits, ModelInfo, Provenance, Target
 from graphcast_contract.cycles import INPUT_TIMES_HOURS, MAX_LEAD_HOURS, STEP_HOURS
 from graphcast_contract.project import VERSION
 from graphcast_contract.variables import ATMOSPHERIC_VARIABLES, STATIC_VARIABLES, UNITS
@@ -76,7 +77,18 @@ def provenance(model: Forecaster) -> Provenance:
                       version=VERSION)
 
 
-def describe(model: Forecaster) -> ModelInfo:
+def full_request_base64_bytes(model: Forecaster) -> int:
+    """Bytes of base64 text in a complete request for `model`: every input and static array."""
+    grid = model_grid(model)
+    cells = grid.n_lat * grid.n_lon
+    surface, atmospheric = dynamic_inputs(model)
+    sizes = ([2 * cells] * len(surface)
+             + [2 * len(pressure_levels(model)) * cells] * len(atmospheric)
+             + [cells] * len(static_inputs(model)))
+    return sum(4 * math.ceil(4 * size / 3) for size in sizes)  # float32, base64
+
+
+def describe(model: Forecaster, limits: Limits) -> ModelInfo:
     """The `/v1/model` body."""
     surface, atmospheric = dynamic_inputs(model)
     return ModelInfo(
@@ -86,5 +98,5 @@ def describe(model: Forecaster) -> ModelInfo:
         atmospheric_inputs=atmospheric, static_inputs=static_inputs(model),
         targets=targets(model), step_hours=STEP_HOURS, max_lead_hours=MAX_LEAD_HOURS,
         precision=str(model.precision), device=str(model.device),
-        provenance=provenance(model),
+        provenance=provenance(model), limits=limits,
     )

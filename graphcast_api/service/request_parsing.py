@@ -8,7 +8,7 @@ from __future__ import annotations
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pybase64
@@ -18,10 +18,25 @@ from pydantic import ValidationError
 from graphcast_api.service import model_card
 from graphcast_api.service.model_card import Forecaster
 from graphcast_api.service.schemas import EncodedArray, ForecastRequest, Grid
+from graphcast_api.settings import (
+    DEFAULT_MAX_SITE_NAME_CHARS, DEFAULT_MAX_SITES, DEFAULT_MAX_VALUES, ENV,
+)
 from graphcast_contract.cycles import INPUT_TIMES_HOURS, MAX_LEAD_HOURS, STEP_HOURS, as_utc
 from graphcast_contract.wire import array_from_bytes
 
 MAX_LISTED_ERRORS = 5
+# init_time range: forcings need datetime64[ns] (which wraps past 2262) and a sane calendar.
+EARLIEST_INIT_TIME = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST_INIT_TIME = datetime(2200, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class RequestCaps:
+    """What one forecast may ask for; they bound the size of the reply."""
+
+    max_sites: int = DEFAULT_MAX_SITES
+    max_site_name_chars: int = DEFAULT_MAX_SITE_NAME_CHARS
+    max_values: int = DEFAULT_MAX_VALUES  # sites x variables x lead times
 
 
 class RequestError(ValueError):
@@ -47,13 +62,54 @@ class DecodedRequest:
         return max(self.request.lead_hours) // STEP_HOURS
 
 
-def decode_forecast_request(body: bytes, model: Forecaster) -> DecodedRequest:
-    """Parse, check and decode `body` for `model`; RequestError on any problem."""
+def decode_forecast_request(body: bytes | bytearray, model: Forecaster,
+                            caps: RequestCaps = RequestCaps()) -> DecodedRequest:
+    """Parse, check and decode `body` for `model`; RequestError on any problem.
+
+    The cheap checks come first; the returned request keeps no base64 text (only the
+    decoded arrays), so a request waiting for the model holds about 0.75x its body."""
     request = parse_body(body)
+    init_time = check_init_time(request.init_time)
+    check_sites(request, caps)
+    check_reply_size(request, caps)
     check_grid_and_levels(request, model)
     check_outputs(request, model)
-    init_time = as_utc(request.init_time)
-    return DecodedRequest(request, init_time, build_inputs(request, model, init_time))
+    inputs = build_inputs(request, model, init_time)
+    return DecodedRequest(request.model_copy(update={"inputs": {}, "static": {}}), init_time,
+                          inputs)
+
+
+def check_init_time(init_time: datetime) -> datetime:
+    """`init_time` in UTC; 422 outside [EARLIEST_INIT_TIME, LATEST_INIT_TIME)."""
+    when = as_utc(init_time)
+    if not EARLIEST_INIT_TIME <= when < LATEST_INIT_TIME:
+        raise RequestError(422, f"init_time: {when.isoformat()} is outside the supported range"
+                                f" {EARLIEST_INIT_TIME.date()} to {LATEST_INIT_TIME.date()}")
+    return when
+
+
+def check_sites(request: ForecastRequest, caps: RequestCaps) -> None:
+    """422 for more sites than `caps.max_sites`, or a name too long or not printable."""
+    if len(request.sites) > caps.max_sites:
+        raise RequestError(422, f"sites: {len(request.sites)} sites, more than the limit of "
+                                f"{caps.max_sites} ({ENV['max_sites'][0]})")
+    for i, site in enumerate(request.sites):
+        if len(site.name) > caps.max_site_name_chars:
+            raise RequestError(422, f"sites.{i}.name: {len(site.name)} characters, more than "
+                                    f"the limit of {caps.max_site_name_chars} "
+                                    f"({ENV['max_site_name_chars'][0]})")
+        if not site.name.isprintable():
+            raise RequestError(422, f"sites.{i}.name: control or other non-printable "
+                                    "characters are not allowed")
+
+
+def check_reply_size(request: ForecastRequest, caps: RequestCaps) -> None:
+    """422 when sites x variables x lead times exceeds `caps.max_values`."""
+    values = len(request.sites) * len(request.variables) * len(request.lead_hours)
+    if values > caps.max_values:
+        raise RequestError(422, f"sites x variables x lead_hours: {values} values, more than "
+                                f"the limit of {caps.max_values} per reply "
+                                f"({ENV['max_values'][0]})")
 
 
 def parse_body(body: bytes) -> ForecastRequest:

@@ -206,6 +206,22 @@ class Target(BaseModel):
         {"name": "2m_temperature", "unit": "K", "atmospheric": False}]})
 
 
+class Limits(BaseModel):
+    """What one forecast request may hold and ask for; beyond, 413 (body) or 422."""
+
+    max_body_bytes: int = Field(description="Largest request body, bytes (413 beyond).")
+    max_sites: int = Field(description="Most sites in one request.")
+    max_site_name_chars: int = Field(description="Longest site name, printable characters.")
+    max_values: int = Field(description="Most values in one reply: sites x variables x leads.")
+    init_time_min: datetime = Field(description="Earliest init_time accepted, UTC.")
+    init_time_max: datetime = Field(description="init_time must be before this, UTC.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "max_body_bytes": 63_000_000, "max_sites": 1000, "max_site_name_chars": 100,
+        "max_values": 200_000, "init_time_min": "1900-01-01T00:00:00Z",
+        "init_time_max": "2200-01-01T00:00:00Z"}]})
+
+
 class ModelInfo(BaseModel):
     """What the served model needs and produces."""
 
@@ -226,6 +242,7 @@ class ModelInfo(BaseModel):
     precision: str = Field(description="Arithmetic precision of inference, e.g. `fp32`.")
     device: str = Field(description="Device running inference, e.g. `cpu`, `cuda:0`.")
     provenance: Provenance = Field(description="Checkpoint, precision, device and version.")
+    limits: Limits = Field(description="What one forecast request may hold and ask for.")
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "model": "GraphCast_small",
@@ -246,6 +263,9 @@ class ModelInfo(BaseModel):
         "device": "cpu",
         "provenance": {"checkpoint_file": "GraphCast_small.npz", "checkpoint_sha256": "3f1c0d…",
                        "precision": "bf16", "device": "cpu", "version": "1.0.0"},
+        "limits": {"max_body_bytes": 63_000_000, "max_sites": 1000, "max_site_name_chars": 100,
+                   "max_values": 200_000, "init_time_min": "1900-01-01T00:00:00Z",
+                   "init_time_max": "2200-01-01T00:00:00Z"},
     }]})
 
 
@@ -265,6 +285,9 @@ class ErrorDetail(BaseModel):
     """Every error response."""
 
     detail: str = Field(description="Message naming the problem.")
+    request_id: str | None = Field(
+        default=None, description="On 500 only: the id under which the server logged the"
+        " error (also in the `X-Request-ID` header of every response).")
 
     model_config = ConfigDict(json_schema_extra={
         "examples": [{"detail": "inputs.temperature: missing input variable"}]

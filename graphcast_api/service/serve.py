@@ -8,16 +8,21 @@ background.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
+import sys
 import threading
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
 
 import uvicorn
 
 from graphcast_api.service.app import ServiceLimits, create_app, set_model
 from graphcast_api.service.model_card import Forecaster
 from graphcast_api.settings import (
-    DEFAULT_MAX_BODY_MB, ENV, ServiceSettings, SettingsError, load_service_settings,
+    DEFAULT_MAX_SITE_NAME_CHARS, DEFAULT_MAX_SITES, DEFAULT_MAX_VALUES, DEFAULT_QUEUE_SLOTS, ENV,
+    ServiceSettings, SettingsError, load_service_settings,
 )
 from graphcast_contract.errors import ExitCode, exit_code_help
 from graphcast_contract.variables import STATS_FILES
@@ -25,6 +30,14 @@ from graphcast_contract.variables import STATS_FILES
 EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.MODEL_FAILED, ExitCode.CANNOT_LISTEN)
 
 log = logging.getLogger("graphcast_api.serve")
+
+MIN_TOKEN_CHARS = 16
+# Open connections uvicorn accepts (beyond: a plain 503). Connections that are not admitted
+# to the queue hold little (uvicorn stops reading their body), so this only stops a flood.
+MAX_CONNECTIONS = 64
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FILE_BYTES = 5_000_000
+LOG_FILE_COUNT = 5
 
 
 class Stopped(Exception):
@@ -48,13 +61,26 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "port": "TCP port (default 8001)",
         "precision": "inference precision, passed to the engine (fp32 or bf16)",
         "device": "torch device, passed to the engine (e.g. cpu, cuda)",
-        "max_body_mb": f"largest request body in MiB (default {DEFAULT_MAX_BODY_MB}: "
-                       "a 0.25-degree payload)",
+        "max_body_mb": "largest request body in MiB (default: the loaded model's full "
+                       "request plus a margin)",
         "queue_wait_s": "longest wait for the forecast queue before 503 (default 300)",
+        "queue_slots": "forecasts that may wait, body read, while one runs "
+                       f"(default {DEFAULT_QUEUE_SLOTS})",
+        "max_sites": f"most sites in one forecast (default {DEFAULT_MAX_SITES})",
+        "max_site_name_chars": "longest site name, characters "
+                               f"(default {DEFAULT_MAX_SITE_NAME_CHARS})",
+        "max_values": "most values (sites x variables x lead times) in one reply "
+                      f"(default {DEFAULT_MAX_VALUES})",
+        "log_file": "log to this file, rotated at 5 MB, 5 kept; stderr then gets warnings and "
+                    "errors only (default: everything to stderr)",
     }
     for option, text in option_help.items():
         parser.add_argument(f"--{option.replace('_', '-')}", dest=option,
                             help=f"{text}; env {ENV[option][0]}")
+    parser.add_argument("--insecure", dest="insecure", action="store_const", const="1",
+                        help="serve a non-loopback address without a token of at least "
+                             f"{MIN_TOKEN_CHARS} characters (a warning is logged); "
+                             f"env {ENV['insecure'][0]}=1")
     parser.set_defaults(run=run_serve)
 
 
@@ -72,6 +98,52 @@ def resolve_settings(args: argparse.Namespace) -> ServiceSettings:
     return settings
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (a loopback address or localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def check_exposure(settings: ServiceSettings) -> str | None:
+    """Refuse (SettingsError) to serve a non-loopback address with every route open: a token
+    of at least MIN_TOKEN_CHARS characters is needed there, unless `insecure` is set; then the
+    warning to log is returned."""
+    if is_loopback(settings.host):
+        return None
+    token = (settings.token or "").strip()
+    if len(token) >= MIN_TOKEN_CHARS:
+        return None
+    problem = "without a token" if not token else f"with a token of {len(token)} characters"
+    if settings.insecure:
+        return (f"serving {settings.host} {problem} (--insecure): anyone who can reach this "
+                "address can use the service")
+    raise SettingsError(f"--host {settings.host} is not a loopback address: set "
+                        f"{ENV['token'][0]} (at least {MIN_TOKEN_CHARS} characters) or pass "
+                        f"--insecure ({ENV['insecure'][0]}=1); refusing to serve {problem}")
+
+
+def setup_logging(log_file: Path | None) -> None:
+    """Log to stderr; when `log_file` is given, everything goes to that file, rotated like the
+    job's log, and stderr keeps warnings and errors only (whatever captures it stays small).
+
+    uvicorn's own loggers propagate here (serve passes uvicorn no logging configuration)."""
+    console = logging.StreamHandler(sys.stderr)
+    handlers: list[logging.Handler] = [console]
+    if log_file is not None:
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            handlers.append(RotatingFileHandler(log_file, maxBytes=LOG_FILE_BYTES,
+                                                backupCount=LOG_FILE_COUNT, encoding="utf-8"))
+        except OSError as error:
+            raise SettingsError(f"--log-file {log_file}: cannot write ({error})") from None
+        console.setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, handlers=handlers, force=True)
+
+
 def load_forecaster(settings: ServiceSettings) -> Forecaster:
     """Load the checkpoint and build the model's graphs (imports torch)."""
     from graphcast_api.engine import Forecaster as EngineForecaster
@@ -83,17 +155,23 @@ def load_forecaster(settings: ServiceSettings) -> Forecaster:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted; the exit code says how it ended (EXIT_CODES)."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(None)
     try:
         settings = resolve_settings(args)
+        setup_logging(settings.log_file)
+        warning = check_exposure(settings)
     except SettingsError as error:
         log.error("%s", error)
         return ExitCode.USAGE
-    app = create_app(ServiceLimits(max_body_bytes=settings.max_body_bytes,
-                                   queue_wait_s=settings.queue_wait_s, token=settings.token))
+    if warning:
+        log.warning("%s", warning)
+    app = create_app(ServiceLimits(
+        max_body_bytes=settings.max_body_bytes, queue_wait_s=settings.queue_wait_s,
+        queue_slots=settings.queue_slots, token=settings.token, max_sites=settings.max_sites,
+        max_site_name_chars=settings.max_site_name_chars, max_values=settings.max_values))
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
-                                           log_level="info"))
+                                           log_level="info", log_config=None,
+                                           limit_concurrency=MAX_CONNECTIONS))
     failed = threading.Event()
 
     def load() -> None:

@@ -4,11 +4,21 @@ Files keep the bucket's layout under the destination directory (`params/<checkpo
 `stats/*.nc`, `dataset/*.nc`), so `DEST/stats` is the `--stats-dir` the engine expects.
 Transfers stream to `<file>.part`, resume from it with an HTTP Range request, and are renamed
 into place only once complete; files already in place are not fetched again.
+
+Integrity: a finished transfer must have the announced size, the MD5 (else CRC32C) the
+bucket announces in `x-goog-hash`, and the format's magic bytes (.nc: NetCDF/HDF5, .npz: zip);
+its SHA-256 then goes into `DEST/MANIFEST.sha256`, against which files already present are
+checked on every later run (`fetch-weights --verify` only checks). Only https is used,
+except for loopback hosts (tests, a local mirror); a `.part` that is a symlink is refused.
 """
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import ipaddress
 import os
+import stat
 import sys
 import textwrap
 import zipfile
@@ -51,6 +61,34 @@ TIMEOUT_S = (10, 60)  # connect, read
 EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.DOWNLOAD_FAILED,
               ExitCode.OUTPUT_FAILED)
 
+MANIFEST_NAME = "MANIFEST.sha256"  # `sha256sum -c` format: "<hex>  <path under DEST>"
+MAGIC = {".nc": (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n"),
+         ".npz": (b"PK\x03\x04",)}
+HASH_BLOCK_BYTES = 1 << 20
+
+
+def _crc32c_table() -> list[int]:
+    """The byte table of CRC-32C (Castagnoli, reflected polynomial 0x82F63B78, RFC 3720)."""
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes, crc: int = 0) -> int:
+    """CRC-32C of `data`, continuing from `crc` (google-crc32c is not a dependency)."""
+    crc ^= 0xFFFFFFFF
+    table = _CRC32C_TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
 
 class DownloadError(Exception):
     """A download that failed; `exit_code` tells the command line what to return."""
@@ -73,6 +111,24 @@ def example_dataset_path(steps: int = 4) -> str:
     if steps not in EXAMPLE_STEPS:
         raise ValueError(f"no published example with {steps} steps; choose one of {EXAMPLE_STEPS}")
     return f"dataset/source-era5_date-2022-01-01_res-1.0_levels-13_steps-{steps:02d}.nc"
+
+
+def check_base_url(base_url: str) -> None:
+    """Refuse anything but https, except plain http to a loopback host (tests, a mirror on
+    this machine): the files are run as code-like model weights, so no one on the path may
+    swap them."""
+    parts = urlsplit(base_url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parts.scheme == "http" and loopback:
+        return
+    raise DownloadError(f"--base-url must be an https:// address (http:// only for loopback "
+                        f"hosts): {base_url}", ExitCode.USAGE)
 
 
 def object_url(base_url: str, path: str) -> str:
@@ -116,12 +172,62 @@ def _open_transfer(url: str, offset: int) -> tuple[requests.Response, int]:
     raise DownloadError(f"HTTP {response.status_code} {response.reason} for {url}", ExitCode.DOWNLOAD_FAILED)
 
 
-def _check_complete(path: Path, expected: int | None, url: str) -> None:
-    """Raise unless `path` has the announced size and, for a checkpoint, is a readable zip."""
+def _announced_hashes(response: requests.Response) -> dict[str, str]:
+    """`x-goog-hash: crc32c=...,md5=...` as {"crc32c": base64, "md5": base64}."""
+    hashes = {}
+    for item in response.headers.get("x-goog-hash", "").split(","):
+        name, _, value = item.strip().partition("=")
+        if name in ("crc32c", "md5") and value:
+            hashes[name] = value
+    return hashes
+
+
+def _digests(path: Path, with_crc32c: bool) -> dict[str, str]:
+    """MD5 (base64) of a file, and its CRC32C (base64) when asked (slow: pure Python, so
+    only when the server announces no MD5)."""
+    md5, crc = hashlib.md5(usedforsecurity=False), 0
+    with open(path, "rb") as handle:
+        while block := handle.read(HASH_BLOCK_BYTES):
+            md5.update(block)
+            if with_crc32c:
+                crc = crc32c(block, crc)
+    result = {"md5": base64.b64encode(md5.digest()).decode()}
+    if with_crc32c:
+        result["crc32c"] = base64.b64encode(crc.to_bytes(4, "big")).decode()
+    return result
+
+
+def _reject(path: Path, message: str) -> None:
+    path.unlink()
+    raise DownloadError(f"{message}; the partial file was removed", ExitCode.DOWNLOAD_FAILED)
+
+
+def _check_magic(path: Path, name: str, url: str) -> None:
+    """The file must start like its format (`name` is the final file name)."""
+    magics = MAGIC.get(Path(name).suffix)
+    if magics is None:
+        return
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if not any(head.startswith(magic) for magic in magics):
+        _reject(path, f"{url} is not a {Path(name).suffix} file (it starts {head[:8]!r})")
+
+
+def _check_complete(path: Path, expected: int | None, url: str,
+                    announced: dict[str, str] | None = None) -> None:
+    """Raise unless `path` has the announced size, hash and format (a checkpoint must be a
+    readable zip)."""
     size = path.stat().st_size
     if expected is not None and size != expected:
         raise DownloadError(f"incomplete transfer of {url}: {size} of {expected} bytes received; "
                             "run the command again to resume", ExitCode.DOWNLOAD_FAILED)
+    _check_magic(path, path.name.removesuffix(".part"), url)
+    announced = announced or {}
+    digests = _digests(path, with_crc32c="md5" not in announced and "crc32c" in announced)
+    for name in ("md5", "crc32c"):
+        if name in announced and name in digests and digests[name] != announced[name]:
+            _reject(path, f"{url}: {name} {digests[name]} differs from the {announced[name]} "
+                          "the server announced (corrupted in transit or tampered with)")
     if path.name.endswith(".npz.part"):
         try:
             with zipfile.ZipFile(path) as archive:
@@ -134,6 +240,72 @@ def _check_complete(path: Path, expected: int | None, url: str) -> None:
             path.unlink()
             raise DownloadError(f"{url}: checkpoint member {bad_member!r} is corrupt; "
                                 "the partial file was removed", ExitCode.DOWNLOAD_FAILED)
+    if expected is None and not announced:
+        print(f"warning: {url}: the server announced neither size nor hash; only the format "
+              "was checked", file=sys.stderr)
+
+
+def _open_partial(partial: Path, append: bool) -> int:
+    """A descriptor on the `.part` file that never follows a symlink (one planted there
+    would otherwise have its target overwritten)."""
+    try:
+        if stat.S_ISLNK(os.lstat(partial).st_mode):
+            raise DownloadError(f"{partial} is a symbolic link; remove it and run again",
+                                ExitCode.OUTPUT_FAILED)
+    except FileNotFoundError:
+        pass
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    return os.open(partial, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0),
+                   0o644)
+
+
+def read_manifest(dest: Path) -> dict[str, str]:
+    """{path under dest: SHA-256 hex} from DEST/MANIFEST.sha256 (empty if absent)."""
+    try:
+        lines = (dest / MANIFEST_NAME).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return {}
+    entries = {}
+    for line in lines:
+        digest, sep, name = line.partition("  ")
+        if sep:
+            entries[name] = digest
+    return entries
+
+
+def record_in_manifest(dest: Path, name: str, digest: str) -> None:
+    """Add or replace one entry of DEST/MANIFEST.sha256 (written to a temporary file, then
+    renamed, so a crash never leaves half a manifest)."""
+    entries = read_manifest(dest)
+    entries[name] = digest
+    text = "".join(f"{value}  {key}\n" for key, value in sorted(entries.items()))
+    temporary = dest / (MANIFEST_NAME + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, dest / MANIFEST_NAME)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(HASH_BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_present(dest: Path, name: str) -> None:
+    """Check a file already in place against its manifest entry; a file from before the
+    manifest existed is recorded as it is (with a warning)."""
+    target = dest / name
+    actual = sha256_of(target)
+    recorded = read_manifest(dest).get(name)
+    if recorded is None:
+        print(f"warning: {target} has no entry in {MANIFEST_NAME}; recording its SHA-256 "
+              "as it is now", file=sys.stderr)
+        record_in_manifest(dest, name, actual)
+    elif recorded != actual:
+        raise DownloadError(f"{target} does not match the SHA-256 recorded in {MANIFEST_NAME} "
+                            "when it was downloaded (changed or corrupted); delete it to "
+                            "download it again", ExitCode.DOWNLOAD_FAILED)
 
 
 def download(url: str, target: Path, progress: bool = True) -> bool:
@@ -147,15 +319,16 @@ def download(url: str, target: Path, progress: bool = True) -> bool:
     partial = target.with_name(target.name + ".part")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        offset = partial.stat().st_size if partial.exists() else 0
+        offset = os.lstat(partial).st_size if os.path.lexists(partial) else 0
     except OSError as error:
         raise DownloadError(f"cannot write to {target.parent}: {error}", ExitCode.OUTPUT_FAILED) from error
     response, offset = _open_transfer(url, offset)
     expected = _total_size(response, offset)
+    announced = _announced_hashes(response)
     with response, tqdm(total=expected, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                         desc=target.name, disable=None if progress else True) as bar:
         try:
-            with open(partial, "ab" if offset else "wb") as out:
+            with open(_open_partial(partial, append=bool(offset)), "wb") as out:
                 for chunk in response.iter_content(CHUNK_BYTES):
                     out.write(chunk)
                     bar.update(len(chunk))
@@ -168,29 +341,43 @@ def download(url: str, target: Path, progress: bool = True) -> bool:
                                 "run the command again to resume", ExitCode.DOWNLOAD_FAILED) from error
         except OSError as error:
             raise DownloadError(f"cannot write {partial}: {error}", ExitCode.OUTPUT_FAILED) from error
-    _check_complete(partial, expected, url)
+    _check_complete(partial, expected, url, announced)
     os.replace(partial, target)
     return True
 
 
-def _fetch(paths: list[str], dest: Path, base_url: str, progress: bool) -> list[Path]:
-    """Download each bucket path under `dest`, reporting each file on stderr."""
+def _fetch(paths: list[str], dest: Path, base_url: str, progress: bool,
+           verify_only: bool = False) -> list[Path]:
+    """Download each bucket path under `dest` (or, with `verify_only`, only check what is
+    there) and keep DEST/MANIFEST.sha256 up to date; report each file on stderr."""
+    check_base_url(base_url)
     targets = []
     for path in paths:
         target = dest / path
-        fetched = download(object_url(base_url, path), target, progress)
-        print(f"{'downloaded' if fetched else 'already present'}: {target}", file=sys.stderr)
+        if verify_only and not target.exists():
+            raise DownloadError(f"{target} is missing; run fetch-weights without --verify",
+                                ExitCode.DOWNLOAD_FAILED)
+        fetched = not verify_only and download(object_url(base_url, path), target, progress)
+        if fetched:
+            record_in_manifest(dest, path, sha256_of(target))
+            print(f"downloaded: {target}", file=sys.stderr)
+        else:
+            verify_present(dest, path)
+            print(f"already present, SHA-256 verified: {target}", file=sys.stderr)
         targets.append(target)
     return targets
 
 
-def fetch_weights(model: str, dest: Path, base_url: str = BUCKET_URL, progress: bool = True) -> list[Path]:
-    """Download a published model's checkpoint and the three statistics files.
+def fetch_weights(model: str, dest: Path, base_url: str = BUCKET_URL, progress: bool = True,
+                  verify_only: bool = False) -> list[Path]:
+    """Download a published model's checkpoint and the three statistics files (or, with
+    `verify_only`, check them against the manifest).
 
     Returns the checkpoint's path under `dest`, then those of STATS_PATHS.
     """
     print(WEIGHTS_LICENCE, file=sys.stderr)
-    return _fetch([checkpoint_path(model), *STATS_PATHS], Path(dest), base_url, progress)
+    return _fetch([checkpoint_path(model), *STATS_PATHS], Path(dest), base_url, progress,
+                  verify_only)
 
 
 def fetch_example_dataset(dest: Path, steps: int = 4, base_url: str = BUCKET_URL,
@@ -203,7 +390,7 @@ def fetch_example_dataset(dest: Path, steps: int = 4, base_url: str = BUCKET_URL
 
 def _run_fetch_weights(args: argparse.Namespace) -> int:
     try:
-        paths = fetch_weights(args.model, args.dest, args.base_url)
+        paths = fetch_weights(args.model, args.dest, args.base_url, verify_only=args.verify)
     except DownloadError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
@@ -230,6 +417,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     weights.add_argument("model", choices=sorted(CHECKPOINTS), help="which published model")
     weights.add_argument("--dest", type=Path, required=True, help="directory to download into")
     weights.add_argument("--base-url", default=BUCKET_URL, help="bucket address (default: %(default)s)")
+    weights.add_argument("--verify", action="store_true",
+                         help=f"download nothing; check the files against DEST/{MANIFEST_NAME}")
     weights.set_defaults(run=_run_fetch_weights)
 
     example = subparsers.add_parser(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import psycopg2
 from psycopg2.extensions import connection as Connection
 
-from config.settings import load_settings
+from config.settings import Settings, SettingsError, load_settings
 from graphcast_contract.cycles import cycles_of_days
 from graphcast_contract.errors import DatabaseError, ExitCode, exit_code_help
 from graphcast_contract.project import PROJECT_ROOT
@@ -28,6 +29,7 @@ from modules.inputs.loader import load_file
 from modules.inputs.regrid import global_grid
 from modules.inputs.sources import InvalidDataError, UnreadableFileError, sniff_format
 from modules.inputs.status import cycle_status
+from modules.job.logs import register_secrets, setup_console_logging
 from modules.storage.db import open_database
 
 log = logging.getLogger("era5_loader")
@@ -36,9 +38,9 @@ COMMANDS = ("load", "download", "status")
 DEFAULT_DOWNLOAD_DIR = PROJECT_ROOT / "data" / "era5"
 
 
-def _connect() -> Connection:
+def _connect(settings: Settings | None = None) -> Connection:
     """The configured database (DATABASE_URL or the embedded server), migrated."""
-    return open_database(load_settings())
+    return open_database(settings or load_settings())
 
 
 def load_files(paths: Sequence[Path], grid_step: float | None) -> int:
@@ -50,13 +52,18 @@ def load_files(paths: Sequence[Path], grid_step: float | None) -> int:
         log.error("%s", exc)
         return ExitCode.UNREADABLE_FILE
     try:
-        conn = _connect()
+        settings = load_settings()
+    except SettingsError as exc:
+        log.error("configuration error: %s", exc)
+        return ExitCode.USAGE
+    try:
+        conn = _connect(settings)
     except (DatabaseError, psycopg2.Error) as exc:
         log.error("database unavailable: %s", exc)
         return ExitCode.DATABASE
     try:
         for path in paths:
-            result = load_file(conn, path, grid_step)
+            result = load_file(conn, path, grid_step, min_grid_step=settings.era5_min_grid_step)
             log.info("%s: loaded %d fields at %d valid times and %d static fields on the "
                      "%d x %d grid%s", path, result.fields, len(result.valid_times),
                      result.static_fields, *result.grid.shape,
@@ -180,5 +187,10 @@ def print_status(days: int, until: date | None, grid_step: float) -> int:
 def main(argv: Sequence[str] | None = None, prog: str = "python -m modules.inputs") -> int:
     """Parse `argv` (default: sys.argv[1:]), run the command, return its exit code."""
     args = build_parser(prog).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_console_logging()
+    try:
+        register_secrets((*load_settings().secrets(), os.environ.get("CDSAPI_KEY")))
+    except SettingsError as exc:
+        log.error("configuration error: %s", exc)
+        return ExitCode.USAGE
     return args.run(args)

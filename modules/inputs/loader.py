@@ -23,8 +23,8 @@ from modules.inputs.era5_variables import (DEFAULT_GRID_STEP, HOURLY_PRECIPITATI
                                            PRECIPITATION_HOURS, VARIABLES, Era5Variable,
                                            normalise_unit, resolve)
 from modules.inputs.regrid import Regridder, global_grid
-from modules.inputs.sources import (GRAPHCAST_LAYOUT, FieldRef, InvalidDataError, Source,
-                                    open_source)
+from modules.inputs.sources import (DEFAULT_MIN_GRID_STEP, GRAPHCAST_LAYOUT, FieldRef,
+                                    InvalidDataError, Source, open_source)
 
 log = logging.getLogger("era5_loader")
 
@@ -196,13 +196,15 @@ def target_grid(source: Source, native: Grid, grid_step: float | None) -> Grid:
     return global_grid(grid_step)
 
 
-def load_file(conn: Connection, path: Path | str, grid_step: float | None = None) -> LoadResult:
+def load_file(conn: Connection, path: Path | str, grid_step: float | None = None,
+              min_grid_step: float = DEFAULT_MIN_GRID_STEP) -> LoadResult:
     """Load every field of one file in one transaction; see `target_grid` for `grid_step`.
+    Files on grids finer than `min_grid_step` degrees are refused unread.
 
     Raises UnreadableFileError, InvalidDataError (nothing written) or psycopg2.Error.
     """
     path = Path(path)
-    source = open_source(path)
+    source = open_source(path, min_grid_step)
     try:
         plan = plan_fields(source)
         orientation = Orientation.of(source)

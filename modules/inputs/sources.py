@@ -10,10 +10,16 @@ Three layouts are understood:
 A source only reports what the file holds, in the file's own orientation and names; the
 loader maps names, checks values and regrids. Fields are read one at a time, so memory
 stays bounded by one field whatever the file's size.
+
+Sizes a file declares are checked before anything is read, since a read allocates what the
+header says: grids finer than `min_grid_step` (ERA5_MIN_GRID_STEP, 0.1 deg by default) are
+refused, a GRIB message's point count must match its grid, and a NetCDF file must be large
+enough to hold the data its variables declare.
 """
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,6 +43,11 @@ _TIME_NAMES = ("valid_time", "time")
 # netCDF-C gives each variable a 64 MiB chunk cache by default, which fills up as a large
 # file is read field by field; 8 MiB holds one 0.25 deg field (4 MiB as float32).
 NETCDF_CHUNK_CACHE_BYTES = 8 * 2**20
+DEFAULT_MIN_GRID_STEP = 0.1  # degrees; 1801 x 3600 points, 26 MB a float32 field
+# deflate cannot shrink data more than about 1032:1, so a compressed variable stored in
+# fewer bytes than 1/1100 of its declared size is damaged or crafted
+MAX_COMPRESSION_RATIO = 1100
+_COMPRESSION_FILTERS = ("zlib", "szip", "zstd", "bzip2", "blosc")
 
 
 class UnreadableFileError(Exception):
@@ -86,10 +97,26 @@ def sniff_format(path: Path) -> str:
     raise UnreadableFileError(f"{path}: not a NetCDF or GRIB file")
 
 
-def open_source(path: Path) -> Source:
-    """Open `path` with the reader its format needs."""
+def open_source(path: Path, min_grid_step: float = DEFAULT_MIN_GRID_STEP) -> Source:
+    """Open `path` with the reader its format needs; grids finer than `min_grid_step`
+    degrees are refused before any field is read."""
     kind = sniff_format(path)
-    return GribSource(path) if kind == "grib" else NetcdfSource(path)
+    if kind == "grib":
+        return GribSource(path, min_grid_step)
+    return NetcdfSource(path, min_grid_step)
+
+
+def check_grid_size(path: Path, n_lat: int, n_lon: int, min_grid_step: float) -> None:
+    """InvalidDataError unless a global grid of n_lat x n_lon points is at least 2 x 2 and
+    no finer than `min_grid_step` degrees (a read allocates the declared size)."""
+    max_lat, max_lon = round(180 / min_grid_step) + 1, round(360 / min_grid_step)
+    if n_lat < 2 or n_lon < 2:
+        raise InvalidDataError(f"{path}: the grid declares {n_lat} x {n_lon} points; a global "
+                               "grid needs at least 2 in each direction")
+    if n_lat > max_lat or n_lon > max_lon:
+        raise InvalidDataError(f"{path}: the grid declares {n_lat} x {n_lon} points, finer "
+                               f"than {min_grid_step:g} deg (at most {max_lat} x {max_lon}; "
+                               "see ERA5_MIN_GRID_STEP)")
 
 
 def to_utc(value: np.datetime64, path: Path, what: str) -> datetime:
@@ -103,18 +130,28 @@ def to_utc(value: np.datetime64, path: Path, what: str) -> datetime:
 class NetcdfSource:
     """A NetCDF file in the GraphCast example layout or the CDS layout, opened lazily."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, min_grid_step: float = DEFAULT_MIN_GRID_STEP) -> None:
         import netCDF4
         import xarray as xr
 
         self.path = path
         netCDF4.set_chunk_cache(NETCDF_CHUNK_CACHE_BYTES)  # for files opened from now on
+        check_stored_size(path)
         try:
             self._ds = xr.open_dataset(path, decode_timedelta=True, cache=False)
         except Exception as exc:  # netCDF4/HDF5 raise many types for damaged files
             raise UnreadableFileError(f"{path}: cannot open as NetCDF ({exc})") from exc
+        try:
+            self._open(min_grid_step)
+        except BaseException:
+            self._ds.close()
+            raise
+
+    def _open(self, min_grid_step: float) -> None:
         self._lat = self._coordinate(_LAT_NAMES, "latitude")
         self._lon = self._coordinate(_LON_NAMES, "longitude")
+        check_grid_size(self.path, self._ds[self._lat].size, self._ds[self._lon].size,
+                        min_grid_step)
         self.latitudes = np.asarray(self._ds[self._lat].values, dtype=np.float64)
         self.longitudes = np.asarray(self._ds[self._lon].values, dtype=np.float64)
         self._times = self._time_coordinate()
@@ -188,13 +225,48 @@ class NetcdfSource:
         self._ds.close()
 
 
+def check_stored_size(path: Path) -> None:
+    """InvalidDataError if the file is too small for the data its variables declare
+    (uncompressed: exactly; compressed: at least 1/MAX_COMPRESSION_RATIO of it)."""
+    import netCDF4
+
+    try:
+        with netCDF4.Dataset(path) as ds:
+            needed = sum(_least_stored_bytes(var) for var in _all_variables(ds))
+    except (OSError, RuntimeError) as exc:  # netCDF4 raises these for damaged files
+        raise UnreadableFileError(f"{path}: cannot open as NetCDF ({exc})") from exc
+    size = os.path.getsize(path)
+    if size < needed:
+        raise InvalidDataError(f"{path}: the variables declare at least {needed:,} bytes of "
+                               f"data but the file has {size:,} bytes (truncated or damaged)")
+
+
+def _all_variables(group) -> Iterator:
+    """Every variable of a netCDF4 group and of its sub-groups."""
+    yield from group.variables.values()
+    for child in group.groups.values():
+        yield from _all_variables(child)
+
+
+def _least_stored_bytes(var) -> int:
+    """The fewest bytes a variable's declared data can be stored in."""
+    if not isinstance(var.dtype, np.dtype):  # strings and other variable-length types
+        return 0
+    declared = int(np.prod(var.shape, dtype=np.int64)) * var.dtype.itemsize
+    filters = var.filters() or {}
+    if any(filters.get(name) for name in _COMPRESSION_FILTERS):
+        return declared // MAX_COMPRESSION_RATIO
+    return declared
+
+
 class GribSource:
     """A GRIB file (editions 1 and 2) on a regular lat/lon grid, read message by message."""
 
     layout = CDS_LAYOUT
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, min_grid_step: float = DEFAULT_MIN_GRID_STEP) -> None:
         self.path = path
+        self._min_grid_step = min_grid_step
         self._file: BinaryIO = open(path, "rb")
         self._refs: list[FieldRef] = []
         self._shape: tuple[int, int] | None = None
@@ -216,6 +288,10 @@ class GribSource:
                 break
             try:
                 self._add_message(handle)
+            except eccodes.CodesInternalError as exc:  # a key missing or undecodable
+                raise InvalidDataError(f"{self.path}: GRIB message at byte "
+                                       f"{eccodes.codes_get(handle, 'offset')} cannot be "
+                                       f"decoded ({exc})") from exc
             finally:
                 eccodes.codes_release(handle)
         if not self._refs:
@@ -232,6 +308,11 @@ class GribSource:
         if get("iScansNegatively") or get("jPointsAreConsecutive"):
             raise InvalidDataError(f"{self.path}: field {name!r} uses an unsupported scanning mode")
         shape = (int(get("Nj")), int(get("Ni")))
+        check_grid_size(self.path, shape[0], shape[1], self._min_grid_step)
+        if int(get("numberOfDataPoints")) != shape[0] * shape[1]:
+            raise InvalidDataError(f"{self.path}: field {name!r} declares "
+                                   f"{get('numberOfDataPoints')} points on a {shape[0]} x "
+                                   f"{shape[1]} grid")
         lat_first = float(get("latitudeOfFirstGridPointInDegrees"))
         lat_last = float(get("latitudeOfLastGridPointInDegrees"))
         lon_first = float(get("longitudeOfFirstGridPointInDegrees"))
@@ -251,8 +332,12 @@ class GribSource:
                                    "can be loaded")
         level = int(get("level")) if get("typeOfLevel") == "isobaricInhPa" else 0
         date, time = int(get("validityDate")), int(get("validityTime"))
-        when = datetime(date // 10000, date // 100 % 100, date % 100, time // 100, time % 100,
-                        tzinfo=timezone.utc)
+        try:
+            when = datetime(date // 10000, date // 100 % 100, date % 100, time // 100,
+                            time % 100, tzinfo=timezone.utc)
+        except ValueError:
+            raise InvalidDataError(f"{self.path}: field {name!r} has an invalid validity date "
+                                   f"{date} {time:04d}") from None
         self._refs.append(FieldRef(name, level, when, int(get("offset")), str(get("units"))))
 
     def fields(self) -> list[FieldRef]:

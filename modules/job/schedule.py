@@ -116,8 +116,10 @@ def schtasks_create_args(project_root: PurePath, python: PurePath) -> list[str]:
         raise ScheduleError(f"the task's command is {len(action)} characters, over the "
                             f"{SCHTASKS_TR_LIMIT} schtasks accepts: move the project to a "
                             "shorter path")
+    # no /RU: the task runs as the user installing it; /RL LIMITED: never elevated, even
+    # when installed from an administrator's shell
     return ["schtasks", "/Create", "/TN", TASK_NAME, "/TR", action,
-            "/SC", "DAILY", "/ST", "00:00", "/RI", "360", "/DU", "24:00", "/F"]
+            "/SC", "DAILY", "/ST", "00:00", "/RI", "360", "/DU", "24:00", "/RL", "LIMITED", "/F"]
 
 
 def schtasks_delete_args() -> list[str]:

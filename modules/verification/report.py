@@ -68,6 +68,13 @@ def write_plots(scores: list[Score], plot_dir: Path) -> list[Path]:
 
 
 def _plot_model(model: str, scores: list[Score], path: Path) -> None:
+    """One PNG; site and model names are plain text (a `$` in one must not start mathtext,
+    whose parser fails on unbalanced dollars)."""
+    with plt.rc_context({"text.parse_math": False}):
+        _draw_model(model, scores, path)
+
+
+def _draw_model(model: str, scores: list[Score], path: Path) -> None:
     groups = {label: group for (_, label), group in _by_model_variable(scores).items()}
     fig, axes = plt.subplots(len(groups) + 1, 1, figsize=(10, 4 + 3.5 * len(groups)),
                              squeeze=False)

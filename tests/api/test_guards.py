@@ -36,6 +36,7 @@ def test_health_is_open_and_everything_else_needs_the_token(guarded_server: str)
                          requests.get(f"{guarded_server}/docs", headers=headers, timeout=10)):
             assert response.status_code == 401
             assert problem in response.json()["detail"]
+            assert len(response.headers["X-Request-ID"]) == 32  # refusals have an id too
             assert response.headers["WWW-Authenticate"] == "Bearer"
     assert requests.get(f"{guarded_server}/v1/model", headers=auth(), timeout=10).status_code == 200
     response = requests.post(f"{guarded_server}/v1/forecast", json=GOOD, headers=auth(), timeout=60)

@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import signal
 import socket
+import subprocess
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 import pytest
+import requests
 from api_helpers import REFERENCE_DIR, serve_command
 
 from graphcast_api import settings as settings_module
 from graphcast_api.service import serve
-from graphcast_api.service.app import DEFAULT_MAX_BODY_BYTES
 from graphcast_api.settings import SettingsError
 from graphcast_contract.errors import ExitCode
 
@@ -21,10 +24,11 @@ NO_OPTIONS = argparse.Namespace()
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No GRAPHCAST_* variables; the project root (where `.env` is read) is tmp_path."""
+    """No GRAPHCAST_* variables; the `.env` read is tmp_path/.env (ENV_FILE), empty at first."""
     for variable, _ in settings_module.ENV.values():
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setattr(settings_module, "PROJECT_ROOT", tmp_path)
+    (tmp_path / ".env").touch()
+    monkeypatch.setenv("ENV_FILE", str(tmp_path / ".env"))
     return tmp_path
 
 
@@ -36,7 +40,7 @@ def test_defaults_bind_loopback_and_dotenv_is_read(clean_env: Path, stats_dir: P
     assert (settings.host, settings.port) == ("127.0.0.1", 8001)
     assert settings.checkpoint == REFERENCE_DIR / "params.npz"
     assert settings.token == "abc"
-    assert settings.max_body_bytes == DEFAULT_MAX_BODY_BYTES
+    assert settings.max_body_bytes is None  # sized from the model once loaded
     options = argparse.Namespace(port="9000", max_body_mb="2", host="0.0.0.0")
     settings = serve.resolve_settings(options)  # the command line wins
     assert (settings.host, settings.port, settings.max_body_bytes) == (
@@ -85,3 +89,87 @@ def test_command_exit_codes(stats_dir: Path, tmp_path: Path) -> None:
             output, _ = process.communicate(timeout=120)
             assert process.returncode == ExitCode.CANNOT_LISTEN
             assert f"could not listen on 127.0.0.1:{port}" in output
+
+
+STRONG_TOKEN = "0123456789abcdef"  # 16 characters
+
+
+@pytest.mark.parametrize("host, token, insecure, refused", [
+    ("127.0.0.1", None, None, False),
+    ("localhost", None, None, False),
+    ("::1", "", None, False),
+    ("0.0.0.0", None, None, True),
+    ("0.0.0.0", "   ", None, True),
+    ("192.168.1.5", "short-token", None, True),
+    ("my-host.example", None, None, True),
+    ("0.0.0.0", STRONG_TOKEN, None, False),
+    ("0.0.0.0", None, "1", False),
+])
+def test_non_loopback_address_needs_a_strong_token_or_insecure(
+        clean_env: Path, stats_dir: Path, monkeypatch: pytest.MonkeyPatch, host: str,
+        token: str | None, insecure: str | None, refused: bool) -> None:
+    if token is not None:
+        monkeypatch.setenv("GRAPHCAST_API_TOKEN", token)
+    args = argparse.Namespace(checkpoint=str(REFERENCE_DIR / "params.npz"),
+                              stats_dir=str(stats_dir), host=host, insecure=insecure)
+    settings = serve.resolve_settings(args)
+    if refused:
+        with pytest.raises(SettingsError, match=re.escape(f"--host {host} is not a loopback")):
+            serve.check_exposure(settings)
+    else:
+        warning = serve.check_exposure(settings)
+        assert (warning is not None) == (insecure is not None)
+
+
+def test_exposed_without_token_exits_2_before_binding(stats_dir: Path) -> None:
+    args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir),
+            "--host", "0.0.0.0"]
+    with serve_command(args, env={"GRAPHCAST_API_TOKEN": ""}, wait=False) as (url, process):
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode == ExitCode.USAGE
+        refusal = [line for line in output.splitlines() if "is not a loopback" in line]
+        assert len(refusal) == 1 and "GRAPHCAST_API_TOKEN" in refusal[0], output
+        assert "listening" not in output
+    with serve_command([*args, "--insecure"], env={"GRAPHCAST_API_TOKEN": ""},
+                       wait=False) as (url, process):
+        output = wait_for_line(process, "listening on")
+        assert "WARNING graphcast_api.serve: serving 0.0.0.0 without a token (--insecure)" in output
+
+
+def wait_for_line(process: subprocess.Popen, text: str) -> str:
+    """The process's output up to the first line containing `text`."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if text in line:
+            return "".join(lines)
+    raise AssertionError("".join(lines))
+
+
+def test_log_file_is_written_and_rotated(stats_dir: Path, tmp_path: Path) -> None:
+    log_file = tmp_path / "logs" / "graphcast-api.log"
+    args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir)]
+    with serve_command(args, env={"GRAPHCAST_API_LOG_FILE": str(log_file)}) as (url, _):
+        request_id = requests.get(f"{url}/v1/model", timeout=10).headers["X-Request-ID"]
+        assert requests.get(f"{url}/v1/model", timeout=10).status_code == 200
+    text = log_file.read_text()
+    assert "graphcast_api.serve: serving" in text         # the service's own lines
+    assert "GET /v1/model HTTP/1.1" in text                # uvicorn's access lines
+    assert request_id  # every answer carries an id
+    handler = serve_handlers(log_file)
+    assert (handler.maxBytes, handler.backupCount) == (serve.LOG_FILE_BYTES,
+                                                       serve.LOG_FILE_COUNT)
+
+
+def serve_handlers(log_file: Path) -> RotatingFileHandler:
+    """The rotating handler `setup_logging` installs for `log_file` (then removed)."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        serve.setup_logging(log_file)
+        return next(h for h in root.handlers if isinstance(h, RotatingFileHandler))
+    finally:
+        for handler in root.handlers:
+            if handler not in before:
+                handler.close()
+        root.handlers[:] = before

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from graphcast_api.settings import (
-    DEFAULT_MAX_BODY_MB, ENV, SettingsError, load_service_settings,
-)
+from graphcast_api.settings import ENV, SettingsError, load_service_settings
 
 
 @pytest.fixture
@@ -23,7 +21,10 @@ def no_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def test_defaults_without_env_file(no_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     settings = load_service_settings(argparse.Namespace(), env_file=tmp_path / "absent.env")
     assert (settings.host, settings.port, settings.queue_wait_s) == ("127.0.0.1", 8001, 300.0)
-    assert settings.max_body_bytes == DEFAULT_MAX_BODY_MB * 1024**2
+    assert settings.max_body_bytes is None  # sized from the loaded model
+    assert (settings.queue_slots, settings.max_sites, settings.max_site_name_chars,
+            settings.max_values) == (2, 1000, 100, 200_000)
+    assert (settings.insecure, settings.log_file) == (False, None)
     assert (settings.checkpoint, settings.stats_dir, settings.token) == (None, None, None)
     assert (settings.precision, settings.device, settings.compile, settings.cache_dir) == (
         None, None, None, None)
@@ -65,6 +66,10 @@ def test_command_line_beats_environment_beats_env_file_beats_default(
                                         "fp32, bf16, got 'fp16'"),
     ("GRAPHCAST_COMPILE", "maybe", "GRAPHCAST_COMPILE must be 1 or 0, got 'maybe'"),
     ("GRAPHCAST_API_MAX_BODY_MB", "-1", "--max-body-mb must be a positive number, got '-1'"),
+    ("GRAPHCAST_API_MAX_SITES", "0", "--max-sites must be a whole number of at least 1"),
+    ("GRAPHCAST_API_QUEUE_SLOTS", "-1", "--queue-slots must be a whole number of at least 0"),
+    ("GRAPHCAST_API_MAX_VALUES", "1e5", "--max-values must be a whole number of at least 1"),
+    ("GRAPHCAST_API_INSECURE", "sure", "GRAPHCAST_API_INSECURE must be 1 or 0, got 'sure'"),
 ])
 def test_invalid_values_are_named(no_env: pytest.MonkeyPatch, tmp_path: Path, variable: str,
                                   value: str, message: str) -> None:

@@ -27,6 +27,7 @@ SURFACE = ["2m_temperature", "mean_sea_level_pressure", "10m_v_component_of_wind
 ATMOSPHERIC = ["temperature", "geopotential", "u_component_of_wind", "v_component_of_wind",
                "vertical_velocity", "specific_humidity"]
 STATIC = ["geopotential_at_surface", "land_sea_mask"]
+FAILURE_REQUEST_ID = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"  # X-Request-ID of injected failures
 PROVENANCE = {"checkpoint_file": "GraphCast_test.npz", "checkpoint_sha256": "0" * 64,
               "precision": "fp32", "device": "cpu", "version": VERSION}
 GRID_10DEG = {"n_lat": 19, "n_lon": 36, "lat_first": -90.0, "lat_step": 10.0,
@@ -70,7 +71,10 @@ class ContractApi:
             time.sleep(0.02)
         self.in_flight = 0
         self.token: str | None = None
-        self.failures_before_success = 0   # answer 500 this many times first
+        self.failures_before_success = 0   # answer failure_status this many times first
+        self.failure_status = 500
+        self.retry_after: str | None = None  # Retry-After header of those failures
+        self.detail = "injected failure"   # their `detail`
         self.delay_s = 0.0                 # wait before answering a forecast
         self.gate: threading.Event | None = None  # if set: hold forecasts until it opens
         self.reply_mode = "ok"             # ok | malformed | nan | missing_entry
@@ -170,7 +174,9 @@ class ContractApi:
                     api.gate.wait(timeout=60)
                 if api.failures_before_success > 0:
                     api.failures_before_success -= 1
-                    return self._send(500, {"detail": "injected failure"})
+                    headers = {"Retry-After": api.retry_after} if api.retry_after else {}
+                    headers["X-Request-ID"] = FAILURE_REQUEST_ID  # as the real service does
+                    return self._send(api.failure_status, {"detail": api.detail}, headers)
                 try:
                     reply = api.forecast(json.loads(body))
                 except json.JSONDecodeError:
@@ -189,11 +195,15 @@ class ContractApi:
                     return False
                 return True
 
-            def _send(self, status: int, body: dict[str, Any]) -> None:
-                self._send_raw(status, json.dumps(body).encode())
+            def _send(self, status: int, body: dict[str, Any],
+                      headers: dict[str, str] | None = None) -> None:
+                self._send_raw(status, json.dumps(body).encode(), headers)
 
-            def _send_raw(self, status: int, data: bytes) -> None:
+            def _send_raw(self, status: int, data: bytes,
+                          headers: dict[str, str] | None = None) -> None:
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -12,7 +12,7 @@ import pytest
 from modules.storage import db
 
 from .conftest import JobRunner, ledger, predictions, query
-from .contract_api_server import ContractApi
+from .contract_api_server import FAILURE_REQUEST_ID, ContractApi
 
 INIT = "2022-01-01T06:00"
 T0 = datetime(2022, 1, 1, 6, tzinfo=timezone.utc)
@@ -77,7 +77,10 @@ def test_bad_field_fails_naming_it(run_job: JobRunner, era5_db: str, api: Contra
 
 
 def test_api_down(run_job: JobRunner, era5_db: str) -> None:
-    result = run_job("--init-time", INIT, GRAPHCAST_API_URL="http://127.0.0.1:9")
+    started = time.monotonic()
+    result = run_job("--init-time", INIT, GRAPHCAST_API_URL="http://127.0.0.1:9",
+                     GRAPHCAST_API_BACKOFF_S="0.4")
+    assert time.monotonic() - started >= 1.2  # refused, never sent: retried (0.4 + 0.8 s)
     assert result.returncode == 4
     assert "GraphCast API at http://127.0.0.1:9 unreachable" in result.output
     runs = ledger(era5_db)
@@ -91,13 +94,15 @@ def test_api_timeout(run_job: JobRunner, era5_db: str, api: ContractApi) -> None
                      GRAPHCAST_API_RETRIES="1")
     assert result.returncode == 4
     assert "POST /v1/forecast timed out after 0.5 s" in result.output
-    assert api.calls.count(("POST", "/v1/forecast")) == 2  # first try + one retry
+    # the service may still be computing it: a retry would queue a duplicate forecast
+    assert api.calls.count(("POST", "/v1/forecast")) == 1
     assert_nothing_written(era5_db, "failed", 4, "timed out")
 
 
-def test_api_500_then_success_is_retried(run_job: JobRunner, era5_db: str,
-                                         api: ContractApi) -> None:
-    api.failures_before_success = 2
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_api_busy_then_success_is_retried(run_job: JobRunner, era5_db: str,
+                                          api: ContractApi, status: int) -> None:
+    api.failures_before_success, api.failure_status = 2, status
     result = run_job("--init-time", INIT)
     assert result.returncode == 0, result.output
     assert api.calls.count(("POST", "/v1/forecast")) == 3
@@ -105,13 +110,45 @@ def test_api_500_then_success_is_retried(run_job: JobRunner, era5_db: str,
     assert [r[1] for r in ledger(era5_db)] == ["succeeded"]
 
 
-def test_api_500_every_time_fails(run_job: JobRunner, era5_db: str, api: ContractApi) -> None:
+def test_retry_after_is_honoured(run_job: JobRunner, era5_db: str, api: ContractApi) -> None:
+    api.failures_before_success, api.failure_status, api.retry_after = 1, 503, "2"
+    started = time.monotonic()
+    result = run_job("--init-time", INIT)
+    assert result.returncode == 0, result.output
+    assert time.monotonic() - started >= 2.0  # not the 0.05 s backoff
+    assert api.calls.count(("POST", "/v1/forecast")) == 2
+
+
+def test_retry_after_beyond_the_timeout_is_not_waited_for(run_job: JobRunner, era5_db: str,
+                                                          api: ContractApi) -> None:
+    api.failures_before_success, api.failure_status, api.retry_after = 100, 503, "3600"
+    started = time.monotonic()
+    result = run_job("--init-time", INIT, GRAPHCAST_API_TIMEOUT_S="5")
+    assert time.monotonic() - started < 30  # capped at 60 s, and 60 s > the 5 s budget
+    assert result.returncode == 4
+    assert api.calls.count(("POST", "/v1/forecast")) == 1
+    assert_nothing_written(era5_db, "failed", 4, "HTTP 503")
+
+
+def test_api_500_is_not_retried(run_job: JobRunner, era5_db: str, api: ContractApi) -> None:
     api.failures_before_success = 100
     result = run_job("--init-time", INIT)
     assert result.returncode == 4
     assert "POST /v1/forecast answered HTTP 500: injected failure" in result.output
+    assert api.calls.count(("POST", "/v1/forecast")) == 1  # a 500 may have done the work
+    # the service's request id, to find the failure in its log
+    assert f"(request id {FAILURE_REQUEST_ID})" in result.output
+    assert_nothing_written(era5_db, "failed", 4, f"HTTP 500: injected failure (request id "
+                                                 f"{FAILURE_REQUEST_ID})")
+
+
+def test_api_busy_every_time_fails(run_job: JobRunner, era5_db: str, api: ContractApi) -> None:
+    api.failures_before_success, api.failure_status = 100, 503
+    result = run_job("--init-time", INIT)
+    assert result.returncode == 4
+    assert "POST /v1/forecast answered HTTP 503: injected failure" in result.output
     assert api.calls.count(("POST", "/v1/forecast")) == 3  # GRAPHCAST_API_RETRIES=2
-    assert_nothing_written(era5_db, "failed", 4, "HTTP 500")
+    assert_nothing_written(era5_db, "failed", 4, "HTTP 503")
 
 
 def test_api_malformed_json(run_job: JobRunner, era5_db: str, api: ContractApi) -> None:

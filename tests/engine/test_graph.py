@@ -84,3 +84,15 @@ def test_graphcast_small_graph_sizes_at_native_grid(reference_dir: Path) -> None
     assert len(graphs.mesh.senders) == expected["num_mesh_edges"]
     assert len(graphs.grid2mesh.senders) == expected["num_grid2mesh_edges"]
     assert len(graphs.mesh2grid.senders) == expected["num_mesh2grid_edges"]
+
+
+def test_failed_cache_write_leaves_no_temporary_file(model_config, graphs, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(file, **arrays) -> None:
+        file.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    built = load_or_build_graphs(model_config, LAT, LON, tmp_path)
+    assert len(built.grid_node_features) == len(graphs.grid_node_features)
+    assert list(tmp_path.iterdir()) == []

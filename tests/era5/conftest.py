@@ -50,9 +50,11 @@ def graphcast_dataset(step: float = 10.0, times: tuple[str, ...] = ("2022-01-01T
     )
 
 
-def run_loader(database_url: str, *args: str | Path) -> subprocess.CompletedProcess:
-    """Run `python -m modules.era5_loader ARGS` against `database_url`."""
-    env = dict(os.environ, DATABASE_URL=database_url)
+def run_loader(database_url: str, *args: str | Path, **env_vars: str
+               ) -> subprocess.CompletedProcess:
+    """Run `python -m modules.era5_loader ARGS` against `database_url` (more settings in
+    `env_vars`)."""
+    env = dict(os.environ, DATABASE_URL=database_url, **env_vars)
     return subprocess.run([sys.executable, "-m", "modules.era5_loader", *map(str, args)],
                           cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
 

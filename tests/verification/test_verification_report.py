@@ -92,3 +92,14 @@ def test_cli_unwritable_plot_dir_keeps_the_scores(conn: Connection, clean_db: st
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM forecast_scores WHERE site IS NULL")
         assert cur.fetchone()[0] == 1
+
+
+def test_dollar_signs_in_names_are_plain_text(conn: Connection, tmp_path: Path) -> None:
+    """matplotlib would read `$` as mathtext and fail on an unbalanced one."""
+    from dataclasses import replace
+
+    _store_two_cycles(conn)
+    scores = [replace(s, model="Cast $\\v2$", site=f"{s.site} US$ hub $^$" if s.site else None)
+              for s in verify(conn).scores]
+    [path] = write_plots(scores, tmp_path / "plots")
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
