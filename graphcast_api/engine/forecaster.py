@@ -12,7 +12,7 @@ import xarray as xr
 from graphcast_api.engine.checkpoint import CheckPoint, load_checkpoint
 from graphcast_api.engine.configs import TIME_STEP, ModelConfig, TaskConfig
 from graphcast_api.engine.forcings import add_forcings
-from graphcast_api.engine.graph import default_cache_dir, load_or_build_graphs
+from graphcast_api.engine.graph import load_or_build_graphs
 from graphcast_api.engine.network import GraphCastNetwork
 from graphcast_api.engine.normalization import denormalize_targets, normalize, stack, unstack
 from graphcast_api.engine.stats import NormalizationStats, load_stats
@@ -92,10 +92,9 @@ class Forecaster:
         self.graphs = load_or_build_graphs(self.model_config, self.latitudes, self.longitudes,
                                            cache_dir)
         graphs_s = time.perf_counter() - start
-        kernels = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "kernels"
         self.network = GraphCastNetwork(checkpoint.params, self.graphs, self.model_config,
                                         PRECISIONS[self.precision], self.device, compile,
-                                        products, kernel_cache_dir=kernels)
+                                        products)
         # Where set-up time went (seconds): graphs built or loaded; static parts and packing.
         self.setup_times = {"graphs_s": graphs_s,
                             "network_s": time.perf_counter() - start - graphs_s}
@@ -107,8 +106,7 @@ class Forecaster:
                    compile: bool | None = None, products: str | None = None) -> "Forecaster":
         """Load an official checkpoint `.npz` and a directory with the three stats files.
 
-        cache_dir: where built graphs and compiled kernels (its `kernels/`) are kept (None:
-        graph.default_cache_dir());
+        cache_dir: where built graphs are kept (None: graph.default_cache_dir());
         compile: torch.compile the network (None: network._compile_by_default);
         products: dense-product back end, "matmul" or "onednn" (None: network.default_products).
         """

@@ -11,8 +11,9 @@ Speed-ups that leave the mathematics unchanged:
 - node MLPs take concat(node, aggregated messages) as two products, without the concatenation;
 - edges are ordered by receiver, so the sum aggregation walks memory in order;
 - on CPU the three stages (encoder, one processor step, decoder) are compiled with
-  torch.compile, which fuses the element-wise work around the matrix products; the compiled
-  kernels are kept on disk (`kernel_cache_dir`), so a new process loads them;
+  torch.compile, which fuses the element-wise work around the matrix products (Inductor
+  keeps the compiled kernels on disk; settings.use_kernel_cache puts them under the cache
+  folder, so a new process or restarted service loads them instead of compiling);
 - on CPU the dense products go through oneDNN's linear with each weight prepacked once at
   construction (`products="onednn"`), about twice MKL's fp32 rate on AMD EPYC; the same
   products in the same precision (fp32 stays fp32, no reduced-precision shortcut), so only
@@ -23,9 +24,7 @@ bf16 keeps the aggregation sums and LayerNorm statistics in float32, as the offi
 from __future__ import annotations
 
 import logging
-import os
 import weakref
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -238,20 +237,6 @@ def _by_receiver(edges: EdgeSet) -> EdgeSet:
     return EdgeSet(edges.senders[order], edges.receivers[order], edges.features[order])
 
 
-def use_kernel_cache(directory: Path) -> None:
-    """Keep Inductor's compiled kernels (its FX graph cache) in `directory`, so that a new
-    process or a restarted service loads them instead of compiling for a minute.
-
-    Inductor takes its cache folder only from TORCHINDUCTOR_CACHE_DIR (it sets the variable
-    itself when unset), so this writes it for the process; nothing here reads the environment.
-    """
-    import torch._inductor.config as inductor_config
-
-    directory.mkdir(parents=True, exist_ok=True)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
-    inductor_config.fx_graph_cache = True
-
-
 def _compile_by_default(device: torch.device, num_mesh_edges: int) -> bool:
     """Whether to torch.compile when the caller does not say: on CPU for full-size meshes.
 
@@ -268,11 +253,8 @@ class GraphCastNetwork:
     def __init__(self, params: dict[str, np.ndarray], graphs: GraphCastGraphs,
                  model_config: ModelConfig, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu", compile: bool | None = None,
-                 products: str | None = None, kernel_cache_dir: Path | None = None) -> None:
-        """products: the dense-product back end, one of PRODUCTS (None: default_products);
-        kernel_cache_dir: where torch.compile keeps compiled kernels across processes (None:
-        Inductor's default under the temporary folder).
-        """
+                 products: str | None = None) -> None:
+        """products: the dense-product back end, one of PRODUCTS (None: default_products)."""
         self.dtype, self.device = dtype, torch.device(device)
         self.products = products or default_products(self.device)
         if self.products not in PRODUCTS:
@@ -345,8 +327,6 @@ class GraphCastNetwork:
 
         use_compile = (_compile_by_default(self.device, len(mesh.senders)) if compile is None
                        else compile)
-        if use_compile and kernel_cache_dir is not None:
-            use_kernel_cache(Path(kernel_cache_dir))
         wrap = (lambda f: torch.compile(f, dynamic=False)) if use_compile else (lambda f: f)
         self._encode, self._process, self._decode = wrap(encode), wrap(process), wrap(decode)
 

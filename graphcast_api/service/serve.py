@@ -22,7 +22,7 @@ from graphcast_api.service.app import ServiceLimits, create_app, set_model
 from graphcast_api.service.model_card import Forecaster
 from graphcast_api.settings import (
     DEFAULT_MAX_SITE_NAME_CHARS, DEFAULT_MAX_SITES, DEFAULT_MAX_VALUES, DEFAULT_QUEUE_SLOTS, ENV,
-    ServiceSettings, SettingsError, load_service_settings,
+    ServiceSettings, SettingsError, load_service_settings, use_kernel_cache,
 )
 from graphcast_contract.errors import ExitCode, exit_code_help
 from graphcast_contract.variables import STATS_FILES
@@ -148,6 +148,7 @@ def load_forecaster(settings: ServiceSettings) -> Forecaster:
     """Load the checkpoint and build the model's graphs (imports torch)."""
     from graphcast_api.engine import Forecaster as EngineForecaster
 
+    use_kernel_cache(settings.cache_dir)
     return EngineForecaster.from_files(settings.checkpoint, settings.stats_dir,
                                        precision=settings.precision, device=settings.device,
                                        cache_dir=settings.cache_dir, compile=settings.compile)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from graphcast_api.settings import PRECISIONS, ServiceSettings, SettingsError, \
-    load_service_settings
+    load_service_settings, use_kernel_cache
 from graphcast_contract.errors import ExitCode, exit_code_help
 from graphcast_contract.files import new_temporary_file
 from graphcast_contract.variables import STATS_FILES
@@ -99,6 +99,7 @@ def make_forecaster(checkpoint, stats, name: str, settings: ServiceSettings,
     settings' one; `products` forces the product back end. ToolError DEVICE_UNAVAILABLE if the device or precision is not usable."""
     from graphcast_api.engine import Forecaster
 
+    use_kernel_cache(cache_dir or settings.cache_dir)
     try:
         return Forecaster(checkpoint, stats, name=name, precision=settings.precision,
                           device=settings.device, compile=settings.compile,
