@@ -49,6 +49,9 @@ class ModelApiClient:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._send_with_retries(method, path, **kwargs)
+        if response.status_code == 401:
+            raise ApiError(f"GraphCast API {method} {path} refused authentication (HTTP 401: "
+                           f"{_detail(response)}); check GRAPHCAST_API_TOKEN")
         if response.status_code != 200:
             raise ApiError(f"GraphCast API {method} {path} answered HTTP "
                            f"{response.status_code}: {_detail(response)}"

@@ -1,5 +1,7 @@
 """The quick-start demo's offline path, end to end, in a copy of the project: synthetic ERA5,
-random-weights checkpoint, the real loader, API service and batch job; then a re-run."""
+random-weights checkpoint, the real loader, API service and batch job; then a re-run.
+The demo gets a clean environment (tests/subprocess_env.py): no DATABASE_URL, token or
+`.env` of the developer's."""
 from __future__ import annotations
 
 import functools
@@ -18,6 +20,7 @@ import pytest
 from graphcast_api.tools import weights
 from graphcast_contract.errors import ExitCode
 from modules.storage import db
+from tests.subprocess_env import clean_environment
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = PROJECT_ROOT / "tests" / "data" / "graphcast_reference"
@@ -44,7 +47,7 @@ def _copy_project(dest: Path) -> Path:
 def _demo(project: Path, *args: str, env: dict[str, str] | None = None
           ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "scripts/demo.py", *args], cwd=project,
-                          env={**os.environ, **_on_path(project), **(env or {})},
+                          env=clean_environment(**_on_path(project), **(env or {})),
                           capture_output=True, text=True, timeout=1200)
 
 
@@ -86,6 +89,7 @@ def _stored_predictions(project: Path) -> list[tuple]:
         conn.close()
 
 
+@pytest.mark.slow  # minutes: builds GraphCast_small graphs and compiles the network
 def test_offline_demo_end_to_end_and_rerun(project: Path) -> None:
     port = _free_port()
     first = _demo(project, "--offline", "--port", str(port))
@@ -162,7 +166,7 @@ def test_online_mode_fetches_the_official_files_once(project: Path, bucket: str)
             "files = demo.prepare_online(demo.child_env('http://127.0.0.1:1'), sys.argv[1]); "
             "print('FILES', files.checkpoint.is_file(), files.era5.is_file(), "
             "sorted(p.name for p in files.stats_dir.iterdir()))")
-    env = {**os.environ, **_on_path(project, project / "scripts")}
+    env = clean_environment(**_on_path(project, project / "scripts"))
     first = subprocess.run([sys.executable, "-c", code, bucket], cwd=project, env=env,
                            capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr

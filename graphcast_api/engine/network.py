@@ -37,7 +37,8 @@ from graphcast_api.engine.graph import EdgeSet, GraphCastGraphs
 _LOG = logging.getLogger(__name__)
 _LAYER_NORM_EPS = 1e-5  # haiku's default
 _COMPILE_MIN_MESH_EDGES = 50_000
-_DECODE_CHUNK_NODES = 16_384  # grid nodes decoded at a time: bounds the edge temporaries
+DECODE_CHUNK_NODES = 16_384  # grid nodes decoded at a time: bounds the edge temporaries
+ROW_BLOCK = 32_768  # edges per block when the static edge terms are computed at construction
 PRODUCTS = ("matmul", "onednn")  # the dense-product back ends the network can use
 
 
@@ -225,7 +226,7 @@ def _node_stage(mlp: Mlp, latent: int, dtype: torch.dtype) -> NodeStage:
     return NodeStage(w_node.to(dtype), w_messages.to(dtype), mlp.cast(dtype))
 
 
-def _by_rows(fn, *tensors: torch.Tensor, rows: int = 32_768) -> torch.Tensor:
+def _by_rows(fn, *tensors: torch.Tensor, rows: int) -> torch.Tensor:
     """fn applied to consecutive row blocks of `tensors`, concatenated (bounds temporaries)."""
     return torch.cat([fn(*(t[start:start + rows] for t in tensors))
                       for start in range(0, len(tensors[0]), rows)])
@@ -247,15 +248,26 @@ def _compile_by_default(device: torch.device, num_mesh_edges: int) -> bool:
 
 
 class GraphCastNetwork:
-    """GraphCast's three graph networks with their static parts precomputed."""
+    """GraphCast's three graph networks with their static parts precomputed.
+
+    decode_chunk_nodes and row_block bound the temporaries at full scale; they are
+    parameters so that tests can split the reference's small grid the same way.
+    `compiled` says whether the forward pass runs torch.compile'd stages: True when compiling
+    was chosen, set to False if compiling fails and the network falls back to eager mode.
+    """
 
     @torch.inference_mode()  # statics become inference tensors, like the per-step ones
     def __init__(self, params: dict[str, np.ndarray], graphs: GraphCastGraphs,
                  model_config: ModelConfig, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu", compile: bool | None = None,
-                 products: str | None = None) -> None:
+                 products: str | None = None, *,
+                 decode_chunk_nodes: int = DECODE_CHUNK_NODES,
+                 row_block: int = ROW_BLOCK) -> None:
         """products: the dense-product back end, one of PRODUCTS (None: default_products)."""
+        if decode_chunk_nodes < 1 or row_block < 1:
+            raise ValueError("decode_chunk_nodes and row_block must be at least 1")
         self.dtype, self.device = dtype, torch.device(device)
+        self.decode_chunk_nodes = decode_chunk_nodes
         self.products = products or default_products(self.device)
         if self.products not in PRODUCTS:
             raise ValueError(f"unknown product back end {self.products!r}; use one of "
@@ -293,7 +305,7 @@ class GraphCastNetwork:
         mesh_recv = mesh0 @ w_recv
         self.g2m_static = _by_rows(
             lambda f, r: (mlp_apply(embed_g2m, f[:, None, :]) @ w_edge + mesh_recv[r]).to(dtype),
-            tensor(g2m.features), self.g2m_receivers)                  # [E_g2m, 1, L]
+            tensor(g2m.features), self.g2m_receivers, rows=row_block)  # [E_g2m, 1, L]
         self.g2m_send, self.g2m_mlp = w_send.to(dtype), g2m_mlp.cast(dtype)
         self.mesh0 = mesh0.to(dtype)
         self.g2m_mesh_node = _node_stage(
@@ -303,7 +315,7 @@ class GraphCastNetwork:
         # Processor.
         embed_mesh_edges = _mlp(full, "mesh_gnn", "encoder_edges_mesh")
         self.mesh_edge0 = _by_rows(lambda f: mlp_apply(embed_mesh_edges, f[:, None, :]).to(dtype),
-                                   tensor(mesh.features))              # [E_mesh, 1, L]
+                                   tensor(mesh.features), rows=row_block)  # [E_mesh, 1, L]
         self.edge_stages = [_edge_stage(_mlp(full, "mesh_gnn", f"processor_edges_{i}_mesh"),
                                         latent, dtype) for i in range(model_config.gnn_msg_steps)]
         self.node_stages = [_node_stage(_mlp(full, "mesh_gnn", f"processor_nodes_{i}_mesh_nodes"),
@@ -315,7 +327,7 @@ class GraphCastNetwork:
         w_m2g_edge = m2g_edge_mlp.weights[0][:latent]
         self.m2g_static = _by_rows(
             lambda f: (mlp_apply(embed_m2g, f[:, None, :]) @ w_m2g_edge).to(dtype),
-            tensor(m2g.features))                                      # [E_m2g, 1, L]
+            tensor(m2g.features), rows=row_block)                      # [E_m2g, 1, L]
         self.m2g_stage = _edge_stage(m2g_edge_mlp, latent, dtype)
         self.m2g_grid_node = _node_stage(
             _mlp(full, "mesh2grid_gnn", "processor_nodes_0_grid_nodes"), latent, dtype)
@@ -329,6 +341,7 @@ class GraphCastNetwork:
                        else compile)
         wrap = (lambda f: torch.compile(f, dynamic=False)) if use_compile else (lambda f: f)
         self._encode, self._process, self._decode = wrap(encode), wrap(process), wrap(decode)
+        self.compiled: bool = use_compile
 
     def _dynamic_weights(self) -> list[torch.Tensor]:
         """Every weight matrix the per-step products use (some are packed but unused)."""
@@ -346,10 +359,11 @@ class GraphCastNetwork:
             try:
                 return self._forward(grid_inputs.to(self.device))
             except Exception as error:  # noqa: BLE001 - e.g. no C++ compiler for torch.compile
-                if self._encode is encode:
+                if not self.compiled:
                     raise
                 _LOG.warning("torch.compile failed (%s); running the network eagerly", error)
                 self._encode, self._process, self._decode = encode, process, decode
+                self.compiled = False
                 return self._forward(grid_inputs.to(self.device))
 
     def _forward(self, grid_inputs: torch.Tensor) -> torch.Tensor:
@@ -367,10 +381,9 @@ class GraphCastNetwork:
                                        self.m2g_grid_node, self.decoder, onednn)
                           for part, edges in self._decode_chunks(grid.shape[0])])
 
-    @staticmethod
-    def _decode_chunks(num_grid: int) -> list[tuple[slice, slice]]:
+    def _decode_chunks(self, num_grid: int) -> list[tuple[slice, slice]]:
         """(grid-node slice, its mesh2grid-edge slice) in near-equal chunks."""
-        count = -(-num_grid // _DECODE_CHUNK_NODES)
+        count = -(-num_grid // self.decode_chunk_nodes)
         size = -(-num_grid // count)
         return [(slice(start, min(start + size, num_grid)),
                  slice(3 * start, 3 * min(start + size, num_grid)))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import uvicorn
 import xarray as xr
 
 from graphcast_api.service.app import ServiceLimits, create_app
+from tests.subprocess_env import clean_environment
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "graphcast_reference"
 PROJECT_ROOT = REFERENCE_DIR.parent.parent.parent
@@ -57,11 +57,13 @@ def wait_until_healthy(url: str, process: subprocess.Popen | None = None) -> Non
 @contextmanager
 def serve_command(args: list[str], env: dict[str, str] | None = None,
                   wait: bool = True) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Run `python -m graphcast_api serve ARGS` on a free loopback port; yields (url, process)."""
+    """Run `python -m graphcast_api serve ARGS` on a free loopback port; yields (url, process).
+
+    The command gets a clean environment (tests/subprocess_env.py) plus `env`."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "graphcast_api", "serve", "--port", str(port), *args],
-        cwd=PROJECT_ROOT, env={**os.environ, **(env or {})},
+        cwd=PROJECT_ROOT, env=clean_environment(**(env or {})),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -80,9 +82,17 @@ def serve_command(args: list[str], env: dict[str, str] | None = None,
 @contextmanager
 def serve_in_thread(model, limits: ServiceLimits = ServiceLimits()) -> Iterator[str]:
     """Serve `model` with uvicorn in a thread of this process; yields the base URL."""
+    with serve_asgi(create_app(limits, model)) as url:
+        yield url
+
+
+@contextmanager
+def serve_asgi(app) -> Iterator[str]:
+    """Serve an ASGI `app` (the service's, possibly wrapped) with uvicorn in a thread on
+    loopback; yields the base URL once `/health` answers 200."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(limits, model), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

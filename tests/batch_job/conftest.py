@@ -2,7 +2,6 @@
 the job run as a real subprocess (its exit code, output and log file)."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,16 +18,13 @@ from graphcast_contract.model_spec import Grid
 from graphcast_contract.variables import STATIC_VARIABLES
 from modules.inputs import store as era5_store
 from modules.storage import db
+from tests.subprocess_env import clean_environment
 
 from .contract_api_server import ContractApi
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = PROJECT_ROOT / "tests" / "data" / "graphcast_reference" / "example_batch.nc"
 EXAMPLE_START = datetime(2022, 1, 1, 0, tzinfo=timezone.utc)  # 6 frames, 6 h apart
-# What a job subprocess may take from the developer's environment: how to find programs and
-# temporary space, nothing that configures the job. ENV_FILE="" keeps it off any `.env`.
-PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT",
-                  "WINDIR", "USERPROFILE")
 FAST_API_ENV = {"GRAPHCAST_API_RETRIES": "2", "GRAPHCAST_API_BACKOFF_S": "0.05",
                 "GRAPHCAST_API_CONNECT_TIMEOUT_S": "2", "GRAPHCAST_API_TIMEOUT_S": "20"}
 
@@ -103,13 +99,6 @@ def era5_db(clean_db: str, example_frames: ExampleFrames) -> str:
     """A clean database holding the example frames from 2022-01-01T00 to 2022-01-02T06."""
     load_frames(clean_db, example_frames, EXAMPLE_START)
     return clean_db
-
-
-def clean_environment() -> dict[str, str]:
-    """An explicit environment for job subprocesses: none of the developer's settings
-    (FORECAST_VARIABLES, GRAPHCAST_API_TOKEN, ...) and no `.env` file."""
-    return {**{key: os.environ[key] for key in PASSED_THROUGH if key in os.environ},
-            "ENV_FILE": ""}
 
 
 @dataclass

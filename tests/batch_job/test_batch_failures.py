@@ -179,7 +179,8 @@ def test_api_token(run_job: JobRunner, era5_db: str, api: ContractApi) -> None:
     api.token = "s3cret-token"
     refused = run_job("--init-time", INIT)
     assert refused.returncode == 4
-    assert "GET /v1/model answered HTTP 401: missing or wrong bearer token" in refused.output
+    assert ("GET /v1/model refused authentication (HTTP 401: missing or wrong bearer token);"
+            " check GRAPHCAST_API_TOKEN") in refused.output
     accepted = run_job("--init-time", INIT, GRAPHCAST_API_TOKEN="s3cret-token")
     assert accepted.returncode == 0, accepted.output
     assert "s3cret-token" not in accepted.output + refused.output

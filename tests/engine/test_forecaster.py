@@ -70,12 +70,20 @@ def test_fp32_rollout_matches_official(fp32: Forecaster, inputs, forcings,
                 fp32.task_config)
 
 
+@pytest.mark.slow  # compiling takes most of a minute on the 2-core machine
 def test_compiled_fp32_rollout_matches_official(reference_dir: Path, stats_dir: Path, inputs,
-                                                forcings) -> None:
-    """The default CPU path (torch.compile) gives the same result."""
+                                                forcings, tmp_path: Path) -> None:
+    """The default CPU path (torch.compile) gives the same result, and it is what ran.
+
+    The decoder is split in two chunks so that the compiled decoder runs chunked, as it does
+    at full scale.
+    """
     compiled = Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
-                                     device="cpu", compile=True)
+                                     device="cpu", cache_dir=tmp_path, compile=True,
+                                     decode_chunk_nodes=342)
+    assert len(compiled.network._decode_chunks(684)) == 2
     prediction = compiled.forecast(inputs, 4, forcings)
+    assert compiled.network.compiled, "torch.compile failed: the eager fallback ran"
     _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir,
                 compiled.task_config)
     assert compiled.products == default_products(torch.device("cpu"))
@@ -101,6 +109,63 @@ def test_unknown_product_back_end_is_rejected(reference_dir: Path, stats_dir: Pa
     with pytest.raises(ValueError, match="product back end"):
         Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
                               device="cpu", compile=False, products="blas")
+
+
+def test_failed_compile_falls_back_to_eager_with_a_warning(
+        reference_dir: Path, stats_dir: Path, inputs, forcings, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A compile failure (raised on the first call, as torch.compile's are) is survived."""
+    def failing_compile(function, **options):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("no C++ compiler (stand-in)")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    forecaster = Forecaster.from_files(reference_dir / "params.npz", stats_dir,
+                                       precision="fp32", device="cpu", cache_dir=tmp_path,
+                                       compile=True)
+    assert forecaster.network.compiled
+    with caplog.at_level("WARNING", logger="graphcast_api.engine.network"):
+        prediction = forecaster.forecast(inputs, 4, forcings)
+    assert not forecaster.network.compiled
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings  # once, not once per step
+    assert "torch.compile failed (no C++ compiler (stand-in)); running the network eagerly" \
+        in warnings[0]
+    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir,
+                forecaster.task_config)
+
+
+def test_chunked_decoding_and_row_blocks_match_official(reference_dir: Path, stats_dir: Path,
+                                                        inputs, forcings,
+                                                        tmp_path: Path) -> None:
+    """The full-scale chunking, made small enough to split the reference's graphs.
+
+    100 grid nodes per decoder chunk splits the 684-node grid in 7 (the last one shorter);
+    1,000 rows per block splits each edge set (1,236 grid2mesh, 1,260 mesh, 2,052
+    mesh2grid edges) when the static edge terms are computed.
+    """
+    chunked = Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
+                                    device="cpu", cache_dir=tmp_path, compile=False,
+                                    decode_chunk_nodes=100, row_block=1000)
+    chunks = chunked.network._decode_chunks(684)
+    assert len(chunks) == 7 and chunks[-1][0] == slice(588, 684)
+    assert chunks[-1][1] == slice(3 * 588, 3 * 684)
+    graphs = chunked.graphs
+    assert min(len(edges.senders) for edges in
+               (graphs.grid2mesh, graphs.mesh, graphs.mesh2grid)) > 1000
+    prediction = chunked.forecast(inputs, 4, forcings)
+    assert not chunked.network.compiled
+    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir,
+                chunked.task_config)
+
+
+@pytest.mark.parametrize("size", [{"decode_chunk_nodes": 0}, {"row_block": 0}])
+def test_chunk_sizes_must_be_positive(reference_dir: Path, stats_dir: Path, tmp_path: Path,
+                                      size: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
+                              device="cpu", cache_dir=tmp_path, compile=False, **size)
 
 
 def test_rollout_with_forcings_computed(fp32: Forecaster, inputs, reference_dir: Path) -> None:
