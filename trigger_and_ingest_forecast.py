@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-
 from datetime import datetime
 
 from config.settings import SettingsError, load_settings

@@ -26,8 +26,8 @@ import netCDF4
 import numpy as np
 
 from graphcast_contract.project import PROJECT_ROOT
-from modules.storage import db
 from modules.inputs.era5_variables import PRESSURE_LEVELS
+from modules.storage import db
 
 LAT = np.arange(90, -90.125, -0.25)
 LON = np.arange(0, 360, 0.25)

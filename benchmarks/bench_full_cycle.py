@@ -110,7 +110,7 @@ def service_timings(log_path: Path) -> dict[str, float]:
     if not matches:
         raise RuntimeError(f"no forecast line in {log_path}")
     return dict(zip(("decode_s", "inference_s", "interpolate_s", "total_s"),
-                    map(float, matches[-1])))
+                    map(float, matches[-1]), strict=True))
 
 
 def report(prepare: float, infer: float, ingest: float, server: dict[str, float]) -> dict:

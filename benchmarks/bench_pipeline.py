@@ -18,7 +18,6 @@ import base64
 import json
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -30,15 +29,18 @@ from typing import Any
 import numpy as np
 import psycopg2
 
-from graphcast_contract.cycles import (INPUT_TIMES_HOURS, MAX_LEAD_HOURS,
-                                       STEP_HOURS, iso_utc)
+from graphcast_contract.cycles import INPUT_TIMES_HOURS, MAX_LEAD_HOURS, STEP_HOURS, iso_utc
 from graphcast_contract.model_spec import Grid, ModelSpec
 from graphcast_contract.project import PROJECT_ROOT
 from graphcast_contract.reply import parse_forecast_reply
 from graphcast_contract.request import ForecastContext, build_payload
-from graphcast_contract.variables import (ATMOSPHERIC_VARIABLES, PLAUSIBLE_RANGES,
-                                          PRESSURE_LEVELS_13, STATIC_VARIABLES,
-                                          SURFACE_VARIABLES)
+from graphcast_contract.variables import (
+    ATMOSPHERIC_VARIABLES,
+    PLAUSIBLE_RANGES,
+    PRESSURE_LEVELS_13,
+    STATIC_VARIABLES,
+    SURFACE_VARIABLES,
+)
 from modules import data_preparator, prediction_db_ingestion
 from modules.inputs import store as era5_store
 from modules.job import ledger
@@ -144,7 +146,7 @@ def time_pipeline(url: str, api_url: str, repeats: int) -> dict[str, list[float]
         with conn, conn.cursor() as cur:
             prediction_db_ingestion.ingest(cur, run_id, forecast)
         t4 = time.perf_counter()
-        for name, seconds in zip(figures, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+        for name, seconds in zip(figures, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             figures[name].append(seconds)
     print(f"request body: {len(body) / 1e6:.1f} MB for {len(spec.input_keys())} input fields "
           f"x 2 times + {len(spec.static_inputs)} static on {GRID.n_lat}x{GRID.n_lon}")

@@ -20,9 +20,9 @@ import numpy as np
 import psycopg2
 from psycopg2.extras import execute_values
 
-from modules.storage import db
 from graphcast_contract.model_spec import Grid
 from modules.inputs.store import write_fields
+from modules.storage import db
 from modules.verification import report
 from modules.verification.scores import verify
 

@@ -39,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def alias_main(command: str) -> int:
-    """`python -m graphcast_api.COMMAND ARGS`: the same as `python -m graphcast_api COMMAND ARGS`."""
+    """`python -m graphcast_api.COMMAND ARGS`: the same as
+    `python -m graphcast_api COMMAND ARGS`."""
     return main([command, *sys.argv[1:]])
 
 

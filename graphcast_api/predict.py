@@ -1,4 +1,5 @@
-"""`python -m graphcast_api.predict`: alias of `python -m graphcast_api predict` (tools/predict.py)."""
+"""`python -m graphcast_api.predict`: alias of `python -m graphcast_api predict`
+(tools/predict.py)."""
 import sys
 
 from graphcast_api.__main__ import alias_main

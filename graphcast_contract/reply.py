@@ -68,7 +68,8 @@ def parse_forecast_reply(reply: Any, spec: ModelSpec, context: ForecastContext
                                 f"e.g. {missing[0]}")
     order = sorted(forecasts, key=lambda k: (k[3], k[0], k[1], k[2]))
     values = tuple(_clamp(forecasts[k]) for k in order)
-    clamped = sum(1 for k, value in zip(order, values) if value.value != forecasts[k].value)
+    clamped = sum(1 for k, value in zip(order, values, strict=True)
+                  if value.value != forecasts[k].value)
     provenance = Provenance.from_reply(reply, "forecast reply")
     return CycleForecast(spec.model, context.init_time, values, clamped, provenance)
 

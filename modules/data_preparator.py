@@ -31,7 +31,7 @@ def extract_snapshot(cur: Cursor, spec: ModelSpec, init_time: datetime) -> Snaps
             raise MissingDataError(f"static ERA5 field {name} missing on the model grid "
                                    f"{spec.grid.n_lat}x{spec.grid.n_lon}")
         _check_values(name, name, static[name])
-    for fields, offset in zip(per_time, INPUT_OFFSETS):
+    for fields, offset in zip(per_time, INPUT_OFFSETS, strict=True):
         for key, field in fields.items():
             _check_values(f"{describe_field(key)} at {iso_utc(init_time + offset)}", key[0],
                           field)

@@ -39,10 +39,10 @@ from pathlib import Path
 import requests
 
 from config.settings import load_settings
+from graphcast_api.tools import weights
 from graphcast_contract.errors import ExitCode, exit_code_help
 from graphcast_contract.project import PROJECT_ROOT
 from graphcast_contract.variables import STATS_FILES
-from graphcast_api.tools import weights
 from modules.storage import db
 
 INIT_TIME = "2022-01-01T06:00"  # second frame of the official example (and synthetic) dataset

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from graphcast_contract.variables import STATS_FILES
 from modules.storage import db
+from tests.paths import REFERENCE_DIR
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-REFERENCE_DIR = DATA_DIR / "graphcast_reference"
 DATA_TABLES = ("predictions", "forecast_runs", "era5_fields", "era5_static_fields", "era5_grids")
 
 
@@ -61,6 +61,12 @@ def clean_db(database_url: str) -> str:
 def stats_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference statistics under their official file names (`<name>.nc`)."""
     folder = tmp_path_factory.mktemp("stats")
-    for name in ("mean_by_level", "stddev_by_level", "diffs_stddev_by_level"):
-        shutil.copy(REFERENCE_DIR / f"stats_{name}.nc", folder / f"{name}.nc")
+    for name in STATS_FILES:
+        shutil.copy(REFERENCE_DIR / f"stats_{name}", folder / name)
     return folder
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """The official code's reference files (10° grid, mesh 2, latent 32)."""
+    return REFERENCE_DIR

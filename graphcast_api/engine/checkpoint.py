@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from graphcast_api.engine.configs import (
-    NODE_STRUCT_FEATURES, PUBLISHED_MODELS, ModelConfig, TaskConfig)
+    NODE_STRUCT_FEATURES,
+    PUBLISHED_MODELS,
+    ModelConfig,
+    TaskConfig,
+)
 
 EDGE_STRUCT_FEATURES = 4
 _BUILDER = "~_networks_builder"

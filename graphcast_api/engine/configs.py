@@ -8,8 +8,13 @@ import pandas as pd
 
 from graphcast_contract.cycles import STEP_HOURS
 from graphcast_contract.variables import (
-    ATMOSPHERIC_VARIABLES, FORCING_VARIABLES, PRECIPITATION_6HR, PRESSURE_LEVELS_13,
-    PRESSURE_LEVELS_37, STATIC_VARIABLES, SURFACE_VARIABLES,
+    ATMOSPHERIC_VARIABLES,
+    FORCING_VARIABLES,
+    PRECIPITATION_6HR,
+    PRESSURE_LEVELS_13,
+    PRESSURE_LEVELS_37,
+    STATIC_VARIABLES,
+    SURFACE_VARIABLES,
 )
 
 # Number of structural features per grid/mesh node (sin lat, cos lon, sin lon).

@@ -19,7 +19,8 @@ import xarray as xr
 SECONDS_PER_DAY = 86_400
 MEAN_DAYS_PER_YEAR = 365.24219  # tropical year used for year_progress
 
-PROGRESS_FORCINGS = ("year_progress_sin", "year_progress_cos", "day_progress_sin", "day_progress_cos")
+PROGRESS_FORCINGS = ("year_progress_sin", "year_progress_cos", "day_progress_sin",
+                     "day_progress_cos")
 TISR = "toa_incident_solar_radiation"
 KNOWN_FORCINGS = PROGRESS_FORCINGS + (TISR,)
 
@@ -128,7 +129,8 @@ def _sun_position(j2000_days: np.ndarray) -> tuple[np.ndarray, ...]:
     return solar_time, sin_decl, cos_decl, distance_au
 
 
-def _hourly_tisr(end_j2000_days: float, tsi: float, lat_rad: np.ndarray, lon_rad: np.ndarray) -> np.ndarray:
+def _hourly_tisr(end_j2000_days: float, tsi: float, lat_rad: np.ndarray,
+                 lon_rad: np.ndarray) -> np.ndarray:
     """TISR (J m^-2) over the hour ending at one instant, on the (lat, lon) grid."""
     trapezoid = np.full(INTEGRATION_BINS + 1, INTEGRATION_SECONDS / INTEGRATION_BINS)  # seconds
     trapezoid[[0, -1]] /= 2
@@ -137,7 +139,8 @@ def _hourly_tisr(end_j2000_days: float, tsi: float, lat_rad: np.ndarray, lon_rad
     seconds = np.bincount(which, weights=trapezoid)
     solar_time, sin_decl, cos_decl, distance_au = _sun_position(instants)
     weights = seconds * tsi / distance_au**2  # J m^-2 per unit sine of the solar altitude
-    cos_hour = cos_decl[:, None] * np.cos(2 * np.pi * solar_time[:, None] + lon_rad[None, :])  # (bin, lon)
+    # (bin, lon)
+    cos_hour = cos_decl[:, None] * np.cos(2 * np.pi * solar_time[:, None] + lon_rad[None, :])
     out = np.empty((lat_rad.size, lon_rad.size))
     rows = max(1, _MAX_CHUNK_ELEMENTS // cos_hour.size)
     for start in range(0, lat_rad.size, rows):
@@ -147,7 +150,8 @@ def _hourly_tisr(end_j2000_days: float, tsi: float, lat_rad: np.ndarray, lon_rad
     return out
 
 
-def toa_incident_solar_radiation(datetimes: Sequence | np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+def toa_incident_solar_radiation(datetimes: Sequence | np.ndarray, lat: np.ndarray,
+                                  lon: np.ndarray) -> np.ndarray:
     """ERA5-style TISR in J m^-2, float32, shaped (time, lat, lon).
 
     datetimes: valid times (anything numpy converts to datetime64), 1-D; each value is the
@@ -158,7 +162,8 @@ def toa_incident_solar_radiation(datetimes: Sequence | np.ndarray, lat: np.ndarr
     lon_rad = np.deg2rad(np.asarray(lon, dtype=np.float64))
     tsi = era5_tsi(times)
     days = _j2000_days(times)
-    fields = [_hourly_tisr(day, irradiance, lat_rad, lon_rad) for day, irradiance in zip(days, tsi)]
+    fields = [_hourly_tisr(day, irradiance, lat_rad, lon_rad)
+              for day, irradiance in zip(days, tsi, strict=True)]
     return np.stack(fields).reshape(times.shape + (lat_rad.size, lon_rad.size)).astype(np.float32)
 
 
@@ -172,7 +177,8 @@ def add_forcings(ds: xr.Dataset, variables: Sequence[str]) -> xr.Dataset:
     if not missing:
         return ds
     if "datetime" not in ds.coords:
-        raise ValueError(f"cannot compute forcings {missing}: the dataset has no 'datetime' coordinate")
+        raise ValueError(f"cannot compute forcings {missing}: the dataset has no 'datetime' "
+                         "coordinate")
     datetime = ds.coords["datetime"]
     seconds = _seconds_since_epoch(datetime.values)
     new: dict[str, xr.Variable] = {}
@@ -187,5 +193,6 @@ def add_forcings(ds: xr.Dataset, variables: Sequence[str]) -> xr.Dataset:
     if TISR in missing:
         lat, lon = ds.coords["lat"].values, ds.coords["lon"].values
         tisr = toa_incident_solar_radiation(datetime.values.reshape(-1), lat, lon)
-        new[TISR] = xr.Variable(datetime.dims + ("lat", "lon"), tisr.reshape(datetime.shape + tisr.shape[1:]))
+        new[TISR] = xr.Variable(datetime.dims + ("lat", "lon"),
+                                tisr.reshape(datetime.shape + tisr.shape[1:]))
     return ds.assign({name: new[name] for name in missing})

@@ -19,9 +19,13 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from graphcast_api.engine.configs import ModelConfig
+from graphcast_api.engine.mesh import (
+    TriangularMesh,
+    faces_to_edges,
+    mesh_hierarchy,
+    multi_mesh_edges,
+)
 from graphcast_contract.files import new_temporary_file
-from graphcast_api.engine.mesh import TriangularMesh, faces_to_edges, mesh_hierarchy, \
-    multi_mesh_edges
 
 _LOG = logging.getLogger(__name__)
 _CACHE_VERSION = 1

@@ -119,7 +119,7 @@ class Mlp(NamedTuple):
 def mlp_rest(mlp: Mlp, first: torch.Tensor, onednn: bool = False) -> torch.Tensor:
     """The MLP after its first product: `first` = input @ weights[0] (no bias) [..., L]."""
     x = first + mlp.biases[0]
-    for w, b in zip(mlp.weights[1:], mlp.biases[1:]):
+    for w, b in zip(mlp.weights[1:], mlp.biases[1:], strict=True):
         x = dense(F.silu(x), w, b, onednn)
     if mlp.norm is not None:
         x = F.layer_norm(x, x.shape[-1:], mlp.norm[0], mlp.norm[1], _LAYER_NORM_EPS)
@@ -373,7 +373,7 @@ class GraphCastNetwork:
             self.g2m_mlp, self.g2m_senders, self.g2m_receivers, self.mesh0, self.g2m_mesh_node,
             self.g2m_grid_node, onednn)
         edge = self.mesh_edge0.expand(-1, grid.shape[1], -1)
-        for edge_stage, node_stage in zip(self.edge_stages, self.node_stages):
+        for edge_stage, node_stage in zip(self.edge_stages, self.node_stages, strict=True):
             edge, mesh = self._process(edge, mesh, edge_stage, node_stage, self.mesh_senders,
                                        self.mesh_receivers, onednn)
         return torch.cat([self._decode(grid[part], mesh, self.m2g_static[edges],

@@ -23,15 +23,28 @@ from graphcast_api.service.guards import BearerToken, BodySizeLimit, RequestId
 from graphcast_api.service.model_card import Forecaster
 from graphcast_api.service.queue import ClientGone, ForecastQueue, QueueTimeout
 from graphcast_api.service.request_parsing import (
-    EARLIEST_INIT_TIME, LATEST_INIT_TIME, DecodedRequest, RequestCaps, RequestError,
-    decode_forecast_request, describe_validation_errors,
+    EARLIEST_INIT_TIME,
+    LATEST_INIT_TIME,
+    DecodedRequest,
+    RequestCaps,
+    RequestError,
+    decode_forecast_request,
+    describe_validation_errors,
 )
 from graphcast_api.service.schemas import (
-    ErrorDetail, ForecastRequest, ForecastResponse, Health, Limits, ModelInfo,
+    ErrorDetail,
+    ForecastRequest,
+    ForecastResponse,
+    Health,
+    Limits,
+    ModelInfo,
 )
 from graphcast_api.service.site_forecasts import site_forecasts
 from graphcast_api.settings import (
-    DEFAULT_MAX_SITE_NAME_CHARS, DEFAULT_MAX_SITES, DEFAULT_MAX_VALUES, DEFAULT_QUEUE_SLOTS,
+    DEFAULT_MAX_SITE_NAME_CHARS,
+    DEFAULT_MAX_SITES,
+    DEFAULT_MAX_VALUES,
+    DEFAULT_QUEUE_SLOTS,
 )
 
 log = logging.getLogger(__name__)

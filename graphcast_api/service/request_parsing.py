@@ -19,7 +19,10 @@ from graphcast_api.service import model_card
 from graphcast_api.service.model_card import Forecaster
 from graphcast_api.service.schemas import EncodedArray, ForecastRequest, Grid
 from graphcast_api.settings import (
-    DEFAULT_MAX_SITE_NAME_CHARS, DEFAULT_MAX_SITES, DEFAULT_MAX_VALUES, ENV,
+    DEFAULT_MAX_SITE_NAME_CHARS,
+    DEFAULT_MAX_SITES,
+    DEFAULT_MAX_VALUES,
+    ENV,
 )
 from graphcast_contract.cycles import INPUT_TIMES_HOURS, MAX_LEAD_HOURS, STEP_HOURS, as_utc
 from graphcast_contract.wire import array_from_bytes

@@ -13,7 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from graphcast_contract.cycles import INPUT_TIMES_HOURS, MAX_LEAD_HOURS, STEP_HOURS
 from graphcast_contract.variables import (
-    ATMOSPHERIC_VARIABLES, PRESSURE_LEVELS_13, STATIC_VARIABLES, SURFACE_VARIABLES, UNITS,
+    ATMOSPHERIC_VARIABLES,
+    PRESSURE_LEVELS_13,
+    STATIC_VARIABLES,
+    SURFACE_VARIABLES,
+    UNITS,
 )
 
 SMALL_LEVELS = list(PRESSURE_LEVELS_13)

@@ -21,8 +21,15 @@ import uvicorn
 from graphcast_api.service.app import ServiceLimits, create_app, set_model
 from graphcast_api.service.model_card import Forecaster
 from graphcast_api.settings import (
-    DEFAULT_MAX_SITE_NAME_CHARS, DEFAULT_MAX_SITES, DEFAULT_MAX_VALUES, DEFAULT_QUEUE_SLOTS, ENV,
-    ServiceSettings, SettingsError, load_service_settings, use_kernel_cache,
+    DEFAULT_MAX_SITE_NAME_CHARS,
+    DEFAULT_MAX_SITES,
+    DEFAULT_MAX_VALUES,
+    DEFAULT_QUEUE_SLOTS,
+    ENV,
+    ServiceSettings,
+    SettingsError,
+    load_service_settings,
+    use_kernel_cache,
 )
 from graphcast_contract.errors import ExitCode, exit_code_help
 from graphcast_contract.variables import STATS_FILES

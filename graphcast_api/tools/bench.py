@@ -16,6 +16,7 @@ in a temporary folder, so that their build time is measured. torch loads only wh
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import statistics
@@ -27,7 +28,11 @@ from typing import TYPE_CHECKING
 
 from graphcast_api.engine.configs import ModelConfig, TaskConfig
 from graphcast_api.tools.predict import (
-    ToolError, add_engine_options, engine_settings, load_files, make_forecaster,
+    ToolError,
+    add_engine_options,
+    engine_settings,
+    load_files,
+    make_forecaster,
     split_example_batch,
 )
 from graphcast_contract.errors import ExitCode, exit_code_help
@@ -87,7 +92,6 @@ def product_rates(repeats: int = 3, compiled: bool = True) -> dict[str, dict[str
     fastest differs between CPUs (MKL runs fp32 at about half speed on AMD EPYC).
     """
     import torch
-    import torch.nn.functional as F
 
     rates: dict[str, dict[str, dict]] = {"matmul": {}, "onednn": {}}
     if compiled:
@@ -100,12 +104,13 @@ def product_rates(repeats: int = 3, compiled: bool = True) -> dict[str, dict[str
             x = torch.randn(rows, inner, dtype=dtype)
             w = torch.randn(inner, cols, dtype=dtype) / inner ** 0.5
             with torch.no_grad():
-                rates["matmul"][label][shape] = gflop / _median_seconds(lambda: x @ w, repeats)
+                rates["matmul"][label][shape] = gflop / _median_seconds(
+                    functools.partial(torch.mm, x, w), repeats)
                 if torch.backends.mkldnn.is_available():
                     packed = torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous())
-                    rates["onednn"][label][shape] = gflop / _median_seconds(
-                        lambda: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none",
-                                                                   [], ""), repeats)
+                    rates["onednn"][label][shape] = gflop / _median_seconds(functools.partial(
+                        torch.ops.mkldnn._linear_pointwise, x, packed, None, "none", [], ""),
+                        repeats)
                 if compiled:
                     rates["compiled"][label][shape] = gflop / _median_seconds(
                         _compiled_linear(w, x), repeats)
@@ -316,8 +321,9 @@ def bench(args: argparse.Namespace) -> None:
     print(f"median rollout {median:.1f} s ({median / args.steps:.2f} s/step), "
           f"{achieved:.0f} GFLOP/s achieved, peak RSS {peak_rss:.2f} GiB")
     compile_s = max(first_call_s - median, 0.0)
+    reused = "; cache folder reused (--warm-caches)" if args.warm_caches else ""
     print(f"first call / warm rollout: {first_call_s / median:.2f} (compile and first-use "
-          f"cost ≈ {compile_s:.1f} s{'; cache folder reused (--warm-caches)' if args.warm_caches else ''})")
+          f"cost ≈ {compile_s:.1f} s{reused})")
     features = torch.from_numpy(forecaster.grid_features(
         forecaster._checked_inputs(inputs), forecaster._target_forcings(
             forecaster._checked_inputs(inputs), 1, forcings).isel(time=[0])))

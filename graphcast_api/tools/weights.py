@@ -36,7 +36,8 @@ BUCKET_URL = "https://storage.googleapis.com/dm_graphcast"
 CHECKPOINTS = {
     "small": "GraphCast_small - ERA5 1979-2015 - resolution 1.0 - pressure levels 13 - mesh 2to5"
              " - precipitation input and output.npz",
-    "operational": "GraphCast_operational - ERA5-HRES 1979-2021 - resolution 0.25 - pressure levels 13"
+    "operational": "GraphCast_operational - ERA5-HRES 1979-2021 - resolution 0.25 - pressure "
+                   "levels 13"
                    " - mesh 2to6 - precipitation output only.npz",
     "full": "GraphCast - ERA5 1979-2017 - resolution 0.25 - pressure levels 37 - mesh 2to6"
             " - precipitation input and output.npz",
@@ -169,7 +170,8 @@ def _open_transfer(url: str, offset: int) -> tuple[requests.Response, int]:
     response.close()
     if response.status_code == 416 and offset:
         return _open_transfer(url, 0)  # nothing left past the partial file's end: start over
-    raise DownloadError(f"HTTP {response.status_code} {response.reason} for {url}", ExitCode.DOWNLOAD_FAILED)
+    raise DownloadError(f"HTTP {response.status_code} {response.reason} for {url}",
+                        ExitCode.DOWNLOAD_FAILED)
 
 
 def _announced_hashes(response: requests.Response) -> dict[str, str]:
@@ -321,12 +323,14 @@ def download(url: str, target: Path, progress: bool = True) -> bool:
         target.parent.mkdir(parents=True, exist_ok=True)
         offset = os.lstat(partial).st_size if os.path.lexists(partial) else 0
     except OSError as error:
-        raise DownloadError(f"cannot write to {target.parent}: {error}", ExitCode.OUTPUT_FAILED) from error
+        raise DownloadError(f"cannot write to {target.parent}: {error}",
+                            ExitCode.OUTPUT_FAILED) from error
     response, offset = _open_transfer(url, offset)
     expected = _total_size(response, offset)
     announced = _announced_hashes(response)
-    with response, tqdm(total=expected, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                        desc=target.name, disable=None if progress else True) as bar:
+    with response, tqdm(total=expected, initial=offset, unit="B", unit_scale=True,
+                        unit_divisor=1024, desc=target.name,
+                        disable=None if progress else True) as bar:
         try:
             with open(_open_partial(partial, append=bool(offset)), "wb") as out:
                 for chunk in response.iter_content(CHUNK_BYTES):
@@ -338,9 +342,11 @@ def download(url: str, target: Path, progress: bool = True) -> bool:
             done = partial.stat().st_size
             raise DownloadError(f"transfer of {url} interrupted after {done} bytes "
                                 f"({type(error).__name__}); "
-                                "run the command again to resume", ExitCode.DOWNLOAD_FAILED) from error
+                                "run the command again to resume",
+                                ExitCode.DOWNLOAD_FAILED) from error
         except OSError as error:
-            raise DownloadError(f"cannot write {partial}: {error}", ExitCode.OUTPUT_FAILED) from error
+            raise DownloadError(f"cannot write {partial}: {error}",
+                                ExitCode.OUTPUT_FAILED) from error
     _check_complete(partial, expected, url, announced)
     os.replace(partial, target)
     return True
@@ -416,7 +422,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         epilog=exit_code_help(*EXIT_CODES), formatter_class=argparse.RawDescriptionHelpFormatter)
     weights.add_argument("model", choices=sorted(CHECKPOINTS), help="which published model")
     weights.add_argument("--dest", type=Path, required=True, help="directory to download into")
-    weights.add_argument("--base-url", default=BUCKET_URL, help="bucket address (default: %(default)s)")
+    weights.add_argument("--base-url", default=BUCKET_URL,
+                         help="bucket address (default: %(default)s)")
     weights.add_argument("--verify", action="store_true",
                          help=f"download nothing; check the files against DEST/{MANIFEST_NAME}")
     weights.set_defaults(run=_run_fetch_weights)
@@ -429,5 +436,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     example.add_argument("--dest", type=Path, required=True, help="directory to download into")
     example.add_argument("--steps", type=int, choices=EXAMPLE_STEPS, default=4,
                          help="target frames after the two inputs (default: %(default)s)")
-    example.add_argument("--base-url", default=BUCKET_URL, help="bucket address (default: %(default)s)")
+    example.add_argument("--base-url", default=BUCKET_URL,
+                         help="bucket address (default: %(default)s)")
     example.set_defaults(run=_run_fetch_example)

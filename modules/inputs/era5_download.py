@@ -17,9 +17,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
-from modules.inputs.era5_variables import (CYCLE_ATMOSPHERIC, CYCLE_STATIC, CYCLE_SURFACE,
-                                    HOURLY_PRECIPITATION, PRECIPITATION_6HR, PRESSURE_LEVELS,
-                                    by_name)
+from modules.inputs.era5_variables import (
+    CYCLE_ATMOSPHERIC,
+    CYCLE_STATIC,
+    CYCLE_SURFACE,
+    HOURLY_PRECIPITATION,
+    PRECIPITATION_6HR,
+    PRESSURE_LEVELS,
+    by_name,
+)
 
 PRESSURE_LEVEL_DATASET = "reanalysis-era5-pressure-levels"
 SINGLE_LEVEL_DATASET = "reanalysis-era5-single-levels"

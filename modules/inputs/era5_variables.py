@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from graphcast_contract.variables import (ATMOSPHERIC, ATMOSPHERIC_VARIABLES, BY_NAME,
-                                          PRECIPITATION_6HR, PRESSURE_LEVELS_13, STATIC,
-                                          STATIC_VARIABLES, SURFACE, SURFACE_VARIABLES)
+from graphcast_contract.variables import (
+    ATMOSPHERIC,
+    ATMOSPHERIC_VARIABLES,
+    BY_NAME,
+    PRECIPITATION_6HR,
+    PRESSURE_LEVELS_13,
+    STATIC_VARIABLES,
+    SURFACE_VARIABLES,
+)
 
 HOURLY_ACCUMULATION = "hourly_accumulation"  # stored hourly, summed into 6-hour totals
 

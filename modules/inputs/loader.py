@@ -19,12 +19,24 @@ from psycopg2.extensions import cursor as Cursor
 from graphcast_contract.model_spec import Grid
 from graphcast_contract.variables import ATMOSPHERIC, PRECIPITATION_6HR, STATIC
 from modules.inputs import store
-from modules.inputs.era5_variables import (DEFAULT_GRID_STEP, HOURLY_PRECIPITATION,
-                                           PRECIPITATION_HOURS, VARIABLES, Era5Variable,
-                                           normalise_unit, resolve)
+from modules.inputs.era5_variables import (
+    DEFAULT_GRID_STEP,
+    HOURLY_PRECIPITATION,
+    PRECIPITATION_HOURS,
+    VARIABLES,
+    Era5Variable,
+    normalise_unit,
+    resolve,
+)
 from modules.inputs.regrid import Regridder, global_grid
-from modules.inputs.sources import (DEFAULT_MIN_GRID_STEP, GRAPHCAST_LAYOUT, FieldRef,
-                                    InvalidDataError, Source, open_source)
+from modules.inputs.sources import (
+    DEFAULT_MIN_GRID_STEP,
+    GRAPHCAST_LAYOUT,
+    FieldRef,
+    InvalidDataError,
+    Source,
+    open_source,
+)
 
 log = logging.getLogger("era5_loader")
 
@@ -157,7 +169,7 @@ def derive_precipitation_6hr(cur: Cursor, grid: Grid, hours: Sequence[datetime]
     for end in ends:
         window = [end - timedelta(hours=k) for k in range(PRECIPITATION_HOURS)]
         parts = [store.read_fields(cur, grid, w, [(HOURLY_PRECIPITATION, 0)]) for w in window]
-        absent = [w for w, part in zip(window, parts) if not part]
+        absent = [w for w, part in zip(window, parts, strict=True) if not part]
         if absent:
             log.info("%s at %s not derived yet: hourly accumulations absent for %s",
                      PRECIPITATION_6HR, f"{end:%Y-%m-%dT%H:%M}Z",

@@ -18,6 +18,7 @@ enough to hold the data its variables declare.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import Hashable, Iterator
@@ -199,7 +200,7 @@ class NetcdfSource:
             if has_time:
                 when = to_utc(self._time_values[time_index], self.path, f"field {name!r}")
             for level_index, level in enumerate(levels):
-                locator = dict(zip(time_dims, time_index)) if has_time else {}
+                locator = dict(zip(time_dims, time_index, strict=True)) if has_time else {}
                 if level_dim is not None:
                     locator[level_dim] = level_index
                 yield FieldRef(name, level, when, tuple(sorted(locator.items())), units)
@@ -300,7 +301,7 @@ class GribSource:
     def _add_message(self, handle) -> None:
         import eccodes
 
-        get = lambda key: eccodes.codes_get(handle, key)  # noqa: E731
+        get = functools.partial(eccodes.codes_get, handle)
         name = str(get("shortName"))
         if get("gridType") != "regular_ll":
             raise InvalidDataError(f"{self.path}: field {name!r} is on a {get('gridType')} "

@@ -46,7 +46,7 @@ class StageTimings:
 
     def summary(self) -> str:
         return " ".join(f"{stage.value}={value:.2f}s" if value is not None else f"{stage.value}=-"
-                        for stage, value in zip(Stage, self.in_order()))
+                        for stage, value in zip(Stage, self.in_order(), strict=True))
 
 
 @dataclass

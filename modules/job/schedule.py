@@ -3,7 +3,10 @@
 The cron entry is the seed's, with absolute paths and a marker comment naming the project
 folder, so that installing twice changes nothing and uninstalling removes exactly that line:
 
-    0 */6 * * * /abs/.venv/bin/python /abs/trigger_and_ingest_forecast.py >> /abs/logs/pipeline.log 2>&1 # graphcast-pipeline /abs
+    0 */6 * * * /abs/.venv/bin/python /abs/trigger_and_ingest_forecast.py \
+        >> /abs/logs/pipeline.log 2>&1 # graphcast-pipeline /abs
+
+(one line in the crontab; folded here)
 
 On Windows the task `GraphCast_Pipeline` runs `python.exe <script>` on a daily trigger that
 repeats every 6 hours (`schtasks /Create ... /SC DAILY /ST 00:00 /RI 360 /DU 24:00 /F`).

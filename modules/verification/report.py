@@ -11,10 +11,10 @@ from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from modules.verification.scores import Score
 
-from modules.verification.scores import Score  # noqa: E402
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot loads)
 
 _HEADER = f"{'':<16}{'n':>7}{'bias':>9}{'MAE':>9}{'RMSE':>9}{'pers.RMSE':>11}{'skill':>8}"
 
@@ -84,9 +84,10 @@ def _draw_model(model: str, scores: list[Score], path: Path) -> None:
         by_lead = sorted((s for s in group if s.site is None and s.lead_hours is not None),
                          key=lambda s: s.lead_hours)
         leads.update(s.lead_hours for s in by_lead)
-        lead_ax.plot([s.lead_hours for s in by_lead], [s.rmse for s in by_lead], "o-", color=f"C{colour}",
+        hours = [s.lead_hours for s in by_lead]
+        lead_ax.plot(hours, [s.rmse for s in by_lead], "o-", color=f"C{colour}",
                      label=f"{label} ({model})")
-        lead_ax.plot([s.lead_hours for s in by_lead], [s.persistence_rmse for s in by_lead], "s--", color=f"C{colour}",
+        lead_ax.plot(hours, [s.persistence_rmse for s in by_lead], "s--", color=f"C{colour}",
                      label=f"{label} (persistence)")
         _site_bars(axes[colour + 1, 0], label, group)
     units = sorted({s.unit for s in scores})

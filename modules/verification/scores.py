@@ -153,19 +153,21 @@ def _pair_with_truth(cur: Cursor, params: dict) -> int:
     rows = cur.fetchall()
     if not rows:
         return 0
-    ids, grid_ids, variables, levels, init_s, valid_s, lats, lons = map(np.array, zip(*rows))
+    columns = map(np.array, zip(*rows, strict=True))
+    ids, grid_ids, variables, levels, init_s, valid_s, lats, lons = columns
     truth = np.full(len(rows), np.nan)
     persistence = np.full(len(rows), np.nan)
     grids = _grids(cur)
     for grid_id, variable, level in sorted(set(zip(grid_ids.tolist(), variables.tolist(),
-                                                     levels.tolist()))):
+                                                     levels.tolist(), strict=True))):
         in_group = (grid_ids == grid_id) & (variables == variable) & (levels == level)
         _interpolate_group(cur, grids[grid_id], (variable, level), in_group,
                            init_s, valid_s, lats, lons, truth, persistence)
     execute_values(
         cur,
         "INSERT INTO verification_pairs (prediction_id, grid_id, truth, persistence) VALUES %s",
-        list(zip(ids.tolist(), grid_ids.tolist(), truth.tolist(), persistence.tolist())),
+        list(zip(ids.tolist(), grid_ids.tolist(), truth.tolist(), persistence.tolist(),
+                 strict=True)),
         page_size=10_000,
     )
     return len(rows)

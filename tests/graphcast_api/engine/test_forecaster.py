@@ -1,0 +1,213 @@
+"""The engine against the official outputs: step-1 intermediates and 4-step rollouts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from graphcast_api.engine import Forecaster, ForecastInputError
+from graphcast_api.engine.network import default_products
+from graphcast_api.engine.normalization import unstack
+from tests.graphcast_api.engine.tolerance import check_fp32 as _check_fp32
+from tests.graphcast_api.engine.tolerance import scale as _scale
+
+
+def _load(path: Path) -> xr.Dataset:
+    return xr.load_dataset(path, decode_timedelta=True)
+
+
+@pytest.fixture(scope="module")
+def inputs(reference_dir: Path) -> xr.Dataset:
+    """inputs.nc with the valid times of example_batch.nc as `datetime` (batch, time)."""
+    batch = _load(reference_dir / "example_batch.nc")
+    data = _load(reference_dir / "inputs.nc")
+    return data.assign_coords(datetime=(("batch", "time"),
+                                        batch["datetime"].values[:, :2]))
+
+
+@pytest.fixture(scope="module")
+def forcings(reference_dir: Path) -> xr.Dataset:
+    return _load(reference_dir / "forcings.nc")
+
+
+@pytest.fixture(scope="module")
+def fp32(reference_dir: Path, stats_dir: Path, tmp_path_factory) -> Forecaster:
+    return Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
+                                 device="cpu", cache_dir=tmp_path_factory.mktemp("graphs"),
+                                 compile=False)
+
+
+def test_step1_grid_node_features(fp32: Forecaster, inputs, forcings,
+                                  reference_dir: Path) -> None:
+    ours = fp32.grid_features(fp32._checked_inputs(inputs), forcings.isel(time=[0]))
+    with np.load(reference_dir / "debug_step1_grid_node_features.npz") as data:
+        np.testing.assert_allclose(ours, data["grid_node_features"], rtol=1e-6, atol=1e-6)
+
+
+def test_step1_normalized_output(fp32: Forecaster, inputs, forcings,
+                                 reference_dir: Path) -> None:
+    checked = fp32._checked_inputs(inputs)
+    features = fp32.grid_features(checked, forcings.isel(time=[0]))
+    outputs = fp32.network(torch.from_numpy(features)).numpy()
+    ours = unstack(outputs, fp32._target_template(checked))
+    reference = _load(reference_dir / "debug_step1_normalized_output.nc")
+    for name in reference.data_vars:
+        np.testing.assert_allclose(ours[name].values, reference[name].values, atol=1e-4,
+                                   rtol=0, err_msg=name)
+
+
+def test_fp32_rollout_matches_official(fp32: Forecaster, inputs, forcings,
+                                       reference_dir: Path) -> None:
+    prediction = fp32.forecast(inputs, 4, forcings)
+    assert dict(prediction.sizes) == {"batch": 1, "time": 4, "level": 13, "lat": 19, "lon": 36}
+    assert prediction["temperature"].dims == ("batch", "time", "level", "lat", "lon")
+    assert prediction["time"].values.astype("timedelta64[h]").astype(int).tolist() == \
+        [6, 12, 18, 24]
+    assert str(prediction["datetime"].values[0, 0]).startswith("2022-01-01T12:00")
+    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir,
+                fp32.task_config)
+
+
+@pytest.mark.slow  # compiling takes most of a minute on the 2-core machine
+def test_compiled_fp32_rollout_matches_official(reference_dir: Path, stats_dir: Path, inputs,
+                                                forcings, tmp_path: Path) -> None:
+    """The default CPU path (torch.compile) gives the same result, and it is what ran.
+
+    The decoder is split in two chunks so that the compiled decoder runs chunked, as it does
+    at full scale.
+    """
+    compiled = Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
+                                     device="cpu", cache_dir=tmp_path, compile=True,
+                                     decode_chunk_nodes=342)
+    assert len(compiled.network._decode_chunks(684)) == 2
+    prediction = compiled.forecast(inputs, 4, forcings)
+    assert compiled.network.compiled, "torch.compile failed: the eager fallback ran"
+    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir,
+                compiled.task_config)
+    assert compiled.products == default_products(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("products, compile", [("matmul", False), ("onednn", False),
+                                               ("matmul", True)])
+def test_every_product_back_end_matches_official(reference_dir: Path, stats_dir: Path,
+                                                 inputs, forcings, products: str,
+                                                 compile: bool) -> None:
+    """Each back end the engine can pick gives the official rollout, and is reported."""
+    if products == "onednn" and not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN")
+    forced = Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
+                                   device="cpu", compile=compile, products=products)
+    assert forced.products == products
+    _check_fp32(forced.forecast(inputs, 4, forcings),
+                _load(reference_dir / "predictions_fp32.nc"), reference_dir,
+                forced.task_config)
+
+
+def test_unknown_product_back_end_is_rejected(reference_dir: Path, stats_dir: Path) -> None:
+    with pytest.raises(ValueError, match="product back end"):
+        Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
+                              device="cpu", compile=False, products="blas")
+
+
+def test_failed_compile_falls_back_to_eager_with_a_warning(
+        reference_dir: Path, stats_dir: Path, inputs, forcings, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A compile failure (raised on the first call, as torch.compile's are) is survived."""
+    def failing_compile(function, **options):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("no C++ compiler (stand-in)")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    forecaster = Forecaster.from_files(reference_dir / "params.npz", stats_dir,
+                                       precision="fp32", device="cpu", cache_dir=tmp_path,
+                                       compile=True)
+    assert forecaster.network.compiled
+    with caplog.at_level("WARNING", logger="graphcast_api.engine.network"):
+        prediction = forecaster.forecast(inputs, 4, forcings)
+    assert not forecaster.network.compiled
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings  # once, not once per step
+    assert "torch.compile failed (no C++ compiler (stand-in)); running the network eagerly" \
+        in warnings[0]
+    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir,
+                forecaster.task_config)
+
+
+def test_chunked_decoding_and_row_blocks_match_official(reference_dir: Path, stats_dir: Path,
+                                                        inputs, forcings,
+                                                        tmp_path: Path) -> None:
+    """The full-scale chunking, made small enough to split the reference's graphs.
+
+    100 grid nodes per decoder chunk splits the 684-node grid in 7 (the last one shorter);
+    1,000 rows per block splits each edge set (1,236 grid2mesh, 1,260 mesh, 2,052
+    mesh2grid edges) when the static edge terms are computed.
+    """
+    chunked = Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
+                                    device="cpu", cache_dir=tmp_path, compile=False,
+                                    decode_chunk_nodes=100, row_block=1000)
+    chunks = chunked.network._decode_chunks(684)
+    assert len(chunks) == 7 and chunks[-1][0] == slice(588, 684)
+    assert chunks[-1][1] == slice(3 * 588, 3 * 684)
+    graphs = chunked.graphs
+    assert min(len(edges.senders) for edges in
+               (graphs.grid2mesh, graphs.mesh, graphs.mesh2grid)) > 1000
+    prediction = chunked.forecast(inputs, 4, forcings)
+    assert not chunked.network.compiled
+    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir,
+                chunked.task_config)
+
+
+@pytest.mark.parametrize("size", [{"decode_chunk_nodes": 0}, {"row_block": 0}])
+def test_chunk_sizes_must_be_positive(reference_dir: Path, stats_dir: Path, tmp_path: Path,
+                                      size: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
+                              device="cpu", cache_dir=tmp_path, compile=False, **size)
+
+
+def test_rollout_with_forcings_computed(fp32: Forecaster, inputs, reference_dir: Path) -> None:
+    """No TISR in the inputs and no target forcings: computed, same result."""
+    bare = inputs.drop_vars(["toa_incident_solar_radiation", "year_progress_sin",
+                             "day_progress_cos"])
+    prediction = fp32.forecast(bare, 4)
+    _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir,
+                fp32.task_config)
+
+
+def test_bf16_rollout_within_statistical_tolerance(reference_dir: Path, stats_dir: Path,
+                                                   inputs, forcings, fp32: Forecaster) -> None:
+    bf16 = Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="bf16",
+                                 device="cpu", compile=False)
+    assert bf16.precision == "bf16"
+    prediction = bf16.forecast(inputs, 4, forcings)
+    reference = _load(reference_dir / "predictions_fp32.nc")
+    for name in reference.data_vars:
+        ours = prediction[name]
+        scaled = (ours.values - reference[name].transpose(*ours.dims).values) / \
+            _scale(reference_dir, fp32.task_config, name, ours.dims)
+        assert np.abs(scaled).max() <= 0.5, name
+        assert np.sqrt(np.mean(scaled ** 2)) <= 0.05, name
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.drop_vars("temperature"), "lack variable.*temperature"),
+    (lambda d: d.isel(lat=slice(1, None)), "lat grid does not match"),
+    (lambda d: d.isel(level=slice(1, None)), r"lack pressure level\(s\) \[50\]"),
+    (lambda d: d.isel(time=[1]), "need 2 time frames"),
+    (lambda d: d.drop_vars("datetime"), "datetime"),
+])
+def test_bad_inputs_are_rejected(fp32: Forecaster, inputs, change, message: str) -> None:
+    with pytest.raises(ForecastInputError, match=message):
+        fp32.forecast(change(inputs), 1)
+
+
+def test_forecaster_attributes(fp32: Forecaster) -> None:
+    assert fp32.name == "params"
+    assert fp32.latitudes[0] == -90 and fp32.latitudes[-1] == 90
+    assert fp32.longitudes[-1] == 350
+    assert fp32.task_config.input_duration == "12h"
+    assert fp32.model_config.mesh_size == 2

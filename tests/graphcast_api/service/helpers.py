@@ -1,0 +1,169 @@
+"""Helpers of the API service tests: servers on loopback, request payloads, a stand-in.
+
+`serve_command` runs the real command (`python -m graphcast_api serve`); `serve_in_thread`
+runs uvicorn in this process for tests that need a special model or special limits (e.g. a
+slow stand-in to fill the queue).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import numpy as np
+import requests
+import uvicorn
+import xarray as xr
+
+from graphcast_api.service.app import ServiceLimits, create_app
+from tests.paths import REFERENCE_DIR
+from tests.subprocess_env import clean_environment
+
+PROJECT_ROOT = REFERENCE_DIR.parent.parent.parent
+INIT_TIME = "2022-01-01T06:00:00Z"
+STARTUP_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen | None = None) -> None:
+    """Poll `/health` until it answers 200; fail if the process exits first."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not healthy after {STARTUP_TIMEOUT_S} s")
+
+
+@contextmanager
+def serve_command(args: list[str], env: dict[str, str] | None = None,
+                  wait: bool = True) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run `python -m graphcast_api serve ARGS` on a free loopback port; yields (url, process).
+
+    The command gets a clean environment (tests/subprocess_env.py) plus `env`."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "graphcast_api", "serve", "--port", str(port), *args],
+        cwd=PROJECT_ROOT, env=clean_environment(**(env or {})),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if wait:
+            wait_until_healthy(url, process)
+        yield url, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def serve_in_thread(model, limits: ServiceLimits | None = None) -> Iterator[str]:
+    """Serve `model` with uvicorn in a thread of this process; yields the base URL."""
+    with serve_asgi(create_app(limits or ServiceLimits(), model)) as url:
+        yield url
+
+
+@contextmanager
+def serve_asgi(app) -> Iterator[str]:
+    """Serve an ASGI `app` (the service's, possibly wrapped) with uvicorn in a thread on
+    loopback; yields the base URL once `/health` answers 200."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+class SlowPersistence:
+    """A stand-in model: persistence of the last input frame, taking `seconds` per forecast.
+
+    Same interface and grid as the reference checkpoint; used where only the queueing,
+    not the forecast, is under test.
+    """
+
+    name = "slow-persistence"
+    description = "stand-in model for queue tests"
+    license = "none"
+    precision = "fp32"
+    device = "cpu"
+
+    def __init__(self, seconds: float) -> None:
+        reference = xr.load_dataset(REFERENCE_DIR / "inputs.nc", decode_timedelta=True)
+        self.seconds = seconds
+        self.latitudes = reference.lat.values
+        self.longitudes = reference.lon.values
+        facts = json.loads((REFERENCE_DIR / "facts.json").read_text())
+        self.task_config = SimpleNamespace(**facts["task_config"])
+        self.calls: list[tuple[float, np.datetime64]] = []  # (start, init time)
+
+    def forecast(self, inputs: xr.Dataset, steps: int, forcings=None) -> xr.Dataset:
+        self.calls.append((time.monotonic(), inputs.datetime.values[0, -1]))
+        time.sleep(self.seconds)
+        last = inputs[self.task_config.target_variables].isel(time=[-1])
+        frames = xr.concat([last] * steps, dim="time")
+        return frames.assign_coords(time=np.arange(1, steps + 1) * np.timedelta64(6, "h"))
+
+
+def encode(array: np.ndarray) -> dict:
+    """An array in the contract's encoding."""
+    data = np.ascontiguousarray(array, dtype="<f4")
+    return {"dtype": "float32", "shape": list(data.shape),
+            "data": base64.b64encode(data.tobytes()).decode()}
+
+
+def reference_inputs() -> xr.Dataset:
+    """The reference set's two input frames (init 2022-01-01T06:00)."""
+    return xr.load_dataset(REFERENCE_DIR / "inputs.nc", decode_timedelta=True)
+
+
+def reference_request(sites: list[dict] | None = None, variables: list[dict] | None = None,
+                      lead_hours: list[int] | None = None) -> dict:
+    """A valid forecast request built from the reference inputs."""
+    inputs = reference_inputs()
+    surface = ["2m_temperature", "mean_sea_level_pressure", "10m_v_component_of_wind",
+               "10m_u_component_of_wind", "total_precipitation_6hr"]
+    atmospheric = ["temperature", "geopotential", "u_component_of_wind",
+                   "v_component_of_wind", "vertical_velocity", "specific_humidity"]
+    return {
+        "init_time": INIT_TIME,
+        "grid": {"n_lat": 19, "n_lon": 36, "lat_first": -90.0, "lat_step": 10.0,
+                 "lon_first": 0.0, "lon_step": 10.0},
+        "pressure_levels": [int(level) for level in inputs.level.values],
+        "inputs": {name: encode(inputs[name].isel(batch=0).values)
+                   for name in surface + atmospheric},
+        "static": {name: encode(inputs[name].values)
+                   for name in ("geopotential_at_surface", "land_sea_mask")},
+        "sites": sites or [{"name": "Paris", "latitude": 48.8566, "longitude": 2.3522}],
+        "variables": variables or [{"name": "2m_temperature"},
+                                   {"name": "temperature", "level": 850}],
+        "lead_hours": lead_hours or [6, 12, 18, 24],
+    }

@@ -1,0 +1,175 @@
+"""`python -m graphcast_api serve`: option resolution, bad options, a checkpoint that fails."""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import socket
+import subprocess
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+
+import pytest
+import requests
+
+from graphcast_api import settings as settings_module
+from graphcast_api.service import serve
+from graphcast_api.settings import SettingsError
+from graphcast_contract.errors import ExitCode
+from tests.graphcast_api.service.helpers import REFERENCE_DIR, serve_command
+
+NO_OPTIONS = argparse.Namespace()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No GRAPHCAST_* variables; the `.env` read is tmp_path/.env (ENV_FILE), empty at first."""
+    for variable, _ in settings_module.ENV.values():
+        monkeypatch.delenv(variable, raising=False)
+    (tmp_path / ".env").touch()
+    monkeypatch.setenv("ENV_FILE", str(tmp_path / ".env"))
+    return tmp_path
+
+
+def test_defaults_bind_loopback_and_dotenv_is_read(clean_env: Path, stats_dir: Path) -> None:
+    (clean_env / ".env").write_text(
+        f"GRAPHCAST_API_CHECKPOINT={REFERENCE_DIR / 'params.npz'}\n"
+        f"GRAPHCAST_API_STATS_DIR={stats_dir}\nGRAPHCAST_API_TOKEN=abc\n")
+    settings = serve.resolve_settings(NO_OPTIONS)
+    assert (settings.host, settings.port) == ("127.0.0.1", 8001)
+    assert settings.checkpoint == REFERENCE_DIR / "params.npz"
+    assert settings.token == "abc"
+    assert settings.max_body_bytes is None  # sized from the model once loaded
+    options = argparse.Namespace(port="9000", max_body_mb="2", host="0.0.0.0")
+    settings = serve.resolve_settings(options)  # the command line wins
+    assert (settings.host, settings.port, settings.max_body_bytes) == (
+        "0.0.0.0", 9000, 2 * 1024**2)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({}, "--checkpoint (or GRAPHCAST_API_CHECKPOINT) is required"),
+    ({"checkpoint": "nowhere.npz", "stats_dir": "."}, "checkpoint nowhere.npz is not a file"),
+    ({"stats_dir": "."}, "lacks mean_by_level.nc"),
+    ({"port": "eighty"}, "--port must be a positive number"),
+    ({"queue_wait_s": "0"}, "--queue-wait-s must be a positive number"),
+])
+def test_bad_options_are_named(clean_env: Path, stats_dir: Path, options: dict,
+                               message: str) -> None:
+    complete = {"checkpoint": str(REFERENCE_DIR / "params.npz"), "stats_dir": str(stats_dir)}
+    args = argparse.Namespace(**({**complete, **options} if options else {}))
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        serve.resolve_settings(args)
+
+
+def test_command_exit_codes(stats_dir: Path, tmp_path: Path) -> None:
+    args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir)]
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        with serve_command(args) as (_, process):  # waits until healthy
+            process.send_signal(stop)
+            output, _ = process.communicate(timeout=60)
+            assert process.returncode == 0, output
+            assert "graphcast_api.serve: stopped" in output
+    with serve_command(["--stats-dir", str(tmp_path)], wait=False) as (_, process):
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode == ExitCode.USAGE
+        assert "--checkpoint (or GRAPHCAST_API_CHECKPOINT) is required" in output
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a checkpoint")
+    with serve_command(["--checkpoint", str(broken), "--stats-dir", str(stats_dir)],
+                       wait=False) as (_, process):
+        output, _ = process.communicate(timeout=120)
+        assert process.returncode == ExitCode.MODEL_FAILED
+        assert f"could not load {broken}" in output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        with serve_command([*args, "--port", port], wait=False) as (_, process):
+            output, _ = process.communicate(timeout=120)
+            assert process.returncode == ExitCode.CANNOT_LISTEN
+            assert f"could not listen on 127.0.0.1:{port}" in output
+
+
+STRONG_TOKEN = "0123456789abcdef"  # 16 characters
+
+
+@pytest.mark.parametrize("host, token, insecure, refused", [
+    ("127.0.0.1", None, None, False),
+    ("localhost", None, None, False),
+    ("::1", "", None, False),
+    ("0.0.0.0", None, None, True),
+    ("0.0.0.0", "   ", None, True),
+    ("192.168.1.5", "short-token", None, True),
+    ("my-host.example", None, None, True),
+    ("0.0.0.0", STRONG_TOKEN, None, False),
+    ("0.0.0.0", None, "1", False),
+])
+def test_non_loopback_address_needs_a_strong_token_or_insecure(
+        clean_env: Path, stats_dir: Path, monkeypatch: pytest.MonkeyPatch, host: str,
+        token: str | None, insecure: str | None, refused: bool) -> None:
+    if token is not None:
+        monkeypatch.setenv("GRAPHCAST_API_TOKEN", token)
+    args = argparse.Namespace(checkpoint=str(REFERENCE_DIR / "params.npz"),
+                              stats_dir=str(stats_dir), host=host, insecure=insecure)
+    settings = serve.resolve_settings(args)
+    if refused:
+        with pytest.raises(SettingsError, match=re.escape(f"--host {host} is not a loopback")):
+            serve.check_exposure(settings)
+    else:
+        warning = serve.check_exposure(settings)
+        assert (warning is not None) == (insecure is not None)
+
+
+def test_exposed_without_token_exits_2_before_binding(stats_dir: Path) -> None:
+    args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir),
+            "--host", "0.0.0.0"]
+    with serve_command(args, env={"GRAPHCAST_API_TOKEN": ""}, wait=False) as (url, process):
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode == ExitCode.USAGE
+        refusal = [line for line in output.splitlines() if "is not a loopback" in line]
+        assert len(refusal) == 1 and "GRAPHCAST_API_TOKEN" in refusal[0], output
+        assert "listening" not in output
+    with serve_command([*args, "--insecure"], env={"GRAPHCAST_API_TOKEN": ""},
+                       wait=False) as (url, process):
+        output = wait_for_line(process, "listening on")
+        assert "WARNING graphcast_api.serve: serving 0.0.0.0 without a token (--insecure)" in output
+
+
+def wait_for_line(process: subprocess.Popen, text: str) -> str:
+    """The process's output up to the first line containing `text`."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if text in line:
+            return "".join(lines)
+    raise AssertionError("".join(lines))
+
+
+def test_log_file_is_written_and_rotated(stats_dir: Path, tmp_path: Path) -> None:
+    log_file = tmp_path / "logs" / "graphcast-api.log"
+    args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir)]
+    with serve_command(args, env={"GRAPHCAST_API_LOG_FILE": str(log_file)}) as (url, _):
+        request_id = requests.get(f"{url}/v1/model", timeout=10).headers["X-Request-ID"]
+        assert requests.get(f"{url}/v1/model", timeout=10).status_code == 200
+    text = log_file.read_text()
+    assert "graphcast_api.serve: serving" in text         # the service's own lines
+    assert "GET /v1/model HTTP/1.1" in text                # uvicorn's access lines
+    assert request_id  # every answer carries an id
+    handler = serve_handlers(log_file)
+    assert (handler.maxBytes, handler.backupCount) == (serve.LOG_FILE_BYTES,
+                                                       serve.LOG_FILE_COUNT)
+
+
+def serve_handlers(log_file: Path) -> RotatingFileHandler:
+    """The rotating handler `setup_logging` installs for `log_file` (then removed)."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        serve.setup_logging(log_file)
+        return next(h for h in root.handlers if isinstance(h, RotatingFileHandler))
+    finally:
+        for handler in root.handlers:
+            if handler not in before:
+                handler.close()
+        root.handlers[:] = before

@@ -1,0 +1,26 @@
+"""The benchmark runs end to end on given files and ends with its JSON summary."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from graphcast_api.__main__ import main
+
+
+@pytest.mark.slow  # the whole benchmark: graph build, compile and rollouts
+def test_bench_on_reference_files(reference_dir: Path, stats_dir: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "--checkpoint", str(reference_dir / "params.npz"),
+                 "--stats-dir", str(stats_dir),
+                 "--example-batch", str(reference_dir / "example_batch.nc"),
+                 "--precision", "fp32", "--device", "cpu", "--steps", "2", "--repeats", "1"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("precision", "graph_build_s", "first_call_s", "rollout_s_median",
+                "peak_rss_gib", "matmul_fp32_gflops", "matmul_bf16_gflops", "achieved_gflops"):
+        assert key in summary
+    assert summary["precision"] == "fp32" and summary["steps"] == 2
+    assert summary["rollout_s_median"] > 0 and summary["matmul_bf16_gflops"] > 0
+    assert summary["rollout_gflop"] > 0

@@ -1,0 +1,87 @@
+"""`python -m graphcast_api predict` (and its alias `graphcast_api.predict`) end to end on the
+reference set."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from graphcast_api.__main__ import main
+from graphcast_contract.errors import ExitCode
+from graphcast_contract.project import PROJECT_ROOT
+from tests.graphcast_api.engine.tolerance import check_fp32
+
+
+def _args(reference_dir: Path, stats_dir: Path, batch: Path, out: Path, *extra: str) -> list[str]:
+    return ["predict", "--checkpoint", str(reference_dir / "params.npz"),
+            "--stats-dir", str(stats_dir),
+            "--example-batch", str(batch), "--out", str(out), "--precision", "fp32",
+            "--device", "cpu", *extra]
+
+
+@pytest.fixture(scope="module")
+def forecaster_like(reference_dir: Path, stats_dir: Path):
+    """Only the config/stats bits the tolerance helper needs."""
+    from graphcast_api.engine.checkpoint import load_checkpoint
+    return load_checkpoint(reference_dir / "params.npz").task_config
+
+
+def test_predict_writes_official_layout(reference_dir: Path, stats_dir: Path, tmp_path: Path,
+                                        forecaster_like) -> None:
+    out = tmp_path / "pred.nc"
+    assert main(_args(reference_dir, stats_dir, reference_dir / "example_batch.nc",
+                      out)) == 0
+    prediction = xr.load_dataset(out, decode_timedelta=True)
+    reference = xr.load_dataset(reference_dir / "predictions_fp32.nc", decode_timedelta=True)
+    assert all(prediction[v].dtype == np.float32 for v in prediction.data_vars)
+    check_fp32(prediction, reference, reference_dir, forecaster_like)
+
+
+def test_predict_without_tisr_in_batch(reference_dir: Path, stats_dir: Path, tmp_path: Path,
+                                       forecaster_like) -> None:
+    batch = xr.load_dataset(reference_dir / "example_batch.nc", decode_timedelta=True)
+    assert "toa_incident_solar_radiation" in batch
+    path = tmp_path / "no_tisr.nc"
+    batch.drop_vars("toa_incident_solar_radiation").to_netcdf(path)
+    out = tmp_path / "pred.nc"
+    assert main(_args(reference_dir, stats_dir, path, out)) == 0
+    reference = xr.load_dataset(reference_dir / "predictions_fp32.nc", decode_timedelta=True)
+    check_fp32(xr.load_dataset(out, decode_timedelta=True), reference, reference_dir,
+               forecaster_like)
+
+
+def test_bad_inputs_give_one_line_and_exit_code(reference_dir: Path, stats_dir: Path,
+                                                tmp_path: Path) -> None:
+    batch = xr.load_dataset(reference_dir / "example_batch.nc", decode_timedelta=True)
+    coarse = tmp_path / "coarse.nc"
+    batch.isel(lat=slice(0, None, 2)).to_netcdf(coarse)
+    out = tmp_path / "pred.nc"
+    cases = [
+        (_args(reference_dir, stats_dir, coarse, out), ExitCode.NO_DATA, "lat grid"),
+        (_args(reference_dir, tmp_path, reference_dir / "example_batch.nc", out),
+         ExitCode.MODEL_FAILED, "statistics file not found"),
+        (_args(reference_dir, stats_dir, reference_dir / "example_batch.nc", out, "--steps",
+               "9"), ExitCode.NO_DATA, "2 inputs + 9 target frames"),
+    ]
+    bad_checkpoint = _args(reference_dir, stats_dir, reference_dir / "example_batch.nc", out)
+    bad_checkpoint[2] = str(reference_dir / "inputs.nc")
+    cases.append((bad_checkpoint, ExitCode.MODEL_FAILED, "cannot read checkpoint"))
+    unreadable = _args(reference_dir, stats_dir, tmp_path / "absent.nc", out)
+    cases.append((unreadable, ExitCode.UNREADABLE_FILE, "cannot read example batch"))
+    blocked = _args(reference_dir, stats_dir, reference_dir / "example_batch.nc",
+                    tmp_path / "a-file" / "pred.nc")
+    (tmp_path / "a-file").write_text("not a folder")
+    cases.append((blocked, ExitCode.OUTPUT_FAILED, "cannot write"))
+    for index, (argv, code, message) in enumerate(cases):
+        # the alias and the sub-command in turn: the same command
+        command = ["graphcast_api.predict", *argv[1:]] if index % 2 else ["graphcast_api", *argv]
+        result = subprocess.run([sys.executable, "-m", *command],
+                                capture_output=True, text=True, cwd=PROJECT_ROOT)
+        assert result.returncode == code, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))

