@@ -152,3 +152,19 @@ def _switch(name: str, text: str | None) -> bool | None:
         return SWITCH_VALUES[text.strip().lower()]
     except KeyError:
         raise SettingsError(f"{ENV[name][0]} must be 1 or 0, got {text!r}") from None
+
+
+def use_kernel_cache(cache_dir: Path | None) -> Path:
+    """Keep torch.compile's kernels (Inductor's on-disk FX graph cache) in `kernels/` of the
+    engine's cache folder (None: the engine's default folder), so that a new process or a
+    restarted service loads them instead of compiling for a minute. Returns that folder.
+
+    Inductor takes its folder only from TORCHINDUCTOR_CACHE_DIR; the engine reads no
+    environment, so the settings side sets it before the engine first compiles.
+    """
+    base = cache_dir if cache_dir is not None else \
+        Path.home() / ".cache" / "graphcast_api" / "graphs"  # graph.default_cache_dir()
+    folder = base / "kernels"
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    return folder

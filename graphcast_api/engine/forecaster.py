@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,7 @@ class Forecaster:
     def __init__(self, checkpoint: CheckPoint, stats: NormalizationStats, *, name: str,
                  precision: str | None = None, device: str | None = None,
                  cache_dir: Path | None = None, compile: bool | None = None,
+                 products: str | None = None,
                  decode_chunk_nodes: int = DECODE_CHUNK_NODES,
                  row_block: int = ROW_BLOCK) -> None:
         self.device = device or default_device()
@@ -88,22 +90,30 @@ class Forecaster:
         self.task_config: TaskConfig = checkpoint.task_config
         self.stats = stats
         self.latitudes, self.longitudes = grid_coordinates(self.model_config.resolution)
+        start = time.perf_counter()
         self.graphs = load_or_build_graphs(self.model_config, self.latitudes, self.longitudes,
                                            cache_dir)
+        graphs_s = time.perf_counter() - start
         self.network = GraphCastNetwork(checkpoint.params, self.graphs, self.model_config,
                                         PRECISIONS[self.precision], self.device, compile,
-                                        decode_chunk_nodes=decode_chunk_nodes,
+                                        products, decode_chunk_nodes=decode_chunk_nodes,
                                         row_block=row_block)
+        # Where set-up time went (seconds): graphs built or loaded; static parts and packing.
+        self.setup_times = {"graphs_s": graphs_s,
+                            "network_s": time.perf_counter() - start - graphs_s}
+        self.products = self.network.products  # the dense-product back end in use
 
     @classmethod
     def from_files(cls, checkpoint: Path, stats_dir: Path, *, precision: str | None = None,
                    device: str | None = None, cache_dir: Path | None = None,
-                   compile: bool | None = None, decode_chunk_nodes: int = DECODE_CHUNK_NODES,
+                   compile: bool | None = None, products: str | None = None,
+                   decode_chunk_nodes: int = DECODE_CHUNK_NODES,
                    row_block: int = ROW_BLOCK) -> "Forecaster":
         """Load an official checkpoint `.npz` and a directory with the three stats files.
 
         cache_dir: where built graphs are kept (None: graph.default_cache_dir());
         compile: torch.compile the network (None: network._compile_by_default);
+        products: dense-product back end, "matmul" or "onednn" (None: network.default_products).
         decode_chunk_nodes, row_block: see GraphCastNetwork (the defaults suit every model).
         """
         loaded = load_checkpoint(Path(checkpoint))
@@ -111,8 +121,8 @@ class Forecaster:
         name = stem.split(" - ")[0] if " - " in stem else stem
         forecaster = cls(loaded, load_stats(Path(stats_dir), loaded.task_config), name=name,
                          precision=precision, device=device, cache_dir=cache_dir,
-                         compile=compile, decode_chunk_nodes=decode_chunk_nodes,
-                         row_block=row_block)
+                         compile=compile, products=products,
+                         decode_chunk_nodes=decode_chunk_nodes, row_block=row_block)
         forecaster.checkpoint_file = Path(checkpoint).name
         forecaster.checkpoint_sha256 = file_sha256(Path(checkpoint))
         return forecaster

@@ -29,6 +29,7 @@ from graphcast_api.settings import (
     ServiceSettings,
     SettingsError,
     load_service_settings,
+    use_kernel_cache,
 )
 from graphcast_contract.errors import ExitCode, exit_code_help
 from graphcast_contract.variables import STATS_FILES
@@ -154,6 +155,7 @@ def load_forecaster(settings: ServiceSettings) -> Forecaster:
     """Load the checkpoint and build the model's graphs (imports torch)."""
     from graphcast_api.engine import Forecaster as EngineForecaster
 
+    use_kernel_cache(settings.cache_dir)
     return EngineForecaster.from_files(settings.checkpoint, settings.stats_dir,
                                        precision=settings.precision, device=settings.device,
                                        cache_dir=settings.cache_dir, compile=settings.compile)

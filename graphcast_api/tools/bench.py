@@ -16,6 +16,7 @@ in a temporary folder, so that their build time is measured. torch loads only wh
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import statistics
@@ -60,6 +61,89 @@ def matmul_gflops(dtype: torch.dtype, size: int = 4096, repeats: int = 5) -> flo
         torch.mm(a, b)
         timings.append(time.perf_counter() - start)
     return 2 * size ** 3 / statistics.median(timings) / 1e9
+
+
+# Dense products the bench rates: the 4096² reference and one edge-MLP layer of
+# GraphCast_small's processor (81,920 edges × 512 by 512 × 512).
+PRODUCT_SHAPES: dict[str, tuple[int, int, int]] = {"4096": (4096, 4096, 4096),
+                                                    "edge": (81_920, 512, 512)}
+# Profiler op names that are dense products (self time, so nested ops count once).
+PRODUCT_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul",
+                         "aten::linear", "mkldnn::_linear_pointwise", "mkl::_mkl_linear",
+                         "graphcast::onednn_linear"})
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings)
+
+
+def product_rates(repeats: int = 3, compiled: bool = True) -> dict[str, dict[str, dict]]:
+    """GFLOP/s of x @ w per back end, precision and shape (PRODUCT_SHAPES), this process.
+
+    matmul: torch's own product (MKL in fp32, oneDNN without prepacking in bf16); onednn:
+    oneDNN's linear with the weight prepacked once, as the engine uses it; compiled: Inductor
+    with freezing (which prepacks the weight as it chooses). Measured because which one is
+    fastest differs between CPUs (MKL runs fp32 at about half speed on AMD EPYC).
+    """
+    import torch
+
+    rates: dict[str, dict[str, dict]] = {"matmul": {}, "onednn": {}}
+    if compiled:
+        rates["compiled"] = {}
+    for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        for backend in rates:
+            rates[backend][label] = {}
+        for shape, (rows, inner, cols) in PRODUCT_SHAPES.items():
+            gflop = 2 * rows * inner * cols / 1e9
+            x = torch.randn(rows, inner, dtype=dtype)
+            w = torch.randn(inner, cols, dtype=dtype) / inner ** 0.5
+            with torch.no_grad():
+                rates["matmul"][label][shape] = gflop / _median_seconds(
+                    functools.partial(torch.mm, x, w), repeats)
+                if torch.backends.mkldnn.is_available():
+                    packed = torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous())
+                    rates["onednn"][label][shape] = gflop / _median_seconds(functools.partial(
+                        torch.ops.mkldnn._linear_pointwise, x, packed, None, "none", [], ""),
+                        repeats)
+                if compiled:
+                    rates["compiled"][label][shape] = gflop / _median_seconds(
+                        _compiled_linear(w, x), repeats)
+    return rates
+
+
+def _compiled_linear(w: torch.Tensor, x: torch.Tensor):
+    """x @ w compiled by Inductor with freezing (weights folded in and prepacked)."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    layer = torch.nn.Linear(w.shape[0], w.shape[1], bias=False, dtype=w.dtype)
+    layer.weight.data = w.t().contiguous()
+    layer.eval()
+    with inductor_config.patch(freezing=True):
+        function = torch.compile(layer, dynamic=False)
+        function(x)
+    return lambda: function(x)
+
+
+def product_share(network, features: torch.Tensor) -> tuple[float, float, list]:
+    """(wall s, share in dense products, top other ops) of one network step, profiled."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        network(features)
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    products = sum(e.self_cpu_time_total for e in events if e.key in PRODUCT_OPS) / 1e6
+    others = sorted(((e.key, e.self_cpu_time_total / 1e6) for e in events
+                     if e.key not in PRODUCT_OPS), key=lambda item: -item[1])
+    return wall, products / wall, others[:6]
 
 
 def rollout_flops(model_config: ModelConfig, task_config: TaskConfig, graphs: GraphCastGraphs,
@@ -126,6 +210,16 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", type=Path, help="official checkpoint .npz")
     parser.add_argument("--stats-dir", type=Path, help="directory with the statistics files")
     parser.add_argument("--example-batch", type=Path, help="NetCDF, example-batch layout")
+    parser.add_argument("--model", default="GraphCast_small",
+                        choices=("GraphCast_small", "GraphCast_operational", "GraphCast"),
+                        help="shapes of the random weights and synthetic batch without files")
+    parser.add_argument("--products", choices=("matmul", "onednn"), default=None,
+                        help="force the engine's dense-product back end (default: its choice)")
+    parser.add_argument("--warm-caches", action="store_true",
+                        help="use the settings' cache folder (graphs, compiled kernels) instead "
+                             "of a fresh one: run twice to time a new process with warm caches")
+    parser.add_argument("--no-product-rates", action="store_true",
+                        help="skip the per-back-end product rates (keeps the 4096² ones)")
     parser.set_defaults(run=run)
 
 
@@ -141,7 +235,7 @@ def _setup(args: argparse.Namespace):
         from graphcast_api.engine.checkpoint import random_checkpoint
         from graphcast_api.tools.synthetic_era5 import synthetic_dataset
 
-        checkpoint = random_checkpoint("GraphCast_small")
+        checkpoint = random_checkpoint(args.model)
         batch = synthetic_dataset(resolution=checkpoint.model_config.resolution,
                                   levels=checkpoint.task_config.pressure_levels,
                                   n_times=2 + args.steps)
@@ -166,7 +260,7 @@ def bench(args: argparse.Namespace) -> None:
     import torch
 
     from graphcast_api.engine import ForecastInputError
-    from graphcast_api.engine.graph import build_graphs
+    from graphcast_api.engine.graph import build_graphs, default_cache_dir
 
     if args.steps < 1 or args.repeats < 1:
         raise ToolError(ExitCode.USAGE, "--steps and --repeats must be at least 1")
@@ -175,25 +269,39 @@ def bench(args: argparse.Namespace) -> None:
     matmul_bf16, matmul_fp32 = matmul_gflops(torch.bfloat16), matmul_gflops(torch.float32)
     print(f"matmul 4096²: bf16 {matmul_bf16:.0f} GFLOP/s, fp32 {matmul_fp32:.0f} GFLOP/s "
           f"({torch.get_num_threads()} threads)")
+    rates = {} if args.no_product_rates else product_rates()
+    for backend, by_precision in rates.items():
+        print(f"products, {backend:8s}: " + "; ".join(
+            f"{precision} " + ", ".join(f"{shape} {rate:.0f}" for shape, rate in shapes.items())
+            for precision, shapes in by_precision.items()) + " GFLOP/s")
 
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as temporary:
+        cache = (settings.cache_dir or default_cache_dir()) if args.warm_caches \
+            else Path(temporary)
         start = time.perf_counter()
-        forecaster = make_forecaster(checkpoint, stats, "bench", settings, Path(cache))
+        forecaster = make_forecaster(checkpoint, stats, "bench", settings, Path(cache),
+                                     products=args.products)
         setup_s = time.perf_counter() - start
-    start = time.perf_counter()
-    build_graphs(checkpoint.model_config, forecaster.latitudes, forecaster.longitudes)
-    graph_build_s = time.perf_counter() - start
-    print(f"model {forecaster.precision} on {forecaster.device}: graph build {graph_build_s:.1f} s,"
-          f" set-up incl. graphs and static embeddings {setup_s:.1f} s "
-          f"(peak RSS so far {peak_rss_gib():.2f} GiB)")
+        setup_rss = peak_rss_gib()
+        start = time.perf_counter()
+        if not args.warm_caches:
+            build_graphs(checkpoint.model_config, forecaster.latitudes, forecaster.longitudes)
+        graph_build_s = time.perf_counter() - start if not args.warm_caches \
+            else forecaster.setup_times["graphs_s"]
+        setup_times = forecaster.setup_times
+        print(f"model {forecaster.precision} on {forecaster.device}, products "
+              f"{forecaster.products}: graph build {graph_build_s:.1f} s; set-up {setup_s:.1f} s"
+              f" = graphs {'loaded' if args.warm_caches else 'built'} "
+              f"{setup_times['graphs_s']:.1f} s + static embeddings and packing "
+              f"{setup_times['network_s']:.1f} s (peak RSS so far {setup_rss:.2f} GiB)")
 
-    start = time.perf_counter()
-    try:
-        forecaster.forecast(inputs, args.steps, forcings)
-    except ForecastInputError as error:
-        raise ToolError(ExitCode.NO_DATA, f"example batch does not fit the checkpoint: "
-                                          f"{error}") from error
-    first_call_s = time.perf_counter() - start
+        start = time.perf_counter()
+        try:
+            forecaster.forecast(inputs, args.steps, forcings)
+        except ForecastInputError as error:
+            raise ToolError(ExitCode.NO_DATA, f"example batch does not fit the checkpoint: "
+                                              f"{error}") from error
+        first_call_s = time.perf_counter() - start
     print(f"first call ({args.steps} steps): {first_call_s:.1f} s "
           f"(peak RSS so far {peak_rss_gib():.2f} GiB)")
     timings, cpu_timings = [], []
@@ -209,14 +317,46 @@ def bench(args: argparse.Namespace) -> None:
     flops = rollout_flops(checkpoint.model_config, checkpoint.task_config, forecaster.graphs,
                           args.steps, inputs.sizes["batch"])
     peak_rss = peak_rss_gib()
+    achieved = flops / median / 1e9
     print(f"median rollout {median:.1f} s ({median / args.steps:.2f} s/step), "
-          f"{flops / median / 1e9:.0f} GFLOP/s achieved, peak RSS {peak_rss:.2f} GiB")
+          f"{achieved:.0f} GFLOP/s achieved, peak RSS {peak_rss:.2f} GiB")
+    compile_s = max(first_call_s - median, 0.0)
+    reused = "; cache folder reused (--warm-caches)" if args.warm_caches else ""
+    print(f"first call / warm rollout: {first_call_s / median:.2f} (compile and first-use "
+          f"cost ≈ {compile_s:.1f} s{reused})")
+    features = torch.from_numpy(forecaster.grid_features(
+        forecaster._checked_inputs(inputs), forecaster._target_forcings(
+            forecaster._checked_inputs(inputs), 1, forcings).isel(time=[0])))
+    step_wall, share, others = product_share(forecaster.network, features)
+    print(f"profiled step: {step_wall:.2f} s, {100 * share:.0f} % in dense products; "
+          f"largest other ops (self s): "
+          + ", ".join(f"{name} {seconds:.2f}" for name, seconds in others))
+    precision = forecaster.precision
+    best_edge = max((r[precision]["edge"] for r in rates.values() if "edge" in r[precision]),
+                    default=None)
+    gemm = matmul_bf16 if precision == "bf16" else matmul_fp32
+    print(f"achieved {achieved:.0f} GFLOP/s = {100 * achieved / gemm:.0f} % of the {precision} "
+          f"4096² matmul rate" + (f", {100 * achieved / best_edge:.0f} % of the best {precision}"
+                                  f" edge-shaped product ({best_edge:.0f})" if best_edge else ""))
     print(json.dumps({
         "precision": forecaster.precision, "device": forecaster.device, "steps": args.steps,
+        "model": args.model if args.checkpoint is None else args.checkpoint.name,
+        "products": forecaster.products,
         "graph_build_s": round(graph_build_s, 2), "setup_s": round(setup_s, 2),
+        "setup_graphs_s": round(setup_times["graphs_s"], 2),
+        "setup_network_s": round(setup_times["network_s"], 2),
+        "compile_s": round(compile_s, 2), "warm_caches": args.warm_caches,
         "first_call_s": round(first_call_s, 2), "rollout_s_median": round(median, 2),
+        "first_call_over_rollout": round(first_call_s / median, 3),
+        "step_s": round(median / args.steps, 3),
         "rollout_s": [round(t, 2) for t in timings],
         "rollout_cpu_s_median": round(cpu_median, 2), "peak_rss_gib": round(peak_rss, 3),
+        "setup_peak_rss_gib": round(setup_rss, 3),
         "matmul_fp32_gflops": round(matmul_fp32, 1), "matmul_bf16_gflops": round(matmul_bf16, 1),
-        "achieved_gflops": round(flops / median / 1e9, 1),
+        "product_gflops": {b: {p: {k: round(v, 1) for k, v in shapes.items()}
+                               for p, shapes in by.items()} for b, by in rates.items()},
+        "best_edge_product_gflops": None if best_edge is None else round(best_edge, 1),
+        "achieved_gflops": round(achieved, 1),
+        "achieved_share_of_matmul": round(achieved / gemm, 3),
+        "product_time_share": round(share, 3), "profiled_step_s": round(step_wall, 3),
         "rollout_gflop": round(flops / 1e9, 1), "threads": torch.get_num_threads()}))

@@ -17,7 +17,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from graphcast_api.settings import PRECISIONS, ServiceSettings, SettingsError, load_service_settings
+from graphcast_api.settings import (
+    PRECISIONS,
+    ServiceSettings,
+    SettingsError,
+    load_service_settings,
+    use_kernel_cache,
+)
 from graphcast_contract.errors import ExitCode, exit_code_help
 from graphcast_contract.files import new_temporary_file
 from graphcast_contract.variables import STATS_FILES
@@ -93,15 +99,17 @@ def load_files(checkpoint_path: Path, stats_dir: Path, batch_path: Path):
 
 
 def make_forecaster(checkpoint, stats, name: str, settings: ServiceSettings,
-                    cache_dir: Path | None = None):
+                    cache_dir: Path | None = None, products: str | None = None):
     """The engine's Forecaster with the resolved switches; `cache_dir` overrides the
-    settings' one. ToolError DEVICE_UNAVAILABLE if the device or precision is not usable."""
+    settings' one; `products` forces the product back end. ToolError DEVICE_UNAVAILABLE if
+    the device or precision is not usable."""
     from graphcast_api.engine import Forecaster
 
+    use_kernel_cache(cache_dir or settings.cache_dir)
     try:
         return Forecaster(checkpoint, stats, name=name, precision=settings.precision,
                           device=settings.device, compile=settings.compile,
-                          cache_dir=cache_dir or settings.cache_dir)
+                          cache_dir=cache_dir or settings.cache_dir, products=products)
     except ValueError as error:
         raise ToolError(ExitCode.DEVICE_UNAVAILABLE, str(error)) from error
 

@@ -9,6 +9,7 @@ import torch
 import xarray as xr
 
 from graphcast_api.engine import Forecaster, ForecastInputError
+from graphcast_api.engine.network import default_products
 from graphcast_api.engine.normalization import unstack
 from tests.graphcast_api.engine.tolerance import check_fp32 as _check_fp32
 from tests.graphcast_api.engine.tolerance import scale as _scale
@@ -86,6 +87,29 @@ def test_compiled_fp32_rollout_matches_official(reference_dir: Path, stats_dir: 
     assert compiled.network.compiled, "torch.compile failed: the eager fallback ran"
     _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir,
                 compiled.task_config)
+    assert compiled.products == default_products(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("products, compile", [("matmul", False), ("onednn", False),
+                                               ("matmul", True)])
+def test_every_product_back_end_matches_official(reference_dir: Path, stats_dir: Path,
+                                                 inputs, forcings, products: str,
+                                                 compile: bool) -> None:
+    """Each back end the engine can pick gives the official rollout, and is reported."""
+    if products == "onednn" and not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN")
+    forced = Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
+                                   device="cpu", compile=compile, products=products)
+    assert forced.products == products
+    _check_fp32(forced.forecast(inputs, 4, forcings),
+                _load(reference_dir / "predictions_fp32.nc"), reference_dir,
+                forced.task_config)
+
+
+def test_unknown_product_back_end_is_rejected(reference_dir: Path, stats_dir: Path) -> None:
+    with pytest.raises(ValueError, match="product back end"):
+        Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
+                              device="cpu", compile=False, products="blas")
 
 
 def test_failed_compile_falls_back_to_eager_with_a_warning(
