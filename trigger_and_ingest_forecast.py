@@ -10,12 +10,11 @@ import logging
 import sys
 from datetime import datetime
 
-from config.settings import SettingsError, load_settings
 from graphcast_contract.cycles import parse_cycle
 from graphcast_contract.errors import EXIT_CODE_HELP, ConfigError, ExitCode
 from modules import forecast_job
 from modules.job import schedule
-from modules.job.logs import clean, register_secrets, setup_logging
+from modules.job.logs import command_settings, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,12 +57,9 @@ def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.install_schedule or args.uninstall_schedule:
         return schedule.command(install=args.install_schedule)
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"configuration error: {clean(exc)}", file=sys.stderr)
+    settings = command_settings()
+    if settings is None:
         return ExitCode.USAGE
-    register_secrets(settings.secrets())
     setup_logging(settings.log_dir, settings.log_level)
     log = logging.getLogger("forecast_job")
     try:

@@ -20,7 +20,6 @@ import functools
 import json
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from graphcast_api.tools.predict import (
     load_files,
     make_forecaster,
     split_example_batch,
+    tool_command,
 )
 from graphcast_contract.errors import ExitCode, exit_code_help
 
@@ -245,16 +245,6 @@ def _setup(args: argparse.Namespace):
     return checkpoint, stats, inputs, forcings
 
 
-def run(args: argparse.Namespace) -> int:
-    """The `bench` command: its exit code, errors as one line on stderr."""
-    try:
-        bench(args)
-    except ToolError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.code
-    return ExitCode.OK
-
-
 def bench(args: argparse.Namespace) -> None:
     """Set up, time the rollouts, print the figures; ToolError on expected failures."""
     import torch
@@ -360,3 +350,6 @@ def bench(args: argparse.Namespace) -> None:
         "achieved_share_of_matmul": round(achieved / gemm, 3),
         "product_time_share": round(share, 3), "profiled_step_s": round(step_wall, 3),
         "rollout_gflop": round(flops / 1e9, 1), "threads": torch.get_num_threads()}))
+
+
+run = tool_command(bench)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from graphcast_api.settings import (
@@ -38,6 +38,19 @@ class ToolError(Exception):
     def __init__(self, code: ExitCode, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def tool_command(work: Callable[[argparse.Namespace], None]
+                 ) -> Callable[[argparse.Namespace], int]:
+    """`work` as a command's `run`: its exit code, a ToolError as one line on stderr."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            work(args)
+        except ToolError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return error.code
+        return ExitCode.OK
+    return run
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
@@ -169,11 +182,4 @@ def predict(args: argparse.Namespace) -> None:
         raise ToolError(ExitCode.OUTPUT_FAILED, f"cannot write {args.out}: {error}") from error
 
 
-def run(args: argparse.Namespace) -> int:
-    """The `predict` command: its exit code, errors as one line on stderr."""
-    try:
-        predict(args)
-    except ToolError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.code
-    return ExitCode.OK
+run = tool_command(predict)

@@ -16,9 +16,8 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import psycopg2
-from psycopg2.extensions import connection as Connection
 
-from config.settings import Settings, SettingsError, load_settings
+from config.settings import Settings
 from graphcast_contract.cycles import cycles_of_days
 from graphcast_contract.errors import DatabaseError, ExitCode, exit_code_help
 from graphcast_contract.project import PROJECT_ROOT
@@ -29,7 +28,7 @@ from modules.inputs.loader import load_file
 from modules.inputs.regrid import global_grid
 from modules.inputs.sources import InvalidDataError, UnreadableFileError, sniff_format
 from modules.inputs.status import cycle_status
-from modules.job.logs import register_secrets, setup_console_logging
+from modules.job.logs import command_settings, setup_console_logging
 from modules.storage.db import open_database
 
 log = logging.getLogger("era5_loader")
@@ -38,12 +37,7 @@ COMMANDS = ("load", "download", "status")
 DEFAULT_DOWNLOAD_DIR = PROJECT_ROOT / "data" / "era5"
 
 
-def _connect(settings: Settings | None = None) -> Connection:
-    """The configured database (DATABASE_URL or the embedded server), migrated."""
-    return open_database(settings or load_settings())
-
-
-def load_files(paths: Sequence[Path], grid_step: float | None) -> int:
+def load_files(settings: Settings, paths: Sequence[Path], grid_step: float | None) -> int:
     """Load `paths` in order, one transaction each; the exit code of the first failure."""
     try:
         for path in paths:
@@ -52,12 +46,7 @@ def load_files(paths: Sequence[Path], grid_step: float | None) -> int:
         log.error("%s", exc)
         return ExitCode.UNREADABLE_FILE
     try:
-        settings = load_settings()
-    except SettingsError as exc:
-        log.error("configuration error: %s", exc)
-        return ExitCode.USAGE
-    try:
-        conn = _connect(settings)
+        conn = open_database(settings)
     except (DatabaseError, psycopg2.Error) as exc:
         log.error("database unavailable: %s", exc)
         return ExitCode.DATABASE
@@ -110,7 +99,8 @@ def build_parser(prog: str = "python -m modules.inputs") -> argparse.ArgumentPar
                       help="regrid (conservatively) to this global grid step; default: the "
                            f"file's own grid for GraphCast-layout files, {DEFAULT_GRID_STEP} "
                            "for CDS files")
-    load.set_defaults(run=lambda args: load_files(args.files, args.grid_step))
+    load.set_defaults(run=lambda args, settings: load_files(settings, args.files,
+                                                            args.grid_step))
     download = commands.add_parser(
         "download", help="download a day's ERA5 from the CDS, then load it",
         description="Download from the Copernicus Climate Data Store the ERA5 that the four "
@@ -126,8 +116,8 @@ def build_parser(prog: str = "python -m modules.inputs") -> argparse.ArgumentPar
     download.add_argument("--format", choices=sorted(FORMATS), default="netcdf")
     download.add_argument("--grid-step", type=_grid_step, default=DEFAULT_GRID_STEP,
                           metavar="DEG", help=f"grid to store on (default {DEFAULT_GRID_STEP})")
-    download.set_defaults(run=lambda args: download_and_load(args.dates, args.dir, args.format,
-                                                             args.grid_step))
+    download.set_defaults(run=lambda args, settings: download_and_load(
+        settings, args.dates, args.dir, args.format, args.grid_step))
     status = commands.add_parser(
         "status", help="which cycles are complete, incomplete or absent",
         description="List the 6-hourly cycles of the last N days as complete, incomplete "
@@ -139,11 +129,12 @@ def build_parser(prog: str = "python -m modules.inputs") -> argparse.ArgumentPar
                         help="last day (default: today, UTC)")
     status.add_argument("--grid-step", type=_grid_step, default=DEFAULT_GRID_STEP, metavar="DEG",
                         help=f"the model grid (default {DEFAULT_GRID_STEP})")
-    status.set_defaults(run=lambda args: print_status(args.days, args.until, args.grid_step))
+    status.set_defaults(run=lambda args, settings: print_status(settings, args.days, args.until,
+                                                                args.grid_step))
     return parser
 
 
-def download_and_load(dates: Sequence[date], directory: Path, data_format: str,
+def download_and_load(settings: Settings, dates: Sequence[date], directory: Path, data_format: str,
                       grid_step: float) -> int:
     """Download and load each date in turn; the exit code of the first failure."""
     try:
@@ -160,16 +151,16 @@ def download_and_load(dates: Sequence[date], directory: Path, data_format: str,
         except Exception as exc:  # requests, cdsapi and ecmwf-datastores errors alike
             log.error("CDS download for %s failed: %s", day, exc)
             return ExitCode.DOWNLOAD_FAILED
-        code = load_files(paths, grid_step)
+        code = load_files(settings, paths, grid_step)
         if code != ExitCode.OK:
             return code
     return ExitCode.OK
 
 
-def print_status(days: int, until: date | None, grid_step: float) -> int:
+def print_status(settings: Settings, days: int, until: date | None, grid_step: float) -> int:
     until = until or datetime.now(timezone.utc).date()
     try:
-        conn = _connect()
+        conn = open_database(settings)
         with conn, conn.cursor() as cur:
             statuses = cycle_status(cur, global_grid(grid_step), cycles_of_days(until, days))
         conn.close()
@@ -188,9 +179,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m modules.input
     """Parse `argv` (default: sys.argv[1:]), run the command, return its exit code."""
     args = build_parser(prog).parse_args(argv)
     setup_console_logging()
-    try:
-        register_secrets((*load_settings().secrets(), os.environ.get("CDSAPI_KEY")))
-    except SettingsError as exc:
-        log.error("configuration error: %s", exc)
+    settings = command_settings(os.environ.get("CDSAPI_KEY"))
+    if settings is None:
         return ExitCode.USAGE
-    return args.run(args)
+    return args.run(args, settings)

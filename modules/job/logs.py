@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote
 
+from config.settings import Settings, SettingsError, load_settings
+
 _SECRETS = (
     (re.compile(r"(://[^:/@\s]*:)\S*@"), r"\1***@"),  # URL user:password@ (to the last @)
     (re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE), r"\1***"),  # libpq key=value
@@ -37,6 +39,18 @@ def register_secrets(values: Iterable[str | None]) -> None:
     for value in values:
         if value and len(value) >= MIN_SECRET_LENGTH:
             _registered.update({value, quote(value, safe=""), quote(value), escape(value)})
+
+
+def command_settings(*extra_secrets: str | None) -> Settings | None:
+    """The job's settings for a command, their secrets (and `extra_secrets`) registered for
+    masking; None after one line on stderr when a setting is unusable (exit USAGE)."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"configuration error: {clean(exc)}", file=sys.stderr)
+        return None
+    register_secrets((*settings.secrets(), *extra_secrets))
+    return settings
 
 
 def redact(text: str) -> str:

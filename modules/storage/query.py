@@ -11,9 +11,8 @@ from collections.abc import Sequence
 
 import psycopg2
 
-from config.settings import SettingsError, load_settings
 from graphcast_contract.errors import DatabaseError, ExitCode, exit_code_help
-from modules.job.logs import clean, redact, register_secrets
+from modules.job.logs import command_settings, redact
 from modules.storage.db import open_database
 
 
@@ -31,12 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` (default: sys.argv[1:]), run the statement, return the exit code."""
     sql = build_parser().parse_args(argv).sql
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"configuration error: {clean(exc)}", file=sys.stderr)
+    settings = command_settings()
+    if settings is None:
         return ExitCode.USAGE
-    register_secrets(settings.secrets())
     try:
         conn = open_database(settings)
         with conn, conn.cursor() as cur:

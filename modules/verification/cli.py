@@ -11,10 +11,9 @@ from pathlib import Path
 
 import psycopg2
 
-from config.settings import SettingsError, load_settings
 from graphcast_contract.errors import DatabaseError, ExitCode, exit_code_help
 from graphcast_contract.project import PROJECT_ROOT
-from modules.job.logs import register_secrets, setup_console_logging
+from modules.job.logs import command_settings, setup_console_logging
 from modules.storage.db import open_database
 from modules.verification import report
 from modules.verification.scores import verify
@@ -56,12 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit code."""
     args = _parser().parse_args(argv)
     setup_console_logging()
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        log.error("configuration error: %s", exc)
+    settings = command_settings()
+    if settings is None:
         return ExitCode.USAGE
-    register_secrets(settings.secrets())
     try:
         conn = open_database(settings)
         try:

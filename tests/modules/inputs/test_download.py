@@ -90,19 +90,18 @@ def make_grib(dataset: str, request: dict[str, Any]) -> bytes:
     return b"".join(messages)
 
 
-def _cds_env(monkeypatch: pytest.MonkeyPatch, url: str, token: str = TOKEN) -> None:
-    monkeypatch.setenv("CDSAPI_URL", url)
-    monkeypatch.setenv("CDSAPI_KEY", token)
+def _cds_env(url: str, token: str = TOKEN) -> dict[str, str]:
+    """The loader's CDS settings, passed to its subprocess explicitly."""
+    return {"CDSAPI_URL": url, "CDSAPI_KEY": token}
 
 
 def test_download_loads_two_days_and_status_reports_the_cycles(
-        clean_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        clean_db: str, tmp_path: Path) -> None:
     served = tmp_path / "served"
     served.mkdir()
     with FakeCds(TOKEN, make_netcdf(served)) as cds:
-        _cds_env(monkeypatch, cds.url)
         done = run_loader(clean_db, "download", "--date", "2022-01-02", "--date", "2022-01-01",
-                          "--dir", tmp_path / "era5", "--grid-step", "10")
+                          "--dir", tmp_path / "era5", "--grid-step", "10", **_cds_env(cds.url))
     assert done.returncode == ExitCode.OK, done.stderr
     assert [(d, r["day"]) for d, r in cds.submitted] == [
         ("reanalysis-era5-pressure-levels", ["01"]), ("reanalysis-era5-single-levels", ["01"]),
@@ -132,12 +131,10 @@ def test_download_loads_two_days_and_status_reports_the_cycles(
                                         for h in ("00", "06", "12", "18")]
 
 
-def test_download_in_grib(clean_db: str, tmp_path: Path,
-                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_in_grib(clean_db: str, tmp_path: Path) -> None:
     with FakeCds(TOKEN, make_grib) as cds:
-        _cds_env(monkeypatch, cds.url)
         done = run_loader(clean_db, "download", "--date", "2022-01-01", "--format", "grib",
-                          "--dir", tmp_path, "--grid-step", "10")
+                          "--dir", tmp_path, "--grid-step", "10", **_cds_env(cds.url))
     assert done.returncode == ExitCode.OK, done.stderr
     assert all(r["data_format"] == "grib" for _, r in cds.submitted)
     conn = db.connect(clean_db)
@@ -153,21 +150,17 @@ def test_download_in_grib(clean_db: str, tmp_path: Path,
     (None, "wrong-token", "401"),
 ])
 def test_download_failures_exit_with_the_download_code(
-        clean_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        clean_db: str, tmp_path: Path,
         fail_with: int | None, token: str, message: str) -> None:
     with FakeCds(TOKEN, make_grib, fail_with=fail_with) as cds:
-        _cds_env(monkeypatch, cds.url, token)
-        done = run_loader(clean_db, "download", "--date", "2022-01-01", "--dir", tmp_path)
+        done = run_loader(clean_db, "download", "--date", "2022-01-01", "--dir", tmp_path,
+                          **_cds_env(cds.url, token))
     assert done.returncode == ExitCode.DOWNLOAD_FAILED
     assert "CDS download for 2022-01-01 failed" in done.stderr and message in done.stderr
 
 
-def test_download_without_a_cds_key(clean_db: str, tmp_path: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CDSAPI_URL", raising=False)
-    monkeypatch.delenv("CDSAPI_KEY", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("CDSAPI_RC", str(tmp_path / "absent.cdsapirc"))
-    done = run_loader(clean_db, "download", "--date", "2022-01-01", "--dir", tmp_path)
+def test_download_without_a_cds_key(clean_db: str, tmp_path: Path) -> None:
+    done = run_loader(clean_db, "download", "--date", "2022-01-01", "--dir", tmp_path,
+                      HOME=str(tmp_path), CDSAPI_RC=str(tmp_path / "absent.cdsapirc"))
     assert done.returncode == ExitCode.DOWNLOAD_FAILED
     assert "put your key in ~/.cdsapirc" in done.stderr
