@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from graphcast_contract.project import PROJECT_ROOT
+from tests.subprocess_env import clean_environment
 
 START = """
 import os, stat, sys
@@ -24,12 +28,22 @@ print(socket_dir, oct(stat.S_IMODE(socket.lstat().st_mode)))
 """
 
 
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temporary folder short enough for a socket path below it (pytest's tmp_path can be
+    too long, e.g. under pytest-xdist)."""
+    folder = Path(tempfile.mkdtemp(prefix="gcpg-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.skipif(os.name != "posix", reason="Unix sockets only")
-def test_socket_is_private_with_a_long_data_dir_and_no_runtime_dir(tmp_path: Path) -> None:
+def test_socket_is_private_with_a_long_data_dir_and_no_runtime_dir(tmp_path: Path,
+                                                                   short_tmp: Path) -> None:
     data_dir = tmp_path / ("long-" + "d" * 110) / "pgdata"  # too long for a socket path
     data_dir.parent.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
-    env["TMPDIR"] = str(tmp_path)  # where the fallback would go (cron: /tmp)
+    # No XDG_RUNTIME_DIR (as under cron); TMPDIR is where the fallback goes (cron: /tmp).
+    env = clean_environment(TMPDIR=str(short_tmp))
     done = subprocess.run([sys.executable, "-c", START, str(data_dir)], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -37,7 +51,7 @@ def test_socket_is_private_with_a_long_data_dir_and_no_runtime_dir(tmp_path: Pat
     socket_dir = Path(socket_dir_text)
     assert socket_dir != data_dir  # the data dir's path is too long: the fallback was taken
     assert int(socket_mode, 8) & 0o077 == 0  # connect needs write access to the socket
-    private = tmp_path / f"graphcast-pg-{os.getuid()}"
+    private = short_tmp / f"graphcast-pg-{os.getuid()}"
     assert private in socket_dir.parents
     info = private.lstat()
     assert info.st_uid == os.getuid() and not stat.S_ISLNK(info.st_mode)
