@@ -6,7 +6,7 @@ Set-Location (Split-Path -Parent $PSScriptRoot)
 if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
 $pytestArgs = @($args)
 if ($pytestArgs.Count -gt 0 -and $pytestArgs[0] -eq "--fast") {
-    $pytestArgs = @("-m", "not slow") + @($pytestArgs | Select-Object -Skip 1)
+    $pytestArgs = @("-m", "not slow", "-n", "auto") + @($pytestArgs | Select-Object -Skip 1)
 }
 & .venv\Scripts\python.exe -m pytest @pytestArgs
 exit $LASTEXITCODE
