@@ -13,7 +13,6 @@ import logging
 import signal
 import sys
 import threading
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 import uvicorn
@@ -32,6 +31,7 @@ from graphcast_api.settings import (
     use_kernel_cache,
 )
 from graphcast_contract.errors import ExitCode, exit_code_help
+from graphcast_contract.log_files import rotating_file_handler
 from graphcast_contract.variables import STATS_FILES
 
 EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.MODEL_FAILED, ExitCode.CANNOT_LISTEN)
@@ -43,8 +43,6 @@ MIN_TOKEN_CHARS = 16
 # to the queue hold little (uvicorn stops reading their body), so this only stops a flood.
 MAX_CONNECTIONS = 64
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-LOG_FILE_BYTES = 5_000_000
-LOG_FILE_COUNT = 5
 
 
 class Stopped(Exception):
@@ -142,9 +140,7 @@ def setup_logging(log_file: Path | None) -> None:
     handlers: list[logging.Handler] = [console]
     if log_file is not None:
         try:
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            handlers.append(RotatingFileHandler(log_file, maxBytes=LOG_FILE_BYTES,
-                                                backupCount=LOG_FILE_COUNT, encoding="utf-8"))
+            handlers.append(rotating_file_handler(log_file))
         except OSError as error:
             raise SettingsError(f"--log-file {log_file}: cannot write ({error})") from None
         console.setLevel(logging.WARNING)

@@ -15,12 +15,12 @@ import os
 import re
 import sys
 from collections.abc import Iterable
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote
 
 from config.settings import Settings, SettingsError, load_settings
+from graphcast_contract.log_files import rotating_file_handler
 
 _SECRETS = (
     (re.compile(r"(://[^:/@\s]*:)\S*@"), r"\1***@"),  # URL user:password@ (to the last @)
@@ -83,16 +83,14 @@ class RedactingFormatter(logging.Formatter):
 
 
 def setup_logging(log_dir: Path, level: str = "INFO") -> None:
-    """Log to stdout and to `log_dir/pipeline.log` (5 MB x 5 files)."""
+    """Log to stdout and to `log_dir/pipeline.log` (rotated: `graphcast_contract.log_files`)."""
     formatter = RedactingFormatter(FORMAT)
     log_file = log_dir / "pipeline.log"
     handlers: list[logging.Handler] = []
     if not _writes_to(sys.stdout, log_file):  # cron appends stdout to the log file already
         handlers.append(logging.StreamHandler(sys.stdout))
     try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(RotatingFileHandler(log_file, maxBytes=5_000_000,
-                                            backupCount=5, encoding="utf-8"))
+        handlers.append(rotating_file_handler(log_file))
     except OSError as exc:
         print(f"warning: cannot write logs to {log_dir}: {clean(exc)}", file=sys.stderr)
     root = logging.getLogger()

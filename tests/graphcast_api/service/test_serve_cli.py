@@ -17,6 +17,7 @@ from graphcast_api import settings as settings_module
 from graphcast_api.service import serve
 from graphcast_api.settings import SettingsError
 from graphcast_contract.errors import ExitCode
+from graphcast_contract.log_files import LOG_FILE_BYTES, LOG_FILE_COUNT
 from tests.graphcast_api.service.helpers import REFERENCE_DIR, serve_command
 
 NO_OPTIONS = argparse.Namespace()
@@ -157,8 +158,7 @@ def test_log_file_is_written_and_rotated(stats_dir: Path, tmp_path: Path) -> Non
     assert "GET /v1/model HTTP/1.1" in text                # uvicorn's access lines
     assert request_id  # every answer carries an id
     handler = serve_handlers(log_file)
-    assert (handler.maxBytes, handler.backupCount) == (serve.LOG_FILE_BYTES,
-                                                       serve.LOG_FILE_COUNT)
+    assert (handler.maxBytes, handler.backupCount) == (LOG_FILE_BYTES, LOG_FILE_COUNT)
 
 
 def serve_handlers(log_file: Path) -> RotatingFileHandler:
