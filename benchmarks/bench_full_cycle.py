@@ -22,8 +22,6 @@ import argparse
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,14 +29,13 @@ import time
 from pathlib import Path
 
 import psycopg2
-import requests
 
 from graphcast_api.engine.checkpoint import random_checkpoint, save_checkpoint
 from graphcast_contract.project import PROJECT_ROOT
-from graphcast_contract.variables import STATS_FILES
 from modules.storage import db
 
-REFERENCE_DIR = PROJECT_ROOT / "tests" / "data" / "graphcast_reference"
+from served import reference_stats, start_service, stop
+
 INIT_TIME = "2022-01-01T06:00"
 SERVICE_LOG = re.compile(r"forecast \S+: \d+ values, decode_s ([\d.]+), inference_s ([\d.]+), "
                          r"interpolate_s ([\d.]+), total_s ([\d.]+)")
@@ -51,12 +48,6 @@ def run(command: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def make_inputs(folder: Path, env: dict[str, str]) -> tuple[Path, Path]:
     """Synthetic 1-degree ERA5 (loaded into the database), checkpoint and statistics."""
     era5 = folder / "era5.nc"
@@ -65,32 +56,7 @@ def make_inputs(folder: Path, env: dict[str, str]) -> tuple[Path, Path]:
     run([sys.executable, "-m", "modules.era5_loader", str(era5)], env)
     checkpoint = folder / "GraphCast_small - random weights.npz"
     save_checkpoint(random_checkpoint("GraphCast_small", seed=0), checkpoint)
-    stats_dir = folder / "stats"
-    stats_dir.mkdir()
-    for name in STATS_FILES:
-        shutil.copyfile(REFERENCE_DIR / f"stats_{name}", stats_dir / name)
-    return checkpoint, stats_dir
-
-
-def start_service(checkpoint: Path, stats_dir: Path, precision: str, log_path: Path,
-                  env: dict[str, str]) -> tuple[subprocess.Popen, str, float]:
-    """The service on a free loopback port, healthy; (process, url, start-up seconds)."""
-    port = free_port()
-    start = time.perf_counter()
-    service = subprocess.Popen(
-        [sys.executable, "-m", "graphcast_api", "serve", "--checkpoint", str(checkpoint),
-         "--stats-dir", str(stats_dir), "--port", str(port), "--precision", precision],
-        cwd=PROJECT_ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    while True:
-        if service.poll() is not None:
-            raise RuntimeError(f"service exited with {service.returncode}; see {log_path}")
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return service, url, time.perf_counter() - start
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
+    return checkpoint, reference_stats(folder)
 
 
 def job_timings(database_url: str) -> tuple[float, float, float]:
@@ -149,7 +115,9 @@ def run_cycle(precision: str, folder: Path, database_url: str) -> int:
     try:
         checkpoint, stats_dir = make_inputs(folder, env)
         log_path = folder / "service.log"
-        service, url, startup = start_service(checkpoint, stats_dir, precision, log_path, env)
+        service, url, startup = start_service(
+            ["--checkpoint", str(checkpoint), "--stats-dir", str(stats_dir),
+             "--precision", precision], log_path, env)
         print(f"service start-up (checkpoint, graphs): {startup:.1f} s")
         wall = run([sys.executable, "trigger_and_ingest_forecast.py", "--init-time",
                     INIT_TIME], {**env, "GRAPHCAST_API_URL": url})
@@ -161,8 +129,7 @@ def run_cycle(precision: str, folder: Path, database_url: str) -> int:
                           "job_wall_s": wall, **figures}))
     finally:
         if service is not None:
-            service.terminate()
-            service.wait(timeout=60)
+            stop(service)
     return 0
 
 if __name__ == "__main__":

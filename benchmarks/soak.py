@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,11 +42,11 @@ from graphcast_api.tools.synthetic_era5 import synthetic_dataset, write_netcdf
 from graphcast_contract.model_spec import ModelSpec
 from graphcast_contract.project import PROJECT_ROOT
 from graphcast_contract.request import ForecastContext, Site, Snapshot, build_payload
-from graphcast_contract.variables import STATS_FILES
 from modules.job.sites import load_sites
 from modules.storage import db
 
-REFERENCE_DIR = PROJECT_ROOT / "tests" / "data" / "graphcast_reference"
+from served import REFERENCE_DIR, reference_stats, start_service, stop
+
 RESOLUTION = 10.0  # the reference checkpoint's grid
 FIRST_FRAME = datetime(2022, 1, 1, 0, tzinfo=timezone.utc)
 VARIABLES = (("2m_temperature", 0), ("temperature", 850))
@@ -86,12 +84,6 @@ class Cycle:
     failure: str
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def clean_env(**settings: str) -> dict[str, str]:
     return {**{k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}, "ENV_FILE": "",
             **settings}
@@ -105,47 +97,14 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def stats_folder(folder: Path) -> Path:
-    """The reference statistics under their official names."""
-    stats = folder / "stats"
-    stats.mkdir()
-    for name in STATS_FILES:
-        shutil.copyfile(REFERENCE_DIR / f"stats_{name}", stats / name)
-    return stats
-
-
-def start_service(folder: Path, queue_wait_s: float) -> tuple[subprocess.Popen, str]:
-    """The real service with the reference checkpoint on a free loopback port, healthy."""
-    port = free_port()
-    log = (folder / "service.log").open("w")
-    service = subprocess.Popen(
-        [sys.executable, "-m", "graphcast_api", "serve", "--checkpoint",
-         str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_folder(folder)),
-         "--port", str(port), "--precision", "fp32", "--device", "cpu",
+def start_soak_service(folder: Path, queue_wait_s: float) -> tuple[subprocess.Popen, str]:
+    """The real service with the reference checkpoint (fp32, CPU), healthy."""
+    service, url, _ = start_service(
+        ["--checkpoint", str(REFERENCE_DIR / "params.npz"),
+         "--stats-dir", str(reference_stats(folder)), "--precision", "fp32", "--device", "cpu",
          "--queue-wait-s", str(queue_wait_s)],
-        cwd=PROJECT_ROOT, env=clean_env(GRAPHCAST_CACHE_DIR=str(folder / "graphs")),
-        stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if service.poll() is not None:
-            raise RuntimeError(f"service exited with {service.returncode}; see its log")
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return service, url
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError("the service was not healthy within 300 s")
-
-
-def stop(service: subprocess.Popen) -> None:
-    service.terminate()
-    try:
-        service.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        service.kill()
-        service.wait()
+        folder / "service.log", clean_env(GRAPHCAST_CACHE_DIR=str(folder / "graphs")))
+    return service, url
 
 
 def load_store(folder: Path, database_url: str, frames: int) -> None:
@@ -191,7 +150,7 @@ def soak(cycles: int, folder: Path, database_url: str) -> int:
     load_store(folder, database_url, cycles + 1)
     expected_rows = len(load_sites(PROJECT_ROOT / "config" / "sites.csv")) * \
         len(VARIABLES) * len(LEAD_HOURS)
-    service, url = start_service(folder, 300.0)
+    service, url = start_soak_service(folder, 300.0)
     env = clean_env(DATABASE_URL=database_url, GRAPHCAST_API_URL=url,
                     LOG_DIR=str(folder / "logs"),
                     FORECAST_VARIABLES=",".join(f"{n}@{lv}" if lv else n for n, lv in VARIABLES),
@@ -260,7 +219,7 @@ class Tally:
 def load_run(clients: int, per_client: int, queue_wait_s: float, folder: Path) -> int:
     """K clients posting forecasts at once; 0 if only 200s and 503s with Retry-After came
     back and /health stayed 200."""
-    service, url = start_service(folder, queue_wait_s)
+    service, url = start_soak_service(folder, queue_wait_s)
     tally, lock, done = Tally(), threading.Lock(), threading.Event()
     try:
         spec = ModelSpec.from_reply(requests.get(f"{url}/v1/model", timeout=10).json())

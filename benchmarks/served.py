@@ -1,0 +1,67 @@
+"""The real service as the benchmarks run it: `python -m graphcast_api serve` on a free
+loopback port, waited for until healthy, stopped at the end. Imported by the benchmark
+scripts of this folder (`python benchmarks/<name>.py` puts the folder on the path)."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from graphcast_contract.project import PROJECT_ROOT
+from graphcast_contract.variables import STATS_FILES
+
+REFERENCE_DIR = PROJECT_ROOT / "tests" / "data" / "graphcast_reference"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def reference_stats(folder: Path) -> Path:
+    """`folder/stats`: the reference statistics under their official file names."""
+    stats = folder / "stats"
+    stats.mkdir()
+    for name in STATS_FILES:
+        shutil.copyfile(REFERENCE_DIR / f"stats_{name}", stats / name)
+    return stats
+
+
+def start_service(options: list[str], log_path: Path, env: dict[str, str],
+                  timeout_s: float = 300.0) -> tuple[subprocess.Popen, str, float]:
+    """`serve OPTIONS` on a free port, healthy: (process, base URL, start-up seconds).
+    RuntimeError if it exits first, TimeoutError if it is not healthy within `timeout_s`."""
+    port = free_port()
+    started = time.perf_counter()
+    with open(log_path, "w") as log:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "graphcast_api", "serve", *options, "--port", str(port)],
+            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    while time.perf_counter() - started < timeout_s:
+        if service.poll() is not None:
+            raise RuntimeError(f"service exited with {service.returncode}; see {log_path}")
+        try:
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return service, url, time.perf_counter() - started
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.3)
+    stop(service)
+    raise TimeoutError(f"the service was not healthy within {timeout_s:.0f} s; see {log_path}")
+
+
+def stop(service: subprocess.Popen) -> None:
+    """SIGTERM (the service finishes what it is doing), SIGKILL after 60 s."""
+    service.terminate()
+    try:
+        service.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        service.kill()
+        service.wait()
