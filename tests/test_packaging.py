@@ -70,7 +70,8 @@ JOB_PROGRAMS = [
     ["-m", "modules.era5_loader"], ["-m", "modules.era5_loader", "load"],
     ["-m", "modules.verification"], ["-m", "modules.query"],
     ["scripts/demo.py"],
-    *[[str(p.relative_to(PROJECT_ROOT))] for p in sorted(PROJECT_ROOT.glob("benchmarks/*.py"))],
+    *[[str(p.relative_to(PROJECT_ROOT))] for p in sorted(PROJECT_ROOT.glob("benchmarks/*.py"))
+      if '__name__ == "__main__"' in p.read_text()],  # not the helper module served.py
 ]
 
 
