@@ -12,6 +12,7 @@ from datetime import datetime
 
 from graphcast_contract.cycles import parse_cycle
 from graphcast_contract.errors import EXIT_CODE_HELP, ConfigError, ExitCode
+from graphcast_contract.sources import InputSource
 from modules import forecast_job
 from modules.job import schedule
 from modules.job.logs import command_settings, setup_logging
@@ -27,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init-time", metavar="ISO8601",
                         help="cycle to forecast, e.g. 2022-01-01T06:00 (UTC unless an offset "
                              "is given); must be on a 6-hourly slot")
+    parser.add_argument("--source", choices=[source.value for source in InputSource],
+                        help="initial conditions: era5 (J-6 ERA5, the default) or ifs-opendata "
+                             "(ECMWF open data, latest cycle in the store); overrides "
+                             "FORECAST_SOURCE")
     parser.add_argument("--catch-up", type=int, default=0, metavar="N",
                         help="also run up to N earlier cycles that have no successful run, "
                              "oldest first (default 0)")
@@ -67,7 +72,8 @@ def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
             raise ConfigError("--catch-up must be 0 or more")
         options = forecast_job.JobOptions(
             init_time=_init_time(args.init_time) if args.init_time else None,
-            catch_up=args.catch_up, dry_run=args.dry_run, verify=args.verify)
+            catch_up=args.catch_up, dry_run=args.dry_run, verify=args.verify,
+            source=InputSource(args.source) if args.source else None)
     except ConfigError as exc:
         log.error("%s", exc)
         return exc.exit_code

@@ -34,6 +34,7 @@ from graphcast_contract.model_spec import Grid, ModelSpec
 from graphcast_contract.project import PROJECT_ROOT
 from graphcast_contract.reply import parse_forecast_reply
 from graphcast_contract.request import ForecastContext, build_payload
+from graphcast_contract.sources import InputSource
 from graphcast_contract.variables import (
     ATMOSPHERIC_VARIABLES,
     PLAUSIBLE_RANGES,
@@ -142,9 +143,9 @@ def time_pipeline(url: str, api_url: str, repeats: int) -> dict[str, list[float]
         t2 = time.perf_counter()
         forecast = parse_forecast_reply(client.forecast(body), spec, context)
         t3 = time.perf_counter()
-        run_id = ledger.start_run(conn, INIT, spec.model)
+        run_id = ledger.start_run(conn, INIT, InputSource.ERA5, spec.model)
         with conn, conn.cursor() as cur:
-            prediction_db_ingestion.ingest(cur, run_id, forecast)
+            prediction_db_ingestion.ingest(cur, run_id, InputSource.ERA5, forecast)
         t4 = time.perf_counter()
         for name, seconds in zip(figures, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             figures[name].append(seconds)

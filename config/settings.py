@@ -16,6 +16,7 @@ from psycopg2.extensions import parse_dsn
 
 from graphcast_contract import project
 from graphcast_contract.project import PROJECT_ROOT
+from graphcast_contract.sources import DEFAULT_SOURCE, InputSource
 
 
 class SettingsError(ValueError):
@@ -28,8 +29,10 @@ class Settings:
 
     database_url: str | None
     embedded_pg_dir: Path
-    api_url: str
+    api_url: str  # the service forecasting from ERA5 (GraphCast_small, port 8001)
     log_dir: Path
+    ifs_api_url: str = "http://127.0.0.1:8002"  # the service for IFS open data (operational)
+    source: InputSource = DEFAULT_SOURCE
     api_token: str | None = None
     api_connect_timeout_s: float = 10.0
     api_timeout_s: float = 900.0
@@ -41,6 +44,10 @@ class Settings:
     sites_file: Path = PROJECT_ROOT / "config" / "sites.csv"
     log_level: str = "INFO"
     era5_min_grid_step: float = 0.1
+
+    def api_url_for(self, source: InputSource) -> str:
+        """The address of the service that forecasts from `source`'s initial conditions."""
+        return self.ifs_api_url if source is InputSource.IFS_OPENDATA else self.api_url
 
     def secrets(self) -> tuple[str, ...]:
         """The secret values to mask in logs and ledger reasons: the database password
@@ -89,6 +96,13 @@ def _variables(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(variables)
 
 
+def _source(text: str) -> InputSource:
+    try:
+        return InputSource.parse(text)
+    except ValueError as exc:
+        raise SettingsError(f"FORECAST_SOURCE: {exc}") from None
+
+
 def _database_url(text: str | None) -> str | None:
     """The DATABASE_URL if libpq can parse it. Its text is never echoed: libpq's own
     message quotes the part it fails on, which may be the password."""
@@ -135,6 +149,8 @@ def load_settings(env_file: Path | None = None) -> Settings:
         embedded_pg_dir=Path(os.environ.get("EMBEDDED_PG_DIR", PROJECT_ROOT / ".pgdata")),
         api_url=os.environ.get("GRAPHCAST_API_URL", "http://127.0.0.1:8001"),
         log_dir=Path(os.environ.get("LOG_DIR", PROJECT_ROOT / "logs")),
+        ifs_api_url=os.environ.get("GRAPHCAST_API_URL_IFS_OPENDATA", "http://127.0.0.1:8002"),
+        source=_source(os.environ.get("FORECAST_SOURCE", DEFAULT_SOURCE.value)),
         api_token=_api_token(os.environ.get("GRAPHCAST_API_TOKEN")),
         api_connect_timeout_s=_number("GRAPHCAST_API_CONNECT_TIMEOUT_S", "10", float, 0.01),
         api_timeout_s=_number("GRAPHCAST_API_TIMEOUT_S", "900", float, 0.01),

@@ -1,8 +1,10 @@
 """One invocation of the batch job: prepare -> infer -> ingest for each planned cycle.
 
-Order: connect and migrate, take the run lock, mark interrupted runs, ask the API what the
-model needs, then for each cycle (catch-up cycles oldest first, the target last) extract and
-validate the ERA5 inputs, post them, validate the reply and upsert the 80 rows.
+Order: connect and migrate, mark interrupted runs, ask the API what the model needs, then for
+each cycle (catch-up cycles oldest first, the target last) take that cycle's lock, extract and
+validate the inputs of the run's source, post them, validate the reply and upsert the 80 rows.
+Locks are per (source, cycle): the ERA5 job, the live job and a backfill never wait on each
+other except for one same cycle.
 
 The three stages (`data_preparator`, `model_api_client`, `prediction_db_ingestion`) know
 nothing of each other or of the run ledger: this module alone starts, times and finishes
@@ -24,6 +26,7 @@ from graphcast_contract.errors import AlreadyRunningError, DatabaseError, ExitCo
 from graphcast_contract.model_spec import ModelSpec, Provenance
 from graphcast_contract.reply import CycleForecast, parse_forecast_reply
 from graphcast_contract.request import ForecastContext, Site, build_payload
+from graphcast_contract.sources import InputSource
 from modules import data_preparator, prediction_db_ingestion
 from modules.job import ledger
 from modules.job.ledger import RunOutcome, Stage
@@ -34,7 +37,6 @@ from modules.storage.db import first_line, open_database
 from modules.verification import scores
 
 log = logging.getLogger("forecast_job")
-RUN_LOCK_KEY = 7_253_002  # PostgreSQL advisory lock: one batch run at a time
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class JobOptions:
     catch_up: int = 0
     dry_run: bool = False
     verify: bool = False
+    source: InputSource | None = None  # None: the FORECAST_SOURCE setting
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Job:
     """What every cycle of one invocation shares."""
 
     settings: Settings
+    source: InputSource
     sites: tuple[Site, ...]
     conn: Connection
     client: ModelApiClient
@@ -60,6 +64,7 @@ class Job:
 
 def run(settings: Settings, options: JobOptions, now: datetime | None = None) -> int:
     """Run the job; return the process exit code (see job_errors.ExitCode)."""
+    source = options.source or settings.source
     target = options.init_time or target_init_time(now or datetime.now(timezone.utc),
                                                    settings.forecast_lag_days)
     try:
@@ -67,10 +72,10 @@ def run(settings: Settings, options: JobOptions, now: datetime | None = None) ->
         conn = open_database(settings)
     except JobError as exc:
         log.error("%s", exc)
-        _log_summary(RunOutcome(None, target, "failed", exc.exit_code, clean(exc)))
+        _log_summary(RunOutcome(None, target, source, "failed", exc.exit_code, clean(exc)))
         return exc.exit_code
-    job = Job(settings, sites, conn, ModelApiClient(
-        settings.api_url, token=settings.api_token,
+    job = Job(settings, source, sites, conn, ModelApiClient(
+        settings.api_url_for(source), token=settings.api_token,
         connect_timeout_s=settings.api_connect_timeout_s,
         read_timeout_s=settings.api_timeout_s, retries=settings.api_retries,
         backoff_s=settings.api_backoff_s))
@@ -95,36 +100,32 @@ def _verify(conn: Connection) -> None:
         log.warning("verification failed: %s", first_line(exc))
 
 
-def _plan(job: Job, target: datetime, catch_up: int) -> list[datetime]:
-    """Catch-up cycles without a successful run (oldest first), then the target."""
+def _plan(job: Job, spec: ModelSpec, target: datetime, catch_up: int) -> list[datetime]:
+    """Catch-up cycles without a successful run of this model and source (oldest first),
+    then the target."""
     earlier = earlier_cycles(target, catch_up)
-    return (ledger.without_success(job.conn, earlier) if earlier else []) + [target]
+    if earlier:
+        earlier = ledger.without_success(job.conn, earlier, job.source, spec.model)
+    return earlier + [target]
 
 
 def _locked_run(job: Job, target: datetime, catch_up: int) -> int:
     try:
-        with job.conn, job.conn.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK_KEY,))
-            if not cur.fetchone()[0]:
-                raise AlreadyRunningError("another run is in progress (advisory lock held); "
-                                          "this run exits without doing anything")
         interrupted = ledger.mark_interrupted(job.conn)
         if interrupted:
             log.warning("marked %d interrupted run(s) as failed", interrupted)
-        cycles = _plan(job, target, catch_up)
+        spec = _model_spec(job)
+        cycles = _plan(job, spec, target, catch_up)
     except JobError as exc:
         return _record_early_failure(job, target, exc)
     except psycopg2.Error as exc:
         return _record_early_failure(job, target, DatabaseError(f"database error: "
                                                                 f"{first_line(exc)}"))
-    log.info("cycles to run: %s", ", ".join(iso_utc(c) for c in cycles))
-    try:
-        spec = _model_spec(job)
-    except JobError as exc:
-        return _record_early_failure(job, target, exc)
+    log.info("source %s, cycles to run: %s", job.source.value,
+             ", ".join(iso_utc(c) for c in cycles))
     exit_code = ExitCode.OK
     for init_time in cycles:
-        outcome = _run_cycle(job, spec, init_time)
+        outcome = run_locked_cycle(job, spec, init_time)
         _log_summary(outcome)
         if outcome.exit_code and not exit_code:
             exit_code = outcome.exit_code
@@ -145,7 +146,7 @@ def _model_spec(job: Job) -> ModelSpec:
 def _record_early_failure(job: Job, target: datetime, exc: JobError) -> int:
     """Log and record an attempt that ended before any cycle started."""
     log.error("%s", exc)
-    outcome = RunOutcome(None, target, exc.status, exc.exit_code, clean(exc))
+    outcome = RunOutcome(None, target, job.source, exc.status, exc.exit_code, clean(exc))
     if not isinstance(exc, DatabaseError):
         try:
             outcome.run_id = ledger.record_attempt(job.conn, outcome, ledger.UNKNOWN_MODEL)
@@ -171,7 +172,8 @@ def _ingest(job: Job, outcome: RunOutcome, forecast: CycleForecast) -> None:
     excludes the commit)."""
     with job.conn, job.conn.cursor() as cur:
         with outcome.timings.measure(Stage.INGEST):
-            outcome.rows_written = prediction_db_ingestion.ingest(cur, outcome.run_id, forecast)
+            outcome.rows_written = prediction_db_ingestion.ingest(
+                cur, outcome.run_id, job.source, forecast)
         outcome.clamped = forecast.clamped
         if forecast.provenance != Provenance():
             outcome.provenance = forecast.provenance
@@ -179,12 +181,36 @@ def _ingest(job: Job, outcome: RunOutcome, forecast: CycleForecast) -> None:
         ledger.finish_run(cur, outcome)
 
 
+def run_locked_cycle(job: Job, spec: ModelSpec, init_time: datetime) -> RunOutcome:
+    """Run one cycle under its lock; when another session holds the lock, record a skipped
+    attempt (exit ALREADY_RUNNING) and leave the cycle to it."""
+    try:
+        with ledger.cycle_lock(job.conn, job.source, init_time) as acquired:
+            if acquired:
+                return _run_cycle(job, spec, init_time)
+            error: JobError = AlreadyRunningError(
+                f"cycle {iso_utc(init_time)} ({job.source.value}) is being run by another "
+                "process (advisory lock held); left to it")
+            outcome = RunOutcome(None, init_time, job.source, error.status, error.exit_code,
+                                 clean(error))
+            log.warning("%s", error)
+            outcome.run_id = ledger.record_attempt(job.conn, outcome, spec.model)
+            return outcome
+    except psycopg2.Error as exc:
+        error = DatabaseError(f"database error: {first_line(exc)}")
+        log.error("cycle %s: %s", iso_utc(init_time), error)
+        return RunOutcome(None, init_time, job.source, error.status, error.exit_code,
+                          clean(error))
+
+
 def _run_cycle(job: Job, spec: ModelSpec, init_time: datetime) -> RunOutcome:
     """Prepare, infer and ingest one cycle; every failure is recorded in its ledger row."""
-    outcome = RunOutcome(None, init_time, "running", ExitCode.OK, provenance=spec.provenance)
+    outcome = RunOutcome(None, init_time, job.source, "running", ExitCode.OK,
+                         provenance=spec.provenance)
     context = _context(job, init_time)
     try:
-        outcome.run_id = ledger.start_run(job.conn, init_time, spec.model, spec.provenance)
+        outcome.run_id = ledger.start_run(job.conn, init_time, job.source, spec.model,
+                                          spec.provenance)
         with outcome.timings.measure(Stage.PREPARE):
             body = _prepare(job, spec, context)
         with outcome.timings.measure(Stage.INFER):
@@ -221,8 +247,8 @@ def _finish_failed(job: Job, outcome: RunOutcome) -> None:
 def _dry_run(job: Job, target: datetime, catch_up: int) -> int:
     """Prepare and validate every planned cycle; no forecast request, nothing written."""
     try:
-        cycles = _plan(job, target, catch_up)
         spec = _model_spec(job)
+        cycles = _plan(job, spec, target, catch_up)
     except JobError as exc:
         log.error("%s", exc)
         return exc.exit_code
@@ -246,7 +272,7 @@ def _dry_run(job: Job, target: datetime, catch_up: int) -> int:
 
 def _log_summary(outcome: RunOutcome) -> None:
     """The one summary line of a run."""
-    log.info("summary init_time=%s status=%s rows=%d clamped=%d %s exit=%d run_id=%s%s",
-             iso_utc(outcome.init_time), outcome.status, outcome.rows_written,
+    log.info("summary source=%s init_time=%s status=%s rows=%d clamped=%d %s exit=%d run_id=%s%s",
+             outcome.source.value, iso_utc(outcome.init_time), outcome.status, outcome.rows_written,
              outcome.clamped, outcome.timings.summary(), int(outcome.exit_code), outcome.run_id,
              f" reason={outcome.reason!r}" if outcome.reason else "")

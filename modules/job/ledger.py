@@ -8,13 +8,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
+import psycopg2
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
 from graphcast_contract.model_spec import Provenance
 from graphcast_contract.project import VERSION
+from graphcast_contract.sources import InputSource
 
 UNKNOWN_MODEL = "unknown"  # model column of attempts that ended before the API answered
+# Advisory lock classes (the two-key form, whose key space is apart from the one-key locks'):
+# one lock per (source, cycle), so runs of other cycles or sources never wait on each other.
+_CYCLE_LOCK_CLASS = {InputSource.ERA5: 7_253_100, InputSource.IFS_OPENDATA: 7_253_101}
 
 
 class Stage(str, Enum):
@@ -55,6 +60,7 @@ class RunOutcome:
 
     run_id: int | None
     init_time: datetime
+    source: InputSource
     status: str
     exit_code: int
     reason: str | None = None
@@ -71,15 +77,43 @@ def _provenance_values(provenance: Provenance) -> tuple[str | None, ...]:
             provenance.device, provenance.version or VERSION)
 
 
-def start_run(conn: Connection, init_time: datetime, model: str,
+@contextmanager
+def cycle_lock(conn: Connection, source: InputSource, init_time: datetime) -> Iterator[bool]:
+    """Hold the advisory lock of one cycle of one source for the `with` block; yields False
+    (and holds nothing) when another session holds it."""
+    key = (_CYCLE_LOCK_CLASS[source], int(init_time.timestamp()) // 3600)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
+        acquired = cur.fetchone()[0]
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            _unlock(conn, key)
+
+
+def _unlock(conn: Connection, key: tuple[int, int]) -> None:
+    """Release a session-level lock; a lost session has released it already."""
+    try:
+        conn.rollback()
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+    except psycopg2.Error:
+        pass
+
+
+def start_run(conn: Connection, init_time: datetime, source: InputSource, model: str,
               provenance: Provenance | None = None) -> int:
-    """Record a new attempt as 'running' (committed at once); return its run_id."""
+    """Record a new attempt as 'running' (committed at once), with the database session that
+    runs it (see `mark_interrupted`); return its run_id."""
     provenance = provenance or Provenance()
     with conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO forecast_runs (init_time, model, status, checkpoint_file,"
-                    " checkpoint_sha256, precision, device, project_version)"
-                    " VALUES (%s, %s, 'running', %s, %s, %s, %s, %s) RETURNING run_id",
-                    (init_time, model, *_provenance_values(provenance)))
+        cur.execute("INSERT INTO forecast_runs (init_time, source, model, status, checkpoint_file,"
+                    " checkpoint_sha256, precision, device, project_version, backend_pid,"
+                    " backend_started)"
+                    " SELECT %s, %s, %s, 'running', %s, %s, %s, %s, %s, pid, backend_start"
+                    " FROM pg_stat_activity WHERE pid = pg_backend_pid() RETURNING run_id",
+                    (init_time, source.value, model, *_provenance_values(provenance)))
         return cur.fetchone()[0]
 
 
@@ -100,27 +134,33 @@ def record_attempt(conn: Connection, outcome: RunOutcome, model: str) -> int:
     """Record an attempt that ended before it started running (lock held, API down)."""
     with conn, conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO forecast_runs (init_time, model, status, reason, exit_code, finished_at)"
-            " VALUES (%s, %s, %s, %s, %s, clock_timestamp()) RETURNING run_id",
-            (outcome.init_time, model, outcome.status, outcome.reason, outcome.exit_code),
+            "INSERT INTO forecast_runs (init_time, source, model, status, reason, exit_code,"
+            " finished_at) VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp()) RETURNING run_id",
+            (outcome.init_time, outcome.source.value, model, outcome.status, outcome.reason,
+             outcome.exit_code),
         )
         return cur.fetchone()[0]
 
 
 def mark_interrupted(conn: Connection) -> int:
-    """Mark 'running' rows as failed: called with the run lock held, so their process
-    ended without finishing (killed, crashed). Returns how many were marked."""
+    """Mark as failed the 'running' attempts whose database session has ended: their process
+    was killed or crashed before finishing (its uncommitted rows were rolled back with the
+    session). Attempts of live sessions - other runs going on now - are left alone.
+    Returns how many were marked."""
     with conn, conn.cursor() as cur:
-        cur.execute("UPDATE forecast_runs SET status = 'failed', finished_at = clock_timestamp(),"
+        cur.execute("UPDATE forecast_runs r SET status = 'failed', finished_at = clock_timestamp(),"
                     " reason = 'interrupted: the process ended before finishing'"
-                    " WHERE status = 'running'")
+                    " WHERE status = 'running' AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a"
+                    " WHERE a.pid = r.backend_pid AND a.backend_start = r.backend_started)")
         return cur.rowcount
 
 
-def without_success(conn: Connection, cycles: list[datetime]) -> list[datetime]:
-    """The cycles among `cycles` (order kept) that have no succeeded run."""
+def without_success(conn: Connection, cycles: list[datetime], source: InputSource,
+                    model: str) -> list[datetime]:
+    """The cycles among `cycles` (order kept) with no succeeded run of `model` from `source`."""
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT DISTINCT init_time FROM forecast_runs"
-                    " WHERE status = 'succeeded' AND init_time = ANY(%s)", (cycles,))
+        cur.execute("SELECT DISTINCT init_time FROM forecast_runs WHERE status = 'succeeded'"
+                    " AND source = %s AND model = %s AND init_time = ANY(%s)",
+                    (source.value, model, cycles))
         done = {row[0] for row in cur.fetchall()}
     return [cycle for cycle in cycles if cycle not in done]

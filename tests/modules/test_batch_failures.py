@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
+from graphcast_contract.sources import InputSource
+from modules.job import ledger as run_ledger
 from modules.storage import db
 from tests.modules.contract_api_server import FAILURE_REQUEST_ID, ContractApi
 from tests.modules.job_helpers import JobRunner, ledger, predictions, query
@@ -252,8 +254,32 @@ def test_two_concurrent_runs(run_job: JobRunner, era5_db: str, api: ContractApi)
     second = run_job("--init-time", INIT)
     api.gate.set()
     assert second.returncode == 7
-    assert "another run is in progress" in second.output
+    assert "is being run by another process" in second.output
     output, _ = first.communicate(timeout=60)
     assert first.returncode == 0, output
     assert [(r[1], r[3]) for r in ledger(era5_db)] == [("succeeded", 0), ("skipped", 7)]
     assert len(predictions(era5_db)) == 80
+
+
+def test_locks_are_per_cycle_and_live_runs_are_not_marked_interrupted(
+        run_job: JobRunner, era5_db: str) -> None:
+    """Another session holds cycle INIT and has a 'running' attempt of it: a run of another
+    cycle goes ahead and leaves that attempt alone; a run of INIT is skipped; once the session
+    is gone, its attempt is marked interrupted and INIT runs."""
+    init = datetime(2022, 1, 1, 6, tzinfo=timezone.utc)
+    other = db.connect(era5_db)
+    with run_ledger.cycle_lock(other, InputSource.ERA5, init) as acquired:
+        assert acquired
+        run_ledger.start_run(other, init, InputSource.ERA5, "GraphCast_test")
+        later = run_job("--init-time", "2022-01-01T12:00")
+        assert later.returncode == 0, later.output
+        assert "interrupted" not in later.output
+        same = run_job("--init-time", INIT)
+        assert same.returncode == 7, same.output
+        assert [r[1] for r in ledger(era5_db)] == ["running", "succeeded", "skipped"]
+        other.close()  # the session ends: its locks go with it
+    result = run_job("--init-time", INIT)
+    assert result.returncode == 0, result.output
+    assert "marked 1 interrupted run(s) as failed" in result.output
+    assert [r[1] for r in ledger(era5_db)] == ["failed", "succeeded", "skipped", "succeeded"]
+    assert len(predictions(era5_db)) == 160

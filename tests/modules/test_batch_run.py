@@ -104,6 +104,38 @@ def test_catch_up_runs_missed_cycles_oldest_first(run_job: JobRunner, era5_db: s
     assert again.returncode == 0 and again.output.count(" summary ") == 1
 
 
+def test_catch_up_counts_only_successes_of_this_model_and_source(
+        run_job: JobRunner, era5_db: str) -> None:
+    """A succeeded run of another model, or of this model from another source, does not
+    make a cycle done."""
+    for model, source in (("GraphCast_other", "era5"), ("GraphCast_test", "ifs-opendata")):
+        query(era5_db, "INSERT INTO forecast_runs (init_time, model, source, status)"
+                       " VALUES ('2022-01-02T00:00Z', %s, %s, 'succeeded') RETURNING run_id",
+              (model, source))
+    result = run_job("--init-time", "2022-01-02T06:00", "--catch-up", "1")
+    assert result.returncode == 0, result.output
+    runs = [(when.hour, model, status) for when, status, _, _, _, model in ledger(era5_db)]
+    assert runs[2:] == [(0, "GraphCast_test", "succeeded"), (6, "GraphCast_test", "succeeded")]
+
+
+def test_source_option_and_setting_tag_runs_and_rows(run_job: JobRunner, era5_db: str,
+                                                     api: ContractApi) -> None:
+    """`--source` overrides FORECAST_SOURCE; each source posts to its own API address; the
+    rows of one cycle from two sources live side by side."""
+    assert run_job("--init-time", "2022-01-01T06:00", FORECAST_SOURCE="ifs-opendata",
+                   GRAPHCAST_API_URL_IFS_OPENDATA=api.url,
+                   GRAPHCAST_API_URL="http://127.0.0.1:9").returncode == 0
+    result = run_job("--init-time", "2022-01-01T06:00", "--source", "era5",
+                     FORECAST_SOURCE="ifs-opendata")
+    assert result.returncode == 0, result.output
+    assert "source=era5" in result.output
+    counts = query(era5_db, "SELECT r.source, p.source, count(*) FROM predictions p"
+                            " JOIN forecast_runs r USING (run_id) GROUP BY 1, 2 ORDER BY 1")
+    assert counts == [("era5", "era5", 80), ("ifs-opendata", "ifs-opendata", 80)]
+    bad = run_job("--init-time", "2022-01-01T06:00", FORECAST_SOURCE="gfs")
+    assert bad.returncode == 2 and "unknown source 'gfs'" in bad.output
+
+
 def test_dry_run_validates_without_sending_or_writing(run_job: JobRunner, era5_db: str,
                                                       api: ContractApi) -> None:
     result = run_job("--init-time", "2022-01-01T06:00", "--dry-run")
