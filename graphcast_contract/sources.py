@@ -6,14 +6,20 @@ side. Each source has its own API address, schedule entry and run locks.
 """
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class InputSource(str, Enum):
-    """A source of initial conditions; the value is what the database and the CLI use."""
+class InputSource(StrEnum):
+    """A source of initial conditions; its text (value) is what the database, the CLI and
+    the logs use."""
 
     ERA5 = "era5"  # ERA5 reanalysis, ~5 days late: the default J-6 cycle
     IFS_OPENDATA = "ifs-opendata"  # ECMWF IFS HRES open data, a few hours late
+
+    @property
+    def label(self) -> str:
+        """The source's name in messages ("no ERA5 snapshot at ...")."""
+        return _LABELS[self]
 
     @classmethod
     def parse(cls, text: str) -> InputSource:
@@ -26,3 +32,4 @@ class InputSource(str, Enum):
 
 
 DEFAULT_SOURCE = InputSource.ERA5
+_LABELS = {InputSource.ERA5: "ERA5", InputSource.IFS_OPENDATA: "IFS open-data"}
