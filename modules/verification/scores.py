@@ -35,11 +35,11 @@ SELECT p.prediction_id, g.grid_id, p.variable, p.level,
        p.latitude, p.longitude
 FROM predictions p
 CROSS JOIN LATERAL (
-    SELECT g.grid_id FROM era5_grids g
-    WHERE EXISTS (SELECT 1 FROM era5_fields f WHERE f.grid_id = g.grid_id
+    SELECT g.grid_id FROM input_grids g
+    WHERE EXISTS (SELECT 1 FROM input_fields f WHERE f.grid_id = g.grid_id
                   AND f.valid_time = p.forecast_time AND f.variable = p.variable
                   AND f.level = p.level)
-      AND EXISTS (SELECT 1 FROM era5_fields f WHERE f.grid_id = g.grid_id
+      AND EXISTS (SELECT 1 FROM input_fields f WHERE f.grid_id = g.grid_id
                   AND f.valid_time = p.init_time AND f.variable = p.variable
                   AND f.level = p.level)
     ORDER BY g.lat_step, g.lon_step, g.grid_id
@@ -193,5 +193,5 @@ def _interpolate_group(
 def _grids(cur: Cursor) -> dict[int, Grid]:
     """Every stored grid by id."""
     cur.execute("SELECT grid_id, n_lat, n_lon, lat_first, lat_step, lon_first, lon_step"
-                " FROM era5_grids")
+                " FROM input_grids")
     return {row[0]: Grid(*row[1:]) for row in cur.fetchall()}

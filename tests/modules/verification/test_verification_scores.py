@@ -157,13 +157,13 @@ def test_finest_grid_holding_both_times_is_used(conn: Connection) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT e.lead_hours, g.lat_step, e.truth, e.persistence"
                     " FROM forecast_errors e JOIN verification_pairs v USING (prediction_id)"
-                    " JOIN era5_grids g USING (grid_id) WHERE e.lead_hours = 6")
+                    " JOIN input_grids g USING (grid_id) WHERE e.lead_hours = 6")
         rows = {(lead, step, round(truth, 9), round(pers, 9))
                 for lead, step, truth, pers in cur.fetchall()}
         assert rows == {(6, 5.0, 306.0, 300.0)}
         cur.execute("SELECT DISTINCT g.lat_step FROM forecast_errors e"
                     " JOIN verification_pairs v USING (prediction_id)"
-                    " JOIN era5_grids g USING (grid_id) WHERE e.lead_hours = 12")
+                    " JOIN input_grids g USING (grid_id) WHERE e.lead_hours = 12")
         assert cur.fetchall() == [(10.0,)]
 
 
