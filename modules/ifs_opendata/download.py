@@ -29,6 +29,7 @@ PRESSURE_PARAMS = ("t", "gh", "u", "v", "w", "q")
 STATIC_PARAMS = ("z", "lsm")  # surface geopotential, land-sea mask: not in every run
 TIMEOUT_S = 60
 RETRIES = 3
+CHUNK_BYTES = 64 * 1024  # written as it arrives: an interrupted field resumes from here
 
 
 class DownloadError(Exception):
@@ -140,6 +141,7 @@ class RunDownloader:
                      resume_transfers=True, download_file_extension=".download",
                      session=self.client.session, accept_ranges=True,
                      maximum_retries=RETRIES, retry_after=1, timeout=TIMEOUT_S,
+                     chunk_size=CHUNK_BYTES,
                      progress_bar=_no_progress)
         except requests.HTTPError as exc:
             raise DownloadError(f"{url} ({entry.name}): HTTP "

@@ -15,3 +15,10 @@ ALTER TABLE input_static_fields
     ADD COLUMN source text NOT NULL DEFAULT 'era5' CHECK (source IN ('era5', 'ifs-opendata')),
     DROP CONSTRAINT era5_static_fields_pkey,
     ADD CONSTRAINT input_static_fields_pkey PRIMARY KEY (source, grid_id, variable);
+
+-- Verification pairs a prediction with the truth of its own source: the view carries it.
+CREATE OR REPLACE VIEW forecast_errors AS
+SELECT p.prediction_id, p.model, p.init_time, p.forecast_time, p.lead_hours, p.site,
+       p.variable, p.level, p.unit, p.value AS forecast, v.truth, v.persistence,
+       p.value - v.truth AS error, v.persistence - v.truth AS persistence_error, p.source
+FROM predictions p JOIN verification_pairs v USING (prediction_id);
