@@ -15,7 +15,7 @@ from graphcast_contract.reply import CycleForecast
 _UPSERT = (
     "INSERT INTO predictions (run_id, model, init_time, forecast_time, lead_hours, site,"
     " latitude, longitude, variable, level, value, unit) VALUES %s"
-    " ON CONFLICT (model, init_time, lead_hours, site, variable, level) DO UPDATE SET"
+    " ON CONFLICT (source, model, init_time, lead_hours, site, variable, level) DO UPDATE SET"
     " run_id = EXCLUDED.run_id, forecast_time = EXCLUDED.forecast_time,"
     " latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,"
     " value = EXCLUDED.value, unit = EXCLUDED.unit, created_at = now()"
