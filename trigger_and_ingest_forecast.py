@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="initial conditions: era5 (J-6 ERA5, the default) or ifs-opendata "
                              "(ECMWF open data, latest cycle in the store); overrides "
                              "FORECAST_SOURCE")
+    parser.add_argument("--fetch", action="store_true",
+                        help="with --source ifs-opendata: first fetch the newest published "
+                             "open-data cycle into the store (python -m modules.ifs_opendata "
+                             "fetch --cycle latest), then forecast it")
     parser.add_argument("--catch-up", type=int, default=0, metavar="N",
                         help="also run up to N earlier cycles that have no successful run, "
                              "oldest first (default 0)")
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
         options = forecast_job.JobOptions(
             init_time=_init_time(args.init_time) if args.init_time else None,
             catch_up=args.catch_up, dry_run=args.dry_run, verify=args.verify,
-            source=InputSource(args.source) if args.source else None)
+            source=InputSource(args.source) if args.source else None, fetch=args.fetch)
     except ConfigError as exc:
         log.error("%s", exc)
         return exc.exit_code

@@ -155,7 +155,7 @@ def time_pipeline(url: str, api_url: str, repeats: int) -> dict[str, list[float]
     return figures
 
 
-# table -> (storage, compression); each is a copy of era5_fields' rows.
+# table -> (storage, compression); each is a copy of input_fields' rows.
 STORAGE_VARIANTS = {"bench_external": ("EXTERNAL", "pglz"),
                     "bench_extended_pglz": ("EXTENDED", "pglz"),
                     "bench_extended_lz4": ("EXTENDED", "lz4")}
@@ -167,7 +167,7 @@ def compare_storage(url: str, repeats: int) -> None:
     tables = []
     for table, (storage, method) in STORAGE_VARIANTS.items():
         with conn, conn.cursor() as cur:
-            cur.execute(f"CREATE TABLE {table} (LIKE era5_fields INCLUDING ALL)")
+            cur.execute(f"CREATE TABLE {table} (LIKE input_fields INCLUDING ALL)")
             try:
                 cur.execute(f"ALTER TABLE {table} ALTER COLUMN data SET STORAGE {storage},"
                             f" ALTER COLUMN data SET COMPRESSION {method}")
@@ -176,7 +176,7 @@ def compare_storage(url: str, repeats: int) -> None:
                 conn.rollback()
                 continue
             started = time.perf_counter()
-            cur.execute(f"INSERT INTO {table} SELECT * FROM era5_fields")
+            cur.execute(f"INSERT INTO {table} SELECT * FROM input_fields")
             write_s = time.perf_counter() - started
             cur.execute(f"SELECT pg_total_relation_size('{table}'), sum(pg_column_size(data)),"
                         f" count(*) FILTER (WHERE pg_column_compression(data) IS NOT NULL),"

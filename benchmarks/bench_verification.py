@@ -40,7 +40,7 @@ def fill(conn: psycopg2.extensions.connection, first_cycle: int, n_cycles: int) 
     site_lat = np.random.default_rng(0).uniform(36, 60, N_SITES)
     site_lon = np.random.default_rng(1).uniform(-9, 25, N_SITES)
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT valid_time FROM era5_fields")
+        cur.execute("SELECT valid_time FROM input_fields")
         stored = {row[0] for row in cur.fetchall()}
         for step in range(first_cycle, first_cycle + n_cycles + 4):
             valid_time = START + timedelta(hours=6 * step)

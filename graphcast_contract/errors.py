@@ -40,7 +40,7 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.API_FAILED: "GraphCast API unreachable, timed out or answering with an error",
     ExitCode.INVALID_REPLY: "GraphCast API reply malformed, incomplete or implausible",
     ExitCode.DATABASE: "database unreachable or failing",
-    ExitCode.ALREADY_RUNNING: "another run is in progress (PostgreSQL advisory lock held)",
+    ExitCode.ALREADY_RUNNING: "another process is running that cycle (its advisory lock is held)",
     ExitCode.SCHEDULE: "--install-schedule / --uninstall-schedule failed (crontab or schtasks)",
     ExitCode.UNREADABLE_FILE: "an input file is missing, unreadable or of an unknown format",
     ExitCode.DOWNLOAD_FAILED: "a download failed (HTTP error, unreachable, incomplete)",
@@ -57,7 +57,9 @@ def exit_code_help(*codes: ExitCode) -> str:
     return "exit codes:\n" + "\n".join(f"  {int(c):<2} {MEANINGS[c]}" for c in listed)
 
 
-EXIT_CODE_HELP = exit_code_help(*(code for code in ExitCode if code <= ExitCode.SCHEDULE))
+# The batch job's codes; 9 and 10 come from the live job's --fetch.
+EXIT_CODE_HELP = exit_code_help(*(code for code in ExitCode if code <= ExitCode.SCHEDULE),
+                                ExitCode.UNREADABLE_FILE, ExitCode.DOWNLOAD_FAILED)
 
 
 class JobError(Exception):
@@ -99,3 +101,14 @@ class DatabaseError(JobError):
 class AlreadyRunningError(JobError):
     exit_code = ExitCode.ALREADY_RUNNING
     status = "skipped"
+
+
+class FetchError(JobError):
+    """The live job's `--fetch` failed: nothing is forecast, and the job exits with the
+    fetch command's own code (download, data, file or database)."""
+
+    status = "skipped"
+
+    def __init__(self, message: str, exit_code: ExitCode) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -15,26 +15,29 @@ from graphcast_contract.cycles import INPUT_OFFSETS, iso_utc
 from graphcast_contract.errors import InvalidDataError, MissingDataError
 from graphcast_contract.model_spec import FieldKey, ModelSpec, describe_field
 from graphcast_contract.request import Snapshot
+from graphcast_contract.sources import InputSource
 from graphcast_contract.variables import plausibility_problem
 from modules.inputs import store
 
 
-def extract_snapshot(cur: Cursor, spec: ModelSpec, init_time: datetime) -> Snapshot:
-    """Read and validate the inputs of the cycle `init_time` from the store.
+def extract_snapshot(cur: Cursor, spec: ModelSpec, init_time: datetime,
+                     source: str = InputSource.ERA5) -> Snapshot:
+    """Read and validate the inputs of the cycle `init_time` from `source`'s fields in the
+    store (`era5`, `ifs-opendata`).
 
     MissingDataError or InvalidDataError names the first offending field.
     """
-    per_time = [_read_time(cur, spec, init_time + offset) for offset in INPUT_OFFSETS]
-    static = store.read_static(cur, spec.grid, spec.static_inputs)
+    per_time = [_read_time(cur, spec, init_time + offset, source) for offset in INPUT_OFFSETS]
+    static = store.read_static(cur, spec.grid, spec.static_inputs, source)
     for name in spec.static_inputs:
         if name not in static:
-            raise MissingDataError(f"static ERA5 field {name} missing on the model grid "
-                                   f"{spec.grid.n_lat}x{spec.grid.n_lon}")
-        _check_values(name, name, static[name])
+            raise MissingDataError(f"static {InputSource(source).label} field {name} missing "
+                                   f"on the model grid {spec.grid.n_lat}x{spec.grid.n_lon}")
+        _check_values(source, name, name, static[name])
     for fields, offset in zip(per_time, INPUT_OFFSETS, strict=True):
         for key, field in fields.items():
-            _check_values(f"{describe_field(key)} at {iso_utc(init_time + offset)}", key[0],
-                          field)
+            _check_values(source, f"{describe_field(key)} at {iso_utc(init_time + offset)}",
+                          key[0], field)
     inputs = {name: np.stack([fields[(name, 0)] for fields in per_time])
               for name in spec.surface_inputs}
     for name in spec.atmospheric_inputs:
@@ -43,23 +46,25 @@ def extract_snapshot(cur: Cursor, spec: ModelSpec, init_time: datetime) -> Snaps
     return Snapshot(init_time, inputs, static)
 
 
-def _read_time(cur: Cursor, spec: ModelSpec, when: datetime) -> dict[FieldKey, np.ndarray]:
+def _read_time(cur: Cursor, spec: ModelSpec, when: datetime, source: str
+               ) -> dict[FieldKey, np.ndarray]:
     keys = spec.input_keys()
     try:
-        fields = store.read_fields(cur, spec.grid, when, keys)
+        fields = store.read_fields(cur, spec.grid, when, keys, source)
     except ValueError:  # a stored array of the wrong size does not reshape to the grid
-        raise InvalidDataError(store.wrong_size_field(cur, spec.grid, when)) from None
+        raise InvalidDataError(store.wrong_size_field(cur, spec.grid, when, source)) from None
     if not fields:
-        raise MissingDataError(f"no ERA5 snapshot at {iso_utc(when)} on the model grid "
-                               f"{spec.grid.n_lat}x{spec.grid.n_lon}")
+        raise MissingDataError(f"no {InputSource(source).label} snapshot at {iso_utc(when)} "
+                               f"on the model grid {spec.grid.n_lat}x{spec.grid.n_lon}")
     missing = [key for key in keys if key not in fields]
     if missing:
-        raise MissingDataError(f"ERA5 field {describe_field(missing[0])} missing at "
-                               f"{iso_utc(when)} ({len(missing)} of {len(keys)} fields missing)")
+        raise MissingDataError(f"{InputSource(source).label} field {describe_field(missing[0])}"
+                               f" missing at {iso_utc(when)} ({len(missing)} of {len(keys)}"
+                               " fields missing)")
     return fields
 
 
-def _check_values(label: str, variable: str, field: np.ndarray) -> None:
+def _check_values(source: str, label: str, variable: str, field: np.ndarray) -> None:
     issue = plausibility_problem(variable, field)
     if issue:
-        raise InvalidDataError(f"ERA5 field {label}: {issue}")
+        raise InvalidDataError(f"{InputSource(source).label} field {label}: {issue}")

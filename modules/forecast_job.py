@@ -21,13 +21,22 @@ import psycopg2
 from psycopg2.extensions import connection as Connection
 
 from config.settings import Settings
-from graphcast_contract.cycles import earlier_cycles, iso_utc, target_init_time
-from graphcast_contract.errors import AlreadyRunningError, DatabaseError, ExitCode, JobError
+from graphcast_contract.cycles import earlier_cycles, floor_to_cycle, iso_utc, target_init_time
+from graphcast_contract.errors import (
+    AlreadyRunningError,
+    ConfigError,
+    DatabaseError,
+    ExitCode,
+    FetchError,
+    JobError,
+    MissingDataError,
+)
 from graphcast_contract.model_spec import ModelSpec, Provenance
 from graphcast_contract.reply import CycleForecast, parse_forecast_reply
 from graphcast_contract.request import ForecastContext, Site, build_payload
 from graphcast_contract.sources import InputSource
 from modules import data_preparator, prediction_db_ingestion
+from modules.inputs import store
 from modules.job import ledger
 from modules.job.ledger import RunOutcome, Stage
 from modules.job.logs import clean
@@ -41,14 +50,17 @@ log = logging.getLogger("forecast_job")
 
 @dataclass(frozen=True)
 class JobOptions:
-    """Command-line choices: target cycle (None = J-6 from now), catch-up depth, dry run,
-    and whether to verify stored forecasts against ERA5 afterwards."""
+    """Command-line choices: target cycle (None = the source's default: J-6 for ERA5, the
+    latest complete cycle in the store for IFS open data), catch-up depth, dry run, whether
+    to verify stored forecasts afterwards, the source, and whether to fetch the source's
+    latest cycle first."""
 
     init_time: datetime | None = None
     catch_up: int = 0
     dry_run: bool = False
     verify: bool = False
     source: InputSource | None = None  # None: the FORECAST_SOURCE setting
+    fetch: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,16 +75,23 @@ class Job:
 
 
 def run(settings: Settings, options: JobOptions, now: datetime | None = None) -> int:
-    """Run the job; return the process exit code (see job_errors.ExitCode)."""
+    """Run the job; return the process exit code (see graphcast_contract.errors.ExitCode)."""
     source = options.source or settings.source
-    target = options.init_time or target_init_time(now or datetime.now(timezone.utc),
-                                                   settings.forecast_lag_days)
+    now = now or datetime.now(timezone.utc)
+    target = options.init_time
+    if target is None and source is InputSource.ERA5:
+        target = target_init_time(now, settings.forecast_lag_days)
+    # Until the store names the live target, failures are recorded under the current slot.
+    nominal = target or floor_to_cycle(now)
     try:
+        if options.fetch and source is not InputSource.IFS_OPENDATA:
+            raise ConfigError("--fetch applies to --source ifs-opendata only (ERA5 files are "
+                              "loaded with python -m modules.inputs)")
         sites = load_sites(settings.sites_file)
         conn = open_database(settings)
     except JobError as exc:
         log.error("%s", exc)
-        _log_summary(RunOutcome(None, target, source, "failed", exc.exit_code, clean(exc)))
+        _log_summary(RunOutcome(None, nominal, source, "failed", exc.exit_code, clean(exc)))
         return exc.exit_code
     job = Job(settings, source, sites, conn, ModelApiClient(
         settings.api_url_for(source), token=settings.api_token,
@@ -82,7 +101,7 @@ def run(settings: Settings, options: JobOptions, now: datetime | None = None) ->
     try:
         if options.dry_run:
             return _dry_run(job, target, options.catch_up)
-        exit_code = _locked_run(job, target, options.catch_up)
+        exit_code = _locked_run(job, options, target, nominal)
         if options.verify and exit_code != ExitCode.ALREADY_RUNNING:
             _verify(conn)
         return exit_code
@@ -100,27 +119,56 @@ def _verify(conn: Connection) -> None:
         log.warning("verification failed: %s", first_line(exc))
 
 
-def _plan(job: Job, spec: ModelSpec, target: datetime, catch_up: int) -> list[datetime]:
+def _plan(job: Job, spec: ModelSpec, target: datetime | None, catch_up: int
+          ) -> list[datetime]:
     """Catch-up cycles without a successful run of this model and source (oldest first),
-    then the target."""
+    then the target (None: the source's latest complete cycle in the store)."""
+    target = target or _latest_in_store(job, spec)
     earlier = earlier_cycles(target, catch_up)
     if earlier:
         earlier = ledger.without_success(job.conn, earlier, job.source, spec.model)
     return earlier + [target]
 
 
-def _locked_run(job: Job, target: datetime, catch_up: int) -> int:
+def _latest_in_store(job: Job, spec: ModelSpec) -> datetime:
+    """The newest cycle whose T-6 h and T0 inputs of the job's source are complete on the
+    model's grid (the live job's default target)."""
+    with job.conn, job.conn.cursor() as cur:
+        latest = store.latest_complete_cycle(cur, job.source, spec.grid, spec.input_keys(),
+                                             spec.static_inputs)
+    if latest is None:
+        raise MissingDataError(
+            f"no complete {job.source.label} cycle in the store on the model grid "
+            f"{spec.grid.n_lat}x{spec.grid.n_lon}: fetch one (python -m modules.ifs_opendata "
+            "fetch --cycle latest) or run with --fetch")
+    return latest
+
+
+def _fetch_latest(job: Job, spec: ModelSpec) -> None:
+    """Fetch the source's newest published cycle into the store on the model's grid."""
+    from modules.ifs_opendata.cli import LATEST, fetch_into_store  # the live job only
+
+    code = fetch_into_store(job.settings, LATEST, spec.grid.lat_step)
+    if code != ExitCode.OK:
+        raise FetchError(f"fetching the latest {job.source.label} cycle failed (exit {code},"
+                         " see the line above); nothing forecast", ExitCode(code))
+
+
+def _locked_run(job: Job, options: JobOptions, target: datetime | None,
+                nominal: datetime) -> int:
     try:
         interrupted = ledger.mark_interrupted(job.conn)
         if interrupted:
             log.warning("marked %d interrupted run(s) as failed", interrupted)
         spec = _model_spec(job)
-        cycles = _plan(job, spec, target, catch_up)
+        if options.fetch:
+            _fetch_latest(job, spec)
+        cycles = _plan(job, spec, target, options.catch_up)
     except JobError as exc:
-        return _record_early_failure(job, target, exc)
+        return _record_early_failure(job, nominal, exc)
     except psycopg2.Error as exc:
-        return _record_early_failure(job, target, DatabaseError(f"database error: "
-                                                                f"{first_line(exc)}"))
+        return _record_early_failure(job, nominal, DatabaseError(f"database error: "
+                                                                 f"{first_line(exc)}"))
     log.info("source %s, cycles to run: %s", job.source.value,
              ", ".join(iso_utc(c) for c in cycles))
     exit_code = ExitCode.OK
@@ -163,7 +211,7 @@ def _context(job: Job, init_time: datetime) -> ForecastContext:
 def _prepare(job: Job, spec: ModelSpec, context: ForecastContext) -> bytes:
     """Extract, validate and encode the forecast request of the cycle (JSON bytes)."""
     with job.conn, job.conn.cursor() as cur:
-        snapshot = data_preparator.extract_snapshot(cur, spec, context.init_time)
+        snapshot = data_preparator.extract_snapshot(cur, spec, context.init_time, job.source)
     return json.dumps(build_payload(spec, context, snapshot)).encode("ascii")
 
 
@@ -244,7 +292,7 @@ def _finish_failed(job: Job, outcome: RunOutcome) -> None:
         log.error("could not record the failure of run %s: %s", outcome.run_id, first_line(exc))
 
 
-def _dry_run(job: Job, target: datetime, catch_up: int) -> int:
+def _dry_run(job: Job, target: datetime | None, catch_up: int) -> int:
     """Prepare and validate every planned cycle; no forecast request, nothing written."""
     try:
         spec = _model_spec(job)

@@ -17,7 +17,7 @@ from graphcast_contract.variables import STATS_FILES
 from modules.storage import db
 from tests.paths import REFERENCE_DIR
 
-DATA_TABLES = ("predictions", "forecast_runs", "era5_fields", "era5_static_fields", "era5_grids")
+DATA_TABLES = ("predictions", "forecast_runs", "input_fields", "input_static_fields", "input_grids")
 
 
 @pytest.fixture(scope="session")

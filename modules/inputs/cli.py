@@ -21,6 +21,7 @@ from config.settings import Settings
 from graphcast_contract.cycles import cycles_of_days
 from graphcast_contract.errors import DatabaseError, ExitCode, exit_code_help
 from graphcast_contract.project import PROJECT_ROOT
+from graphcast_contract.sources import InputSource
 from graphcast_contract.variables import PRECIPITATION_6HR
 from modules.inputs.era5_download import FORMATS, download_day
 from modules.inputs.era5_variables import DEFAULT_GRID_STEP
@@ -72,7 +73,8 @@ def load_files(settings: Settings, paths: Sequence[Path], grid_step: float | Non
     return ExitCode.OK
 
 
-def _grid_step(text: str) -> float:
+def grid_step_arg(text: str) -> float:
+    """argparse type: a grid step in degrees that divides 180 and 360."""
     try:
         step = float(text)
         global_grid(step)
@@ -95,7 +97,7 @@ def build_parser(prog: str = "python -m modules.inputs") -> argparse.ArgumentPar
         formatter_class=argparse.RawDescriptionHelpFormatter)
     load.add_argument("files", nargs="+", type=Path, metavar="FILE",
                       help="GraphCast example-layout NetCDF, or CDS ERA5 NetCDF/GRIB")
-    load.add_argument("--grid-step", type=_grid_step, default=None, metavar="DEG",
+    load.add_argument("--grid-step", type=grid_step_arg, default=None, metavar="DEG",
                       help="regrid (conservatively) to this global grid step; default: the "
                            f"file's own grid for GraphCast-layout files, {DEFAULT_GRID_STEP} "
                            "for CDS files")
@@ -114,7 +116,7 @@ def build_parser(prog: str = "python -m modules.inputs") -> argparse.ArgumentPar
     download.add_argument("--dir", type=Path, default=DEFAULT_DOWNLOAD_DIR,
                           help=f"where the files go (default: {DEFAULT_DOWNLOAD_DIR})")
     download.add_argument("--format", choices=sorted(FORMATS), default="netcdf")
-    download.add_argument("--grid-step", type=_grid_step, default=DEFAULT_GRID_STEP,
+    download.add_argument("--grid-step", type=grid_step_arg, default=DEFAULT_GRID_STEP,
                           metavar="DEG", help=f"grid to store on (default {DEFAULT_GRID_STEP})")
     download.set_defaults(run=lambda args, settings: download_and_load(
         settings, args.dates, args.dir, args.format, args.grid_step))
@@ -127,7 +129,7 @@ def build_parser(prog: str = "python -m modules.inputs") -> argparse.ArgumentPar
     status.add_argument("--days", type=int, default=10, help="how many days (default 10)")
     status.add_argument("--until", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",
                         help="last day (default: today, UTC)")
-    status.add_argument("--grid-step", type=_grid_step, default=DEFAULT_GRID_STEP, metavar="DEG",
+    status.add_argument("--grid-step", type=grid_step_arg, default=DEFAULT_GRID_STEP, metavar="DEG",
                         help=f"the model grid (default {DEFAULT_GRID_STEP})")
     status.set_defaults(run=lambda args, settings: print_status(settings, args.days, args.until,
                                                                 args.grid_step))
@@ -157,12 +159,16 @@ def download_and_load(settings: Settings, dates: Sequence[date], directory: Path
     return ExitCode.OK
 
 
-def print_status(settings: Settings, days: int, until: date | None, grid_step: float) -> int:
+def print_status(settings: Settings, days: int, until: date | None, grid_step: float,
+                 source: str = InputSource.ERA5) -> int:
+    """Print each cycle of the `days` days up to `until` as complete, incomplete or absent
+    from `source`'s fields on the `grid_step` grid."""
     until = until or datetime.now(timezone.utc).date()
     try:
         conn = open_database(settings)
         with conn, conn.cursor() as cur:
-            statuses = cycle_status(cur, global_grid(grid_step), cycles_of_days(until, days))
+            statuses = cycle_status(cur, global_grid(grid_step), cycles_of_days(until, days),
+                                    source)
         conn.close()
     except (DatabaseError, psycopg2.Error) as exc:
         log.error("database error: %s", str(exc).strip())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from graphcast_contract.sources import InputSource
 from graphcast_contract.variables import (
     ATMOSPHERIC,
     ATMOSPHERIC_VARIABLES,
@@ -64,6 +65,9 @@ _K = _units("K", "kelvin")
 _PA = _units("Pa", hPa=100.0)
 _WIND = _units("m s**-1", "m/s", "m s-1")
 _GEOPOTENTIAL = _units("m**2 s**-2", "m2 s-2", "m^2/s^2")
+# The IFS open data publish geopotential height (`gh`, geopotential metres) instead.
+STANDARD_GRAVITY = 9.80665  # m s-2: geopotential = gh x g
+_GEOPOTENTIAL_OR_HEIGHT = {**_GEOPOTENTIAL, **_units(gpm=STANDARD_GRAVITY)}
 _FRACTION = _units("(0 - 1)", "1", "~", "dimensionless", "0-1")
 
 VARIABLES: tuple[Era5Variable, ...] = (
@@ -80,7 +84,7 @@ VARIABLES: tuple[Era5Variable, ...] = (
     Era5Variable("toa_incident_solar_radiation", "toa_incident_solar_radiation",
                  ("tisr",), _units("J m**-2", "J m-2", "J/m^2")),
     Era5Variable("temperature", "temperature", ("t",), _K),
-    Era5Variable("geopotential", "geopotential", ("z",), _GEOPOTENTIAL),
+    Era5Variable("geopotential", "geopotential", ("z", "gh"), _GEOPOTENTIAL_OR_HEIGHT),
     Era5Variable("u_component_of_wind", "u_component_of_wind", ("u",), _WIND),
     Era5Variable("v_component_of_wind", "v_component_of_wind", ("v",), _WIND),
     Era5Variable("vertical_velocity", "vertical_velocity", ("w",),
@@ -98,9 +102,12 @@ CYCLE_ATMOSPHERIC = ATMOSPHERIC_VARIABLES
 CYCLE_STATIC = STATIC_VARIABLES
 
 
-def cycle_fields() -> list[tuple[str, int]]:
-    """The (variable, level) pairs a cycle needs at each input time: 83 for GraphCast_small."""
-    return [(v, 0) for v in CYCLE_SURFACE] + [
+def cycle_fields(source: str = InputSource.ERA5) -> list[tuple[str, int]]:
+    """The (variable, level) pairs a cycle of `source` needs at each input time: 83 from
+    ERA5 for GraphCast_small; 82 from the IFS open data for GraphCast_operational, which
+    takes no precipitation input."""
+    surface = [v for v in CYCLE_SURFACE if source == InputSource.ERA5 or v != PRECIPITATION_6HR]
+    return [(v, 0) for v in surface] + [
         (v, level) for v in CYCLE_ATMOSPHERIC for level in PRESSURE_LEVELS
     ]
 

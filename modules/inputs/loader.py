@@ -1,4 +1,5 @@
-"""Load one ERA5 file into the store: map its fields, check, convert units, regrid, write.
+"""Load one analysis file (ERA5; or an IFS open-data GRIB field) into the store: map its
+fields, check, convert units, regrid, write.
 
 Each file is loaded in one transaction: all of its fields or none. Re-loading replaces
 fields (no duplicates). Fields are read, checked, regridded and written one at a time.
@@ -17,6 +18,7 @@ from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
 from graphcast_contract.model_spec import Grid
+from graphcast_contract.sources import InputSource
 from graphcast_contract.variables import ATMOSPHERIC, PRECIPITATION_6HR, STATIC
 from modules.inputs import store
 from modules.inputs.era5_variables import (
@@ -210,10 +212,19 @@ def target_grid(source: Source, native: Grid, grid_step: float | None) -> Grid:
 
 def load_file(conn: Connection, path: Path | str, grid_step: float | None = None,
               min_grid_step: float = DEFAULT_MIN_GRID_STEP) -> LoadResult:
-    """Load every field of one file in one transaction; see `target_grid` for `grid_step`.
-    Files on grids finer than `min_grid_step` degrees are refused unread.
+    """Load every field of one ERA5 file in one transaction; see `load_into`."""
+    with conn, conn.cursor() as cur:
+        return load_into(cur, path, grid_step, min_grid_step)
 
-    Raises UnreadableFileError, InvalidDataError (nothing written) or psycopg2.Error.
+
+def load_into(cur: Cursor, path: Path | str, grid_step: float | None = None,
+              min_grid_step: float = DEFAULT_MIN_GRID_STEP,
+              data_source: str = InputSource.ERA5) -> LoadResult:
+    """Write every field of one file through `cur` (the caller owns the transaction),
+    tagged `data_source`; see `target_grid` for `grid_step`. Files on grids finer than
+    `min_grid_step` degrees are refused unread.
+
+    Raises UnreadableFileError, InvalidDataError or psycopg2.Error.
     """
     path = Path(path)
     source = open_source(path, min_grid_step)
@@ -227,15 +238,14 @@ def load_file(conn: Connection, path: Path | str, grid_step: float | None = None
                 regridder = Regridder(orientation.grid, target)
             except ValueError as exc:
                 raise InvalidDataError(f"{path}: {exc}") from exc
-        with conn, conn.cursor() as cur:
-            for item in plan:
-                field = build_field(source, orientation, regridder, item)
-                if item.valid_time is None:
-                    store.write_static(cur, target, {item.variable: field})
-                else:
-                    store.write_fields(cur, target, item.valid_time,
-                                            {(item.variable, item.level): field})
-            derived = derive_precipitation_6hr(cur, target, hourly_times(plan))
+        for item in plan:
+            field = build_field(source, orientation, regridder, item)
+            if item.valid_time is None:
+                store.write_static(cur, target, {item.variable: field}, data_source)
+            else:
+                store.write_fields(cur, target, item.valid_time,
+                                   {(item.variable, item.level): field}, data_source)
+        derived = derive_precipitation_6hr(cur, target, hourly_times(plan))
     finally:
         source.close()
     times = sorted({p.valid_time for p in plan if p.valid_time is not None})

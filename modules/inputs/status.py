@@ -1,4 +1,4 @@
-"""Which forecast cycles the ERA5 store can serve: complete, incomplete or absent.
+"""Which forecast cycles the input store can serve, per source: complete, incomplete or absent.
 
 A cycle with init time T needs, on the model grid, every field of `cycle_fields()` at
 T-6h and at T, plus the static fields.
@@ -13,6 +13,7 @@ from psycopg2.extensions import cursor as Cursor
 
 from graphcast_contract.cycles import INPUT_OFFSETS
 from graphcast_contract.model_spec import Grid
+from graphcast_contract.sources import InputSource
 from modules.inputs import store
 from modules.inputs.era5_variables import CYCLE_STATIC, PRESSURE_LEVELS, cycle_fields
 
@@ -26,10 +27,11 @@ class CycleStatus:
     missing: tuple[str, ...]
 
 
-def _stored_keys(cur: Cursor, grid_id: int, first: datetime, last: datetime
+def _stored_keys(cur: Cursor, source: str, grid_id: int, first: datetime, last: datetime
                  ) -> dict[datetime, set[tuple[str, int]]]:
-    cur.execute("SELECT valid_time, variable, level FROM era5_fields"
-                " WHERE grid_id = %s AND valid_time BETWEEN %s AND %s", (grid_id, first, last))
+    cur.execute("SELECT valid_time, variable, level FROM input_fields WHERE source = %s"
+                " AND grid_id = %s AND valid_time BETWEEN %s AND %s",
+                (source, grid_id, first, last))
     stored: dict[datetime, set[tuple[str, int]]] = {}
     for when, variable, level in cur.fetchall():
         stored.setdefault(when, set()).add((variable, level))
@@ -52,15 +54,18 @@ def describe_missing(keys: set[tuple[str, int]]) -> list[str]:
     return described
 
 
-def cycle_status(cur: Cursor, grid: Grid, init_times: Sequence[datetime]) -> list[CycleStatus]:
-    """The status of each cycle in `init_times` on `grid`."""
-    needed = set(cycle_fields())
+def cycle_status(cur: Cursor, grid: Grid, init_times: Sequence[datetime],
+                 source: str = InputSource.ERA5) -> list[CycleStatus]:
+    """The status of each cycle in `init_times` on `grid`, from `source`'s fields."""
+    needed = set(cycle_fields(source))
     grid_id = store.find_grid(cur, grid)
     stored: dict[datetime, set[tuple[str, int]]] = {}
     statics: set[str] = set()
     if grid_id is not None and init_times:
-        stored = _stored_keys(cur, grid_id, min(init_times) + INPUT_OFFSETS[0], max(init_times))
-        cur.execute("SELECT variable FROM era5_static_fields WHERE grid_id = %s", (grid_id,))
+        stored = _stored_keys(cur, source, grid_id, min(init_times) + INPUT_OFFSETS[0],
+                              max(init_times))
+        cur.execute("SELECT variable FROM input_static_fields WHERE source = %s"
+                    " AND grid_id = %s", (source, grid_id))
         statics = {row[0] for row in cur.fetchall()}
     result = []
     for init in init_times:

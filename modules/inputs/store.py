@@ -1,20 +1,22 @@
-"""The ERA5 store: whole lat/lon fields as packed float32 rows in PostgreSQL.
+"""The input store: whole lat/lon analysis fields as packed float32 rows in PostgreSQL.
 
-A field is identified by (grid, valid time, variable, level); `level` is the pressure level
-in hPa, or 0 for single-level fields. Arrays are (lat, lon) with latitude ascending from
+A field is identified by (source, grid, valid time, variable, level); `source` is one of
+`graphcast_contract.sources.InputSource` (`era5`, `ifs-opendata`), `level` the pressure
+level in hPa, or 0 for single-level fields. Arrays are (lat, lon) with latitude ascending from
 -90 and longitude from `lon_first` eastwards. Variable names are GraphCast's long ERA5
 names (`2m_temperature`, `temperature`, ...).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 import numpy as np
 from psycopg2.extensions import cursor as Cursor
 
-from graphcast_contract.cycles import iso_utc
+from graphcast_contract.cycles import CYCLE, INPUT_OFFSETS, iso_utc
 from graphcast_contract.model_spec import FieldKey, Grid, describe_field
+from graphcast_contract.sources import InputSource
 from graphcast_contract.wire import WIRE_DTYPE
 
 
@@ -31,7 +33,7 @@ def unpack(data: bytes | memoryview, grid: Grid) -> np.ndarray:
 def ensure_grid(cur: Cursor, grid: Grid) -> int:
     """The id of `grid`, inserting its description when it is new."""
     cur.execute(
-        "INSERT INTO era5_grids (n_lat, n_lon, lat_first, lat_step, lon_first, lon_step)"
+        "INSERT INTO input_grids (n_lat, n_lon, lat_first, lat_step, lon_first, lon_step)"
         " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
         (grid.n_lat, grid.n_lon, grid.lat_first, grid.lat_step, grid.lon_first, grid.lon_step),
     )
@@ -43,7 +45,7 @@ def ensure_grid(cur: Cursor, grid: Grid) -> int:
 def find_grid(cur: Cursor, grid: Grid) -> int | None:
     """The id of `grid`, or None when nothing was ever stored on it."""
     cur.execute(
-        "SELECT grid_id FROM era5_grids WHERE n_lat = %s AND n_lon = %s AND lat_first = %s"
+        "SELECT grid_id FROM input_grids WHERE n_lat = %s AND n_lon = %s AND lat_first = %s"
         " AND lat_step = %s AND lon_first = %s AND lon_step = %s",
         (grid.n_lat, grid.n_lon, grid.lat_first, grid.lat_step, grid.lon_first, grid.lon_step),
     )
@@ -59,77 +61,119 @@ def _check_field(key: object, field: np.ndarray, grid: Grid) -> None:
 
 
 def write_fields(
-    cur: Cursor, grid: Grid, valid_time: datetime, fields: Mapping[FieldKey, np.ndarray]
+    cur: Cursor, grid: Grid, valid_time: datetime, fields: Mapping[FieldKey, np.ndarray],
+    source: str = InputSource.ERA5,
 ) -> None:
-    """Insert or replace the fields of one valid time (timezone-aware)."""
+    """Insert or replace the fields of one valid time (timezone-aware) from `source`."""
     grid_id = ensure_grid(cur, grid)
     rows = []
     for (variable, level), field in fields.items():
         _check_field((variable, level), field, grid)
-        rows.append((grid_id, valid_time, variable, level, pack(field)))
+        rows.append((source, grid_id, valid_time, variable, level, pack(field)))
     cur.executemany(
-        "INSERT INTO era5_fields (grid_id, valid_time, variable, level, data)"
-        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (grid_id, valid_time, variable, level)"
+        "INSERT INTO input_fields (source, grid_id, valid_time, variable, level, data)"
+        " VALUES (%s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (source, grid_id, valid_time, variable, level)"
         " DO UPDATE SET data = EXCLUDED.data, loaded_at = now()",
         rows,
     )
 
 
-def write_static(cur: Cursor, grid: Grid, fields: Mapping[str, np.ndarray]) -> None:
-    """Insert or replace time-invariant fields."""
+def write_static(cur: Cursor, grid: Grid, fields: Mapping[str, np.ndarray],
+                 source: str = InputSource.ERA5) -> None:
+    """Insert or replace time-invariant fields of `source`."""
     grid_id = ensure_grid(cur, grid)
     rows = []
     for variable, field in fields.items():
         _check_field(variable, field, grid)
-        rows.append((grid_id, variable, pack(field)))
+        rows.append((source, grid_id, variable, pack(field)))
     cur.executemany(
-        "INSERT INTO era5_static_fields (grid_id, variable, data) VALUES (%s, %s, %s)"
-        " ON CONFLICT (grid_id, variable) DO UPDATE SET data = EXCLUDED.data, loaded_at = now()",
+        "INSERT INTO input_static_fields (source, grid_id, variable, data)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT (source, grid_id, variable)"
+        " DO UPDATE SET data = EXCLUDED.data, loaded_at = now()",
         rows,
     )
 
 
 def read_fields(
-    cur: Cursor, grid: Grid, valid_time: datetime, keys: Iterable[FieldKey]
+    cur: Cursor, grid: Grid, valid_time: datetime, keys: Iterable[FieldKey],
+    source: str = InputSource.ERA5,
 ) -> dict[FieldKey, np.ndarray]:
-    """The stored fields among `keys` at `valid_time`; missing ones are absent."""
+    """The stored fields of `source` among `keys` at `valid_time`; missing ones are absent."""
     keys = list(keys)
     grid_id = find_grid(cur, grid)
     if grid_id is None or not keys:
         return {}
     cur.execute(
-        "SELECT f.variable, f.level, f.data FROM era5_fields f"
+        "SELECT f.variable, f.level, f.data FROM input_fields f"
         " JOIN unnest(%s::text[], %s::integer[]) AS k(variable, level)"
         "   ON f.variable = k.variable AND f.level = k.level"
-        " WHERE f.grid_id = %s AND f.valid_time = %s",
-        ([k[0] for k in keys], [k[1] for k in keys], grid_id, valid_time),
+        " WHERE f.source = %s AND f.grid_id = %s AND f.valid_time = %s",
+        ([k[0] for k in keys], [k[1] for k in keys], source, grid_id, valid_time),
     )
     return {(var, lev): unpack(data, grid) for var, lev, data in cur.fetchall()}
 
 
-def read_static(cur: Cursor, grid: Grid, variables: Iterable[str]) -> dict[str, np.ndarray]:
-    """The stored static fields among `variables`; missing ones are absent."""
+def read_static(cur: Cursor, grid: Grid, variables: Iterable[str], source: str = InputSource.ERA5
+                ) -> dict[str, np.ndarray]:
+    """The stored static fields of `source` among `variables`; missing ones are absent."""
     grid_id = find_grid(cur, grid)
     if grid_id is None:
         return {}
     cur.execute(
-        "SELECT variable, data FROM era5_static_fields"
-        " WHERE grid_id = %s AND variable = ANY(%s)",
-        (grid_id, list(variables)),
+        "SELECT variable, data FROM input_static_fields"
+        " WHERE source = %s AND grid_id = %s AND variable = ANY(%s)",
+        (source, grid_id, list(variables)),
     )
     return {var: unpack(data, grid) for var, data in cur.fetchall()}
 
 
-def wrong_size_field(cur: Cursor, grid: Grid, valid_time: datetime) -> str:
-    """Describe the first field at `valid_time` whose stored size does not fit `grid`."""
+def wrong_size_field(cur: Cursor, grid: Grid, valid_time: datetime,
+                     source: str = InputSource.ERA5) -> str:
+    """Describe the first field of `source` at `valid_time` whose stored size does not fit
+    `grid`."""
     size_of_grid = np.dtype(WIRE_DTYPE).itemsize * grid.n_lat * grid.n_lon
     cur.execute(
-        "SELECT f.variable, f.level, octet_length(f.data) FROM era5_fields f"
-        " JOIN era5_grids g USING (grid_id)"
-        " WHERE g.n_lat = %s AND g.n_lon = %s AND f.valid_time = %s"
+        "SELECT f.variable, f.level, octet_length(f.data) FROM input_fields f"
+        " JOIN input_grids g USING (grid_id)"
+        " WHERE f.source = %s AND g.n_lat = %s AND g.n_lon = %s AND f.valid_time = %s"
         "   AND octet_length(f.data) <> %s ORDER BY f.variable, f.level LIMIT 1",
-        (grid.n_lat, grid.n_lon, valid_time, size_of_grid),
+        (source, grid.n_lat, grid.n_lon, valid_time, size_of_grid),
     )
     variable, level, size = cur.fetchone()
-    return (f"ERA5 field {describe_field((variable, level))} at {iso_utc(valid_time)} holds "
-            f"{size} bytes, not the {size_of_grid} of a {grid.n_lat}x{grid.n_lon} grid")
+    return (f"{InputSource(source).label} field {describe_field((variable, level))} at "
+            f"{iso_utc(valid_time)} holds {size} bytes, not the {size_of_grid} of a "
+            f"{grid.n_lat}x{grid.n_lon} grid")
+
+
+def latest_complete_cycle(cur: Cursor, source: str, grid: Grid,
+                          keys: Sequence[FieldKey], statics: Sequence[str],
+                          not_after: datetime | None = None) -> datetime | None:
+    """The latest cycle (at or before `not_after`) whose T-6 h and T0 both hold every field
+    of `keys` from `source` on `grid`, with the `statics` stored too; None if there is none.
+
+    The ifs-opendata job's default target: its newest analysis pair in the store.
+    """
+    grid_id = find_grid(cur, grid)
+    if grid_id is None:
+        return None
+    cur.execute("SELECT count(*) FROM input_static_fields"
+                " WHERE source = %s AND grid_id = %s AND variable = ANY(%s)",
+                (source, grid_id, list(statics)))
+    if cur.fetchone()[0] < len(set(statics)):
+        return None
+    cur.execute(
+        "WITH complete AS ("
+        "  SELECT f.valid_time FROM input_fields f"
+        "  JOIN unnest(%s::text[], %s::integer[]) AS k(variable, level)"
+        "    ON f.variable = k.variable AND f.level = k.level"
+        "  WHERE f.source = %s AND f.grid_id = %s"
+        "    AND (%s::timestamptz IS NULL OR f.valid_time <= %s)"
+        "  GROUP BY f.valid_time HAVING count(*) = %s)"
+        " SELECT max(c.valid_time) FROM complete c"
+        " WHERE c.valid_time + %s IN (SELECT valid_time FROM complete)"
+        "   AND extract(epoch FROM c.valid_time)::bigint %% %s = 0",
+        ([k[0] for k in keys], [k[1] for k in keys], source, grid_id, not_after, not_after,
+         len(set(keys)), INPUT_OFFSETS[0], int(CYCLE.total_seconds())),
+    )
+    return cur.fetchone()[0]

@@ -13,6 +13,7 @@ import psycopg2
 
 from graphcast_contract.errors import DatabaseError, ExitCode, exit_code_help
 from graphcast_contract.project import PROJECT_ROOT
+from graphcast_contract.sources import InputSource
 from modules.job.logs import command_settings, setup_console_logging
 from modules.storage.db import open_database
 from modules.verification import report
@@ -35,8 +36,9 @@ def _parse_since(text: str) -> datetime:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m modules.verification",
-        description="Verify stored forecasts against ERA5 in the store, update"
-                    " forecast_scores, print a score table and write plots.",
+        description="Verify stored forecasts against the analyses of their own source (ERA5,"
+                    " IFS open data) in the store, update forecast_scores, print a score"
+                    " table and write plots.",
         epilog=exit_code_help(ExitCode.USAGE, ExitCode.DATABASE, ExitCode.OUTPUT_FAILED),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -46,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                              " stored pair")
     parser.add_argument("--model", metavar="NAME",
                         help="only pair, score and report this model (default: all)")
+    parser.add_argument("--source", choices=[source.value for source in InputSource],
+                        help="only pair, score and report forecasts of this source"
+                             " (default: all)")
     parser.add_argument("--plot-dir", type=Path, default=DEFAULT_PLOT_DIR, metavar="DIR",
                         help=f"where the PNG plots go (default: {DEFAULT_PLOT_DIR})")
     return parser
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         conn = open_database(settings)
         try:
-            summary = verify(conn, since=args.since, model=args.model)
+            summary = verify(conn, since=args.since, model=args.model, source=args.source)
         finally:
             conn.close()
     except (DatabaseError, psycopg2.Error) as exc:

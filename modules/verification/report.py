@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib
 
+from graphcast_contract.sources import InputSource
 from modules.verification.scores import Score
 
 matplotlib.use("Agg")
@@ -24,10 +25,15 @@ def variable_label(score: Score) -> str:
     return score.variable if score.level == 0 else f"{score.variable} {score.level} hPa"
 
 
+def model_label(score: Score) -> str:
+    """The model, with its source unless ERA5: `GraphCast_operational (ifs-opendata)`."""
+    return score.model if score.source == InputSource.ERA5 else f"{score.model} ({score.source})"
+
+
 def _by_model_variable(scores: list[Score]) -> dict[tuple[str, str], list[Score]]:
     groups: dict[tuple[str, str], list[Score]] = defaultdict(list)
     for score in scores:
-        groups[(score.model, variable_label(score))].append(score)
+        groups[(model_label(score), variable_label(score))].append(score)
     return groups
 
 
@@ -57,7 +63,7 @@ def write_plots(scores: list[Score], plot_dir: Path) -> list[Path]:
     """Write `verification_<model>.png` for each model in `scores`; return the paths."""
     per_model: dict[str, list[Score]] = defaultdict(list)
     for score in scores:
-        per_model[score.model].append(score)
+        per_model[model_label(score)].append(score)
     plot_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for model, model_scores in per_model.items():

@@ -39,7 +39,7 @@ def test_no_snapshot_is_skipped(run_job: JobRunner, era5_db: str, api: ContractA
 
 def test_one_missing_variable_is_named(run_job: JobRunner, era5_db: str,
                                        api: ContractApi) -> None:
-    query(era5_db, "DELETE FROM era5_fields WHERE variable = 'temperature' AND level = 850"
+    query(era5_db, "DELETE FROM input_fields WHERE variable = 'temperature' AND level = 850"
                    " AND valid_time = %s", (T0,))
     result = run_job("--init-time", INIT)
     assert result.returncode == 3
@@ -49,14 +49,14 @@ def test_one_missing_variable_is_named(run_job: JobRunner, era5_db: str,
 
 
 def test_missing_static_field_is_named(run_job: JobRunner, era5_db: str) -> None:
-    query(era5_db, "DELETE FROM era5_static_fields WHERE variable = 'land_sea_mask'")
+    query(era5_db, "DELETE FROM input_static_fields WHERE variable = 'land_sea_mask'")
     result = run_job("--init-time", INIT)
     assert result.returncode == 3
     assert_nothing_written(era5_db, "skipped", 3, "static ERA5 field land_sea_mask missing")
 
 
 def _overwrite(url: str, variable: str, level: int, field: np.ndarray) -> None:
-    query(url, "UPDATE era5_fields SET data = %s WHERE variable = %s AND level = %s"
+    query(url, "UPDATE input_fields SET data = %s WHERE variable = %s AND level = %s"
                " AND valid_time = %s", (field.astype("<f4").tobytes(), variable, level, T0))
 
 

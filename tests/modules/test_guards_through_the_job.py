@@ -194,7 +194,7 @@ def test_a_failing_cycle_inside_catch_up(run_job: JobRunner, era5_db: str,
                                          api: ContractApi) -> None:
     """06:00 lacks data (3), 12:00 gets a bad reply (5), 18:00 succeeds: every cycle ran,
     the first failure's code wins."""
-    query(era5_db, "DELETE FROM era5_fields WHERE variable = 'temperature' AND level = 850"
+    query(era5_db, "DELETE FROM input_fields WHERE variable = 'temperature' AND level = 850"
                    " AND valid_time = %s", (T0 - timedelta(hours=6),))  # 06:00's T-6h
 
     def bad_noon(reply: dict[str, Any]) -> None:

@@ -58,11 +58,11 @@ def run_loader(database_url: str, *args: str | Path, **env_vars: str
 
 
 def count_rows(database_url: str) -> tuple[int, int]:
-    """(era5_fields rows, era5_static_fields rows)."""
+    """(input_fields rows, input_static_fields rows)."""
     conn = db.connect(database_url)
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT (SELECT count(*) FROM era5_fields),"
-                    " (SELECT count(*) FROM era5_static_fields)")
+        cur.execute("SELECT (SELECT count(*) FROM input_fields),"
+                    " (SELECT count(*) FROM input_static_fields)")
         counts = cur.fetchone()
     conn.close()
     return counts

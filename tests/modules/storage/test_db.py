@@ -49,7 +49,7 @@ def test_field_round_trip_is_bit_identical(clean_db: str) -> None:
         era5_store.write_fields(cur, grid, when, {("temperature", 850): field})
         era5_store.write_fields(cur, grid, when, {("temperature", 850): field})  # idempotent
         got = era5_store.read_fields(cur, grid, when, [("temperature", 850), ("temperature", 500)])
-        cur.execute("SELECT count(*) FROM era5_fields")
+        cur.execute("SELECT count(*) FROM input_fields")
         assert cur.fetchone()[0] == 1
     assert list(got) == [("temperature", 850)]
     assert got[("temperature", 850)].tobytes() == field.tobytes()

@@ -157,13 +157,13 @@ def test_finest_grid_holding_both_times_is_used(conn: Connection) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT e.lead_hours, g.lat_step, e.truth, e.persistence"
                     " FROM forecast_errors e JOIN verification_pairs v USING (prediction_id)"
-                    " JOIN era5_grids g USING (grid_id) WHERE e.lead_hours = 6")
+                    " JOIN input_grids g USING (grid_id) WHERE e.lead_hours = 6")
         rows = {(lead, step, round(truth, 9), round(pers, 9))
                 for lead, step, truth, pers in cur.fetchall()}
         assert rows == {(6, 5.0, 306.0, 300.0)}
         cur.execute("SELECT DISTINCT g.lat_step FROM forecast_errors e"
                     " JOIN verification_pairs v USING (prediction_id)"
-                    " JOIN era5_grids g USING (grid_id) WHERE e.lead_hours = 12")
+                    " JOIN input_grids g USING (grid_id) WHERE e.lead_hours = 12")
         assert cur.fetchall() == [(10.0,)]
 
 
@@ -190,3 +190,24 @@ def test_concurrent_runs_pair_each_prediction_once(conn: Connection, clean_db: s
             connection.close()
     assert sorted(s.new_pairs for s in summaries) == [0, len(SITES) * len(LEADS)]
     assert _count(conn, "verification_pairs") == len(SITES) * len(LEADS)
+
+
+def test_each_source_is_verified_against_its_own_truth(conn: Connection) -> None:
+    """One cycle forecast from both sources: ERA5's forecast equals ERA5's truth, the
+    open-data forecast equals the open data's truth, and the two truths differ by 2 K."""
+    for lead in (0, *LEADS):
+        field = _random_field(lead)
+        store_field(conn, T0 + timedelta(hours=lead), field)
+        store_field(conn, T0 + timedelta(hours=lead), field + 2.0, source="ifs-opendata")
+    store_forecast(conn, T0, SITES, {lead: _truth(_random_field(lead)) for lead in LEADS})
+    store_forecast(conn, T0, SITES, {lead: _truth(_random_field(lead)) + 2.0 for lead in LEADS},
+                   source="ifs-opendata")
+    summary = verify(conn)
+    assert summary.new_pairs == 2 * len(SITES) * len(LEADS)
+    by_source = {s.source: s for s in summary.scores if s.lead_hours == 6 and s.site is None}
+    assert set(by_source) == {"era5", "ifs-opendata"}
+    for score in by_source.values():
+        assert score.rmse == pytest.approx(0.0, abs=1e-4)
+        assert score.persistence_rmse > 0.1  # persistence from the same source's T0
+    assert verify(conn, source="ifs-opendata").scores == [
+        s for s in verify(conn).scores if s.source == "ifs-opendata"]

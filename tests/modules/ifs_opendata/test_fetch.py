@@ -1,0 +1,146 @@
+"""`python -m modules.ifs_opendata fetch` against a loopback open-data server."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from graphcast_contract.errors import ExitCode
+from graphcast_contract.sources import InputSource
+from graphcast_contract.variables import PRESSURE_LEVELS_13, STATIC_VARIABLES
+from modules.ifs_opendata import download
+from modules.ifs_opendata.cli import main
+from modules.ifs_opendata.download import needed_names
+from modules.inputs import store
+from modules.inputs.era5_variables import STANDARD_GRAVITY, cycle_fields
+from modules.inputs.regrid import global_grid
+from tests.modules.ifs_opendata.opendata_server import (
+    OpenDataServer,
+    build_run,
+    runs_of_cycle,
+    synthetic_field,
+)
+
+STEP = 10.0
+SHAPE = (19, 36)  # 10 deg, latitudes 90..-90 as published
+AFTER_50R1 = datetime(2026, 5, 13, 6, tzinfo=timezone.utc)   # 00z and 06z under `oper`
+BEFORE_50R1 = datetime(2026, 5, 11, 6, tzinfo=timezone.utc)  # 06z under `scda`
+
+
+def fetch(server: OpenDataServer, cycle: datetime, cache: Path, *extra: str) -> int:
+    return main(["fetch", "--cycle", cycle.isoformat(), "--base-url", server.url,
+                 "--grid-step", str(STEP), "--cache-dir", str(cache), *extra])
+
+
+def counts(conn) -> tuple[int, int]:
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT (SELECT count(*) FROM input_fields),"
+                    " (SELECT count(*) FROM input_static_fields)")
+        return cur.fetchone()
+
+
+def stored(conn, when: datetime, key: tuple[str, int]) -> np.ndarray:
+    with conn, conn.cursor() as cur:
+        return store.read_fields(cur, global_grid(STEP), when, [key], InputSource.IFS_OPENDATA)[key]
+
+
+@pytest.mark.parametrize("cycle", [AFTER_50R1, BEFORE_50R1], ids=["oper", "scda"])
+def test_fetch_stores_the_cycle_converted_and_flipped(conn, tmp_path: Path, cycle) -> None:
+    runs = runs_of_cycle(cycle, SHAPE)
+    with OpenDataServer(runs) as server:
+        assert fetch(server, cycle, tmp_path) == ExitCode.OK
+    assert counts(conn) == (2 * 82, 2)
+    previous = cycle - timedelta(hours=6)
+    # gh x g -> geopotential, latitudes flipped to ascending, within 24-bit packing
+    z500 = stored(conn, previous, ("geopotential", 500))
+    expected = synthetic_field("gh", 500, previous, SHAPE)[::-1] * STANDARD_GRAVITY
+    np.testing.assert_allclose(z500, expected, rtol=1e-6)
+    t2m = stored(conn, cycle, ("2m_temperature", 0))
+    np.testing.assert_allclose(t2m, synthetic_field("2t", 0, cycle, SHAPE)[::-1], atol=1e-3)
+    # each level is its own field, in order
+    for level in PRESSURE_LEVELS_13:
+        np.testing.assert_allclose(stored(conn, cycle, ("temperature", level)),
+                                   synthetic_field("t", level, cycle, SHAPE)[::-1], atol=1e-3)
+    # only the needed fields' bytes were requested: never `sp`, `tcwv`
+    needed = {(off, off + length - 1) for run in runs.values()
+              for key, (off, length) in run.entries.items()
+              if key in needed_names() or key in ("z", "lsm")}
+    assert {(first, last) for _, first, last in server.ranges} <= needed
+    assert len(server.ranges) == 2 * 82 + 2
+    with conn, conn.cursor() as cur:
+        assert store.latest_complete_cycle(cur, InputSource.IFS_OPENDATA, global_grid(STEP),
+                                           cycle_fields(InputSource.IFS_OPENDATA),
+                                           STATIC_VARIABLES) == cycle
+        assert store.latest_complete_cycle(cur, InputSource.ERA5, global_grid(STEP),
+                                           cycle_fields(InputSource.ERA5), STATIC_VARIABLES) is None
+
+
+def test_a_cached_cycle_loads_again_without_the_network(conn, tmp_path: Path) -> None:
+    with OpenDataServer(runs_of_cycle(AFTER_50R1, SHAPE)) as server:
+        assert fetch(server, AFTER_50R1, tmp_path) == ExitCode.OK
+        url = server.url
+    with conn, conn.cursor() as cur:
+        cur.execute("TRUNCATE input_fields, input_static_fields")
+    assert main(["fetch", "--cycle", AFTER_50R1.isoformat(), "--base-url", url, "--grid-step",
+                 str(STEP), "--cache-dir", str(tmp_path)]) == ExitCode.OK
+    assert counts(conn) == (2 * 82, 2)
+
+
+def test_an_interrupted_download_resumes(conn, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(download, "CHUNK_BYTES", 256)  # these fields are ~2 kB, not ~1 MB
+    with OpenDataServer(runs_of_cycle(AFTER_50R1, SHAPE)) as server:
+        server.cut_run_once(AFTER_50R1)
+        assert fetch(server, AFTER_50R1, tmp_path) == ExitCode.DOWNLOAD_FAILED
+        assert counts(conn) == (0, 0)
+        cut = [r for r in server.ranges if "06z" in r[0]][0]
+        server.ranges.clear()
+        assert fetch(server, AFTER_50R1, tmp_path) == ExitCode.OK
+    resumed = [r for r in server.ranges if "06z" in r[0]][0]
+    assert resumed[2] == cut[2] and cut[1] < resumed[1] < cut[2]  # the rest of that field
+    assert not [r for r in server.ranges if "00z" in r[0]]  # the cached run is not fetched
+    assert counts(conn) == (2 * 82, 2)
+
+
+@pytest.mark.parametrize("problem", ["missing field", "truncated file", "404"])
+def test_bad_runs_fail_with_one_line_and_write_nothing(conn, tmp_path: Path, caplog,
+                                                        problem: str) -> None:
+    runs = runs_of_cycle(AFTER_50R1, SHAPE)
+    if problem == "missing field":
+        runs[AFTER_50R1] = build_run(AFTER_50R1, SHAPE, drop=("q@700",))
+    if problem == "404":
+        del runs[AFTER_50R1]
+    with OpenDataServer(runs) as server, caplog.at_level(logging.ERROR):
+        if problem == "truncated file":
+            server.truncate_run(AFTER_50R1, len(runs[AFTER_50R1].data) - 100)
+        code = fetch(server, AFTER_50R1, tmp_path)
+    expected = {"missing field": (ExitCode.NO_DATA, "has no q@700"),
+                "truncated file": (ExitCode.DOWNLOAD_FAILED, "incomplete download"),
+                "404": (ExitCode.DOWNLOAD_FAILED, "404 not found")}[problem]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert code == expected[0]
+    assert len(errors) == 1 and expected[1] in errors[0] and "\n" not in errors[0]
+    assert counts(conn) == (0, 0)
+
+
+def test_missing_statics_come_from_era5_in_the_store(conn, tmp_path: Path, caplog) -> None:
+    runs = runs_of_cycle(AFTER_50R1, SHAPE, statics=False)
+    fine = global_grid(5.0)
+    era5 = {name: np.full(fine.shape, 0.25 if name == "land_sea_mask" else 900.0, np.float32)
+            for name in STATIC_VARIABLES}
+    with OpenDataServer(runs) as server:
+        assert fetch(server, AFTER_50R1, tmp_path) == ExitCode.NO_DATA  # neither: an error
+        assert counts(conn) == (0, 0)
+        with conn, conn.cursor() as cur:
+            store.write_static(cur, fine, era5, InputSource.ERA5)
+        with caplog.at_level(logging.WARNING):
+            assert fetch(server, AFTER_50R1, tmp_path) == ExitCode.OK
+    assert any("using ERA5's static fields" in r.getMessage() for r in caplog.records)
+    with conn, conn.cursor() as cur:
+        statics = store.read_static(cur, global_grid(STEP), STATIC_VARIABLES,
+                                    InputSource.IFS_OPENDATA)
+    np.testing.assert_allclose(statics["land_sea_mask"], 0.25, rtol=1e-6)
+    np.testing.assert_allclose(statics["geopotential_at_surface"], 900.0, rtol=1e-6)
