@@ -12,7 +12,7 @@ from datetime import datetime
 
 from graphcast_contract.cycles import parse_cycle
 from graphcast_contract.errors import EXIT_CODE_HELP, ConfigError, ExitCode
-from graphcast_contract.sources import InputSource
+from graphcast_contract.sources import DEFAULT_SOURCE, InputSource
 from modules import forecast_job
 from modules.job import schedule
 from modules.job.logs import command_settings, setup_logging
@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     scheduling = parser.add_mutually_exclusive_group()
     scheduling.add_argument("--install-schedule", action="store_true",
                             help="run this job every 6 h with this interpreter (cron entry; "
-                                 "Windows: task GraphCast_Pipeline), then exit")
+                                 "Windows: task GraphCast_Pipeline), then exit; with --source "
+                                 "ifs-opendata, the live run 8 h after each cycle (fetch, "
+                                 "then forecast; task GraphCast_Pipeline_Live)")
     scheduling.add_argument("--uninstall-schedule", action="store_true",
                             help="remove what --install-schedule installed, then exit")
     return parser
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
     """Run the command; `now` (default: the clock) picks the J-6 cycle, for tests."""
     args = build_parser().parse_args(argv)
     if args.install_schedule or args.uninstall_schedule:
-        return schedule.command(install=args.install_schedule)
+        return schedule.command(install=args.install_schedule,
+                                source=InputSource(args.source or DEFAULT_SOURCE))
     settings = command_settings()
     if settings is None:
         return ExitCode.USAGE

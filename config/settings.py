@@ -16,7 +16,7 @@ from psycopg2.extensions import parse_dsn
 
 from graphcast_contract import project
 from graphcast_contract.project import PROJECT_ROOT
-from graphcast_contract.sources import DEFAULT_SOURCE, InputSource
+from graphcast_contract.sources import DEFAULT_SOURCE, ECMWF_OPENDATA_URL, InputSource
 
 
 class SettingsError(ValueError):
@@ -33,6 +33,8 @@ class Settings:
     log_dir: Path
     ifs_api_url: str = "http://127.0.0.1:8002"  # the service for IFS open data (operational)
     source: InputSource = DEFAULT_SOURCE
+    ifs_opendata_url: str = ECMWF_OPENDATA_URL  # or a mirror with the same layout
+    ifs_opendata_cache_dir: Path = PROJECT_ROOT / "data" / "ifs-opendata"
     api_token: str | None = None
     api_connect_timeout_s: float = 10.0
     api_timeout_s: float = 900.0
@@ -151,6 +153,9 @@ def load_settings(env_file: Path | None = None) -> Settings:
         log_dir=Path(os.environ.get("LOG_DIR", PROJECT_ROOT / "logs")),
         ifs_api_url=os.environ.get("GRAPHCAST_API_URL_IFS_OPENDATA", "http://127.0.0.1:8002"),
         source=_source(os.environ.get("FORECAST_SOURCE", DEFAULT_SOURCE.value)),
+        ifs_opendata_url=os.environ.get("IFS_OPENDATA_URL", ECMWF_OPENDATA_URL),
+        ifs_opendata_cache_dir=Path(os.environ.get("IFS_OPENDATA_CACHE_DIR",
+                                                   PROJECT_ROOT / "data" / "ifs-opendata")),
         api_token=_api_token(os.environ.get("GRAPHCAST_API_TOKEN")),
         api_connect_timeout_s=_number("GRAPHCAST_API_CONNECT_TIMEOUT_S", "10", float, 0.01),
         api_timeout_s=_number("GRAPHCAST_API_TIMEOUT_S", "900", float, 0.01),

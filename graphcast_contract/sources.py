@@ -32,4 +32,5 @@ class InputSource(StrEnum):
 
 
 DEFAULT_SOURCE = InputSource.ERA5
+ECMWF_OPENDATA_URL = "https://data.ecmwf.int/forecasts"  # ECMWF's own open-data portal
 _LABELS = {InputSource.ERA5: "ERA5", InputSource.IFS_OPENDATA: "IFS open-data"}

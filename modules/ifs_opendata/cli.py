@@ -4,14 +4,13 @@
                                          [--grid-step DEG] [--cache-dir DIR]
     python -m modules.ifs_opendata status [--days N] [--until YYYY-MM-DD] [--grid-step DEG]
 
-The base URL defaults to IFS_OPENDATA_URL, else ECMWF's portal; any mirror with the same
-layout works (e.g. https://ecmwf-forecasts.s3.eu-central-1.amazonaws.com).
+The base URL defaults to the IFS_OPENDATA_URL setting, else ECMWF's portal; any mirror
+with the same layout works (e.g. https://ecmwf-forecasts.s3.eu-central-1.amazonaws.com).
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -21,9 +20,9 @@ import psycopg2
 from config.settings import Settings
 from graphcast_contract.cycles import iso_utc, parse_cycle
 from graphcast_contract.errors import DatabaseError, ExitCode, MissingDataError, exit_code_help
-from graphcast_contract.sources import InputSource
-from modules.ifs_opendata.download import ECMWF_URL, DownloadError, MissingFieldError, RunDownloader
-from modules.ifs_opendata.fetch import DEFAULT_CACHE_DIR, DEFAULT_GRID_STEP, fetch_cycle
+from graphcast_contract.sources import ECMWF_OPENDATA_URL, InputSource
+from modules.ifs_opendata.download import DownloadError, MissingFieldError, RunDownloader
+from modules.ifs_opendata.fetch import DEFAULT_GRID_STEP, fetch_cycle
 from modules.inputs.cli import grid_step_arg, print_status
 from modules.inputs.sources import InvalidDataError, UnreadableFileError
 from modules.job.logs import command_settings, setup_console_logging
@@ -31,7 +30,6 @@ from modules.storage.db import open_database
 
 log = logging.getLogger("ifs_opendata")
 
-URL_VARIABLE = "IFS_OPENDATA_URL"
 LATEST = "latest"
 
 
@@ -61,12 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--cycle", type=_cycle, required=True, metavar="{latest|ISO8601}",
                        help="T0 on a 6-hourly slot, or 'latest': the newest run published")
     fetch.add_argument("--base-url", default=None, metavar="URL",
-                       help=f"open-data root (default: ${URL_VARIABLE}, else {ECMWF_URL})")
+                       help="open-data root (default: the IFS_OPENDATA_URL setting, else "
+                            f"{ECMWF_OPENDATA_URL})")
     fetch.add_argument("--grid-step", type=grid_step_arg, default=DEFAULT_GRID_STEP,
                        metavar="DEG", help="store on this grid, conservatively regridded "
                                            f"(default {DEFAULT_GRID_STEP}: as published)")
-    fetch.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, metavar="DIR",
-                       help=f"downloaded fields (default: {DEFAULT_CACHE_DIR})")
+    fetch.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                       help="downloaded fields (default: the IFS_OPENDATA_CACHE_DIR setting, "
+                            "data/ifs-opendata)")
     fetch.set_defaults(run=run_fetch)
     status = commands.add_parser(
         "status", help="which cycles are complete, incomplete or absent",
@@ -100,11 +100,11 @@ def run_fetch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def fetch_into_store(settings: Settings, cycle: datetime | str, grid_step: float,
-          base_url: str | None = None, cache_dir: Path = DEFAULT_CACHE_DIR) -> int:
+          base_url: str | None = None, cache_dir: Path | None = None) -> int:
     """Fetch one cycle (or LATEST) onto the `grid_step` grid; one log line on success, one
     error line and a distinct exit code else (also the live job's `--fetch`)."""
-    base_url = base_url or os.environ.get(URL_VARIABLE) or ECMWF_URL
-    downloader = RunDownloader(base_url.rstrip("/"), cache_dir)
+    base_url = base_url or settings.ifs_opendata_url
+    downloader = RunDownloader(base_url.rstrip("/"), cache_dir or settings.ifs_opendata_cache_dir)
     try:
         init_time = latest_run(downloader) if cycle == LATEST else cycle
         conn = open_database(settings)

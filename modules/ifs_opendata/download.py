@@ -23,7 +23,6 @@ from graphcast_contract.variables import PRESSURE_LEVELS_13
 
 log = logging.getLogger("ifs_opendata")
 
-ECMWF_URL = "https://data.ecmwf.int/forecasts"
 SURFACE_PARAMS = ("2t", "msl", "10u", "10v")
 PRESSURE_PARAMS = ("t", "gh", "u", "v", "w", "q")
 STATIC_PARAMS = ("z", "lsm")  # surface geopotential, land-sea mask: not in every run

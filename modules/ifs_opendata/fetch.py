@@ -18,7 +18,6 @@ from psycopg2.extensions import cursor as Cursor
 from graphcast_contract.cycles import INPUT_OFFSETS, iso_utc
 from graphcast_contract.errors import MissingDataError
 from graphcast_contract.model_spec import Grid
-from graphcast_contract.project import PROJECT_ROOT
 from graphcast_contract.sources import InputSource
 from graphcast_contract.variables import STATIC_VARIABLES
 from modules.ifs_opendata.download import STATIC_PARAMS, RunDownloader, needed_names
@@ -30,7 +29,6 @@ from modules.inputs.sources import GribSource, InvalidDataError
 log = logging.getLogger("ifs_opendata")
 
 DEFAULT_GRID_STEP = 0.25  # degrees: the open data's own grid, GraphCast_operational's
-DEFAULT_CACHE_DIR = PROJECT_ROOT / "data" / "ifs-opendata"
 
 
 @dataclass(frozen=True)

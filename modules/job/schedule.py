@@ -1,15 +1,20 @@
-"""Run the batch job every 6 hours: a cron entry (Linux, macOS) or a Windows scheduled task.
+"""Run the batch job every 6 hours: a cron entry (Linux, macOS) or a Windows scheduled task,
+one per source of initial conditions.
 
-The cron entry is the seed's, with absolute paths and a marker comment naming the project
-folder, so that installing twice changes nothing and uninstalling removes exactly that line:
+The ERA5 cron entry is the seed's, with absolute paths and a marker comment naming the
+project folder, so that installing twice changes nothing and uninstalling removes exactly
+that line:
 
     0 */6 * * * /abs/.venv/bin/python /abs/trigger_and_ingest_forecast.py \
         >> /abs/logs/pipeline.log 2>&1 # graphcast-pipeline /abs
 
-(one line in the crontab; folded here)
+(one line in the crontab; folded here). The live entry (`ifs-opendata`) runs 8 h after each
+cycle, when ECMWF has published its open data, with `--source ifs-opendata --fetch` and its
+own marker (`# graphcast-pipeline-ifs-opendata /abs`), so that both coexist.
 
-On Windows the task `GraphCast_Pipeline` runs `python.exe <script>` on a daily trigger that
-repeats every 6 hours (`schtasks /Create ... /SC DAILY /ST 00:00 /RI 360 /DU 24:00 /F`).
+On Windows the task `GraphCast_Pipeline` (live: `GraphCast_Pipeline_Live`) runs
+`python.exe <script>` on a daily trigger that repeats every 6 hours
+(`schtasks /Create ... /SC DAILY /ST 00:00 /RI 360 /DU 24:00 /F`).
 """
 from __future__ import annotations
 
@@ -18,14 +23,34 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from graphcast_contract.errors import ExitCode
 from graphcast_contract.project import PROJECT_ROOT
+from graphcast_contract.sources import DEFAULT_SOURCE, InputSource
 
-CRON_SCHEDULE = "0 */6 * * *"
-CRON_MARKER = "# graphcast-pipeline"
-TASK_NAME = "GraphCast_Pipeline"
+
+@dataclass(frozen=True)
+class SourceSchedule:
+    """When and how the job runs for one source."""
+
+    cron_times: str  # cron's minute, hour, day, month and weekday fields
+    marker: str  # comment ending this source's cron line (followed by the project folder)
+    task_name: str  # the Windows scheduled task
+    first_start: str  # the task's first daily start (HH:MM), then every 6 h
+    job_args: tuple[str, ...]  # options of the job script
+
+
+# ECMWF publishes a cycle's open data roughly 6-7 h after its nominal time (README,
+# "Live forecasts"): the live run starts 8 h after each cycle and fetches it first.
+SCHEDULES = {
+    InputSource.ERA5: SourceSchedule("0 */6 * * *", "# graphcast-pipeline",
+                                     "GraphCast_Pipeline", "00:00", ()),
+    InputSource.IFS_OPENDATA: SourceSchedule(
+        "0 2,8,14,20 * * *", "# graphcast-pipeline-ifs-opendata", "GraphCast_Pipeline_Live",
+        "02:00", ("--source", InputSource.IFS_OPENDATA.value, "--fetch")),
+}
 SCRIPT_NAME = "trigger_and_ingest_forecast.py"
 LOG_NAME = Path("logs") / "pipeline.log"
 SCHTASKS_TR_LIMIT = 261  # characters schtasks accepts in /TR
@@ -35,32 +60,37 @@ class ScheduleError(RuntimeError):
     """Installing or removing the schedule failed; the message says why and what to do."""
 
 
-def cron_marker(project_root: PurePath) -> str:
-    """The comment that tags this project's cron line (one per project folder)."""
-    return f"{CRON_MARKER} {project_root}"
+def cron_marker(project_root: PurePath, source: InputSource = DEFAULT_SOURCE) -> str:
+    """The comment that tags this project's cron line of `source` (one per folder and
+    source)."""
+    return f"{SCHEDULES[source].marker} {project_root}"
 
 
-def cron_entry(project_root: Path, python: Path) -> str:
-    """The crontab line: every 6 h, `python` runs the job, stdout and stderr appended to
-    logs/pipeline.log. Paths are shell-quoted; `%` (special to cron) is escaped."""
-    parts = [str(python), str(project_root / SCRIPT_NAME)]
+def cron_entry(project_root: Path, python: Path, source: InputSource = DEFAULT_SOURCE) -> str:
+    """The crontab line: every 6 h, `python` runs the job for `source`, stdout and stderr
+    appended to logs/pipeline.log. Paths are shell-quoted; `%` (special to cron) is escaped."""
+    plan = SCHEDULES[source]
+    parts = [str(python), str(project_root / SCRIPT_NAME), *plan.job_args]
     if any("\n" in part for part in parts + [str(project_root)]):
         raise ScheduleError("a path contains a line break; cron cannot run it")
     command = " ".join(shlex.quote(part) for part in parts)
     log = shlex.quote(str(project_root / LOG_NAME))
-    line = f"{CRON_SCHEDULE} {command} >> {log} 2>&1 {cron_marker(project_root)}"
+    line = f"{plan.cron_times} {command} >> {log} 2>&1 {cron_marker(project_root, source)}"
     return line.replace("%", r"\%")
 
 
-def with_entry(crontab: str, entry: str, project_root: PurePath) -> str:
-    """`crontab` text with this project's line replaced by (or completed with) `entry`."""
-    kept = without_entry(crontab, project_root)
+def with_entry(crontab: str, entry: str, project_root: PurePath,
+               source: InputSource = DEFAULT_SOURCE) -> str:
+    """`crontab` text with this project's line of `source` replaced by (or completed with)
+    `entry`."""
+    kept = without_entry(crontab, project_root, source)
     return f"{kept}{entry}\n"
 
 
-def without_entry(crontab: str, project_root: PurePath) -> str:
-    """`crontab` text minus this project's line; every other line kept as it was."""
-    marker = cron_marker(project_root).replace("%", r"\%")
+def without_entry(crontab: str, project_root: PurePath,
+                  source: InputSource = DEFAULT_SOURCE) -> str:
+    """`crontab` text minus this project's line of `source`; every other line kept."""
+    marker = cron_marker(project_root, source).replace("%", r"\%")
     kept = [line for line in crontab.splitlines() if not line.endswith(marker)]
     return "".join(f"{line}\n" for line in kept)
 
@@ -91,60 +121,66 @@ def _run_crontab(args: list[str], stdin: str | None = None) -> subprocess.Comple
             "or add the line shown in the README's Scheduling section yourself") from None
 
 
-def install_cron(project_root: Path, python: Path,
+def install_cron(project_root: Path, python: Path, source: InputSource = DEFAULT_SOURCE,
                  crontab_cmd: Sequence[str] = ("crontab",)) -> str:
-    """Install (or update) this project's cron line; returns a one-line report."""
-    entry = cron_entry(project_root, python)
+    """Install (or update) this project's cron line of `source`; returns a one-line report."""
+    entry = cron_entry(project_root, python, source)
     current = read_crontab(crontab_cmd)
     if entry in current.splitlines():
         return f"cron entry already installed: {entry}"
-    write_crontab(with_entry(current, entry, project_root), crontab_cmd)
+    write_crontab(with_entry(current, entry, project_root, source), crontab_cmd)
     return f"cron entry installed: {entry}"
 
 
-def uninstall_cron(project_root: Path, crontab_cmd: Sequence[str] = ("crontab",)) -> str:
-    """Remove this project's cron line, and nothing else; returns a one-line report."""
+def uninstall_cron(project_root: Path, source: InputSource = DEFAULT_SOURCE,
+                   crontab_cmd: Sequence[str] = ("crontab",)) -> str:
+    """Remove this project's cron line of `source`, and nothing else; returns a report."""
     current = read_crontab(crontab_cmd)
-    remaining = without_entry(current, project_root)
+    remaining = without_entry(current, project_root, source)
     if remaining == current:
         return "no cron entry of this project to remove"
     write_crontab(remaining, crontab_cmd)
     return "cron entry removed"
 
 
-def schtasks_create_args(project_root: PurePath, python: PurePath) -> list[str]:
-    """`schtasks` arguments creating (or replacing, /F) the 6-hourly task."""
-    action = subprocess.list2cmdline([str(python), str(project_root / SCRIPT_NAME)])
+def schtasks_create_args(project_root: PurePath, python: PurePath,
+                         source: InputSource = DEFAULT_SOURCE) -> list[str]:
+    """`schtasks` arguments creating (or replacing, /F) the 6-hourly task of `source`."""
+    plan = SCHEDULES[source]
+    action = subprocess.list2cmdline([str(python), str(project_root / SCRIPT_NAME),
+                                      *plan.job_args])
     if len(action) > SCHTASKS_TR_LIMIT:
         raise ScheduleError(f"the task's command is {len(action)} characters, over the "
                             f"{SCHTASKS_TR_LIMIT} schtasks accepts: move the project to a "
                             "shorter path")
     # no /RU: the task runs as the user installing it; /RL LIMITED: never elevated, even
     # when installed from an administrator's shell
-    return ["schtasks", "/Create", "/TN", TASK_NAME, "/TR", action,
-            "/SC", "DAILY", "/ST", "00:00", "/RI", "360", "/DU", "24:00", "/RL", "LIMITED", "/F"]
+    return ["schtasks", "/Create", "/TN", plan.task_name, "/TR", action, "/SC", "DAILY",
+            "/ST", plan.first_start, "/RI", "360", "/DU", "24:00", "/RL", "LIMITED", "/F"]
 
 
-def schtasks_delete_args() -> list[str]:
-    """`schtasks` arguments deleting the task."""
-    return ["schtasks", "/Delete", "/TN", TASK_NAME, "/F"]
+def schtasks_delete_args(source: InputSource = DEFAULT_SOURCE) -> list[str]:
+    """`schtasks` arguments deleting the task of `source`."""
+    return ["schtasks", "/Delete", "/TN", SCHEDULES[source].task_name, "/F"]
 
 
-def install_windows_task(project_root: Path, python: Path) -> str:
-    """Create or replace the `GraphCast_Pipeline` task; returns a one-line report."""
-    args = schtasks_create_args(project_root, python)
+def install_windows_task(project_root: Path, python: Path, source: InputSource) -> str:
+    """Create or replace the task of `source`; returns a one-line report."""
+    args = schtasks_create_args(project_root, python, source)
     _run_schtasks(args)
-    return f"scheduled task {TASK_NAME} installed: {subprocess.list2cmdline(args)}"
+    return (f"scheduled task {SCHEDULES[source].task_name} installed: "
+            f"{subprocess.list2cmdline(args)}")
 
 
-def uninstall_windows_task() -> str:
-    """Delete the `GraphCast_Pipeline` task if it exists; returns a one-line report."""
-    query = subprocess.run(["schtasks", "/Query", "/TN", TASK_NAME],
+def uninstall_windows_task(source: InputSource) -> str:
+    """Delete the task of `source` if it exists; returns a one-line report."""
+    task_name = SCHEDULES[source].task_name
+    query = subprocess.run(["schtasks", "/Query", "/TN", task_name],
                            capture_output=True, text=True, timeout=30)
     if query.returncode != 0:
-        return f"no scheduled task {TASK_NAME} to remove"
-    _run_schtasks(schtasks_delete_args())
-    return f"scheduled task {TASK_NAME} removed"
+        return f"no scheduled task {task_name} to remove"
+    _run_schtasks(schtasks_delete_args(source))
+    return f"scheduled task {task_name} removed"
 
 
 def _run_schtasks(args: list[str]) -> None:
@@ -153,27 +189,30 @@ def _run_schtasks(args: list[str]) -> None:
         raise ScheduleError(f"schtasks failed: {(result.stderr or result.stdout).strip()}")
 
 
-def install_schedule(project_root: Path, python: Path | None = None) -> str:
-    """Install the 6-hourly run for this platform with `python` (default: the running
-    interpreter, e.g. the project's .venv); returns a one-line report."""
+def install_schedule(project_root: Path, source: InputSource = DEFAULT_SOURCE,
+                     python: Path | None = None) -> str:
+    """Install the 6-hourly run of `source` for this platform with `python` (default: the
+    running interpreter, e.g. the project's .venv); returns a one-line report."""
     python = python or Path(sys.executable).absolute()
     if os.name == "nt":
-        return install_windows_task(project_root, python)
-    return install_cron(project_root, python)
+        return install_windows_task(project_root, python, source)
+    return install_cron(project_root, python, source)
 
 
-def uninstall_schedule(project_root: Path) -> str:
-    """Remove what `install_schedule` installed on this platform; returns a report."""
+def uninstall_schedule(project_root: Path, source: InputSource = DEFAULT_SOURCE) -> str:
+    """Remove what `install_schedule` installed for `source` on this platform."""
     if os.name == "nt":
-        return uninstall_windows_task()
-    return uninstall_cron(project_root)
+        return uninstall_windows_task(source)
+    return uninstall_cron(project_root, source)
 
 
-def command(install: bool) -> int:
-    """`--install-schedule` / `--uninstall-schedule` of the batch job: do it for this
-    project with the running interpreter, print the report; returns the exit code."""
+def command(install: bool, source: InputSource = DEFAULT_SOURCE) -> int:
+    """`--install-schedule` / `--uninstall-schedule [--source S]` of the batch job: do it
+    for this project with the running interpreter, print the report; returns the exit
+    code."""
     try:
-        print(install_schedule(PROJECT_ROOT) if install else uninstall_schedule(PROJECT_ROOT))
+        print(install_schedule(PROJECT_ROOT, source) if install
+              else uninstall_schedule(PROJECT_ROOT, source))
     except ScheduleError as exc:
         print(f"scheduling error: {exc}", file=sys.stderr)
         return ExitCode.SCHEDULE

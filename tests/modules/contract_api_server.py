@@ -82,6 +82,7 @@ class ContractApi:
         self.model_hook: Callable[[dict[str, Any]], None] | None = None
         self.reply_hook: Callable[[dict[str, Any]], None] | None = None
         self.provenance: dict[str, Any] = dict(PROVENANCE)
+        self.surface_inputs = list(SURFACE)  # GraphCast_operational's lack precipitation
         self.calls: list[tuple[str, str]] = []
 
     def close(self) -> None:
@@ -93,7 +94,7 @@ class ContractApi:
                    for n in SURFACE + ATMOSPHERIC]
         return {"model": "GraphCast_test", "description": "persistence test model",
                 "license": "test", "grid": self.grid, "pressure_levels": LEVELS,
-                "input_times_hours": [-6, 0], "surface_inputs": SURFACE,
+                "input_times_hours": [-6, 0], "surface_inputs": self.surface_inputs,
                 "atmospheric_inputs": ATMOSPHERIC, "static_inputs": STATIC,
                 "targets": targets, "step_hours": 6, "max_lead_hours": 240,
                 "precision": self.provenance["precision"], "device": "cpu",
@@ -105,7 +106,7 @@ class ContractApi:
             raise RequestRejected(422, "grid or pressure_levels differ from the model's")
         shape = (self.grid["n_lat"], self.grid["n_lon"])
         inputs = {}
-        for name in SURFACE + ATMOSPHERIC:
+        for name in self.surface_inputs + ATMOSPHERIC:
             want = (2, *shape) if name in SURFACE else (2, len(LEVELS), *shape)
             inputs[name] = _decode(request["inputs"], name, want)
         for name in STATIC:

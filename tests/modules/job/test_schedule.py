@@ -11,6 +11,7 @@ from pathlib import Path, PureWindowsPath
 import pytest
 
 from graphcast_contract.project import PROJECT_ROOT
+from graphcast_contract.sources import InputSource
 from modules.job import schedule
 
 CRON_SPOOLS = (Path("/var/spool/cron/crontabs"), Path("/var/spool/cron"))  # Debian, others
@@ -35,7 +36,7 @@ def test_cron_entry_quotes_spaces_and_escapes_percent(tmp_path: Path) -> None:
     fake_python.chmod(0o755)
     entry = schedule.cron_entry(root, fake_python)
     assert "\\%" in entry and "% " not in entry.replace("\\%", "")
-    command = entry.removeprefix(schedule.CRON_SCHEDULE + " ").replace("\\%", "%")
+    command = entry.removeprefix("0 */6 * * * ").replace("\\%", "%")
     subprocess.run(["sh", "-c", command], check=True, timeout=10)
     subprocess.run(["sh", "-c", command], check=True, timeout=10)
     log = (root / "logs" / "pipeline.log").read_text()
@@ -55,6 +56,36 @@ def test_crontab_text_edits_keep_other_lines() -> None:
     assert updated.count("# graphcast-pipeline /srv/a") == 1 and "/opt/py" in updated
     assert schedule.without_entry(updated, root) == before
     assert schedule.without_entry(before, root) == before
+
+
+def test_live_entry_fetches_then_forecasts_and_coexists_with_the_era5_one() -> None:
+    root = Path("/srv/graphcast")
+    python = Path("/srv/graphcast/.venv/bin/python")
+    live = schedule.cron_entry(root, python, InputSource.IFS_OPENDATA)
+    assert live == (
+        "0 2,8,14,20 * * * /srv/graphcast/.venv/bin/python"
+        " /srv/graphcast/trigger_and_ingest_forecast.py --source ifs-opendata --fetch"
+        " >> /srv/graphcast/logs/pipeline.log 2>&1"
+        " # graphcast-pipeline-ifs-opendata /srv/graphcast")
+    era5 = schedule.cron_entry(root, python)
+    both = schedule.with_entry(schedule.with_entry(OTHER_LINES, era5, root), live, root,
+                               InputSource.IFS_OPENDATA)
+    assert both == OTHER_LINES + era5 + "\n" + live + "\n"
+    assert schedule.with_entry(both, era5, root) == OTHER_LINES + live + "\n" + era5 + "\n"
+    assert schedule.without_entry(both, root, InputSource.IFS_OPENDATA) == \
+        OTHER_LINES + era5 + "\n"
+    assert schedule.without_entry(both, root) == OTHER_LINES + live + "\n"
+
+
+def test_live_windows_task_is_a_second_task() -> None:
+    root = PureWindowsPath(r"C:\graphcast")
+    args = schedule.schtasks_create_args(root, PureWindowsPath(r"C:\graphcast\.venv\python.exe"),
+                                         InputSource.IFS_OPENDATA)
+    assert subprocess.list2cmdline(args) == (
+        'schtasks /Create /TN GraphCast_Pipeline_Live /TR "C:\\graphcast\\.venv\\python.exe'
+        ' C:\\graphcast\\trigger_and_ingest_forecast.py --source ifs-opendata --fetch"'
+        " /SC DAILY /ST 02:00 /RI 360 /DU 24:00 /RL LIMITED /F")
+    assert schedule.schtasks_delete_args(InputSource.IFS_OPENDATA)[3] == "GraphCast_Pipeline_Live"
 
 
 def test_schtasks_command_line() -> None:
@@ -121,9 +152,9 @@ def private_crontab(tmp_path: Path):
     return run
 
 
-def _schedule(run, option: str) -> subprocess.CompletedProcess[str]:
-    """`trigger_and_ingest_forecast.py OPTION` inside the private-spool namespace."""
-    return run(sys.executable, str(PROJECT_ROOT / "trigger_and_ingest_forecast.py"), option)
+def _schedule(run, *options: str) -> subprocess.CompletedProcess[str]:
+    """`trigger_and_ingest_forecast.py OPTIONS` inside the private-spool namespace."""
+    return run(sys.executable, str(PROJECT_ROOT / "trigger_and_ingest_forecast.py"), *options)
 
 
 def test_real_crontab_install_is_idempotent_and_uninstall_exact(private_crontab) -> None:
@@ -146,6 +177,19 @@ def test_real_crontab_install_is_idempotent_and_uninstall_exact(private_crontab)
     assert "no cron entry" in _schedule(run, "--uninstall-schedule").stdout
     own = subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout
     assert f"graphcast-pipeline {PROJECT_ROOT}" not in own  # the machine's crontab untouched
+
+
+def test_real_crontab_holds_both_sources_apart(private_crontab) -> None:
+    run = private_crontab
+    python = Path(sys.executable).absolute()
+    era5 = schedule.cron_entry(PROJECT_ROOT, python)
+    live = schedule.cron_entry(PROJECT_ROOT, python, InputSource.IFS_OPENDATA)
+    assert _schedule(run, "--install-schedule").returncode == 0
+    installed = _schedule(run, "--install-schedule", "--source", "ifs-opendata")
+    assert installed.returncode == 0 and installed.stdout == f"cron entry installed: {live}\n"
+    assert run("crontab", "-l").stdout == f"{era5}\n{live}\n"
+    assert _schedule(run, "--uninstall-schedule", "--source", "ifs-opendata").returncode == 0
+    assert run("crontab", "-l").stdout == f"{era5}\n"
 
 
 def test_install_schedule_without_crontab_fails_clearly(tmp_path: Path) -> None:
