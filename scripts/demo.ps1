@@ -1,5 +1,5 @@
 # The quick start on Windows: environment, dependencies, then one forecast cycle end to end
-# (scripts\demo.py). Options go to the demo: --offline, --port N, --base-url URL.
+# (scripts\demo.py). Options go to the demo: --offline, --live, --port N, --base-url URL.
 $ErrorActionPreference = "Stop"
 Set-Location (Split-Path -Parent $PSScriptRoot)
 & "$PSScriptRoot\setup_env.ps1" requirements.txt requirements-service.txt

@@ -1,6 +1,7 @@
 """The quick-start demo: one forecast cycle end to end on the embedded defaults.
 
     python scripts/demo.py [--offline] [--port 8001] [--base-url URL]
+    python scripts/demo.py --live [--port 8002] [--base-url URL] [--opendata-url URL]
 
 (`scripts/demo.sh` and `scripts\\demo.ps1` create .venv, install the requirements and run this.)
 
@@ -17,6 +18,11 @@
    `trigger_and_ingest_forecast.py --init-time 2022-01-01T06:00`, prints the seed's check
    query and the 20 sites' forecasts, stops the service it started, and online prints the
    RMSE against ERA5 next to persistence (`python -m modules.verification`).
+
+`--live` forecasts the next 24 h instead: it fetches the official GraphCast_operational
+checkpoint (0.25 degree) and the newest cycle of ECMWF's open data, starts the service on
+127.0.0.1:8002 and runs `trigger_and_ingest_forecast.py --source ifs-opendata --fetch`, then
+prints the 20 sites' forecasts. Without internet it says so in one line and exits 10.
 
 The demo always uses the embedded PostgreSQL in .pgdata/ (DATABASE_URL is ignored), so it
 never writes demo data into your own database. Re-runs fetch nothing again and duplicate
@@ -42,6 +48,7 @@ from config.settings import load_settings
 from graphcast_api.tools import weights
 from graphcast_contract.errors import ExitCode, exit_code_help
 from graphcast_contract.project import PROJECT_ROOT
+from graphcast_contract.sources import ECMWF_OPENDATA_URL, InputSource
 from graphcast_contract.variables import STATS_FILES
 from modules.storage import db
 
@@ -94,9 +101,13 @@ def _shown(part: str) -> str:
     return f'"{text}"' if " " in text else text
 
 
-def bucket_answers(base_url: str) -> bool:
+def bucket_answers(base_url: str, model: str = "small") -> bool:
     """Whether the official checkpoint's URL answers within a few seconds."""
-    url = weights.object_url(base_url, weights.checkpoint_path("small"))
+    return answers(weights.object_url(base_url, weights.checkpoint_path(model)))
+
+
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 to a HEAD request within a few seconds."""
     try:
         return requests.head(url, timeout=5, allow_redirects=True).status_code == 200
     except requests.RequestException:
@@ -183,7 +194,8 @@ def ensure_port_free(port: int) -> None:
 
 
 @contextmanager
-def api_service(files: DemoFiles, port: int, env: dict[str, str]) -> Iterator[str]:
+def api_service(checkpoint: Path, stats_dir: Path, port: int, env: dict[str, str]
+                ) -> Iterator[str]:
     """Start `python -m graphcast_api serve` in the background, wait until /health says ok,
     yield the name of the model it serves; stop it on the way out."""
     ensure_port_free(port)
@@ -191,7 +203,7 @@ def api_service(files: DemoFiles, port: int, env: dict[str, str]) -> Iterator[st
     LOG_DIR.mkdir(exist_ok=True)
     log_path = LOG_DIR / "demo-api.log"
     command = [sys.executable, "-m", "graphcast_api", "serve", "--checkpoint",
-               str(files.checkpoint), "--stats-dir", str(files.stats_dir),
+               str(checkpoint), "--stats-dir", str(stats_dir),
                "--host", "127.0.0.1", "--port", str(port)]
     print(f"\n==> GraphCast API on {url} (log: {log_path.relative_to(PROJECT_ROOT)})\n"
           f"    $ {' '.join(_shown(part) for part in command)} &", flush=True)
@@ -257,20 +269,27 @@ class CycleForecasts:
         return sorted({row[3] for row in self.rows})
 
 
-def cycle_forecasts(model: str) -> CycleForecasts:
+def cycle_forecasts(model: str, source: InputSource, init_time: str | None = None
+                    ) -> tuple[str, CycleForecasts]:
+    """The stored forecasts of `model` from `source` for `init_time` (None: the newest
+    cycle), with that cycle's time."""
     rows = fetch_rows(
-        "SELECT site, latitude, longitude, lead_hours, value, variable, unit, model"
-        " FROM predictions WHERE init_time = %s AND model = %s ORDER BY site, lead_hours",
-        (f"{INIT_TIME}+00:00", model))
+        "SELECT site, latitude, longitude, lead_hours, value, variable, unit, model,"
+        " to_char(init_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI') FROM predictions"
+        " WHERE model = %s AND source = %s AND init_time = coalesce(%s::timestamptz,"
+        "  (SELECT max(init_time) FROM predictions WHERE model = %s AND source = %s))"
+        " ORDER BY site, lead_hours",
+        (model, source, f"{init_time}+00:00" if init_time else None, model, source))
     if not rows:
-        raise DemoError(f"no predictions of {model} stored for {INIT_TIME}")
-    return CycleForecasts([row[:5] for row in rows], *rows[0][5:8])
+        raise DemoError(f"no predictions of {model} from {source} stored"
+                        + (f" for {init_time}" if init_time else ""))
+    return rows[0][8], CycleForecasts([row[:5] for row in rows], *rows[0][5:8])
 
 
-def print_site_table(forecasts: CycleForecasts) -> None:
+def print_site_table(init_time: str, forecasts: CycleForecasts) -> None:
     leads = forecasts.leads
     print(f"\n==> {forecasts.variable} ({forecasts.unit}) from {forecasts.model} at the "
-          f"{len(forecasts.rows) // len(leads)} sites, initialised {INIT_TIME} UTC")
+          f"{len(forecasts.rows) // len(leads)} sites, initialised {init_time} UTC")
     print(f"    {'site':<16}{'lat':>7}{'lon':>8}" + "".join(f"{f'+{h} h':>9}" for h in leads))
     table: dict[tuple[str, float, float], dict[int, float]] = {}
     for site, lat, lon, lead, value in forecasts.rows:
@@ -298,14 +317,14 @@ def run_demo(offline: bool, port: int, base_url: str) -> None:
     files = prepare_online(env, base_url) if mode == "online" else prepare_offline(env)
     step("load the ERA5 dataset into PostgreSQL (embedded, .pgdata/)",
          [sys.executable, "-m", "modules.era5_loader", str(files.era5)], env)
-    with api_service(files, port, env) as model:
+    with api_service(files.checkpoint, files.stats_dir, port, env) as model:
         step(f"the batch job for the {INIT_TIME} UTC cycle",
              [sys.executable, str(PROJECT_ROOT / "trigger_and_ingest_forecast.py"),
               "--init-time", INIT_TIME], env)
     step("the seed's check query (python -m modules.query)",
          [sys.executable, "-m", "modules.query", CHECK_QUERY], env)
-    forecasts = cycle_forecasts(model)
-    print_site_table(forecasts)
+    _, forecasts = cycle_forecasts(model, InputSource.ERA5, INIT_TIME)
+    print_site_table(INIT_TIME, forecasts)
     if mode == "online":
         step("RMSE against ERA5 next to persistence",
              [sys.executable, "-m", "modules.verification", "--model", forecasts.model], env)
@@ -313,22 +332,57 @@ def run_demo(offline: bool, port: int, base_url: str) -> None:
         print(OFFLINE_BANNER)
 
 
+def run_live_demo(port: int, base_url: str, opendata_url: str) -> None:
+    """GraphCast_operational's forecast of the next 24 h from the newest open-data cycle."""
+    ensure_port_free(port)
+    for url in (weights.object_url(base_url, weights.checkpoint_path("operational")),
+                opendata_url):
+        if not answers(url):
+            raise DemoError(f"the live demo needs the internet: {url} does not answer",
+                            ExitCode.DOWNLOAD_FAILED)
+    api_url = f"http://127.0.0.1:{port}"
+    env = dict(child_env(api_url), GRAPHCAST_API_URL_IFS_OPENDATA=api_url,
+               IFS_OPENDATA_URL=opendata_url)
+    step("official GraphCast_operational weights (0.25 degree) and statistics",
+         [sys.executable, "-m", "graphcast_api", "fetch-weights", "operational", "--dest",
+          str(WEIGHTS_DIR), "--base-url", base_url], env)
+    checkpoint = WEIGHTS_DIR / weights.checkpoint_path("operational")
+    with api_service(checkpoint, WEIGHTS_DIR / "stats", port, env) as model:
+        step("the live job: fetch the newest open-data cycle, then forecast it",
+             [sys.executable, str(PROJECT_ROOT / "trigger_and_ingest_forecast.py"),
+              "--source", InputSource.IFS_OPENDATA, "--fetch"], env)
+    print_site_table(*cycle_forecasts(model, InputSource.IFS_OPENDATA))
+    print("\nInitial conditions: ECMWF open data, (c) ECMWF, CC BY 4.0 (www.ecmwf.int); "
+          "weights: DeepMind's GraphCast_operational, CC BY-NC-SA 4.0 (non-commercial).")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/demo.sh", description="Run one forecast cycle end to end.",
         epilog=exit_code_help(ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.API_FAILED,
-                              ExitCode.CANNOT_LISTEN)
+                              ExitCode.CANNOT_LISTEN, ExitCode.DOWNLOAD_FAILED)
         + "\n  a failed step's own exit code otherwise (see the README's table)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--offline", action="store_true",
                         help="synthetic data and random weights, even if the bucket answers")
-    parser.add_argument("--port", type=int, default=8001, help="API port (default 8001)")
+    parser.add_argument("--live", action="store_true",
+                        help="tomorrow's forecast: GraphCast_operational from the newest "
+                             "ECMWF open-data cycle (needs the internet)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="API port (default 8001; 8002 with --live)")
     parser.add_argument("--base-url", default=weights.BUCKET_URL,
                         help="where the official files are (default: %(default)s)")
+    parser.add_argument("--opendata-url", default=ECMWF_OPENDATA_URL,
+                        help="with --live: the open-data root (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.live and args.offline:
+        parser.error("--live needs the internet; it cannot be --offline")
     started = time.monotonic()
     try:
-        run_demo(args.offline, args.port, args.base_url)
+        if args.live:
+            run_live_demo(args.port or 8002, args.base_url, args.opendata_url)
+        else:
+            run_demo(args.offline, args.port or 8001, args.base_url)
     except DemoError as error:
         print(f"\ndemo failed: {error}", file=sys.stderr)
         return error.exit_code

@@ -179,3 +179,15 @@ def test_online_mode_fetches_the_official_files_once(project: Path, bucket: str)
     assert second.returncode == 0, second.stderr
     assert "already in weights/" in second.stdout and "already present" in second.stderr
     assert len(_Bucket.downloads) == 5  # nothing fetched again
+
+
+def test_live_demo_without_internet_says_so_in_one_line(project: Path) -> None:
+    unreachable = f"http://127.0.0.1:{_free_port()}"
+    result = _demo(project, "--live", "--port", str(_free_port()), "--base-url", unreachable,
+                   "--opendata-url", unreachable)
+    assert result.returncode == ExitCode.DOWNLOAD_FAILED, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "demo failed: the live demo needs the internet: "
+        f"{weights.object_url(unreachable, weights.checkpoint_path('operational'))} "
+        "does not answer"]
+    assert not (project / "weights").exists()
