@@ -122,6 +122,10 @@ def test_source_option_and_setting_tag_runs_and_rows(run_job: JobRunner, era5_db
                                                      api: ContractApi) -> None:
     """`--source` overrides FORECAST_SOURCE; each source posts to its own API address; the
     rows of one cycle from two sources live side by side."""
+    for table, columns in (("input_fields", "grid_id, valid_time, variable, level, data"),
+                           ("input_static_fields", "grid_id, variable, data")):
+        query(era5_db, f"INSERT INTO {table} (source, {columns}) SELECT 'ifs-opendata',"
+                       f" {columns} FROM {table} RETURNING 1")  # the same analyses, re-tagged
     assert run_job("--init-time", "2022-01-01T06:00", FORECAST_SOURCE="ifs-opendata",
                    GRAPHCAST_API_URL_IFS_OPENDATA=api.url,
                    GRAPHCAST_API_URL="http://127.0.0.1:9").returncode == 0
