@@ -52,4 +52,5 @@ def check_content_length(request: Request, expected: int) -> None:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) != expected:
         raise RequestError(400, f"binary body: Content-Length {declared} differs from the "
-                                f"{expected} bytes its header announces")
+                                f"{expected} bytes its header announces (an array short, "
+                                "or bytes after the last one)")
