@@ -1,5 +1,5 @@
 """The forecast request of one cycle: its context (built once) and the `POST /v1/forecast`
-body of docs/api.md."""
+body of docs/api.md, as JSON or as the binary encoding of the same request."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +10,7 @@ import numpy as np
 
 from graphcast_contract.cycles import iso_utc
 from graphcast_contract.model_spec import FieldKey, ModelSpec
-from graphcast_contract.wire import encode_array
+from graphcast_contract.wire import BinaryBody, encode_array
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,25 @@ class Snapshot:
 
 def build_payload(spec: ModelSpec, context: ForecastContext, snapshot: Snapshot
                   ) -> dict[str, Any]:
-    """The `POST /v1/forecast` request body."""
+    """The `POST /v1/forecast` JSON body (arrays as base64)."""
+    return {**request_fields(spec, context),
+            "inputs": {name: encode_array(array) for name, array in snapshot.inputs.items()},
+            "static": {name: encode_array(array) for name, array in snapshot.static.items()}}
+
+
+def build_binary_body(spec: ModelSpec, context: ForecastContext, snapshot: Snapshot
+                      ) -> BinaryBody:
+    """The same request in the binary encoding, streamed from the snapshot's arrays."""
+    return BinaryBody(request_fields(spec, context),
+                      {"inputs": snapshot.inputs, "static": snapshot.static})
+
+
+def request_fields(spec: ModelSpec, context: ForecastContext) -> dict[str, Any]:
+    """Every field of the request but its arrays (`inputs`, `static`)."""
     return {
         "init_time": iso_utc(context.init_time),
         "grid": spec.grid.as_dict(),
         "pressure_levels": list(spec.pressure_levels),
-        "inputs": {name: encode_array(array) for name, array in snapshot.inputs.items()},
-        "static": {name: encode_array(array) for name, array in snapshot.static.items()},
         "sites": [{"name": s.name, "latitude": s.latitude, "longitude": s.longitude}
                   for s in context.sites],
         "variables": [{"name": name, "level": level} if level else {"name": name}

@@ -12,7 +12,6 @@ each run's `forecast_runs` row.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,8 +32,9 @@ from graphcast_contract.errors import (
 )
 from graphcast_contract.model_spec import ModelSpec, Provenance
 from graphcast_contract.reply import CycleForecast, parse_forecast_reply
-from graphcast_contract.request import ForecastContext, Site, build_payload
+from graphcast_contract.request import ForecastContext, Site, build_binary_body
 from graphcast_contract.sources import InputSource
+from graphcast_contract.wire import BinaryBody
 from modules import data_preparator, prediction_db_ingestion
 from modules.inputs import store
 from modules.job import ledger
@@ -208,11 +208,12 @@ def _context(job: Job, init_time: datetime) -> ForecastContext:
     return ForecastContext(init_time, job.sites, job.settings.variables, job.settings.lead_hours)
 
 
-def _prepare(job: Job, spec: ModelSpec, context: ForecastContext) -> bytes:
-    """Extract, validate and encode the forecast request of the cycle (JSON bytes)."""
+def _prepare(job: Job, spec: ModelSpec, context: ForecastContext) -> BinaryBody:
+    """Extract and validate the inputs of the cycle: its forecast request in the binary
+    encoding, streamed from the arrays when sent."""
     with job.conn, job.conn.cursor() as cur:
         snapshot = data_preparator.extract_snapshot(cur, spec, context.init_time, job.source)
-    return json.dumps(build_payload(spec, context, snapshot)).encode("ascii")
+    return build_binary_body(spec, context, snapshot)
 
 
 def _ingest(job: Job, outcome: RunOutcome, forecast: CycleForecast) -> None:

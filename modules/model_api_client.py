@@ -18,6 +18,7 @@ import requests
 from urllib3.exceptions import ConnectTimeoutError
 
 from graphcast_contract.errors import ApiError, InvalidReplyError
+from graphcast_contract.wire import BINARY_CONTENT_TYPE, JSON_CONTENT_TYPE, BinaryBody
 from modules.job.logs import escape
 
 RETRY_STATUSES = (502, 503, 504)
@@ -42,10 +43,12 @@ class ModelApiClient:
         """`GET /v1/model`: what the model needs and produces."""
         return self._call("GET", "/v1/model")
 
-    def forecast(self, body: bytes) -> dict[str, Any]:
-        """`POST /v1/forecast` with a JSON `body` already encoded."""
+    def forecast(self, body: BinaryBody | bytes) -> dict[str, Any]:
+        """`POST /v1/forecast` with `body`: the binary encoding (the job's: streamed from the
+        arrays, resent from the start on a retry) or JSON bytes already encoded."""
+        content_type = BINARY_CONTENT_TYPE if isinstance(body, BinaryBody) else JSON_CONTENT_TYPE
         return self._call("POST", "/v1/forecast", data=body,
-                          headers={"Content-Type": "application/json"})
+                          headers={"Content-Type": content_type})
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._send_with_retries(method, path, **kwargs)

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from graphcast_api.service import model_card
+from graphcast_api.service.binary_body import read_binary_request
 from graphcast_api.service.guards import BearerToken, BodySizeLimit, RequestId
 from graphcast_api.service.model_card import Forecaster
 from graphcast_api.service.queue import ClientGone, ForecastQueue, QueueTimeout
@@ -46,6 +47,7 @@ from graphcast_api.settings import (
     DEFAULT_MAX_VALUES,
     DEFAULT_QUEUE_SLOTS,
 )
+from graphcast_contract.wire import BINARY_CONTENT_TYPE, JSON_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +80,19 @@ class ServiceLimits:
                            max_values=self.max_values)
 
     def body_bytes_for(self, model: Forecaster) -> int:
-        """The configured body limit, else a full request of `model` plus a margin."""
+        """The configured body limit, else a full JSON request of `model` plus a margin (a
+        binary body of the same request is 0.75x of that)."""
         if self.max_body_bytes is not None:
             return self.max_body_bytes
         arrays = model_card.full_request_base64_bytes(model)
+        return int(arrays * (1 + BODY_MARGIN_SHARE)) + self.header_bytes()
+
+    def header_bytes(self) -> int:
+        """The most a request may hold besides its arrays' data (a binary body's header):
+        the sites at their caps (a name's character may take 12 bytes as a JSON escape
+        pair) and a margin for the rest."""
         sites = self.max_sites * (12 * self.max_site_name_chars + SITE_JSON_BYTES)
-        return int(arrays * (1 + BODY_MARGIN_SHARE)) + sites + BODY_MARGIN_BYTES
+        return sites + BODY_MARGIN_BYTES
 
 
 class ServiceUnavailable(Exception):
@@ -98,7 +107,7 @@ class ServiceUnavailable(Exception):
 ERROR_RESPONSES = {
     status: {"model": ErrorDetail, "description": description}
     for status, description in {
-        400: "The body is not valid JSON.",
+        400: "The body is not valid JSON, or a binary body does not follow its framing.",
         401: "A token is configured and the request lacks it or has a wrong one.",
         413: "The body is larger than the configured limit.",
         422: "Invalid content; `detail` names the field and the problem.",
@@ -115,7 +124,8 @@ def create_app(limits: ServiceLimits = ServiceLimits(), model: Forecaster | None
         title="GraphCast API",
         version="1",
         description="Site forecasts from a self-hosted GraphCast model. Contract: docs/api.md."
-                    " Arrays travel as base64 of little-endian float32 bytes in C order.",
+                    " Arrays travel as little-endian float32 bytes in C order: base64 in a JSON"
+                    f" body, raw in a binary body (`{BINARY_CONTENT_TYPE}`).",
     )
     app.state.model = None
     app.state.limits = limits
@@ -183,8 +193,11 @@ def add_routes(app: FastAPI) -> None:
               summary="Forecast values at sites from two input frames",
               openapi_extra={"requestBody": {
                   "required": True,
-                  "content": {"application/json": {
-                      "schema": {"$ref": "#/components/schemas/ForecastRequest"}}},
+                  "content": {
+                      JSON_CONTENT_TYPE: {
+                          "schema": {"$ref": "#/components/schemas/ForecastRequest"}},
+                      BINARY_CONTENT_TYPE: {
+                          "schema": {"type": "string", "format": "binary"}}},
               }})
     async def forecast(request: Request) -> Response:
         """Runs the model from the two input frames for `max(lead_hours) / 6` steps and
@@ -212,16 +225,11 @@ async def answer_forecast(request: Request, model: Forecaster, started: float,
                           deadline: float) -> Response:
     """Read, decode and queue one forecast (its slot is held); the reply's JSON is built in a
     worker thread, never on the event loop."""
-    body = await read_body(request)
+    decoded = await receive_request(request, model)
     request.scope["body_read"] = True
     # uvicorn may have paused reading this connection during the last body chunk; a receive
     # resumes it, so that a client closing while it waits is noticed at its turn.
     await request.is_disconnected()
-    limits: ServiceLimits = request.app.state.limits
-    try:
-        decoded = await asyncio.to_thread(decode_forecast_request, body, model, limits.caps())
-    finally:
-        body.clear()  # the decoded arrays are all that is kept while waiting
     decode_s = time.perf_counter() - started
     grid = model_card.model_grid(model)
 
@@ -250,6 +258,20 @@ def render_reply(model: Forecaster, decoded: DecodedRequest, entries: list[dict]
     reply = ForecastResponse(model=model.name, init_time=decoded.init_time, forecasts=entries,
                              timings=timings, provenance=model_card.provenance(model))
     return reply.model_dump_json().encode()
+
+
+async def receive_request(request: Request, model: Forecaster) -> DecodedRequest:
+    """Read and decode the body in the encoding its Content-Type names (JSON by default)."""
+    limits: ServiceLimits = request.app.state.limits
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == BINARY_CONTENT_TYPE:
+        return await read_binary_request(request, model, limits.caps(),
+                                         limits.header_bytes())
+    body = await read_body(request)
+    try:
+        return await asyncio.to_thread(decode_forecast_request, body, model, limits.caps())
+    finally:
+        body.clear()  # the decoded arrays are all that is kept while waiting
 
 
 async def read_body(request: Request) -> bytearray:

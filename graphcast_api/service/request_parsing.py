@@ -1,4 +1,5 @@
-"""Turn a `POST /v1/forecast` body into the engine's inputs, checking it against the model.
+"""Turn a `POST /v1/forecast` body, JSON or binary (graphcast_contract.wire), into the
+engine's inputs, checking it against the model.
 
 Every problem raises `RequestError` with the HTTP status and a message that names it
 (the field path, what was expected, what came).
@@ -9,6 +10,7 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 
 import numpy as np
 import pybase64
@@ -17,7 +19,13 @@ from pydantic import ValidationError
 
 from graphcast_api.service import model_card
 from graphcast_api.service.model_card import Forecaster
-from graphcast_api.service.schemas import EncodedArray, ForecastRequest, Grid
+from graphcast_api.service.schemas import (
+    BinaryArray,
+    BinaryForecastHeader,
+    EncodedArray,
+    ForecastRequest,
+    Grid,
+)
 from graphcast_api.settings import (
     DEFAULT_MAX_SITE_NAME_CHARS,
     DEFAULT_MAX_SITES,
@@ -25,8 +33,9 @@ from graphcast_api.settings import (
     ENV,
 )
 from graphcast_contract.cycles import INPUT_TIMES_HOURS, MAX_LEAD_HOURS, STEP_HOURS, as_utc
-from graphcast_contract.wire import array_from_bytes
+from graphcast_contract.wire import ArraySlot, WireError, array_from_bytes, data_size, slot_bytes
 
+Request = TypeVar("Request", bound=ForecastRequest)
 MAX_LISTED_ERRORS = 5
 # init_time range: forcings need datetime64[ns] (which wraps past 2262) and a sane calendar.
 EARLIEST_INIT_TIME = datetime(1900, 1, 1, tzinfo=timezone.utc)
@@ -67,17 +76,67 @@ class DecodedRequest:
 
 def decode_forecast_request(body: bytes | bytearray, model: Forecaster,
                             caps: RequestCaps = RequestCaps()) -> DecodedRequest:
-    """Parse, check and decode `body` for `model`; RequestError on any problem.
+    """Parse, check and decode the JSON `body` for `model`; RequestError on any problem.
 
     The cheap checks come first; the returned request keeps no base64 text (only the
     decoded arrays), so a request waiting for the model holds about 0.75x its body."""
-    request = parse_body(body)
+    request = parse_body(body, ForecastRequest)
+    init_time = check_request(request, model, caps)
+    arrays = {where: decode_array(where, encoded, shape)
+              for where, encoded, shape in expected_arrays(request, model)}
+    return decoded_request(request, model, init_time, arrays)
+
+
+@dataclass(frozen=True)
+class BinaryPlan:
+    """A checked binary header: the request and where each of its arrays lies."""
+
+    request: BinaryForecastHeader
+    init_time: datetime
+    slots: list[ArraySlot]
+    data_bytes: int
+
+
+def check_binary_header(header: bytes, model: Forecaster, caps: RequestCaps = RequestCaps()
+                        ) -> BinaryPlan:
+    """Parse and check the JSON header of a binary body before its data is read: the same
+    checks as a JSON request's, then the arrays' shapes and the tiling of their offsets."""
+    request = parse_body(header, BinaryForecastHeader)
+    init_time = check_request(request, model, caps)
+    slots = [ArraySlot(where, shape, encoded.offset)
+             for where, encoded, shape in expected_arrays(request, model)]
+    try:
+        size = data_size(slots)
+    except WireError as error:
+        raise RequestError(400, str(error)) from None
+    return BinaryPlan(request, init_time, slots, size)
+
+
+def decode_binary_data(plan: BinaryPlan, data: np.ndarray, model: Forecaster) -> DecodedRequest:
+    """The engine inputs over the data section `data` (views, no copy); 422 for NaN/inf."""
+    arrays = {}
+    for slot in plan.slots:
+        try:
+            arrays[slot.where] = array_from_bytes(slot_bytes(data, slot), slot.shape)
+        except ValueError as error:
+            raise RequestError(422, f"{slot.where}: {error}") from None
+    return decoded_request(plan.request, model, plan.init_time, arrays)
+
+
+def check_request(request: ForecastRequest, model: Forecaster, caps: RequestCaps) -> datetime:
+    """Every check that needs no array data; the init time in UTC."""
     init_time = check_init_time(request.init_time)
     check_sites(request, caps)
     check_reply_size(request, caps)
     check_grid_and_levels(request, model)
     check_outputs(request, model)
-    inputs = build_inputs(request, model, init_time)
+    return init_time
+
+
+def decoded_request(request: ForecastRequest, model: Forecaster, init_time: datetime,
+                    arrays: dict[str, np.ndarray]) -> DecodedRequest:
+    """The decoded request, keeping of the request only what is not an array."""
+    inputs = build_inputs(request, model, init_time, arrays)
     return DecodedRequest(request.model_copy(update={"inputs": {}, "static": {}}), init_time,
                           inputs)
 
@@ -115,14 +174,16 @@ def check_reply_size(request: ForecastRequest, caps: RequestCaps) -> None:
                                 f"({ENV['max_values'][0]})")
 
 
-def parse_body(body: bytes) -> ForecastRequest:
-    """The request model; 400 when `body` is not JSON, 422 when its structure is wrong."""
+def parse_body(body: bytes | bytearray, schema: type[Request]) -> Request:
+    """The request (or binary header) model; 400 when `body` is not JSON, 422 when its
+    structure is wrong."""
     try:
-        return ForecastRequest.model_validate_json(body)
+        return schema.model_validate_json(body)
     except ValidationError as error:
         problems = error.errors(include_url=False)
         if any(p["type"] == "json_invalid" for p in problems):
-            raise RequestError(400, f"body is not valid JSON: {problems[0]['msg']}") from None
+            what = "binary header" if schema is BinaryForecastHeader else "body"
+            raise RequestError(400, f"{what} is not valid JSON: {problems[0]['msg']}") from None
         raise RequestError(422, describe_validation_errors(problems)) from None
 
 
@@ -190,28 +251,46 @@ def check_lead_hours(lead_hours: list[int]) -> None:
         raise RequestError(422, f"lead_hours: duplicates in {lead_hours}")
 
 
-def build_inputs(request: ForecastRequest, model: Forecaster, init_time: datetime) -> xr.Dataset:
-    """The engine's inputs: the request's arrays with time, level, lat/lon coordinates."""
+def expected_arrays(request: ForecastRequest, model: Forecaster
+                    ) -> list[tuple[str, EncodedArray | BinaryArray, tuple[int, ...]]]:
+    """(field path, array object, the shape the model needs) of every array of the request,
+    in the model's order; 422 for missing or unknown names and wrong shapes."""
     grid = (request.grid.n_lat, request.grid.n_lon)
     surface, atmospheric = model_card.dynamic_inputs(model)
     statics = model_card.static_inputs(model)
     check_names("inputs", request.inputs, surface + atmospheric)
     check_names("static", request.static, statics)
     n_levels = len(request.pressure_levels)
+    wanted = ([("inputs", name, (2, *grid)) for name in surface]
+              + [("inputs", name, (2, n_levels, *grid)) for name in atmospheric]
+              + [("static", name, grid) for name in statics])
+    arrays = []
+    for group, name, shape in wanted:
+        encoded = getattr(request, group)[name]
+        if tuple(encoded.shape) != shape:
+            raise RequestError(422, f"{group}.{name}.shape: expected {list(shape)}, "
+                                    f"got {encoded.shape}")
+        arrays.append((f"{group}.{name}", encoded, shape))
+    return arrays
+
+
+def build_inputs(request: ForecastRequest, model: Forecaster, init_time: datetime,
+                 arrays: dict[str, np.ndarray]) -> xr.Dataset:
+    """The engine's inputs: the decoded `arrays` (by field path) with time, level, lat/lon
+    coordinates."""
+    surface, atmospheric = model_card.dynamic_inputs(model)
     data_vars = {}
     for name in surface:
-        array = decode_array(f"inputs.{name}", request.inputs[name], (2, *grid))
-        data_vars[name] = (("batch", "time", "lat", "lon"), array[None])
+        data_vars[name] = (("batch", "time", "lat", "lon"), arrays[f"inputs.{name}"][None])
     for name in atmospheric:
-        array = decode_array(f"inputs.{name}", request.inputs[name], (2, n_levels, *grid))
-        data_vars[name] = (("batch", "time", "level", "lat", "lon"), array[None])
-    for name in statics:
-        data_vars[name] = (("lat", "lon"), decode_array(f"static.{name}", request.static[name],
-                                                        grid))
+        data_vars[name] = (("batch", "time", "level", "lat", "lon"),
+                           arrays[f"inputs.{name}"][None])
+    for name in model_card.static_inputs(model):
+        data_vars[name] = (("lat", "lon"), arrays[f"static.{name}"])
     return xr.Dataset(data_vars, coords=input_coordinates(request, model, init_time))
 
 
-def check_names(field: str, given: Mapping[str, EncodedArray], expected: list[str]) -> None:
+def check_names(field: str, given: Mapping[str, object], expected: list[str]) -> None:
     """422 naming missing and unknown arrays of `field`."""
     missing = [name for name in expected if name not in given]
     unknown = sorted(set(given) - set(expected))
@@ -222,9 +301,8 @@ def check_names(field: str, given: Mapping[str, EncodedArray], expected: list[st
 
 
 def decode_array(where: str, encoded: EncodedArray, shape: tuple[int, ...]) -> np.ndarray:
-    """The float32 array of `encoded`; 422 for a wrong shape, bad base64 or NaN/inf."""
-    if tuple(encoded.shape) != shape:
-        raise RequestError(422, f"{where}.shape: expected {list(shape)}, got {encoded.shape}")
+    """The float32 array of `encoded` (its shape already checked); 422 for bad base64 or
+    NaN/inf."""
     try:
         raw = pybase64.b64decode(encoded.data, validate=True)
     except (binascii.Error, ValueError) as error:

@@ -56,6 +56,14 @@ class EncodedArray(_Strict):
     })
 
 
+class BinaryArray(_Strict):
+    """An array of a binary body: its bytes lie at `offset` in the data section."""
+
+    dtype: Literal["float32"] = Field(description="Element type; only `float32` is accepted.")
+    shape: list[int] = Field(description="Array shape, e.g. `[2, 13, 721, 1440]`.")
+    offset: int = Field(ge=0, description="Byte offset of its data in the data section.")
+
+
 class Site(_Strict):
     """A place where forecast values are wanted."""
 
@@ -296,3 +304,10 @@ class ErrorDetail(BaseModel):
     model_config = ConfigDict(json_schema_extra={
         "examples": [{"detail": "inputs.temperature: missing input variable"}]
     })
+
+
+class BinaryForecastHeader(ForecastRequest):
+    """The JSON header of a binary forecast body: the request, with arrays given by offset."""
+
+    inputs: dict[str, BinaryArray]  # type: ignore[assignment]
+    static: dict[str, BinaryArray]  # type: ignore[assignment]

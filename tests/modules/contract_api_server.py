@@ -20,6 +20,16 @@ import numpy as np
 from graphcast_contract.interpolation import bilinear
 from graphcast_contract.project import VERSION
 from graphcast_contract.variables import UNITS
+from graphcast_contract.wire import (
+    ARRAY_GROUPS,
+    BINARY_CONTENT_TYPE,
+    PREFIX,
+    ArraySlot,
+    BinaryBodyReader,
+    WireError,
+    data_size,
+    slot_bytes,
+)
 
 LEVELS = [50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000]
 SURFACE = ["2m_temperature", "mean_sea_level_pressure", "10m_v_component_of_wind",
@@ -100,17 +110,19 @@ class ContractApi:
                 "precision": self.provenance["precision"], "device": "cpu",
                 "provenance": dict(self.provenance)}
 
-    def forecast(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Check the request against the contract and answer with the persistence model."""
+    def forecast(self, request: dict[str, Any], data: np.ndarray | None = None
+                 ) -> dict[str, Any]:
+        """Check the request (JSON; or a binary header and its data section `data`) against
+        the contract and answer with the persistence model."""
         if request.get("grid") != self.grid or request.get("pressure_levels") != LEVELS:
             raise RequestRejected(422, "grid or pressure_levels differ from the model's")
         shape = (self.grid["n_lat"], self.grid["n_lon"])
         inputs = {}
         for name in self.surface_inputs + ATMOSPHERIC:
             want = (2, *shape) if name in SURFACE else (2, len(LEVELS), *shape)
-            inputs[name] = _decode(request["inputs"], name, want)
+            inputs[name] = _decode(request["inputs"], name, want, data)
         for name in STATIC:
-            _decode(request["static"], name, shape)
+            _decode(request["static"], name, shape, data)
         init = datetime.fromisoformat(request["init_time"].replace("Z", "+00:00"))
         forecasts = []
         for lead in request["lead_hours"]:
@@ -179,9 +191,9 @@ class ContractApi:
                     headers["X-Request-ID"] = FAILURE_REQUEST_ID  # as the real service does
                     return self._send(api.failure_status, {"detail": api.detail}, headers)
                 try:
-                    reply = api.forecast(json.loads(body))
-                except json.JSONDecodeError:
-                    return self._send(400, {"detail": "body is not valid JSON"})
+                    reply = api.forecast(*_read_body(self.headers.get("Content-Type"), body))
+                except (json.JSONDecodeError, WireError) as exc:
+                    return self._send(400, {"detail": f"body unreadable: {exc}"})
                 except RequestRejected as exc:
                     return self._send(exc.status, {"detail": exc.detail})
                 if api.reply_mode == "malformed":
@@ -213,15 +225,35 @@ class ContractApi:
         return Handler
 
 
-def _decode(arrays: dict[str, Any], name: str, shape: tuple[int, ...]) -> np.ndarray:
+def _read_body(content_type: str | None, body: bytes) -> tuple[dict[str, Any], np.ndarray | None]:
+    """(request or binary header, the binary body's data section or None for JSON)."""
+    if content_type != BINARY_CONTENT_TYPE:
+        return json.loads(body), None
+    reader = BinaryBodyReader(max_header_bytes=len(body))
+    reader.feed(body[:PREFIX.size])
+    reader.feed(body[PREFIX.size:reader.head_bytes])
+    header = json.loads(reader.header)
+    slots = [ArraySlot(f"{group}.{name}", tuple(item["shape"]), item["offset"])
+             for group in ARRAY_GROUPS for name, item in header[group].items()]
+    reader.expect_data(data_size(slots))
+    reader.feed(body[reader.head_bytes:])
+    return header, reader.finish()
+
+
+def _decode(arrays: dict[str, Any], name: str, shape: tuple[int, ...],
+            data: np.ndarray | None) -> np.ndarray:
     if name not in arrays:
         raise RequestRejected(422, f"missing input {name}")
     item = arrays[name]
     if item.get("dtype") != "float32" or tuple(item.get("shape", ())) != shape:
         raise RequestRejected(422, f"{name}: expected float32 {list(shape)}")
-    data = np.frombuffer(base64.b64decode(item["data"]), dtype="<f4")
-    if data.size != int(np.prod(shape)):
+    if data is None:
+        raw: bytes | memoryview = base64.b64decode(item["data"])
+    else:
+        raw = slot_bytes(data, ArraySlot(name, shape, item["offset"]))
+    values = np.frombuffer(raw, dtype="<f4")
+    if values.size != int(np.prod(shape)):
         raise RequestRejected(422, f"{name}: data does not match its shape")
-    if not np.all(np.isfinite(data)):
+    if not np.all(np.isfinite(values)):
         raise RequestRejected(422, f"{name}: NaN or infinite values")
-    return data.reshape(shape)
+    return values.reshape(shape)

@@ -47,7 +47,7 @@ def wait_until_healthy(url: str, process: subprocess.Popen | None = None) -> Non
         try:
             if requests.get(f"{url}/health", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up, or busy loading
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{url} not healthy after {STARTUP_TIMEOUT_S} s")
