@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -22,6 +23,7 @@ import requests
 import uvicorn
 import xarray as xr
 
+from graphcast_api.engine.configs import ModelConfig
 from graphcast_api.service.app import ServiceLimits, create_app
 from tests.paths import REFERENCE_DIR
 from tests.subprocess_env import clean_environment
@@ -167,3 +169,15 @@ def reference_request(sites: list[dict] | None = None, variables: list[dict] | N
                                    {"name": "temperature", "level": 850}],
         "lead_hours": lead_hours or [6, 12, 18, 24],
     }
+
+
+COARSE_OPERATIONAL = ModelConfig(  # GraphCast_operational's task on a 10-degree grid
+    resolution=10.0, mesh_size=2, latent_size=32, gnn_msg_steps=2, hidden_layers=1,
+    radius_query_fraction_edge_length=0.6,
+    mesh2grid_edge_normalization_factor=0.6180338738074472)
+
+
+def operational_serve_args(checkpoint: Path, stats_dir: Path) -> list[str]:
+    """`serve` options for the coarse operational checkpoint: fp32 on the CPU."""
+    return ["--checkpoint", str(checkpoint), "--stats-dir", str(stats_dir),
+            "--precision", "fp32", "--device", "cpu", "--queue-wait-s", "120"]

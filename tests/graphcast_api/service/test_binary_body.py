@@ -10,14 +10,11 @@ nothing is written.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from graphcast_api.engine.checkpoint import random_checkpoint, save_checkpoint
-from graphcast_api.engine.configs import PUBLISHED_MODELS, ModelConfig
 from graphcast_contract.errors import ApiError, ExitCode
 from graphcast_contract.model_spec import ModelSpec
 from graphcast_contract.project import PROJECT_ROOT
@@ -33,7 +30,7 @@ from modules import data_preparator
 from modules.job.sites import load_sites
 from modules.model_api_client import ModelApiClient
 from modules.storage import db
-from tests.graphcast_api.service.helpers import serve_command
+from tests.graphcast_api.service.helpers import operational_serve_args, serve_command
 from tests.modules.job_helpers import (
     EXAMPLE_START,
     JobRunner,
@@ -48,31 +45,6 @@ VARIABLES = (("2m_temperature", 0), ("temperature", 850))
 LEADS = (6, 12)
 JOB_ENV = {"FORECAST_VARIABLES": "2m_temperature,temperature@850",
            "FORECAST_LEAD_HOURS": ",".join(map(str, LEADS))}
-COARSE = ModelConfig(resolution=10.0, mesh_size=2, latent_size=32, gnn_msg_steps=2,
-                     hidden_layers=1, radius_query_fraction_edge_length=0.6,
-                     mesh2grid_edge_normalization_factor=0.6180338738074472)
-
-
-@pytest.fixture(scope="module")
-def operational_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Random weights with GraphCast_operational's task on a 10-degree grid, mesh 2."""
-    task = PUBLISHED_MODELS["GraphCast_operational"][1]
-    path = tmp_path_factory.mktemp("weights") / "GraphCast_operational - coarse test.npz"
-    save_checkpoint(random_checkpoint(model_config=COARSE, task_config=task), path)
-    return path
-
-
-def serve_args(checkpoint: Path, stats_dir: Path) -> list[str]:
-    return ["--checkpoint", str(checkpoint), "--stats-dir", str(stats_dir),
-            "--precision", "fp32", "--device", "cpu", "--queue-wait-s", "120"]
-
-
-@pytest.fixture(scope="module")
-def operational_server(operational_checkpoint: Path, stats_dir: Path) -> Iterator[str]:
-    with serve_command(serve_args(operational_checkpoint, stats_dir)) as (url, _):
-        yield url
-
-
 @pytest.fixture
 def store_db(clean_db: str) -> str:
     """The example frames (10 degrees) in the input store."""
@@ -182,7 +154,7 @@ def test_an_oversize_binary_body_fails_the_job_and_writes_nothing(
         operational_checkpoint: Path, stats_dir: Path, store_db: str, tmp_path: Path) -> None:
     """A body limit below the request (GRAPHCAST_API_MAX_BODY_MB): 413 by Content-Length
     before the body is read; the job exits 4 with the service's message, no rows."""
-    args = serve_args(operational_checkpoint, stats_dir)
+    args = operational_serve_args(operational_checkpoint, stats_dir)
     with serve_command(args, env={"GRAPHCAST_API_MAX_BODY_MB": "0.1"}) as (url, _):
         result = JobRunner(store_db, url, tmp_path / "logs")(
             "--init-time", INIT.strftime("%Y-%m-%dT%H:%M"), **JOB_ENV)
