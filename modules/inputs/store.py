@@ -8,6 +8,8 @@ names (`2m_temperature`, `temperature`, ...).
 """
 from __future__ import annotations
 
+import io
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
@@ -104,14 +106,48 @@ def read_fields(
     grid_id = find_grid(cur, grid)
     if grid_id is None or not keys:
         return {}
-    cur.execute(
-        "SELECT f.variable, f.level, f.data FROM input_fields f"
+    rows = binary_rows(
+        cur,
+        "SELECT f.variable, f.level::text, f.data FROM input_fields f"
         " JOIN unnest(%s::text[], %s::integer[]) AS k(variable, level)"
         "   ON f.variable = k.variable AND f.level = k.level"
         " WHERE f.source = %s AND f.grid_id = %s AND f.valid_time = %s",
         ([k[0] for k in keys], [k[1] for k in keys], source, grid_id, valid_time),
     )
-    return {(var, lev): unpack(data, grid) for var, lev, data in cur.fetchall()}
+    return {(bytes(var).decode(), int(bytes(lev))): unpack(data, grid)
+            for var, lev, data in rows}
+
+
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+
+def binary_rows(cur: Cursor, sql: str, params: Sequence) -> list[list[memoryview]]:
+    """The rows of `sql` as raw column bytes (views of one buffer), read with a binary COPY.
+
+    A plain fetch sends bytea as hex text: at 0.25 deg (166 fields of 4 MB per cycle) that is
+    twice the bytes and most of the extraction time. Text and integer columns arrive in
+    PostgreSQL's binary representation: cast integers to text in `sql`. NULLs are refused
+    (the store has none).
+    """
+    buffer = io.BytesIO()
+    query = cur.mogrify(sql, params).decode()
+    cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT binary)", buffer)
+    data = buffer.getbuffer()
+    if bytes(data[:11]) != _COPY_SIGNATURE:
+        raise ValueError("not a PostgreSQL binary COPY stream")
+    extension, = struct.unpack_from(">i", data, 15)
+    offset, rows = 19 + extension, []
+    while (count := struct.unpack_from(">h", data, offset)[0]) != -1:
+        offset += 2
+        row = []
+        for _ in range(count):
+            length, = struct.unpack_from(">i", data, offset)
+            if length < 0:
+                raise ValueError("unexpected NULL in a binary COPY row")
+            row.append(data[offset + 4:offset + 4 + length])
+            offset += 4 + length
+        rows.append(row)
+    return rows
 
 
 def read_static(cur: Cursor, grid: Grid, variables: Iterable[str], source: str = InputSource.ERA5
@@ -120,12 +156,13 @@ def read_static(cur: Cursor, grid: Grid, variables: Iterable[str], source: str =
     grid_id = find_grid(cur, grid)
     if grid_id is None:
         return {}
-    cur.execute(
+    rows = binary_rows(
+        cur,
         "SELECT variable, data FROM input_static_fields"
         " WHERE source = %s AND grid_id = %s AND variable = ANY(%s)",
         (source, grid_id, list(variables)),
     )
-    return {var: unpack(data, grid) for var, data in cur.fetchall()}
+    return {bytes(var).decode(): unpack(data, grid) for var, data in rows}
 
 
 def wrong_size_field(cur: Cursor, grid: Grid, valid_time: datetime,
