@@ -54,7 +54,7 @@ def ledger_figures(database_url: str) -> dict[str, float]:
                     " extract(epoch FROM finished_at), prepare_s + infer_s + ingest_s"
                     " FROM forecast_runs WHERE status = 'succeeded' ORDER BY started_at")
         rows = [(worker, float(a), float(b), float(s)) for worker, a, b, s in cur.fetchall()]
-        cur.execute("TRUNCATE predictions, forecast_runs")
+        cur.execute("TRUNCATE predictions, forecast_runs CASCADE")
     span = max(row[2] for row in rows) - min(row[1] for row in rows)
     gaps = []
     for worker in {row[0] for row in rows}:
