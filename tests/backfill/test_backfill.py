@@ -86,7 +86,8 @@ def test_a_killed_worker_is_retried_and_a_missing_input_cycle_skipped(
     assert [(row[1], row[2]) for row in attempts] == [("failed", 1), ("succeeded", 2)], ledger
     assert attempts[0][4].startswith("interrupted")
     skipped = [row for row in ledger if row[1] == "skipped"]
-    assert len(skipped) == 2 and all(row[4].startswith("no ERA5 snapshot") for row in skipped), skipped
+    assert len(skipped) == 2, ledger
+    assert all(row[4].startswith("no ERA5 snapshot") for row in skipped), skipped
 
 
 def kill_a_worker_inside_a_cycle(url: str, process) -> object:

@@ -1,6 +1,6 @@
 """The import rules of the layout: the core stays numpy-only, the batch job never loads torch,
-the service or Ray (only `--backfill` does), and the service's torch-free parts never load torch (each checked in a
-fresh interpreter, whose sys.modules is clean)."""
+the service or Ray (only `--backfill` does), and the service's torch-free parts never load
+torch (each checked in a fresh interpreter, whose sys.modules is clean)."""
 from __future__ import annotations
 
 import subprocess
