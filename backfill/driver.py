@@ -160,8 +160,8 @@ def _join_ray(options: BackfillOptions) -> None:
         if options.cluster:
             ray.init(address=options.cluster, runtime_env=runtime_env, log_to_driver=False)
         else:
-            ray.init(num_cpus=options.workers or _local_workers(), include_dashboard=False,
-                     runtime_env=runtime_env, log_to_driver=False)
+            ray.init(num_cpus=max(os.cpu_count() or 1, options.workers or 1),
+                     include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, grpc errors...
         raise ClusterError(f"cannot join the Ray cluster at {options.cluster}: "
                            f"{type(exc).__name__}: {first_line(exc)}" if options.cluster else
@@ -175,8 +175,8 @@ def _local_workers() -> int:
 
 
 def _placement(options: BackfillOptions) -> Placement:
-    """One GPU per worker where the cluster has GPUs; else the CPUs shared out (local) or
-    CLUSTER_WORKER_CPUS each (cluster)."""
+    """One GPU per worker where the cluster has GPUs; else this machine's cores shared out
+    (local: --workers 1 on 2 cores runs 2 torch threads) or CLUSTER_WORKER_CPUS each."""
     import ray
 
     resources = ray.cluster_resources()
@@ -186,7 +186,7 @@ def _placement(options: BackfillOptions) -> Placement:
     if options.cluster:
         return Placement(options.workers or max(1, cpus // CLUSTER_WORKER_CPUS),
                          CLUSTER_WORKER_CPUS, 0)
-    workers = options.workers or cpus
+    workers = options.workers or _local_workers()
     return Placement(workers, max(1, cpus // workers), 0)
 
 
