@@ -8,8 +8,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
+from config.settings import Settings
 from graphcast_contract.cycles import parse_cycle
 from graphcast_contract.errors import EXIT_CODE_HELP, ConfigError, ExitCode
 from graphcast_contract.sources import DEFAULT_SOURCE, InputSource
@@ -45,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verify", action="store_true",
                         help="afterwards, score every stored forecast whose ERA5 truth is in "
                              "the store (python -m modules.verification without plots)")
+    add_backfill_options(parser)
     scheduling = parser.add_mutually_exclusive_group()
     scheduling.add_argument("--install-schedule", action="store_true",
                             help="run this job every 6 h with this interpreter (cron entry; "
@@ -56,11 +60,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _init_time(text: str) -> datetime:
+def add_backfill_options(parser: argparse.ArgumentParser) -> None:
+    """`--backfill` and what only it uses (README: "Backfill on a cluster")."""
+    group = parser.add_argument_group(
+        "backfill", "reforecast a range of cycles on Ray workers that each load the model "
+                    "(needs requirements-backfill.txt and requirements-service.txt)")
+    group.add_argument("--backfill", nargs=2, metavar=("START", "END"),
+                       help="every cycle from START to END (inclusive, as --init-time takes "
+                            "them) without a successful run of this model and source")
+    group.add_argument("--workers", type=int, metavar="N",
+                       help="workers, each holding the model (default: what the cores and "
+                            "memory allow; on a cluster, its GPUs or CPUs / 4)")
+    group.add_argument("--cluster", metavar="ADDRESS",
+                       help="join this Ray cluster (ray://HOST:PORT or auto) instead of "
+                            "starting one here; needs DATABASE_URL")
+    group.add_argument("--checkpoint", metavar="FILE",
+                       help="model checkpoint (default: GRAPHCAST_API_CHECKPOINT)")
+    group.add_argument("--stats-dir", metavar="DIR",
+                       help="normalisation statistics (default: GRAPHCAST_API_STATS_DIR)")
+    group.add_argument("--precision", help="fp32 or bf16 (default: GRAPHCAST_API_PRECISION, "
+                                           "else the engine's choice)")
+    group.add_argument("--device", help="cpu, cuda... (default: GRAPHCAST_API_DEVICE, else "
+                                        "the engine's choice)")
+
+
+def _backfill(args: argparse.Namespace, settings: Settings) -> Callable[[], int]:
+    """The `--backfill` run, checked and ready (imports Ray and the engine: only here)."""
+    from backfill.driver import BackfillOptions, run_backfill
+    from graphcast_api.settings import SettingsError, load_service_settings
+
+    if args.init_time or args.catch_up or args.dry_run or args.fetch:
+        raise ConfigError("--backfill excludes --init-time, --catch-up, --dry-run and --fetch")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError("--workers must be 1 or more")
+    try:
+        model = load_service_settings(args)
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    start, end = (_init_time(text, "--backfill") for text in args.backfill)
+    return partial(run_backfill, settings, BackfillOptions(
+        start=start, end=end, model=model, workers=args.workers, cluster=args.cluster,
+        verify=args.verify, source=InputSource(args.source) if args.source else None))
+
+
+def _scheduled(args: argparse.Namespace, settings: Settings,
+               now: datetime | None) -> Callable[[], int]:
+    """The scheduled job's run (one cycle, optional catch-up or dry run), checked and ready."""
+    if args.workers is not None or args.cluster or args.checkpoint:
+        raise ConfigError("--workers, --cluster and --checkpoint go with --backfill")
+    if args.catch_up < 0:
+        raise ConfigError("--catch-up must be 0 or more")
+    options = forecast_job.JobOptions(
+        init_time=_init_time(args.init_time) if args.init_time else None,
+        catch_up=args.catch_up, dry_run=args.dry_run, verify=args.verify,
+        source=InputSource(args.source) if args.source else None, fetch=args.fetch)
+    return partial(forecast_job.run, settings, options, now)
+
+
+def _init_time(text: str, option: str = "--init-time") -> datetime:
     try:
         return parse_cycle(text)
     except ValueError as exc:
-        raise ConfigError(f"--init-time {exc}") from None
+        raise ConfigError(f"{option} {exc}") from None
 
 
 def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
@@ -75,17 +136,12 @@ def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
     setup_logging(settings.log_dir, settings.log_level)
     log = logging.getLogger("forecast_job")
     try:
-        if args.catch_up < 0:
-            raise ConfigError("--catch-up must be 0 or more")
-        options = forecast_job.JobOptions(
-            init_time=_init_time(args.init_time) if args.init_time else None,
-            catch_up=args.catch_up, dry_run=args.dry_run, verify=args.verify,
-            source=InputSource(args.source) if args.source else None, fetch=args.fetch)
+        run = _backfill(args, settings) if args.backfill else _scheduled(args, settings, now)
     except ConfigError as exc:
         log.error("%s", exc)
         return exc.exit_code
     try:
-        return forecast_job.run(settings, options, now)
+        return run()
     except Exception:
         log.exception("unexpected error")
         return ExitCode.INTERNAL

@@ -57,3 +57,12 @@ def parse_cycle(text: str) -> datetime:
 def iso_utc(when: datetime) -> str:
     """`2022-01-01T06:00:00Z`."""
     return as_utc(when).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cycles_between(start: datetime, end: datetime) -> list[datetime]:
+    """Every cycle from `start` to `end` inclusive (both on 6-hourly slots), oldest first;
+    ValueError when END is before START."""
+    if end < start:
+        raise ValueError(f"END {iso_utc(end)} is before START {iso_utc(start)}")
+    count = (end - start) // CYCLE
+    return [start + k * CYCLE for k in range(count + 1)]

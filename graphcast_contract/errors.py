@@ -30,6 +30,8 @@ class ExitCode(IntEnum):
     MODEL_FAILED = 12       # checkpoint or statistics missing, unreadable or invalid
     CANNOT_LISTEN = 13      # the service cannot listen on its address (port taken)
     DEVICE_UNAVAILABLE = 14  # the requested device or precision is not available
+    CLUSTER_UNREACHABLE = 15  # the Ray cluster of --cluster cannot be joined
+    INTERRUPTED = 16        # stopped by the user (Ctrl-C) before every cycle was run
 
 
 MEANINGS: dict[ExitCode, str] = {
@@ -48,6 +50,8 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.MODEL_FAILED: "checkpoint or statistics missing, unreadable or invalid",
     ExitCode.CANNOT_LISTEN: "the service cannot listen on its address (port taken)",
     ExitCode.DEVICE_UNAVAILABLE: "the requested device or precision is not available",
+    ExitCode.CLUSTER_UNREACHABLE: "the Ray cluster of --cluster cannot be joined",
+    ExitCode.INTERRUPTED: "stopped by the user (Ctrl-C) before every cycle was run",
 }
 
 
@@ -57,9 +61,12 @@ def exit_code_help(*codes: ExitCode) -> str:
     return "exit codes:\n" + "\n".join(f"  {int(c):<2} {MEANINGS[c]}" for c in listed)
 
 
-# The batch job's codes; 9 and 10 come from the live job's --fetch.
+# The batch job's codes: 9 and 10 come from the live job's --fetch; 12, 15 and 16 from
+# --backfill (which loads the model itself).
 EXIT_CODE_HELP = exit_code_help(*(code for code in ExitCode if code <= ExitCode.SCHEDULE),
-                                ExitCode.UNREADABLE_FILE, ExitCode.DOWNLOAD_FAILED)
+                                ExitCode.UNREADABLE_FILE, ExitCode.DOWNLOAD_FAILED,
+                                ExitCode.MODEL_FAILED, ExitCode.CLUSTER_UNREACHABLE,
+                                ExitCode.INTERRUPTED)
 
 
 class JobError(Exception):
@@ -96,6 +103,12 @@ class InvalidReplyError(JobError):
 
 class DatabaseError(JobError):
     exit_code = ExitCode.DATABASE
+
+
+class ClusterError(JobError):
+    """The Ray cluster of a backfill cannot be joined or started."""
+
+    exit_code = ExitCode.CLUSTER_UNREACHABLE
 
 
 class AlreadyRunningError(JobError):

@@ -103,13 +103,13 @@ def run(settings: Settings, options: JobOptions, now: datetime | None = None) ->
             return _dry_run(job, target, options.catch_up)
         exit_code = _locked_run(job, options, target, nominal)
         if options.verify and exit_code != ExitCode.ALREADY_RUNNING:
-            _verify(conn)
+            verify_stored(conn)
         return exit_code
     finally:
         conn.close()
 
 
-def _verify(conn: Connection) -> None:
+def verify_stored(conn: Connection) -> None:
     """Score every stored forecast whose ERA5 truth is in; a failure here is only a warning
     (the forecasts are stored either way)."""
     try:

@@ -6,7 +6,7 @@
 # Other arguments go to pytest (e.g. ./scripts/test.sh -k ingest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup_env.sh requirements.txt requirements-service.txt requirements-dev.txt
+scripts/setup_env.sh requirements.txt requirements-service.txt requirements-backfill.txt requirements-dev.txt
 if [ "${1:-}" = "--fast" ]; then
     shift
     set -- -m "not slow" -n auto "$@"   # one pytest-xdist worker per core

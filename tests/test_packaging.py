@@ -16,7 +16,7 @@ from graphcast_contract.project import PROJECT_ROOT, VERSION
 
 DISTRIBUTION = "graphcast-pipeline"
 REQUIREMENT_FILES = {None: "requirements.txt", "service": "requirements-service.txt",
-                     "dev": "requirements-dev.txt"}
+                     "backfill": "requirements-backfill.txt", "dev": "requirements-dev.txt"}
 
 
 def requirements(name: str) -> list[Requirement]:

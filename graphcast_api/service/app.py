@@ -152,8 +152,12 @@ def set_model(app: FastAPI, model: Forecaster) -> None:
 
 def limits_of(app: FastAPI) -> Limits:
     """The `limits` object of `/v1/model`."""
-    limits: ServiceLimits = app.state.limits
-    return Limits(max_body_bytes=app.state.max_body_bytes, max_sites=limits.max_sites,
+    return describe_limits(app.state.limits, app.state.max_body_bytes)
+
+
+def describe_limits(limits: ServiceLimits, max_body_bytes: int | None) -> Limits:
+    """The `limits` object of `/v1/model` for these limits and body size."""
+    return Limits(max_body_bytes=max_body_bytes, max_sites=limits.max_sites,
                   max_site_name_chars=limits.max_site_name_chars, max_values=limits.max_values,
                   init_time_min=EARLIEST_INIT_TIME, init_time_max=LATEST_INIT_TIME)
 
@@ -231,18 +235,8 @@ async def answer_forecast(request: Request, model: Forecaster, started: float,
     # resumes it, so that a client closing while it waits is noticed at its turn.
     await request.is_disconnected()
     decode_s = time.perf_counter() - started
-    grid = model_card.model_grid(model)
-
-    def run_model() -> tuple[list[dict], float, float]:
-        begin = time.perf_counter()
-        predictions = model.forecast(decoded.inputs, decoded.steps)
-        inference_s = time.perf_counter() - begin
-        begin = time.perf_counter()
-        entries = site_forecasts(predictions, decoded, grid)
-        return entries, inference_s, time.perf_counter() - begin
-
     entries, inference_s, interpolate_s = await request.app.state.queue.run(
-        run_model, deadline, lambda: still_connected(request))
+        lambda: forecast_entries(model, decoded), deadline, lambda: still_connected(request))
     timings = {"decode_s": decode_s, "inference_s": inference_s,
                "interpolate_s": interpolate_s, "total_s": time.perf_counter() - started}
     log.info("request %s: forecast %s: %d values, %s", request.scope.get("request_id"),
@@ -250,6 +244,18 @@ async def answer_forecast(request: Request, model: Forecaster, started: float,
              ", ".join(f"{k} {v:.3f}" for k, v in timings.items()))
     content = await asyncio.to_thread(render_reply, model, decoded, entries, timings)
     return Response(content, media_type="application/json")
+
+
+def forecast_entries(model: Forecaster, decoded: DecodedRequest
+                     ) -> tuple[list[dict], float, float]:
+    """Run the model on a decoded request: the reply's entries, inference and interpolation
+    seconds (blocking: the service runs it in its queue's thread, a backfill worker in-process)."""
+    begin = time.perf_counter()
+    predictions = model.forecast(decoded.inputs, decoded.steps)
+    inference_s = time.perf_counter() - begin
+    begin = time.perf_counter()
+    entries = site_forecasts(predictions, decoded, model_card.model_grid(model))
+    return entries, inference_s, time.perf_counter() - begin
 
 
 def render_reply(model: Forecaster, decoded: DecodedRequest, entries: list[dict],

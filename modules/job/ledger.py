@@ -1,6 +1,8 @@
 """The forecast_runs ledger: one row per attempt of the batch job for one cycle."""
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,11 +79,15 @@ def _provenance_values(provenance: Provenance) -> tuple[str | None, ...]:
             provenance.device, provenance.version or VERSION)
 
 
+def _cycle_key(source: InputSource, init_time: datetime) -> tuple[int, int]:
+    return _CYCLE_LOCK_CLASS[source], int(init_time.timestamp()) // 3600
+
+
 @contextmanager
 def cycle_lock(conn: Connection, source: InputSource, init_time: datetime) -> Iterator[bool]:
     """Hold the advisory lock of one cycle of one source for the `with` block; yields False
     (and holds nothing) when another session holds it."""
-    key = (_CYCLE_LOCK_CLASS[source], int(init_time.timestamp()) // 3600)
+    key = _cycle_key(source, init_time)
     with conn, conn.cursor() as cur:
         cur.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
         acquired = cur.fetchone()[0]
@@ -90,6 +96,24 @@ def cycle_lock(conn: Connection, source: InputSource, init_time: datetime) -> It
     finally:
         if acquired:
             _unlock(conn, key)
+
+
+def wait_for_cycle(conn: Connection, source: InputSource, init_time: datetime,
+                   wait_s: float, poll_s: float = 0.2) -> bool:
+    """Wait up to `wait_s` for the cycle's lock to be free (taking and releasing it): a
+    worker killed inside the cycle holds it until PostgreSQL notices that its session ended,
+    a moment after the kill. True when it was free."""
+    key = _cycle_key(source, init_time)
+    deadline = time.monotonic() + wait_s
+    while True:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
+            if cur.fetchone()[0]:
+                _unlock(conn, key)
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
 
 
 def _unlock(conn: Connection, key: tuple[int, int]) -> None:
@@ -102,18 +126,28 @@ def _unlock(conn: Connection, key: tuple[int, int]) -> None:
         pass
 
 
+def this_worker() -> str:
+    """The worker column of this process's attempts: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def start_run(conn: Connection, init_time: datetime, source: InputSource, model: str,
               provenance: Provenance | None = None) -> int:
     """Record a new attempt as 'running' (committed at once), with the database session that
-    runs it (see `mark_interrupted`); return its run_id."""
+    runs it (see `mark_interrupted`), this process as its worker and its attempt number (1 +
+    the earlier attempts of the cycle that started running; the caller holds the cycle's
+    lock, so the count cannot race); return its run_id."""
     provenance = provenance or Provenance()
     with conn, conn.cursor() as cur:
         cur.execute("INSERT INTO forecast_runs (init_time, source, model, status, checkpoint_file,"
                     " checkpoint_sha256, precision, device, project_version, backend_pid,"
-                    " backend_started)"
-                    " SELECT %s, %s, %s, 'running', %s, %s, %s, %s, %s, pid, backend_start"
+                    " backend_started, worker, attempt)"
+                    " SELECT %s, %s, %s, 'running', %s, %s, %s, %s, %s, pid, backend_start, %s,"
+                    " 1 + (SELECT count(*) FROM forecast_runs WHERE init_time = %s"
+                    " AND source = %s AND model = %s AND backend_pid IS NOT NULL)"
                     " FROM pg_stat_activity WHERE pid = pg_backend_pid() RETURNING run_id",
-                    (init_time, source.value, model, *_provenance_values(provenance)))
+                    (init_time, source.value, model, *_provenance_values(provenance),
+                     this_worker(), init_time, source.value, model))
         return cur.fetchone()[0]
 
 

@@ -1,6 +1,6 @@
-"""The import rules of the layout: the core stays numpy-only, the batch job never loads torch
-or the service, and the service's torch-free parts never load torch (each checked in a
-fresh interpreter, whose sys.modules is clean)."""
+"""The import rules of the layout: the core stays numpy-only, the batch job never loads torch,
+the service or Ray (only `--backfill` does), and the service's torch-free parts never load
+torch (each checked in a fresh interpreter, whose sys.modules is clean)."""
 from __future__ import annotations
 
 import subprocess
@@ -39,10 +39,10 @@ def test_core_loads_no_torch_psycopg2_job_or_service() -> None:
     assert not loaded & {"torch", "psycopg2", "modules", "graphcast_api", "xarray", "requests"}
 
 
-def test_the_batch_job_loads_neither_torch_nor_the_service() -> None:
+def test_the_batch_job_loads_neither_torch_nor_the_service_nor_ray() -> None:
     loaded = loaded_after("import trigger_and_ingest_forecast, modules.forecast_job")
     assert {"modules", "graphcast_contract"} <= loaded
-    assert not loaded & {"torch", "graphcast_api"}
+    assert not loaded & {"torch", "graphcast_api", "ray", "backfill"}
 
 
 def test_engine_configs_and_service_load_no_torch() -> None:

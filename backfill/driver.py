@@ -1,0 +1,275 @@
+"""The backfill driver: plan the cycles, start or join Ray, hand cycles to the workers.
+
+Order: check the range and the settings, connect to the database, check that the store has
+inputs in the range, start or join Ray, start the workers (each loads the model once), leave
+out the cycles that already succeeded for this model and source, then keep one cycle in
+flight per worker until all are done. Ctrl-C stops handing out cycles; those running finish
+(or roll back), the summary is printed and the exit code says the backfill was interrupted.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from types import FrameType
+from typing import Any
+
+import psycopg2
+from psycopg2.extensions import connection as Connection
+
+from backfill.progress import Progress
+from backfill.worker import CycleWorker
+from config.settings import Settings
+from graphcast_api.settings import ServiceSettings
+from graphcast_contract.cycles import INPUT_OFFSETS, cycles_between, iso_utc
+from graphcast_contract.errors import (
+    ClusterError,
+    ConfigError,
+    ExitCode,
+    JobError,
+    MissingDataError,
+)
+from graphcast_contract.model_spec import ModelSpec
+from graphcast_contract.project import PROJECT_ROOT
+from graphcast_contract.sources import InputSource
+from modules.forecast_job import verify_stored
+from modules.job import ledger
+from modules.job.ledger import RunOutcome
+from modules.job.sites import load_sites
+from modules.storage.db import first_line, open_database, resolve_url
+
+log = logging.getLogger("forecast_job")
+
+WORKER_MEMORY_BYTES = 4 * 1024**3  # one worker's model and inference (GraphCast_small, 1 deg)
+CLUSTER_WORKER_CPUS = 4  # CPUs (torch threads) of one CPU worker on a cluster
+TASK_RETRIES = 3  # times a cycle is retried when its worker dies (the actor restarts)
+WAIT_S = 0.5  # how often the driver looks up from waiting (Ctrl-C, progress)
+
+
+@dataclass(frozen=True)
+class BackfillOptions:
+    """The `--backfill` command line: range, source, workers, cluster, model, verify."""
+
+    start: datetime
+    end: datetime
+    model: ServiceSettings
+    source: InputSource | None = None
+    workers: int | None = None  # None: what this machine (or the cluster) allows
+    cluster: str | None = None  # ray://HOST:PORT or auto; None: a local Ray instance
+    verify: bool = False
+
+
+class ModelLoadError(JobError):
+    """The workers could not load the model (checkpoint, statistics, device)."""
+
+    exit_code = ExitCode.MODEL_FAILED
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How many workers, and the CPUs (torch threads) and GPUs each takes."""
+
+    workers: int
+    cpus: int
+    gpus: int
+
+
+def run_backfill(settings: Settings, options: BackfillOptions) -> int:
+    """Run the backfill; return the process exit code."""
+    source = options.source or settings.source
+    try:
+        cycles = _cycles(options)
+        if options.cluster and not settings.database_url:
+            raise ConfigError("--cluster needs DATABASE_URL: the embedded database is a local "
+                              "socket that other machines cannot reach")
+        if options.model.checkpoint is None:
+            raise ConfigError("--backfill needs the model: --checkpoint or "
+                              "GRAPHCAST_API_CHECKPOINT")
+        sites = load_sites(settings.sites_file)
+        conn = open_database(settings)
+    except JobError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    try:
+        _check_inputs(conn, cycles)
+        database_url = resolve_url(settings.database_url, settings.embedded_pg_dir)
+        return _on_ray(conn, settings, options, source, cycles,
+                       lambda placement: _start_workers(placement, settings, database_url,
+                                                        sites, options.model))
+    except JobError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except psycopg2.Error as exc:
+        log.error("database error: %s", first_line(exc))
+        return ExitCode.DATABASE
+    finally:
+        conn.close()
+
+
+def _cycles(options: BackfillOptions) -> list[datetime]:
+    try:
+        return cycles_between(options.start, options.end)
+    except ValueError as exc:
+        raise ConfigError(f"--backfill {exc}") from None
+
+
+def _check_inputs(conn: Connection, cycles: list[datetime]) -> None:
+    """MissingDataError when the store has no input frame at all for the range (cycles
+    with some frames missing are tried, and skipped with their reason)."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT EXISTS (SELECT 1 FROM era5_fields WHERE valid_time BETWEEN %s AND %s)",
+                    (cycles[0] + min(INPUT_OFFSETS), cycles[-1] + max(INPUT_OFFSETS)))
+        if not cur.fetchone()[0]:
+            raise MissingDataError(f"no input in the store from {iso_utc(cycles[0])} to "
+                                   f"{iso_utc(cycles[-1])}: load it first (graphcast-inputs)")
+
+
+def _on_ray(conn: Connection, settings: Settings, options: BackfillOptions,
+            source: InputSource, cycles: list[datetime], start_workers: Any) -> int:
+    """Join or start Ray, run the cycles on its workers, leave Ray (a local one stops)."""
+    import ray
+
+    _join_ray(options)
+    try:
+        placement = _placement(options)
+        workers = start_workers(placement)
+        spec = _model_spec(workers[0], settings)
+        todo = ledger.without_success(conn, cycles, source, spec.model)
+        log.info("backfill %s to %s (%s, model %s): %d cycles, %d already done; %d workers x "
+                 "%d CPUs%s", iso_utc(cycles[0]), iso_utc(cycles[-1]), source.value,
+                 spec.model, len(cycles), len(cycles) - len(todo), placement.workers,
+                 placement.cpus, f" + {placement.gpus} GPU" if placement.gpus else "")
+        exit_code = _dispatch(workers, todo, source)
+    finally:
+        ray.shutdown()
+    if options.verify and exit_code != ExitCode.INTERRUPTED:
+        verify_stored(conn)
+    return exit_code
+
+
+def _join_ray(options: BackfillOptions) -> None:
+    """Join the cluster of `--cluster`, else start a local instance; workers import this
+    checkout (its root on PYTHONPATH: on a cluster, the same path on every node)."""
+    import ray
+
+    runtime_env = {"env_vars": {"PYTHONPATH": str(PROJECT_ROOT)}}
+    try:
+        if options.cluster:
+            ray.init(address=options.cluster, runtime_env=runtime_env, log_to_driver=False)
+        else:
+            ray.init(num_cpus=max(os.cpu_count() or 1, options.workers or 1),
+                     include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, grpc errors...
+        raise ClusterError(f"cannot join the Ray cluster at {options.cluster}: "
+                           f"{type(exc).__name__}: {first_line(exc)}" if options.cluster else
+                           f"cannot start a local Ray instance: {first_line(exc)}") from None
+
+
+def _local_workers() -> int:
+    """Workers this machine allows: one per core, as far as the memory holds a model each."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return max(1, min(os.cpu_count() or 1, memory // WORKER_MEMORY_BYTES))
+
+
+def _placement(options: BackfillOptions) -> Placement:
+    """One GPU per worker where the cluster has GPUs; else this machine's cores shared out
+    (local: --workers 1 on 2 cores runs 2 torch threads) or CLUSTER_WORKER_CPUS each."""
+    import ray
+
+    resources = ray.cluster_resources()
+    cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+    if gpus:
+        return Placement(options.workers or gpus, 1, 1)
+    if options.cluster:
+        return Placement(options.workers or max(1, cpus // CLUSTER_WORKER_CPUS),
+                         CLUSTER_WORKER_CPUS, 0)
+    workers = options.workers or _local_workers()
+    return Placement(workers, max(1, cpus // workers), 0)
+
+
+def _start_workers(placement: Placement, settings: Settings, database_url: str,
+                   sites: tuple, model: ServiceSettings) -> list[Any]:
+    import ray
+
+    actor = ray.remote(CycleWorker).options(
+        num_cpus=placement.cpus, num_gpus=placement.gpus, max_restarts=TASK_RETRIES,
+        max_task_retries=TASK_RETRIES)
+    return [actor.remote(settings, database_url, sites, model, placement.cpus)
+            for _ in range(placement.workers)]
+
+
+def _model_spec(worker: Any, settings: Settings) -> ModelSpec:
+    """The model's description, from the first worker (once it has loaded the model)."""
+    import ray
+
+    try:
+        spec = ModelSpec.from_reply(ray.get(worker.model_info.remote()))
+    except ray.exceptions.RayError as exc:
+        raise ModelLoadError(f"the workers could not load the model: "
+                             f"{first_line(_cause(exc))}") from None
+    spec.check_wanted(settings.variables, settings.lead_hours)
+    return spec
+
+
+def _cause(exc: Exception) -> Exception:
+    """The worker's own exception inside Ray's wrapper, where there is one."""
+    cause = getattr(exc, "cause", None) or getattr(exc, "error", None)
+    return cause if isinstance(cause, Exception) else exc
+
+
+def _dispatch(workers: list[Any], todo: list[datetime], source: InputSource) -> int:
+    """Keep one cycle in flight per worker; Ctrl-C stops handing out new ones."""
+    import ray
+
+    queue, idle = deque(todo), list(workers)
+    in_flight: dict[Any, tuple[Any, datetime]] = {}
+    outcomes: list[RunOutcome] = []
+    stop = _StopFlag()
+    with stop, Progress(len(todo)) as progress:
+        while in_flight or (queue and not stop.set):
+            while queue and idle and not stop.set:
+                worker, init_time = idle.pop(), queue.popleft()
+                in_flight[worker.run_cycle.remote(init_time, source)] = (worker, init_time)
+            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=WAIT_S)
+            for ref in done:
+                worker, init_time = in_flight.pop(ref)
+                idle.append(worker)
+                outcomes.append(_outcome(ref, init_time, source))
+                progress.record(outcomes[-1])
+                if outcomes[-1].exit_code == ExitCode.DATABASE:
+                    stop.set = True  # the next cycles would fail the same way
+    return progress.summary(outcomes, not_run=len(queue), interrupted=stop.by_user)
+
+
+def _outcome(ref: Any, init_time: datetime, source: InputSource) -> RunOutcome:
+    """The task's outcome; a task whose retries ran out (its workers kept dying) failed."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        error = JobError(f"worker lost {TASK_RETRIES + 1} times: {first_line(_cause(exc))}")
+        return RunOutcome(None, init_time, source, error.status, error.exit_code, str(error))
+
+
+class _StopFlag:
+    """SIGINT (Ctrl-C) sets the flag instead of raising, for the `with` block."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self.by_user = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.set = self.by_user = True
+        log.warning("Ctrl-C: no new cycles; waiting for the running ones to finish")
+
+    def __enter__(self) -> _StopFlag:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
