@@ -94,7 +94,7 @@ def run_backfill(settings: Settings, options: BackfillOptions) -> int:
         log.error("%s", exc)
         return exc.exit_code
     try:
-        _check_inputs(conn, cycles)
+        _check_inputs(conn, source, cycles)
         database_url = resolve_url(settings.database_url, settings.embedded_pg_dir)
         return _on_ray(conn, settings, options, source, cycles,
                        lambda placement: _start_workers(placement, settings, database_url,
@@ -116,14 +116,16 @@ def _cycles(options: BackfillOptions) -> list[datetime]:
         raise ConfigError(f"--backfill {exc}") from None
 
 
-def _check_inputs(conn: Connection, cycles: list[datetime]) -> None:
-    """MissingDataError when the store has no input frame at all for the range (cycles
-    with some frames missing are tried, and skipped with their reason)."""
+def _check_inputs(conn: Connection, source: InputSource, cycles: list[datetime]) -> None:
+    """MissingDataError when the store has no input frame of `source` at all for the range
+    (cycles with some frames missing are tried, and skipped with their reason)."""
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT EXISTS (SELECT 1 FROM era5_fields WHERE valid_time BETWEEN %s AND %s)",
-                    (cycles[0] + min(INPUT_OFFSETS), cycles[-1] + max(INPUT_OFFSETS)))
+        cur.execute("SELECT EXISTS (SELECT 1 FROM input_fields WHERE source = %s"
+                    " AND valid_time BETWEEN %s AND %s)",
+                    (source, cycles[0] + min(INPUT_OFFSETS), cycles[-1] + max(INPUT_OFFSETS)))
         if not cur.fetchone()[0]:
-            raise MissingDataError(f"no input in the store from {iso_utc(cycles[0])} to "
+            raise MissingDataError(f"no {source.label} input in the store from "
+                                   f"{iso_utc(cycles[0])} to "
                                    f"{iso_utc(cycles[-1])}: load it first (graphcast-inputs)")
 
 

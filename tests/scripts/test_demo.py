@@ -190,4 +190,4 @@ def test_live_demo_without_internet_says_so_in_one_line(project: Path) -> None:
         "demo failed: the live demo needs the internet: "
         f"{weights.object_url(unreachable, weights.checkpoint_path('operational'))} "
         "does not answer"]
-    assert not (project / "weights").exists()
+    assert not (project / "weights" / weights.checkpoint_path("operational")).exists()
