@@ -83,7 +83,7 @@ class Forecaster:
                  products: str | None = None,
                  decode_chunk_nodes: int = DECODE_CHUNK_NODES,
                  encode_chunk_nodes: int = ENCODE_CHUNK_NODES,
-                 row_block: int = ROW_BLOCK) -> None:
+                 row_block: int = ROW_BLOCK, edge_terms: str = "stored") -> None:
         self.device = device or default_device()
         self.precision = precision or default_precision(self.device)
         if self.precision not in PRECISIONS:
@@ -104,7 +104,7 @@ class Forecaster:
                                         PRECISIONS[self.precision], self.device, compile,
                                         products, decode_chunk_nodes=decode_chunk_nodes,
                                         encode_chunk_nodes=encode_chunk_nodes,
-                                        row_block=row_block)
+                                        row_block=row_block, edge_terms=edge_terms)
         # Where set-up time went (seconds): graphs built or loaded; static parts and packing.
         self.setup_times = {"graphs_s": graphs_s,
                             "network_s": time.perf_counter() - start - graphs_s}
@@ -116,14 +116,15 @@ class Forecaster:
                    compile: bool | None = None, products: str | None = None,
                    decode_chunk_nodes: int = DECODE_CHUNK_NODES,
                    encode_chunk_nodes: int = ENCODE_CHUNK_NODES,
-                   row_block: int = ROW_BLOCK) -> "Forecaster":
+                   row_block: int = ROW_BLOCK, edge_terms: str = "stored") -> "Forecaster":
         """Load an official checkpoint `.npz` and a directory with the three stats files.
 
         cache_dir: where built graphs are kept (None: graph.default_cache_dir());
         compile: torch.compile the network (None: network._compile_by_default);
         products: dense-product back end, "matmul" or "onednn" (None: network.default_products).
         decode_chunk_nodes, encode_chunk_nodes, row_block: see GraphCastNetwork (the
-        defaults suit every model).
+        defaults suit every model); edge_terms: "stored" (default, faster) or "recomputed"
+        (grid2mesh/mesh2grid static edge terms per step: less memory at 0.25°).
         """
         loaded = load_checkpoint(Path(checkpoint))
         stem = Path(checkpoint).stem
@@ -132,7 +133,8 @@ class Forecaster:
                          precision=precision, device=device, cache_dir=cache_dir,
                          compile=compile, products=products,
                          decode_chunk_nodes=decode_chunk_nodes,
-                         encode_chunk_nodes=encode_chunk_nodes, row_block=row_block)
+                         encode_chunk_nodes=encode_chunk_nodes, row_block=row_block,
+                         edge_terms=edge_terms)
         forecaster.checkpoint_file = Path(checkpoint).name
         forecaster.checkpoint_sha256 = file_sha256(Path(checkpoint))
         return forecaster

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -43,6 +44,7 @@ _COMPILE_MIN_MESH_EDGES = 50_000
 DECODE_CHUNK_NODES = 16_384  # grid nodes decoded at a time: bounds the edge temporaries
 ENCODE_CHUNK_NODES = 65_536  # grid nodes encoded at a time (0.25°: 16 chunks; 1.0°: one)
 ROW_BLOCK = 32_768  # edges per block when the static edge terms are computed at construction
+EDGE_TERMS = ("stored", "recomputed")  # grid2mesh/mesh2grid static edge terms: kept or per step
 PRODUCTS = ("matmul", "onednn")  # the dense-product back ends the network can use
 
 
@@ -276,15 +278,29 @@ def _node_stage(mlp: Mlp, latent: int, dtype: torch.dtype) -> NodeStage:
     return NodeStage(w_node.to(dtype), w_messages.to(dtype), mlp.cast(dtype))
 
 
-def _by_rows(fn, *tensors: torch.Tensor, rows: int) -> torch.Tensor:
-    """fn applied to consecutive row blocks of `tensors`, written into one preallocated
+def _by_rows(block: Callable[[slice], torch.Tensor], count: int, rows: int) -> torch.Tensor:
+    """block(rows) over consecutive row slices of `count` rows, written into one preallocated
     result (bounds temporaries: no list of blocks next to their concatenation)."""
-    first = fn(*(t[:rows] for t in tensors))
-    out = first.new_empty((len(tensors[0]),) + first.shape[1:])
+    first = block(slice(0, rows))
+    out = first.new_empty((count,) + first.shape[1:])
     out[:rows] = first
-    for start in range(rows, len(tensors[0]), rows):
-        out[start:start + rows] = fn(*(t[start:start + rows] for t in tensors))
+    for start in range(rows, count, rows):
+        out[start:start + rows] = block(slice(start, start + rows))
     return out
+
+
+class StaticEdgeTerms:
+    """The static first-layer term of an edge set's MLP [E, 1, L]: stored, or recomputed for
+    the slice asked (saves E × L values, 3.2 GB for 0.25° mesh2grid in bf16, for the cost of
+    two products per edge and step)."""
+
+    def __init__(self, block: Callable[[slice], torch.Tensor], count: int, stored: bool,
+                 rows: int) -> None:
+        self._block = None if stored else block
+        self._stored = _by_rows(block, count, rows) if stored else None
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        return self._stored[rows] if self._block is None else self._block(rows)
 
 
 def _sorted_by(edges: EdgeSet, key: np.ndarray) -> EdgeSet:
@@ -339,8 +355,10 @@ class GraphCastNetwork:
                  products: str | None = None, *,
                  decode_chunk_nodes: int = DECODE_CHUNK_NODES,
                  encode_chunk_nodes: int = ENCODE_CHUNK_NODES,
-                 row_block: int = ROW_BLOCK) -> None:
-        """products: the dense-product back end, one of PRODUCTS (None: default_products)."""
+                 row_block: int = ROW_BLOCK, edge_terms: str = "stored") -> None:
+        """products: the dense-product back end, one of PRODUCTS (None: default_products);
+        edge_terms: one of EDGE_TERMS, whether the grid2mesh and mesh2grid static edge terms
+        are kept in memory or recomputed each step (see StaticEdgeTerms)."""
         if min(decode_chunk_nodes, encode_chunk_nodes, row_block) < 1:
             raise ValueError("decode_chunk_nodes, encode_chunk_nodes and row_block must be at "
                              "least 1")
@@ -353,6 +371,10 @@ class GraphCastNetwork:
         if self.products == "onednn" and (self.device.type != "cpu"
                                           or not torch.backends.mkldnn.is_available()):
             raise ValueError("the oneDNN product back end needs a CPU build with oneDNN")
+        if edge_terms not in EDGE_TERMS:
+            raise ValueError(f"unknown edge_terms {edge_terms!r}; use one of "
+                             f"{', '.join(EDGE_TERMS)}")
+        stored, self.edge_terms = edge_terms == "stored", edge_terms
         latent = model_config.latent_size
         full = {k: torch.from_numpy(np.asarray(v, np.float32)).to(self.device)
                 for k, v in params.items()}
@@ -366,11 +388,9 @@ class GraphCastNetwork:
         m2g = graphs.mesh2grid
         if not np.array_equal(m2g.receivers, np.repeat(np.arange(len(m2g.receivers) // 3), 3)):
             raise ValueError("mesh2grid edges must come in threes per grid node")
-        num_mesh = len(graphs.mesh_node_features)
-        chunks = encoder_chunks(g2m.senders, g2m.receivers, len(graphs.grid_node_features),
-                                num_mesh, encode_chunk_nodes)
-        self.encoder_chunks = chunks._replace(local_senders=chunks.local_senders.to(self.device),
-                                              receivers=chunks.receivers.to(self.device))
+        self._g2m_edges = (g2m.senders, g2m.receivers, len(graphs.grid_node_features),
+                           len(graphs.mesh_node_features))
+        self.plan_encoder(encode_chunk_nodes)
         self.mesh_senders, self.mesh_receivers = tensor(mesh.senders), tensor(mesh.receivers)
         self.m2g_senders = tensor(m2g.senders)
         self.grid_struct = tensor(graphs.grid_node_features).to(dtype)
@@ -388,9 +408,10 @@ class GraphCastNetwork:
         w_edge, w_send, w_recv = g2m_mlp.split_first([latent] * 3)
         mesh_recv = (mesh0 @ w_recv).to(dtype)
         g2m_edge = _static_edge_terms(embed_g2m, w_edge, dtype, onednn)
-        self.g2m_static = _by_rows(lambda f, r: g2m_edge(f) + mesh_recv[r],
-                                   tensor(g2m.features), tensor(g2m.receivers),
-                                   rows=row_block)                     # [E_g2m, 1, L], by sender
+        g2m_features, g2m_receivers = tensor(g2m.features), tensor(g2m.receivers)
+        self.g2m_static = StaticEdgeTerms(  # [E_g2m, 1, L], edges by sender
+            lambda e: g2m_edge(g2m_features[e]) + mesh_recv[g2m_receivers[e]],
+            len(g2m.senders), stored, row_block)
         self.g2m_send, self.g2m_mlp = w_send.to(dtype), g2m_mlp.cast(dtype)
         self.mesh0 = mesh0.to(dtype)
         self.g2m_mesh_node = _node_stage(
@@ -399,8 +420,10 @@ class GraphCastNetwork:
 
         # Processor.
         embed_mesh_edges = _mlp(full, "mesh_gnn", "encoder_edges_mesh")
-        self.mesh_edge0 = _by_rows(_static_edge_terms(embed_mesh_edges, None, dtype, onednn),
-                                   tensor(mesh.features), rows=row_block)  # [E_mesh, 1, L]
+        mesh_edge, mesh_features = (_static_edge_terms(embed_mesh_edges, None, dtype, onednn),
+                                    tensor(mesh.features))
+        self.mesh_edge0 = _by_rows(lambda e: mesh_edge(mesh_features[e]), len(mesh.senders),
+                                   row_block)                          # [E_mesh, 1, L]
         self.edge_stages = [_edge_stage(_mlp(full, "mesh_gnn", f"processor_edges_{i}_mesh"),
                                         latent, dtype) for i in range(model_config.gnn_msg_steps)]
         self.node_stages = [_node_stage(_mlp(full, "mesh_gnn", f"processor_nodes_{i}_mesh_nodes"),
@@ -410,8 +433,10 @@ class GraphCastNetwork:
         m2g_edge_mlp = _mlp(full, "mesh2grid_gnn", "processor_edges_0_mesh2grid")
         embed_m2g = _mlp(full, "mesh2grid_gnn", "encoder_edges_mesh2grid")
         w_m2g_edge = m2g_edge_mlp.weights[0][:latent]
-        self.m2g_static = _by_rows(_static_edge_terms(embed_m2g, w_m2g_edge, dtype, onednn),
-                                   tensor(m2g.features), rows=row_block)  # [E_m2g, 1, L]
+        m2g_edge, m2g_features = (_static_edge_terms(embed_m2g, w_m2g_edge, dtype, onednn),
+                                  tensor(m2g.features))
+        self.m2g_static = StaticEdgeTerms(lambda e: m2g_edge(m2g_features[e]),  # [E_m2g, 1, L]
+                                          len(m2g.senders), stored, row_block)
         self.m2g_stage = _edge_stage(m2g_edge_mlp, latent, dtype)
         self.m2g_grid_node = _node_stage(
             _mlp(full, "mesh2grid_gnn", "processor_nodes_0_grid_nodes"), latent, dtype)
@@ -426,6 +451,12 @@ class GraphCastNetwork:
         wrap = (lambda f: torch.compile(f, dynamic=False)) if use_compile else (lambda f: f)
         self._stages = {name: wrap(function) for name, function in _STAGES.items()}
         self.compiled: bool = use_compile
+
+    def plan_encoder(self, chunk_nodes: int) -> None:
+        """Encode `chunk_nodes` grid nodes at a time from now on (see EncoderChunks)."""
+        chunks = encoder_chunks(*self._g2m_edges, chunk_nodes)
+        self.encoder_chunks = chunks._replace(local_senders=chunks.local_senders.to(self.device),
+                                              receivers=chunks.receivers.to(self.device))
 
     def _dynamic_weights(self) -> list[torch.Tensor]:
         """Every weight matrix the per-step products use (some are packed but unused)."""

@@ -215,6 +215,9 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
                         help="shapes of the random weights and synthetic batch without files")
     parser.add_argument("--products", choices=("matmul", "onednn"), default=None,
                         help="force the engine's dense-product back end (default: its choice)")
+    parser.add_argument("--edge-terms", choices=("stored", "recomputed"), default="stored",
+                        help="keep the grid2mesh/mesh2grid static edge terms in memory "
+                             "(default) or recompute them each step (less memory at 0.25°)")
     parser.add_argument("--warm-caches", action="store_true",
                         help="use the settings' cache folder (graphs, compiled kernels) instead "
                              "of a fresh one: run twice to time a new process with warm caches")
@@ -271,7 +274,7 @@ def bench(args: argparse.Namespace) -> None:
             else Path(temporary)
         start = time.perf_counter()
         forecaster = make_forecaster(checkpoint, stats, "bench", settings, Path(cache),
-                                     products=args.products)
+                                     products=args.products, edge_terms=args.edge_terms)
         setup_s = time.perf_counter() - start
         setup_rss = peak_rss_gib()
         setup_times = forecaster.setup_times
@@ -328,7 +331,7 @@ def bench(args: argparse.Namespace) -> None:
     print(json.dumps({
         "precision": forecaster.precision, "device": forecaster.device, "steps": args.steps,
         "model": args.model if args.checkpoint is None else args.checkpoint.name,
-        "products": forecaster.products,
+        "products": forecaster.products, "edge_terms": args.edge_terms,
         "graph_build_s": round(graph_build_s, 2), "setup_s": round(setup_s, 2),
         "setup_graphs_s": round(setup_times["graphs_s"], 2),
         "setup_network_s": round(setup_times["network_s"], 2),

@@ -164,6 +164,19 @@ def test_chunked_decoding_and_row_blocks_match_official(reference_dir: Path, sta
                 chunked.task_config)
 
 
+def test_recomputed_edge_terms_match_official(reference_dir: Path, stats_dir: Path, inputs,
+                                              forcings, tmp_path: Path) -> None:
+    """The low-memory operating point (static edge terms recomputed per chunk, chunked)."""
+    recomputed = Forecaster.from_files(reference_dir / "params.npz", stats_dir,
+                                       precision="fp32", device="cpu", cache_dir=tmp_path,
+                                       compile=False, decode_chunk_nodes=100,
+                                       encode_chunk_nodes=100, edge_terms="recomputed")
+    assert recomputed.network.edge_terms == "recomputed"
+    _check_fp32(recomputed.forecast(inputs, 4, forcings),
+                _load(reference_dir / "predictions_fp32.nc"), reference_dir,
+                recomputed.task_config)
+
+
 @pytest.mark.parametrize("compile", [False, True])
 def test_chunked_encoder_equals_unchunked(reference_dir: Path, stats_dir: Path, inputs,
                                           forcings, tmp_path: Path, compile: bool) -> None:
