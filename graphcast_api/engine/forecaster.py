@@ -83,7 +83,7 @@ class Forecaster:
                  products: str | None = None,
                  decode_chunk_nodes: int = DECODE_CHUNK_NODES,
                  encode_chunk_nodes: int = ENCODE_CHUNK_NODES,
-                 row_block: int = ROW_BLOCK, edge_terms: str = "stored") -> None:
+                 row_block: int = ROW_BLOCK, edge_terms: str | None = None) -> None:
         self.device = device or default_device()
         self.precision = precision or default_precision(self.device)
         if self.precision not in PRECISIONS:
@@ -116,15 +116,16 @@ class Forecaster:
                    compile: bool | None = None, products: str | None = None,
                    decode_chunk_nodes: int = DECODE_CHUNK_NODES,
                    encode_chunk_nodes: int = ENCODE_CHUNK_NODES,
-                   row_block: int = ROW_BLOCK, edge_terms: str = "stored") -> "Forecaster":
+                   row_block: int = ROW_BLOCK, edge_terms: str | None = None) -> "Forecaster":
         """Load an official checkpoint `.npz` and a directory with the three stats files.
 
         cache_dir: where built graphs are kept (None: graph.default_cache_dir());
         compile: torch.compile the network (None: network._compile_by_default);
         products: dense-product back end, "matmul" or "onednn" (None: network.default_products).
         decode_chunk_nodes, encode_chunk_nodes, row_block: see GraphCastNetwork (the
-        defaults suit every model); edge_terms: "stored" (default, faster) or "recomputed"
-        (grid2mesh/mesh2grid static edge terms per step: less memory at 0.25°).
+        defaults suit every model); edge_terms: "stored" (faster) or "recomputed"
+        (grid2mesh/mesh2grid static edge terms per step: less memory; None:
+        network.default_edge_terms, i.e. recomputed at 0.25°).
         """
         loaded = load_checkpoint(Path(checkpoint))
         stem = Path(checkpoint).stem

@@ -45,6 +45,7 @@ DECODE_CHUNK_NODES = 16_384  # grid nodes decoded at a time: bounds the edge tem
 ENCODE_CHUNK_NODES = 65_536  # grid nodes encoded at a time (0.25°: 16 chunks; 1.0°: one)
 ROW_BLOCK = 32_768  # edges per block when the static edge terms are computed at construction
 EDGE_TERMS = ("stored", "recomputed")  # grid2mesh/mesh2grid static edge terms: kept or per step
+RECOMPUTE_MIN_EDGES = 1_000_000  # see default_edge_terms
 PRODUCTS = ("matmul", "onednn")  # the dense-product back ends the network can use
 
 
@@ -330,6 +331,16 @@ def _static_edge_terms(embed: Mlp, project: torch.Tensor | None, dtype: torch.dt
     return block
 
 
+def default_edge_terms(num_edges: int) -> str:
+    """Keep the grid2mesh + mesh2grid static edge terms below RECOMPUTE_MIN_EDGES edges.
+
+    At 1.0° they are 0.3 GB (bf16) and stay; at 0.25° (4.7 M edges) they are 4.9 GB in bf16,
+    too much beside the database, the job and a second model on a 24 GiB machine, so they
+    are recomputed per chunk (about a third more products per step).
+    """
+    return "recomputed" if num_edges >= RECOMPUTE_MIN_EDGES else "stored"
+
+
 def _compile_by_default(device: torch.device, num_mesh_edges: int) -> bool:
     """Whether to torch.compile when the caller does not say: on CPU for full-size meshes.
 
@@ -355,10 +366,11 @@ class GraphCastNetwork:
                  products: str | None = None, *,
                  decode_chunk_nodes: int = DECODE_CHUNK_NODES,
                  encode_chunk_nodes: int = ENCODE_CHUNK_NODES,
-                 row_block: int = ROW_BLOCK, edge_terms: str = "stored") -> None:
+                 row_block: int = ROW_BLOCK, edge_terms: str | None = None) -> None:
         """products: the dense-product back end, one of PRODUCTS (None: default_products);
         edge_terms: one of EDGE_TERMS, whether the grid2mesh and mesh2grid static edge terms
-        are kept in memory or recomputed each step (see StaticEdgeTerms)."""
+        are kept in memory or recomputed each step (see StaticEdgeTerms; None:
+        default_edge_terms)."""
         if min(decode_chunk_nodes, encode_chunk_nodes, row_block) < 1:
             raise ValueError("decode_chunk_nodes, encode_chunk_nodes and row_block must be at "
                              "least 1")
@@ -371,6 +383,8 @@ class GraphCastNetwork:
         if self.products == "onednn" and (self.device.type != "cpu"
                                           or not torch.backends.mkldnn.is_available()):
             raise ValueError("the oneDNN product back end needs a CPU build with oneDNN")
+        edge_terms = edge_terms or default_edge_terms(len(graphs.grid2mesh.senders)
+                                                      + len(graphs.mesh2grid.senders))
         if edge_terms not in EDGE_TERMS:
             raise ValueError(f"unknown edge_terms {edge_terms!r}; use one of "
                              f"{', '.join(EDGE_TERMS)}")

@@ -215,9 +215,10 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
                         help="shapes of the random weights and synthetic batch without files")
     parser.add_argument("--products", choices=("matmul", "onednn"), default=None,
                         help="force the engine's dense-product back end (default: its choice)")
-    parser.add_argument("--edge-terms", choices=("stored", "recomputed"), default="stored",
-                        help="keep the grid2mesh/mesh2grid static edge terms in memory "
-                             "(default) or recompute them each step (less memory at 0.25°)")
+    parser.add_argument("--edge-terms", choices=("stored", "recomputed"), default=None,
+                        help="keep the grid2mesh/mesh2grid static edge terms in memory or "
+                             "recompute them each step (default: the engine's choice, "
+                             "recomputed at 0.25°)")
     parser.add_argument("--warm-caches", action="store_true",
                         help="use the settings' cache folder (graphs, compiled kernels) instead "
                              "of a fresh one: run twice to time a new process with warm caches")
@@ -280,7 +281,8 @@ def bench(args: argparse.Namespace) -> None:
         setup_times = forecaster.setup_times
         graph_build_s = setup_times["graphs_s"]
         print(f"model {forecaster.precision} on {forecaster.device}, products "
-              f"{forecaster.products}: set-up {setup_s:.1f} s = graphs "
+              f"{forecaster.products}, edge terms {forecaster.network.edge_terms}: "
+              f"set-up {setup_s:.1f} s = graphs "
               f"{'built or loaded (cache folder reused)' if args.warm_caches else 'built'} "
               f"{graph_build_s:.1f} s + static embeddings and packing "
               f"{setup_times['network_s']:.1f} s (peak RSS so far {setup_rss:.2f} GiB)")
@@ -331,7 +333,7 @@ def bench(args: argparse.Namespace) -> None:
     print(json.dumps({
         "precision": forecaster.precision, "device": forecaster.device, "steps": args.steps,
         "model": args.model if args.checkpoint is None else args.checkpoint.name,
-        "products": forecaster.products, "edge_terms": args.edge_terms,
+        "products": forecaster.products, "edge_terms": forecaster.network.edge_terms,
         "graph_build_s": round(graph_build_s, 2), "setup_s": round(setup_s, 2),
         "setup_graphs_s": round(setup_times["graphs_s"], 2),
         "setup_network_s": round(setup_times["network_s"], 2),

@@ -113,7 +113,7 @@ def load_files(checkpoint_path: Path, stats_dir: Path, batch_path: Path):
 
 def make_forecaster(checkpoint, stats, name: str, settings: ServiceSettings,
                     cache_dir: Path | None = None, products: str | None = None,
-                    edge_terms: str = "stored"):
+                    edge_terms: str | None = None):
     """The engine's Forecaster with the resolved switches; `cache_dir` overrides the
     settings' one; `products` forces the product back end; `edge_terms` as Forecaster's.
     ToolError DEVICE_UNAVAILABLE if the device or precision is not usable."""
