@@ -13,7 +13,12 @@ from graphcast_api.engine.checkpoint import CheckPoint, load_checkpoint
 from graphcast_api.engine.configs import TIME_STEP, ModelConfig, TaskConfig
 from graphcast_api.engine.forcings import add_forcings
 from graphcast_api.engine.graph import load_or_build_graphs
-from graphcast_api.engine.network import DECODE_CHUNK_NODES, ROW_BLOCK, GraphCastNetwork
+from graphcast_api.engine.network import (
+    DECODE_CHUNK_NODES,
+    ENCODE_CHUNK_NODES,
+    ROW_BLOCK,
+    GraphCastNetwork,
+)
 from graphcast_api.engine.normalization import denormalize_targets, normalize, stack, unstack
 from graphcast_api.engine.stats import NormalizationStats, load_stats
 from graphcast_contract.variables import ATMOSPHERIC_VARIABLES
@@ -77,7 +82,8 @@ class Forecaster:
                  cache_dir: Path | None = None, compile: bool | None = None,
                  products: str | None = None,
                  decode_chunk_nodes: int = DECODE_CHUNK_NODES,
-                 row_block: int = ROW_BLOCK) -> None:
+                 encode_chunk_nodes: int = ENCODE_CHUNK_NODES,
+                 row_block: int = ROW_BLOCK, edge_terms: str | None = None) -> None:
         self.device = device or default_device()
         self.precision = precision or default_precision(self.device)
         if self.precision not in PRECISIONS:
@@ -97,7 +103,8 @@ class Forecaster:
         self.network = GraphCastNetwork(checkpoint.params, self.graphs, self.model_config,
                                         PRECISIONS[self.precision], self.device, compile,
                                         products, decode_chunk_nodes=decode_chunk_nodes,
-                                        row_block=row_block)
+                                        encode_chunk_nodes=encode_chunk_nodes,
+                                        row_block=row_block, edge_terms=edge_terms)
         # Where set-up time went (seconds): graphs built or loaded; static parts and packing.
         self.setup_times = {"graphs_s": graphs_s,
                             "network_s": time.perf_counter() - start - graphs_s}
@@ -108,13 +115,17 @@ class Forecaster:
                    device: str | None = None, cache_dir: Path | None = None,
                    compile: bool | None = None, products: str | None = None,
                    decode_chunk_nodes: int = DECODE_CHUNK_NODES,
-                   row_block: int = ROW_BLOCK) -> "Forecaster":
+                   encode_chunk_nodes: int = ENCODE_CHUNK_NODES,
+                   row_block: int = ROW_BLOCK, edge_terms: str | None = None) -> "Forecaster":
         """Load an official checkpoint `.npz` and a directory with the three stats files.
 
         cache_dir: where built graphs are kept (None: graph.default_cache_dir());
         compile: torch.compile the network (None: network._compile_by_default);
         products: dense-product back end, "matmul" or "onednn" (None: network.default_products).
-        decode_chunk_nodes, row_block: see GraphCastNetwork (the defaults suit every model).
+        decode_chunk_nodes, encode_chunk_nodes, row_block: see GraphCastNetwork (the
+        defaults suit every model); edge_terms: "stored" (faster) or "recomputed"
+        (grid2mesh/mesh2grid static edge terms per step: less memory; None:
+        network.default_edge_terms, i.e. recomputed at 0.25°).
         """
         loaded = load_checkpoint(Path(checkpoint))
         stem = Path(checkpoint).stem
@@ -122,7 +133,9 @@ class Forecaster:
         forecaster = cls(loaded, load_stats(Path(stats_dir), loaded.task_config), name=name,
                          precision=precision, device=device, cache_dir=cache_dir,
                          compile=compile, products=products,
-                         decode_chunk_nodes=decode_chunk_nodes, row_block=row_block)
+                         decode_chunk_nodes=decode_chunk_nodes,
+                         encode_chunk_nodes=encode_chunk_nodes, row_block=row_block,
+                         edge_terms=edge_terms)
         forecaster.checkpoint_file = Path(checkpoint).name
         forecaster.checkpoint_sha256 = file_sha256(Path(checkpoint))
         return forecaster

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from graphcast_api.engine.mesh import (
 from graphcast_contract.files import new_temporary_file
 
 _LOG = logging.getLogger(__name__)
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: the file holds its key and is checked before it is used
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +180,30 @@ def _to_arrays(graphs: GraphCastGraphs) -> dict[str, np.ndarray]:
     return arrays
 
 
+class GraphCacheError(ValueError):
+    """A graph cache file that does not hold the graphs it is named for."""
+
+
+def _checked(graphs: GraphCastGraphs, model_config: ModelConfig, num_grid: int) -> None:
+    """GraphCacheError unless the sizes and indices fit this grid and mesh."""
+    num_mesh = 10 * 4 ** model_config.mesh_size + 2
+    nodes = {"grid": num_grid, "mesh": num_mesh}
+    if graphs.grid_node_features.shape != (num_grid, 3) \
+            or graphs.mesh_node_features.shape != (num_mesh, 3) \
+            or graphs.mesh_lat.shape != (num_mesh,) or graphs.mesh_lon.shape != (num_mesh,):
+        raise GraphCacheError("node arrays do not match the grid and mesh")
+    for name, (sender, receiver) in {"grid2mesh": ("grid", "mesh"), "mesh": ("mesh", "mesh"),
+                                     "mesh2grid": ("mesh", "grid")}.items():
+        edges: EdgeSet = getattr(graphs, name)
+        count = len(edges.senders)
+        if edges.receivers.shape != (count,) or edges.features.shape != (count, 4) \
+                or count == 0 or not np.isfinite(edges.features).all():
+            raise GraphCacheError(f"{name} edge arrays are inconsistent")
+        for indices, kind in ((edges.senders, sender), (edges.receivers, receiver)):
+            if indices.min() < 0 or indices.max() >= nodes[kind]:
+                raise GraphCacheError(f"{name} edges point outside the {kind} nodes")
+
+
 def _from_arrays(arrays: dict[str, np.ndarray]) -> GraphCastGraphs:
     values = {}
     for field in dataclasses.fields(GraphCastGraphs):
@@ -193,23 +218,31 @@ def _from_arrays(arrays: dict[str, np.ndarray]) -> GraphCastGraphs:
 
 def load_or_build_graphs(model_config: ModelConfig, lat: np.ndarray, lon: np.ndarray,
                          cache_dir: Path | None = None) -> GraphCastGraphs:
-    """The graphs for this grid and mesh, read from the on-disk cache or built and cached."""
+    """The graphs for this grid and mesh, read from the on-disk cache or built and cached.
+
+    A cache file is used only if it holds its own key and its sizes and indices fit this grid
+    and mesh; an unreadable, truncated or foreign file is rebuilt and replaced, not trusted.
+    """
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = directory / f"graphs-mesh{model_config.mesh_size}-{len(lat)}x{len(lon)}-" \
-                       f"{_cache_key(model_config, lat, lon)}.npz"
+    key = _cache_key(model_config, lat, lon)
+    path = directory / f"graphs-mesh{model_config.mesh_size}-{len(lat)}x{len(lon)}-{key}.npz"
     if path.is_file():
         try:
             with np.load(path) as data:
-                return _from_arrays({k: data[k] for k in data.files})
-        except (OSError, ValueError, KeyError) as error:
-            _LOG.warning("ignoring unreadable graph cache %s: %s", path, error)
+                if str(data["cache_key"]) != key:
+                    raise GraphCacheError("the file was written for other graphs")
+                graphs = _from_arrays({k: data[k] for k in data.files})
+            _checked(graphs, model_config, len(lat) * len(lon))
+            return graphs
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            _LOG.warning("rebuilding the graphs: unusable graph cache %s: %s", path, error)
     graphs = build_graphs(model_config, lat, lon)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         temporary = new_temporary_file(directory, ".tmp")
         try:
             with open(temporary, "wb") as handle:
-                np.savez(handle, **_to_arrays(graphs))
+                np.savez(handle, cache_key=np.asarray(key), **_to_arrays(graphs))
             os.replace(temporary, path)
         except OSError:
             temporary.unlink(missing_ok=True)

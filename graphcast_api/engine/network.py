@@ -9,7 +9,10 @@ Speed-ups that leave the mathematics unchanged:
 - the first layer of every edge MLP, applied to concat(edge, sender, receiver), is split into
   three products: node latents are projected once per node and gathered per edge;
 - node MLPs take concat(node, aggregated messages) as two products, without the concatenation;
-- edges are ordered by receiver, so the sum aggregation walks memory in order;
+- mesh edges are ordered by receiver, so the sum aggregation walks memory in order;
+- the encoder (grid2mesh) and the decoder (mesh2grid) run over chunks of grid nodes, so
+  that no per-edge temporary spans the 0.25° grid's 1.6 M / 3.1 M edges; the encoder's
+  chunks all have one shape (see EncoderChunks), so one compiled encoder serves them;
 - on CPU the three stages (encoder, one processor step, decoder) are compiled with
   torch.compile, which fuses the element-wise work around the matrix products (Inductor
   keeps the compiled kernels on disk; settings.use_kernel_cache puts them under the cache
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -38,7 +42,10 @@ _LOG = logging.getLogger(__name__)
 _LAYER_NORM_EPS = 1e-5  # haiku's default
 _COMPILE_MIN_MESH_EDGES = 50_000
 DECODE_CHUNK_NODES = 16_384  # grid nodes decoded at a time: bounds the edge temporaries
+ENCODE_CHUNK_NODES = 65_536  # grid nodes encoded at a time (0.25°: 16 chunks; 1.0°: one)
 ROW_BLOCK = 32_768  # edges per block when the static edge terms are computed at construction
+EDGE_TERMS = ("stored", "recomputed")  # grid2mesh/mesh2grid static edge terms: kept or per step
+RECOMPUTE_MIN_EDGES = 1_000_000  # see default_edge_terms
 PRODUCTS = ("matmul", "onednn")  # the dense-product back ends the network can use
 
 
@@ -157,22 +164,30 @@ class NodeStage(NamedTuple):
 
 def encode(grid_inputs: torch.Tensor, grid_struct: torch.Tensor, embed: Mlp,
            g2m_static: torch.Tensor, g2m_send: torch.Tensor, g2m_mlp: Mlp,
-           senders: torch.Tensor, receivers: torch.Tensor, mesh0: torch.Tensor,
-           mesh_node: NodeStage, grid_node: Mlp,
-           onednn: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embed grid nodes and run grid2mesh: (grid latents [G,B,L], mesh latents [M,B,L])."""
+           local_senders: torch.Tensor, receivers: torch.Tensor, num_sums: int,
+           grid_node: Mlp, onednn: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One encoder chunk: embed its grid nodes, send their grid2mesh messages.
+
+    grid_inputs [N, B, C] are the chunk's nodes; local_senders index them. Returns (updated
+    grid latents [N, B, L], float32 message sums per receiver [num_sums, B, L]).
+    """
     dtype = g2m_static.dtype
     batch = grid_inputs.shape[1]
     struct = grid_struct[:, None, :].expand(-1, batch, -1)
     grid = mlp_apply(embed, torch.cat([grid_inputs, struct], dim=-1).to(dtype), onednn)
-    messages = mlp_rest(g2m_mlp, g2m_static + dense(grid, g2m_send, None, onednn)[senders],
+    messages = mlp_rest(g2m_mlp, g2m_static + dense(grid, g2m_send, None, onednn)[local_senders],
                         onednn)
-    aggregated = sum_by_receiver(messages, receivers, mesh0.shape[0]).to(dtype)
-    mesh0 = mesh0.expand(-1, batch, -1)
-    mesh = mesh0 + mlp_rest(mesh_node.mlp, dense(mesh0, mesh_node.w_node, None, onednn)
+    sums = sum_by_receiver(messages, receivers, num_sums)
+    return grid + mlp_apply(grid_node, grid, onednn), sums
+
+
+def encode_mesh(aggregated: torch.Tensor, mesh0: torch.Tensor, mesh_node: NodeStage,
+                onednn: bool = False) -> torch.Tensor:
+    """The grid2mesh update of the mesh nodes from their summed messages [M, B, L]."""
+    aggregated = aggregated.to(mesh0.dtype)
+    mesh0 = mesh0.expand(-1, aggregated.shape[1], -1)
+    return mesh0 + mlp_rest(mesh_node.mlp, dense(mesh0, mesh_node.w_node, None, onednn)
                             + dense(aggregated, mesh_node.w_messages, None, onednn), onednn)
-    grid = grid + mlp_apply(grid_node, grid, onednn)
-    return grid, mesh
 
 
 def process(edge: torch.Tensor, mesh: torch.Tensor, edge_stage: EdgeStage,
@@ -203,6 +218,44 @@ def decode(grid: torch.Tensor, mesh: torch.Tensor, m2g_static: torch.Tensor,
     return mlp_apply(decoder, grid, onednn).float()
 
 
+class EncoderChunks(NamedTuple):
+    """Equal-sized encoder chunks, so that one compiled encoder serves them all.
+
+    Chunk c computes grid nodes [node_starts[c], + nodes) and the grid2mesh edges (sorted
+    by sender) [edge_starts[c], + edges); it owns the senders of its share of the grid, and
+    edges of other chunks inside its window go to the spare receiver `num_mesh` (discarded).
+    The last chunk is moved back to end at the last node or edge, overlapping its neighbour.
+    """
+
+    node_starts: list[int]
+    edge_starts: list[int]
+    local_senders: torch.Tensor  # [chunks, edges]: sender - node start (0 where not owned)
+    receivers: torch.Tensor      # [chunks, edges]: mesh receiver, or num_mesh if not owned
+    nodes: int
+    edges: int
+
+
+def encoder_chunks(senders: np.ndarray, receivers: np.ndarray, num_grid: int, num_mesh: int,
+                   chunk_nodes: int) -> EncoderChunks:
+    """Plan the encoder's chunks over grid2mesh edges sorted by sender (see EncoderChunks)."""
+    nodes = min(chunk_nodes, num_grid)
+    owned = [(a, min(a + nodes, num_grid)) for a in range(0, num_grid, nodes)]
+    bounds = np.searchsorted(senders, [a for a, _ in owned] + [num_grid])
+    edges = max(1, int(np.diff(bounds).max()))
+    node_starts, edge_starts, local, receiving = [], [], [], []
+    for c, (first, last) in enumerate(owned):
+        node_start, edge_start = min(first, num_grid - nodes), min(int(bounds[c]),
+                                                                   len(senders) - edges)
+        window = slice(edge_start, edge_start + edges)
+        mine = (senders[window] >= first) & (senders[window] < last)
+        node_starts.append(node_start)
+        edge_starts.append(edge_start)
+        local.append(np.where(mine, senders[window] - node_start, 0))
+        receiving.append(np.where(mine, receivers[window], num_mesh))
+    return EncoderChunks(node_starts, edge_starts, torch.from_numpy(np.stack(local)),
+                         torch.from_numpy(np.stack(receiving)), nodes, edges)
+
+
 def _mlp(params: dict[str, torch.Tensor], gnn: str, module: str) -> Mlp:
     """Collect the arrays of `<gnn>/~_networks_builder/<module>_mlp` (+ its LayerNorm)."""
     prefix = f"{gnn}/~_networks_builder/{module}"
@@ -226,16 +279,66 @@ def _node_stage(mlp: Mlp, latent: int, dtype: torch.dtype) -> NodeStage:
     return NodeStage(w_node.to(dtype), w_messages.to(dtype), mlp.cast(dtype))
 
 
-def _by_rows(fn, *tensors: torch.Tensor, rows: int) -> torch.Tensor:
-    """fn applied to consecutive row blocks of `tensors`, concatenated (bounds temporaries)."""
-    return torch.cat([fn(*(t[start:start + rows] for t in tensors))
-                      for start in range(0, len(tensors[0]), rows)])
+def _by_rows(block: Callable[[slice], torch.Tensor], count: int, rows: int) -> torch.Tensor:
+    """block(rows) over consecutive row slices of `count` rows, written into one preallocated
+    result (bounds temporaries: no list of blocks next to their concatenation)."""
+    first = block(slice(0, rows))
+    out = first.new_empty((count,) + first.shape[1:])
+    out[:rows] = first
+    for start in range(rows, count, rows):
+        out[start:start + rows] = block(slice(start, start + rows))
+    return out
 
 
-def _by_receiver(edges: EdgeSet) -> EdgeSet:
-    """The same edges ordered by receiver (stable)."""
-    order = np.argsort(edges.receivers, kind="stable")
+class StaticEdgeTerms:
+    """The static first-layer term of an edge set's MLP [E, 1, L]: stored, or recomputed for
+    the slice asked (saves E × L values, 3.2 GB for 0.25° mesh2grid in bf16, for the cost of
+    two products per edge and step)."""
+
+    def __init__(self, block: Callable[[slice], torch.Tensor], count: int, stored: bool,
+                 rows: int) -> None:
+        self._block = None if stored else block
+        self._stored = _by_rows(block, count, rows) if stored else None
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        return self._stored[rows] if self._block is None else self._block(rows)
+
+
+def _sorted_by(edges: EdgeSet, key: np.ndarray) -> EdgeSet:
+    """The same edges ordered by `key` (stable)."""
+    order = np.argsort(key, kind="stable")
     return EdgeSet(edges.senders[order], edges.receivers[order], edges.features[order])
+
+
+# The compiled units of one step (each torch.compile'd once per process on the compiled path).
+_STAGES = {"encode": encode, "encode_mesh": encode_mesh, "process": process, "decode": decode}
+
+
+def _static_edge_terms(embed: Mlp, project: torch.Tensor | None, dtype: torch.dtype,
+                       onednn: bool):
+    """Block function: edge features [E, 4] → embed(features) (@ project) [E, 1, L], computed
+    in the network's dtype through its product back end (the static terms are most of the
+    set-up time at 0.25°: 5 TFLOP). The weights are cast (and packed) once."""
+    embed = embed.cast(dtype)
+    project = None if project is None else project.to(dtype).contiguous()
+    if onednn:
+        for weight in (*embed.weights, *(() if project is None else (project,))):
+            pack_weight(weight)
+
+    def block(features: torch.Tensor) -> torch.Tensor:
+        x = mlp_apply(embed, features[:, None, :].to(dtype), onednn)
+        return x if project is None else dense(x, project, None, onednn)
+    return block
+
+
+def default_edge_terms(num_edges: int) -> str:
+    """Keep the grid2mesh + mesh2grid static edge terms below RECOMPUTE_MIN_EDGES edges.
+
+    At 1.0° they are 0.3 GB (bf16) and stay; at 0.25° (4.7 M edges) they are 4.9 GB in bf16,
+    too much beside the database, the job and a second model on a 24 GiB machine, so they
+    are recomputed per chunk (about a third more products per step).
+    """
+    return "recomputed" if num_edges >= RECOMPUTE_MIN_EDGES else "stored"
 
 
 def _compile_by_default(device: torch.device, num_mesh_edges: int) -> bool:
@@ -250,8 +353,8 @@ def _compile_by_default(device: torch.device, num_mesh_edges: int) -> bool:
 class GraphCastNetwork:
     """GraphCast's three graph networks with their static parts precomputed.
 
-    decode_chunk_nodes and row_block bound the temporaries at full scale; they are
-    parameters so that tests can split the reference's small grid the same way.
+    decode_chunk_nodes, encode_chunk_nodes and row_block bound the temporaries at full scale;
+    they are parameters so that tests can split the reference's small grid the same way.
     `compiled` says whether the forward pass runs torch.compile'd stages: True when compiling
     was chosen, set to False if compiling fails and the network falls back to eager mode.
     """
@@ -262,10 +365,15 @@ class GraphCastNetwork:
                  device: torch.device | str = "cpu", compile: bool | None = None,
                  products: str | None = None, *,
                  decode_chunk_nodes: int = DECODE_CHUNK_NODES,
-                 row_block: int = ROW_BLOCK) -> None:
-        """products: the dense-product back end, one of PRODUCTS (None: default_products)."""
-        if decode_chunk_nodes < 1 or row_block < 1:
-            raise ValueError("decode_chunk_nodes and row_block must be at least 1")
+                 encode_chunk_nodes: int = ENCODE_CHUNK_NODES,
+                 row_block: int = ROW_BLOCK, edge_terms: str | None = None) -> None:
+        """products: the dense-product back end, one of PRODUCTS (None: default_products);
+        edge_terms: one of EDGE_TERMS, whether the grid2mesh and mesh2grid static edge terms
+        are kept in memory or recomputed each step (see StaticEdgeTerms; None:
+        default_edge_terms)."""
+        if min(decode_chunk_nodes, encode_chunk_nodes, row_block) < 1:
+            raise ValueError("decode_chunk_nodes, encode_chunk_nodes and row_block must be at "
+                             "least 1")
         self.dtype, self.device = dtype, torch.device(device)
         self.decode_chunk_nodes = decode_chunk_nodes
         self.products = products or default_products(self.device)
@@ -275,6 +383,12 @@ class GraphCastNetwork:
         if self.products == "onednn" and (self.device.type != "cpu"
                                           or not torch.backends.mkldnn.is_available()):
             raise ValueError("the oneDNN product back end needs a CPU build with oneDNN")
+        edge_terms = edge_terms or default_edge_terms(len(graphs.grid2mesh.senders)
+                                                      + len(graphs.mesh2grid.senders))
+        if edge_terms not in EDGE_TERMS:
+            raise ValueError(f"unknown edge_terms {edge_terms!r}; use one of "
+                             f"{', '.join(EDGE_TERMS)}")
+        stored, self.edge_terms = edge_terms == "stored", edge_terms
         latent = model_config.latent_size
         full = {k: torch.from_numpy(np.asarray(v, np.float32)).to(self.device)
                 for k, v in params.items()}
@@ -282,11 +396,15 @@ class GraphCastNetwork:
         def tensor(array: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
-        g2m, mesh = _by_receiver(graphs.grid2mesh), _by_receiver(graphs.mesh)
+        onednn = self.products == "onednn"
+        g2m = _sorted_by(graphs.grid2mesh, graphs.grid2mesh.senders)
+        mesh = _sorted_by(graphs.mesh, graphs.mesh.receivers)
         m2g = graphs.mesh2grid
         if not np.array_equal(m2g.receivers, np.repeat(np.arange(len(m2g.receivers) // 3), 3)):
             raise ValueError("mesh2grid edges must come in threes per grid node")
-        self.g2m_senders, self.g2m_receivers = tensor(g2m.senders), tensor(g2m.receivers)
+        self._g2m_edges = (g2m.senders, g2m.receivers, len(graphs.grid_node_features),
+                           len(graphs.mesh_node_features))
+        self.plan_encoder(encode_chunk_nodes)
         self.mesh_senders, self.mesh_receivers = tensor(mesh.senders), tensor(mesh.receivers)
         self.m2g_senders = tensor(m2g.senders)
         self.grid_struct = tensor(graphs.grid_node_features).to(dtype)
@@ -302,10 +420,12 @@ class GraphCastNetwork:
         embed_g2m = _mlp(full, "grid2mesh_gnn", "encoder_edges_grid2mesh")
         g2m_mlp = _mlp(full, "grid2mesh_gnn", "processor_edges_0_grid2mesh")
         w_edge, w_send, w_recv = g2m_mlp.split_first([latent] * 3)
-        mesh_recv = mesh0 @ w_recv
-        self.g2m_static = _by_rows(
-            lambda f, r: (mlp_apply(embed_g2m, f[:, None, :]) @ w_edge + mesh_recv[r]).to(dtype),
-            tensor(g2m.features), self.g2m_receivers, rows=row_block)  # [E_g2m, 1, L]
+        mesh_recv = (mesh0 @ w_recv).to(dtype)
+        g2m_edge = _static_edge_terms(embed_g2m, w_edge, dtype, onednn)
+        g2m_features, g2m_receivers = tensor(g2m.features), tensor(g2m.receivers)
+        self.g2m_static = StaticEdgeTerms(  # [E_g2m, 1, L], edges by sender
+            lambda e: g2m_edge(g2m_features[e]) + mesh_recv[g2m_receivers[e]],
+            len(g2m.senders), stored, row_block)
         self.g2m_send, self.g2m_mlp = w_send.to(dtype), g2m_mlp.cast(dtype)
         self.mesh0 = mesh0.to(dtype)
         self.g2m_mesh_node = _node_stage(
@@ -314,8 +434,10 @@ class GraphCastNetwork:
 
         # Processor.
         embed_mesh_edges = _mlp(full, "mesh_gnn", "encoder_edges_mesh")
-        self.mesh_edge0 = _by_rows(lambda f: mlp_apply(embed_mesh_edges, f[:, None, :]).to(dtype),
-                                   tensor(mesh.features), rows=row_block)  # [E_mesh, 1, L]
+        mesh_edge, mesh_features = (_static_edge_terms(embed_mesh_edges, None, dtype, onednn),
+                                    tensor(mesh.features))
+        self.mesh_edge0 = _by_rows(lambda e: mesh_edge(mesh_features[e]), len(mesh.senders),
+                                   row_block)                          # [E_mesh, 1, L]
         self.edge_stages = [_edge_stage(_mlp(full, "mesh_gnn", f"processor_edges_{i}_mesh"),
                                         latent, dtype) for i in range(model_config.gnn_msg_steps)]
         self.node_stages = [_node_stage(_mlp(full, "mesh_gnn", f"processor_nodes_{i}_mesh_nodes"),
@@ -325,23 +447,30 @@ class GraphCastNetwork:
         m2g_edge_mlp = _mlp(full, "mesh2grid_gnn", "processor_edges_0_mesh2grid")
         embed_m2g = _mlp(full, "mesh2grid_gnn", "encoder_edges_mesh2grid")
         w_m2g_edge = m2g_edge_mlp.weights[0][:latent]
-        self.m2g_static = _by_rows(
-            lambda f: (mlp_apply(embed_m2g, f[:, None, :]) @ w_m2g_edge).to(dtype),
-            tensor(m2g.features), rows=row_block)                      # [E_m2g, 1, L]
+        m2g_edge, m2g_features = (_static_edge_terms(embed_m2g, w_m2g_edge, dtype, onednn),
+                                  tensor(m2g.features))
+        self.m2g_static = StaticEdgeTerms(lambda e: m2g_edge(m2g_features[e]),  # [E_m2g, 1, L]
+                                          len(m2g.senders), stored, row_block)
         self.m2g_stage = _edge_stage(m2g_edge_mlp, latent, dtype)
         self.m2g_grid_node = _node_stage(
             _mlp(full, "mesh2grid_gnn", "processor_nodes_0_grid_nodes"), latent, dtype)
         self.decoder = _mlp(full, "mesh2grid_gnn", "decoder_nodes_grid_nodes").cast(dtype)
 
-        if self.products == "onednn":
+        if onednn:
             for weight in self._dynamic_weights():
                 pack_weight(weight)
 
         use_compile = (_compile_by_default(self.device, len(mesh.senders)) if compile is None
                        else compile)
         wrap = (lambda f: torch.compile(f, dynamic=False)) if use_compile else (lambda f: f)
-        self._encode, self._process, self._decode = wrap(encode), wrap(process), wrap(decode)
+        self._stages = {name: wrap(function) for name, function in _STAGES.items()}
         self.compiled: bool = use_compile
+
+    def plan_encoder(self, chunk_nodes: int) -> None:
+        """Encode `chunk_nodes` grid nodes at a time from now on (see EncoderChunks)."""
+        chunks = encoder_chunks(*self._g2m_edges, chunk_nodes)
+        self.encoder_chunks = chunks._replace(local_senders=chunks.local_senders.to(self.device),
+                                              receivers=chunks.receivers.to(self.device))
 
     def _dynamic_weights(self) -> list[torch.Tensor]:
         """Every weight matrix the per-step products use (some are packed but unused)."""
@@ -362,24 +491,50 @@ class GraphCastNetwork:
                 if not self.compiled:
                     raise
                 _LOG.warning("torch.compile failed (%s); running the network eagerly", error)
-                self._encode, self._process, self._decode = encode, process, decode
+                self._stages = dict(_STAGES)
                 self.compiled = False
                 return self._forward(grid_inputs.to(self.device))
 
     def _forward(self, grid_inputs: torch.Tensor) -> torch.Tensor:
         onednn = self.products == "onednn"
-        grid, mesh = self._encode(
-            grid_inputs, self.grid_struct, self.embed_grid, self.g2m_static, self.g2m_send,
-            self.g2m_mlp, self.g2m_senders, self.g2m_receivers, self.mesh0, self.g2m_mesh_node,
-            self.g2m_grid_node, onednn)
+        grid, mesh = self._encode(grid_inputs, onednn)
         edge = self.mesh_edge0.expand(-1, grid.shape[1], -1)
         for edge_stage, node_stage in zip(self.edge_stages, self.node_stages, strict=True):
-            edge, mesh = self._process(edge, mesh, edge_stage, node_stage, self.mesh_senders,
-                                       self.mesh_receivers, onednn)
-        return torch.cat([self._decode(grid[part], mesh, self.m2g_static[edges],
-                                       self.m2g_stage, self.m2g_senders[edges],
-                                       self.m2g_grid_node, self.decoder, onednn)
-                          for part, edges in self._decode_chunks(grid.shape[0])])
+            edge, mesh = self._stages["process"](edge, mesh, edge_stage, node_stage,
+                                                 self.mesh_senders, self.mesh_receivers, onednn)
+        del edge
+        outputs = None
+        for part, edges in self._decode_chunks(grid.shape[0]):
+            decoded = self._stages["decode"](grid[part], mesh, self.m2g_static[edges],
+                                             self.m2g_stage, self.m2g_senders[edges],
+                                             self.m2g_grid_node, self.decoder, onednn)
+            if outputs is None:
+                outputs = decoded.new_empty((grid.shape[0],) + decoded.shape[1:])
+            outputs[part] = decoded
+        return outputs
+
+    def _encode(self, grid_inputs: torch.Tensor,
+                onednn: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder over its chunks: (grid latents [G, B, L], mesh latents [M, B, L])."""
+        chunks, num_mesh = self.encoder_chunks, self.mesh0.shape[0]
+        grid, aggregated = None, None
+        for c, (node_start, edge_start) in enumerate(zip(chunks.node_starts, chunks.edge_starts,
+                                                         strict=True)):
+            nodes = slice(node_start, node_start + chunks.nodes)
+            latents, sums = self._stages["encode"](
+                grid_inputs[nodes], self.grid_struct[nodes], self.embed_grid,
+                self.g2m_static[edge_start:edge_start + chunks.edges], self.g2m_send,
+                self.g2m_mlp, chunks.local_senders[c], chunks.receivers[c], num_mesh + 1,
+                self.g2m_grid_node, onednn)
+            if grid is None:
+                grid = latents.new_empty((grid_inputs.shape[0],) + latents.shape[1:])
+                aggregated = sums
+            else:
+                aggregated += sums
+            grid[nodes] = latents
+        mesh = self._stages["encode_mesh"](aggregated[:num_mesh], self.mesh0,
+                                           self.g2m_mesh_node, onednn)
+        return grid, mesh
 
     def _decode_chunks(self, num_grid: int) -> list[tuple[slice, slice]]:
         """(grid-node slice, its mesh2grid-edge slice) in near-equal chunks."""

@@ -215,6 +215,10 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
                         help="shapes of the random weights and synthetic batch without files")
     parser.add_argument("--products", choices=("matmul", "onednn"), default=None,
                         help="force the engine's dense-product back end (default: its choice)")
+    parser.add_argument("--edge-terms", choices=("stored", "recomputed"), default=None,
+                        help="keep the grid2mesh/mesh2grid static edge terms in memory or "
+                             "recompute them each step (default: the engine's choice, "
+                             "recomputed at 0.25°)")
     parser.add_argument("--warm-caches", action="store_true",
                         help="use the settings' cache folder (graphs, compiled kernels) instead "
                              "of a fresh one: run twice to time a new process with warm caches")
@@ -236,11 +240,12 @@ def _setup(args: argparse.Namespace):
         from graphcast_api.tools.synthetic_era5 import synthetic_dataset
 
         checkpoint = random_checkpoint(args.model)
+        # The two input frames only (the engine computes the targets' forcings): at 0.25°
+        # and 37 levels every frame is ~1 GiB, which would count in the peak RSS.
         batch = synthetic_dataset(resolution=checkpoint.model_config.resolution,
-                                  levels=checkpoint.task_config.pressure_levels,
-                                  n_times=2 + args.steps)
+                                  levels=checkpoint.task_config.pressure_levels, n_times=2)
         stats = measured_stats(batch, checkpoint.task_config)
-    inputs, forcings = split_example_batch(batch, args.steps,
+    inputs, forcings = split_example_batch(batch, args.steps if all(files) else 0,
                                            checkpoint.task_config.forcing_variables)
     return checkpoint, stats, inputs, forcings
 
@@ -250,7 +255,7 @@ def bench(args: argparse.Namespace) -> None:
     import torch
 
     from graphcast_api.engine import ForecastInputError
-    from graphcast_api.engine.graph import build_graphs, default_cache_dir
+    from graphcast_api.engine.graph import default_cache_dir
 
     if args.steps < 1 or args.repeats < 1:
         raise ToolError(ExitCode.USAGE, "--steps and --repeats must be at least 1")
@@ -270,19 +275,16 @@ def bench(args: argparse.Namespace) -> None:
             else Path(temporary)
         start = time.perf_counter()
         forecaster = make_forecaster(checkpoint, stats, "bench", settings, Path(cache),
-                                     products=args.products)
+                                     products=args.products, edge_terms=args.edge_terms)
         setup_s = time.perf_counter() - start
         setup_rss = peak_rss_gib()
-        start = time.perf_counter()
-        if not args.warm_caches:
-            build_graphs(checkpoint.model_config, forecaster.latitudes, forecaster.longitudes)
-        graph_build_s = time.perf_counter() - start if not args.warm_caches \
-            else forecaster.setup_times["graphs_s"]
         setup_times = forecaster.setup_times
+        graph_build_s = setup_times["graphs_s"]
         print(f"model {forecaster.precision} on {forecaster.device}, products "
-              f"{forecaster.products}: graph build {graph_build_s:.1f} s; set-up {setup_s:.1f} s"
-              f" = graphs {'loaded' if args.warm_caches else 'built'} "
-              f"{setup_times['graphs_s']:.1f} s + static embeddings and packing "
+              f"{forecaster.products}, edge terms {forecaster.network.edge_terms}: "
+              f"set-up {setup_s:.1f} s = graphs "
+              f"{'built or loaded (cache folder reused)' if args.warm_caches else 'built'} "
+              f"{graph_build_s:.1f} s + static embeddings and packing "
               f"{setup_times['network_s']:.1f} s (peak RSS so far {setup_rss:.2f} GiB)")
 
         start = time.perf_counter()
@@ -331,7 +333,7 @@ def bench(args: argparse.Namespace) -> None:
     print(json.dumps({
         "precision": forecaster.precision, "device": forecaster.device, "steps": args.steps,
         "model": args.model if args.checkpoint is None else args.checkpoint.name,
-        "products": forecaster.products,
+        "products": forecaster.products, "edge_terms": forecaster.network.edge_terms,
         "graph_build_s": round(graph_build_s, 2), "setup_s": round(setup_s, 2),
         "setup_graphs_s": round(setup_times["graphs_s"], 2),
         "setup_network_s": round(setup_times["network_s"], 2),

@@ -112,17 +112,19 @@ def load_files(checkpoint_path: Path, stats_dir: Path, batch_path: Path):
 
 
 def make_forecaster(checkpoint, stats, name: str, settings: ServiceSettings,
-                    cache_dir: Path | None = None, products: str | None = None):
+                    cache_dir: Path | None = None, products: str | None = None,
+                    edge_terms: str | None = None):
     """The engine's Forecaster with the resolved switches; `cache_dir` overrides the
-    settings' one; `products` forces the product back end. ToolError DEVICE_UNAVAILABLE if
-    the device or precision is not usable."""
+    settings' one; `products` forces the product back end; `edge_terms` as Forecaster's.
+    ToolError DEVICE_UNAVAILABLE if the device or precision is not usable."""
     from graphcast_api.engine import Forecaster
 
     use_kernel_cache(cache_dir or settings.cache_dir)
     try:
         return Forecaster(checkpoint, stats, name=name, precision=settings.precision,
                           device=settings.device, compile=settings.compile,
-                          cache_dir=cache_dir or settings.cache_dir, products=products)
+                          cache_dir=cache_dir or settings.cache_dir, products=products,
+                          edge_terms=edge_terms)
     except ValueError as error:
         raise ToolError(ExitCode.DEVICE_UNAVAILABLE, str(error)) from error
 

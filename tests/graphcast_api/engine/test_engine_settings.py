@@ -26,6 +26,6 @@ def test_compile_and_cache_dir_follow_the_arguments_not_the_environment(
     forecaster = Forecaster.from_files(reference_dir / "params.npz", stats_dir,
                                        precision="fp32", device="cpu", cache_dir=given,
                                        compile=False)
-    assert forecaster.network._encode is network.encode  # not compiled
+    assert forecaster.network._stages["encode"] is network.encode  # not compiled
     assert len(list(given.glob("*.npz"))) == 1
     assert not from_env.exists()

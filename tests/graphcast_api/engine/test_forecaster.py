@@ -91,7 +91,7 @@ def test_compiled_fp32_rollout_matches_official(reference_dir: Path, stats_dir: 
 
 
 @pytest.mark.parametrize("products, compile", [("matmul", False), ("onednn", False),
-                                               ("matmul", True)])
+                                               ("matmul", True), ("onednn", True)])
 def test_every_product_back_end_matches_official(reference_dir: Path, stats_dir: Path,
                                                  inputs, forcings, products: str,
                                                  compile: bool) -> None:
@@ -143,12 +143,15 @@ def test_chunked_decoding_and_row_blocks_match_official(reference_dir: Path, sta
     """The full-scale chunking, made small enough to split the reference's graphs.
 
     100 grid nodes per decoder chunk splits the 684-node grid in 7 (the last one shorter);
+    as many per encoder chunk makes 7 encoder chunks (the last one moved back to overlap);
     1,000 rows per block splits each edge set (1,236 grid2mesh, 1,260 mesh, 2,052
     mesh2grid edges) when the static edge terms are computed.
     """
     chunked = Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
                                     device="cpu", cache_dir=tmp_path, compile=False,
-                                    decode_chunk_nodes=100, row_block=1000)
+                                    decode_chunk_nodes=100, encode_chunk_nodes=100,
+                                    row_block=1000)
+    assert chunked.network.encoder_chunks.node_starts == [0, 100, 200, 300, 400, 500, 584]
     chunks = chunked.network._decode_chunks(684)
     assert len(chunks) == 7 and chunks[-1][0] == slice(588, 684)
     assert chunks[-1][1] == slice(3 * 588, 3 * 684)
@@ -161,7 +164,39 @@ def test_chunked_decoding_and_row_blocks_match_official(reference_dir: Path, sta
                 chunked.task_config)
 
 
-@pytest.mark.parametrize("size", [{"decode_chunk_nodes": 0}, {"row_block": 0}])
+def test_recomputed_edge_terms_match_official(reference_dir: Path, stats_dir: Path, inputs,
+                                              forcings, tmp_path: Path) -> None:
+    """The low-memory operating point (static edge terms recomputed per chunk, chunked)."""
+    recomputed = Forecaster.from_files(reference_dir / "params.npz", stats_dir,
+                                       precision="fp32", device="cpu", cache_dir=tmp_path,
+                                       compile=False, decode_chunk_nodes=100,
+                                       encode_chunk_nodes=100, edge_terms="recomputed")
+    assert recomputed.network.edge_terms == "recomputed"
+    _check_fp32(recomputed.forecast(inputs, 4, forcings),
+                _load(reference_dir / "predictions_fp32.nc"), reference_dir,
+                recomputed.task_config)
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_chunked_encoder_equals_unchunked(reference_dir: Path, stats_dir: Path, inputs,
+                                          forcings, tmp_path: Path, compile: bool) -> None:
+    """Seven encoder chunks give the one-chunk network's outputs (eager and compiled)."""
+    def network(chunk_nodes: int):
+        return Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
+                                     device="cpu", cache_dir=tmp_path, compile=compile,
+                                     encode_chunk_nodes=chunk_nodes)
+    whole, chunked = network(10_000), network(100)
+    assert len(whole.network.encoder_chunks.node_starts) == 1
+    assert len(chunked.network.encoder_chunks.node_starts) == 7
+    features = torch.from_numpy(whole.grid_features(whole._checked_inputs(inputs),
+                                                    forcings.isel(time=[0])))
+    expected, got = whole.network(features), chunked.network(features)
+    assert chunked.network.compiled == compile
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [{"decode_chunk_nodes": 0}, {"encode_chunk_nodes": 0},
+                                  {"row_block": 0}])
 def test_chunk_sizes_must_be_positive(reference_dir: Path, stats_dir: Path, tmp_path: Path,
                                       size: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="at least 1"):

@@ -97,3 +97,52 @@ def test_failed_cache_write_leaves_no_temporary_file(model_config, graphs, tmp_p
     built = load_or_build_graphs(model_config, LAT, LON, tmp_path)
     assert len(built.grid_node_features) == len(graphs.grid_node_features)
     assert list(tmp_path.iterdir()) == []
+
+
+def _arrays_equal(a, b) -> None:
+    for name in ("grid2mesh", "mesh", "mesh2grid"):
+        for part in ("senders", "receivers", "features"):
+            np.testing.assert_array_equal(getattr(getattr(a, name), part),
+                                          getattr(getattr(b, name), part))
+    np.testing.assert_array_equal(a.grid_node_features, b.grid_node_features)
+    np.testing.assert_array_equal(a.mesh_node_features, b.mesh_node_features)
+
+
+def test_cached_graphs_equal_freshly_built_ones(model_config, graphs, tmp_path: Path) -> None:
+    load_or_build_graphs(model_config, LAT, LON, tmp_path)
+    _arrays_equal(load_or_build_graphs(model_config, LAT, LON, tmp_path), graphs)
+
+
+def _corrupt_truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def _corrupt_foreign(path: Path) -> None:
+    """Another grid's (valid) graphs under this grid's name."""
+    path.unlink()
+    other = next(iter(path.parent.glob("*.npz")))
+    other.rename(path)
+
+
+def _corrupt_indices(path: Path) -> None:
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["mesh2grid_senders"] = arrays["mesh2grid_senders"] + 10 ** 6
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+@pytest.mark.parametrize("corrupt", [_corrupt_truncated, _corrupt_foreign, _corrupt_indices])
+def test_unusable_cache_file_is_rebuilt_not_trusted(model_config, graphs, tmp_path: Path,
+                                                     corrupt, caplog) -> None:
+    load_or_build_graphs(model_config, LAT[1:-1], LON, tmp_path)  # a second, other file
+    load_or_build_graphs(model_config, LAT, LON, tmp_path)
+    path = next(p for p in tmp_path.glob("*.npz") if f"{len(LAT)}x{len(LON)}" in p.name)
+    corrupt(path)
+    with caplog.at_level("WARNING", logger="graphcast_api.engine.graph"):
+        rebuilt = load_or_build_graphs(model_config, LAT, LON, tmp_path)
+    assert "rebuilding the graphs: unusable graph cache" in caplog.text
+    _arrays_equal(rebuilt, graphs)
+    caplog.clear()
+    _arrays_equal(load_or_build_graphs(model_config, LAT, LON, tmp_path), graphs)
+    assert "unusable" not in caplog.text  # the rebuilt file replaced the bad one
