@@ -17,9 +17,15 @@ from graphcast_api.service.app import (
     forecast_entries,
     render_reply,
 )
+from graphcast_api.service.binary_body import decode_binary_body
 from graphcast_api.service.model_card import Forecaster
-from graphcast_api.service.request_parsing import RequestError, decode_forecast_request
+from graphcast_api.service.request_parsing import (
+    DecodedRequest,
+    RequestError,
+    decode_forecast_request,
+)
 from graphcast_contract.errors import ApiError
+from graphcast_contract.wire import BinaryBody
 
 
 class InProcessClient:
@@ -34,12 +40,12 @@ class InProcessClient:
         limits = describe_limits(self.limits, self.limits.body_bytes_for(self.model))
         return json.loads(model_card.describe(self.model, limits).model_dump_json())
 
-    def forecast(self, body: bytes) -> dict[str, Any]:
-        """What `POST /v1/forecast` answers for `body`; ApiError where the service would
-        answer an error status."""
+    def forecast(self, body: bytes | BinaryBody) -> dict[str, Any]:
+        """What `POST /v1/forecast` answers for `body` (JSON bytes or the binary body, as
+        the HTTP client takes them); ApiError where the service would answer an error."""
         started = time.perf_counter()
         try:
-            decoded = decode_forecast_request(body, self.model, self.limits.caps())
+            decoded = self._decode(body)
         except RequestError as error:
             raise ApiError(f"in-process model refused the request (HTTP {error.status} "
                            f"as a service): {error.message}") from None
@@ -52,3 +58,9 @@ class InProcessClient:
         timings = {"decode_s": decode_s, "inference_s": inference_s,
                    "interpolate_s": interpolate_s, "total_s": time.perf_counter() - started}
         return json.loads(render_reply(self.model, decoded, entries, timings))
+
+    def _decode(self, body: bytes | BinaryBody) -> DecodedRequest:
+        if isinstance(body, BinaryBody):
+            return decode_binary_body(body, self.model, self.limits.caps(),
+                                      self.limits.header_bytes())
+        return decode_forecast_request(body, self.model, self.limits.caps())

@@ -22,8 +22,10 @@ import time
 from pathlib import Path
 
 import psycopg2
+import torch
 
 from graphcast_api.engine.checkpoint import random_checkpoint, save_checkpoint
+from graphcast_api.tools.bench import matmul_gflops
 from graphcast_contract.project import PROJECT_ROOT
 from modules.storage import db
 
@@ -105,9 +107,14 @@ def measure(cycles: int, precision: str, folder: Path, database_url: str) -> int
                     *model], env)
         results[f"--backfill --workers {workers}"] = {"wall_s": wall,
                                                       **ledger_figures(database_url)}
+    rates = {name: round(matmul_gflops(dtype), 1)
+             for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
     print_table(results)
+    print(f"this machine's 4096^2 product rates: bf16 {rates['bf16']}, fp32 {rates['fp32']}"
+          " GFLOP/s")
     print(json.dumps({"cycles": cycles, "cpus": os.cpu_count(), "precision": precision,
-                      "load_avg_1min": os.getloadavg()[0], "modes": results}))
+                      "load_avg_1min": os.getloadavg()[0], "gemm_gflops": rates,
+                      "modes": results}))
     return 0
 
 

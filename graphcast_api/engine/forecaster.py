@@ -156,16 +156,20 @@ class Forecaster:
         forcings = self._target_forcings(inputs, steps, forcings)
         template = self._target_template(inputs)
         residual_targets = [v for v in self.task_config.target_variables if v in inputs]
-        frames = []
+        # Each step is written into arrays sized for the whole rollout: frames gathered in a
+        # list and concatenated at the end would be held twice (3.6 GB each at 37 levels).
+        rollout = {name: np.empty((v.shape[0], steps, *v.shape[2:]), np.float32)
+                   for name, v in template.data_vars.items()}
         for step in range(steps):
             step_forcings = forcings.isel(time=[step])
             outputs = self.network(torch.from_numpy(self.grid_features(inputs, step_forcings)))
             normalized = unstack(outputs.cpu().numpy(), template)
             last = inputs[residual_targets].isel(time=-1, drop=True)
             prediction = denormalize_targets(normalized, last, self.stats)
-            frames.append(prediction)
+            for name, value in prediction.data_vars.items():
+                rollout[name][:, step] = value.values[:, 0]
             inputs = self._next_inputs(inputs, prediction, step_forcings)
-        return self._assemble(frames, forcings)
+        return self._assemble(rollout, template, forcings)
 
     def grid_features(self, inputs: xr.Dataset, step_forcings: xr.Dataset) -> np.ndarray:
         """Normalised inputs and one step's forcings stacked per grid node [G, B, channels]."""
@@ -264,11 +268,14 @@ class Forecaster:
         shifted = np.concatenate([datetime[:, 1:], datetime[:, -1:] + TIME_STEP], axis=1)
         return inputs.assign(updated).assign_coords(datetime=(("batch", "time"), shifted))
 
-    def _assemble(self, frames: list[xr.Dataset], forcings: xr.Dataset) -> xr.Dataset:
-        """Concatenate per-step predictions with lead-time and valid-time coordinates."""
-        result = xr.concat(frames, dim="time", data_vars="all", coords="minimal",
-                           compat="override", join="override")
+    @staticmethod
+    def _assemble(rollout: dict[str, np.ndarray], template: xr.Dataset,
+                  forcings: xr.Dataset) -> xr.Dataset:
+        """The rollout's arrays (no copy) with lead-time and valid-time coordinates."""
+        result = xr.Dataset({name: (template[name].dims, array)
+                             for name, array in sorted(rollout.items())},
+                            coords=template.coords)
         result = result.assign_coords(time=forcings["time"].values,
                                       datetime=forcings["datetime"])
         result["time"].attrs.clear()
-        return result.astype(np.float32)
+        return result

@@ -7,6 +7,7 @@ the size of its arrays, not the 2-3x of buffering the body and decoding it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from starlette.requests import Request
 
@@ -45,6 +46,25 @@ async def read_binary_request(request: Request, model: Forecaster, caps: Request
         raise
     assert plan is not None  # finish() raised otherwise
     return await asyncio.to_thread(decode_binary_data, plan, data, model)
+
+
+def decode_binary_body(chunks: Iterable[bytes | memoryview], model: Forecaster,
+                       caps: RequestCaps, max_header_bytes: int) -> DecodedRequest:
+    """`read_binary_request` for a body already in this process (the backfill's in-process
+    client): the same checks, errors and single copy of the data."""
+    reader = BinaryBodyReader(max_header_bytes)
+    plan: BinaryPlan | None = None
+    try:
+        for chunk in chunks:
+            reader.feed(chunk)
+            if plan is None and reader.header_ready:
+                plan = check_binary_header(reader.header, model, caps)
+                reader.expect_data(plan.data_bytes)
+        data = reader.finish()
+    except WireError as error:
+        raise RequestError(400, str(error)) from None
+    assert plan is not None  # finish() raised otherwise
+    return decode_binary_data(plan, data, model)
 
 
 def check_content_length(request: Request, expected: int) -> None:

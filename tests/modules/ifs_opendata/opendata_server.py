@@ -183,3 +183,20 @@ def runs_of_cycle(init_time: datetime, shape: tuple[int, int], **options: object
     """The two runs (T0 - 6 h, T0) a cycle needs, both with statics unless told otherwise."""
     return {when: build_run(when, shape, **options)
             for when in (init_time - timedelta(hours=6), init_time)}
+
+
+def main() -> None:
+    """`python -m tests.modules.ifs_opendata.opendata_server CYCLE N_LAT N_LON` (from the
+    project root): serve that cycle's two runs until killed, printing the root URL first
+    (benchmarks/bench_live_cycle.py uses it as ECMWF's stand-in)."""
+    import sys
+
+    cycle = datetime.fromisoformat(sys.argv[1]).astimezone(timezone.utc)
+    runs = runs_of_cycle(cycle, (int(sys.argv[2]), int(sys.argv[3])))
+    with OpenDataServer(runs) as server:
+        print(server.url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
