@@ -92,6 +92,7 @@ def measure(precision: str, folder: Path, database_url: str) -> int:
                                           "--cycle", "latest"], env)
     finally:
         opendata.terminate()
+        opendata.wait()
     checkpoint = folder / "GraphCast_operational - random weights.npz"
     save_checkpoint(random_checkpoint("GraphCast_operational", seed=0), checkpoint)
     log_path = folder / "service.log"

@@ -60,9 +60,12 @@ class BackfillRunner:
         return ["--backfill", cycle_text(start), cycle_text(end), "--workers", "2",
                 *self.model, *extra]
 
-    def start(self, *args: str) -> subprocess.Popen:
+    def start(self, *args: str, own_group: bool = False) -> subprocess.Popen:
+        """The job in the background; `own_group`: in a process group of its own, as a
+        terminal's foreground job is (Ctrl-C signals the whole group)."""
         return subprocess.Popen(self.command(*args), cwd=PROJECT_ROOT, env=self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=own_group)
 
     def __call__(self, *args: str, **env: str) -> JobResult:
         done = subprocess.run(self.command(*args), cwd=PROJECT_ROOT, env={**self.env, **env},

@@ -90,6 +90,35 @@ def test_a_killed_worker_is_retried_and_a_missing_input_cycle_skipped(
     assert all(row[4].startswith("no ERA5 snapshot") for row in skipped), skipped
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_scheduling_keeps_no_partial_cycle_and_the_rerun_resumes(
+    backfill: BackfillRunner, clean_db: str, example_frames: ExampleFrames
+) -> None:
+    """SIGINT to the job's whole process group (what Ctrl-C in a terminal sends), once a cycle
+    is running: the summary is printed, the exit code is 16, every cycle holds 80 rows or none
+    and no attempt is left running; the same command then does the rest."""
+    load_example(clean_db, example_frames)
+    process = backfill.start(*backfill.backfill_args(FIRST_CYCLE, LAST_CYCLE), own_group=True)
+    deadline = time.monotonic() + 300
+    while not query(clean_db, "SELECT 1 FROM forecast_runs WHERE status = 'running'"):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGINT)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == ExitCode.INTERRUPTED, output
+    assert "backfill summary:" in output and "not run" in output
+    assert set(rows_per_cycle(clean_db).values()) <= {80}
+    assert query(clean_db, "SELECT count(*) FROM forecast_runs WHERE status = 'running'") \
+        == [(0,)]
+    done_before = len(rows_per_cycle(clean_db))
+    assert done_before < CYCLES, output
+    rerun = backfill(*backfill.backfill_args(FIRST_CYCLE, LAST_CYCLE))
+    assert rerun.returncode == 0, rerun.output
+    assert f"{done_before} already done" in rerun.output
+    assert rows_per_cycle(clean_db) == {FIRST_CYCLE + timedelta(hours=6 * k): 80
+                                        for k in range(CYCLES)}
+
+
 def kill_a_worker_inside_a_cycle(url: str, process) -> object:
     """SIGKILL the worker of the first attempt seen running; return its cycle."""
     deadline = time.monotonic() + 300
