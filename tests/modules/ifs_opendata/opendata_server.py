@@ -11,11 +11,12 @@ import json
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 
 from graphcast_contract.variables import PRESSURE_LEVELS_13
+from tests.loopback import LoopbackServer
 from tests.modules.inputs.helpers import grib_message
 
 SURFACE = {"2t": (280.0, 10.0), "msl": (101_000.0, 800.0), "10u": (0.0, 5.0),
@@ -84,7 +85,7 @@ def build_run(run: datetime, shape: tuple[int, int], statics: bool = True,
     return Run(data, "\n".join(lines) + "\n", entries)
 
 
-class OpenDataServer:
+class OpenDataServer(LoopbackServer):
     """`with OpenDataServer(runs) as server:`; `server.url` is the open-data root.
 
     `runs` maps a run time to its Run; `truncate` serves a run's data cut to that many bytes;
@@ -95,23 +96,13 @@ class OpenDataServer:
         self.truncate: dict[str, int] = {}
         self.cut_once: set[str] = set()
         self.ranges: list[tuple[str, int, int]] = []  # (path, first byte, last byte)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.url = self._listen(self._handler())
 
     def truncate_run(self, when: datetime, size: int) -> None:
         self.truncate[run_path(when)] = size
 
     def cut_run_once(self, when: datetime) -> None:
         self.cut_once.add(run_path(when))
-
-    def __enter__(self) -> "OpenDataServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self

@@ -8,16 +8,17 @@ dataset name and the request.
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.loopback import LoopbackServer
 
 MakeFile = Callable[[str, dict[str, Any]], bytes]
 
 
-class FakeCds:
+class FakeCds(LoopbackServer):
     """Run with `with FakeCds(token, make_file) as cds:`; `cds.url` is the API root."""
 
     def __init__(self, token: str, make_file: MakeFile, fail_with: int | None = None) -> None:
@@ -27,17 +28,7 @@ class FakeCds:
         self.submitted: list[tuple[str, dict[str, Any]]] = []
         self.files: dict[str, bytes] = {}
         self.jobs: dict[str, str] = {}
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/api"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "FakeCds":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self.url = self._listen(self._handler()) + "/api"
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         cds = self
