@@ -29,6 +29,8 @@ from graphcast_contract.project import PROJECT_ROOT
 from modules.inputs.era5_variables import PRESSURE_LEVELS
 from modules.storage import db
 
+from served import peak_rss_mib
+
 LAT = np.arange(90, -90.125, -0.25)
 LON = np.arange(0, 360, 0.25)
 DAY = datetime(2024, 1, 15)
@@ -82,14 +84,6 @@ def make_files(directory: Path, compress: bool) -> tuple[Path, list[Path]]:
     write_file(day_files[1], SINGLE, cycles, (), compress, rng)
     write_file(day_files[2], {"tp": 1e-4}, hours, (), compress, rng)
     return previous, day_files
-
-
-def peak_rss_mib(pid: int) -> float:
-    """The peak resident memory (VmHWM) of a running process, from /proc (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def run_loader(url: str, files: list[Path]) -> tuple[float, float]:

@@ -36,7 +36,7 @@ from graphcast_contract.cycles import floor_to_cycle
 from graphcast_contract.project import PROJECT_ROOT
 from modules.storage import db
 
-from served import reference_stats, start_service, stop
+from served import peak_rss_mib, reference_stats, start_service, stop
 
 GIB = 1024**3
 
@@ -49,14 +49,6 @@ def timed_child(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{command[1:3]} failed with {os.waitstatus_to_exitcode(status)}")
     return time.perf_counter() - started, usage.ru_maxrss * 1024 / GIB
-
-
-def peak_rss_gib(pid: int) -> float:
-    """A running process's peak resident memory (Linux: VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024 / GIB
-    return float("nan")
 
 
 def open_data_server(cycle: datetime) -> tuple[subprocess.Popen, str]:
@@ -103,7 +95,7 @@ def measure(precision: str, folder: Path, database_url: str) -> int:
         job_s, job_rss = timed_child(
             [sys.executable, "trigger_and_ingest_forecast.py", "--source", "ifs-opendata"],
             {**env, "GRAPHCAST_API_URL_IFS_OPENDATA": api})
-        service_rss = peak_rss_gib(service.pid)
+        service_rss = peak_rss_mib(service.pid) / 1024
     finally:
         stop(service)
     prepare, infer, ingest = job_timings(database_url)

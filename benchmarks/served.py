@@ -1,6 +1,7 @@
 """The real service as the benchmarks run it: `python -m graphcast_api serve` on a free
-loopback port, waited for until healthy, stopped at the end. Imported by the benchmark
-scripts of this folder (`python benchmarks/<name>.py` puts the folder on the path)."""
+loopback port, waited for until healthy, stopped at the end; and the peak memory of a
+running process. Imported by the benchmark scripts of this folder (`python
+benchmarks/<name>.py` puts the folder on the path)."""
 from __future__ import annotations
 
 import shutil
@@ -31,6 +32,14 @@ def reference_stats(folder: Path) -> Path:
     for name in STATS_FILES:
         shutil.copyfile(REFERENCE_DIR / f"stats_{name}", stats / name)
     return stats
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The peak resident memory (VmHWM) of a running process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def start_service(options: list[str], log_path: Path, env: dict[str, str],
