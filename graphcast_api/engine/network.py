@@ -9,7 +9,13 @@ Speed-ups that leave the mathematics unchanged:
 - the first layer of every edge MLP, applied to concat(edge, sender, receiver), is split into
   three products: node latents are projected once per node and gathered per edge;
 - node MLPs take concat(node, aggregated messages) as two products, without the concatenation;
-- mesh edges are ordered by receiver, so the sum aggregation walks memory in order;
+- mesh nodes are renumbered by their number of incoming mesh edges (the multi-mesh has a
+  handful of in-degrees: 6, 12, ..., 6 × refinements) and mesh edges ordered by receiver, so
+  the processor's sum over each node's edges is a reshape and a sum per degree (MeshBlocks):
+  contiguous, parallel, with no scatter (torch.compile turns index_add_ into atomic adds,
+  which cost more than the products around them on CPU); mesh latents never leave the
+  network, so the renumbering changes nothing outside it, and each node's edges keep their
+  order;
 - the encoder (grid2mesh) and the decoder (mesh2grid) run over chunks of grid nodes, so
   that no per-edge temporary spans the 0.25° grid's 1.6 M / 3.1 M edges; the encoder's
   chunks all have one shape (see EncoderChunks), so one compiled encoder serves them;
@@ -145,6 +151,30 @@ def sum_by_receiver(messages: torch.Tensor, receivers: torch.Tensor,
     return total.index_add_(0, receivers, messages.float())
 
 
+MeshBlocks = tuple[tuple[int, int], ...]  # (nodes, in-degree) per run of equal in-degree
+
+
+def sum_by_blocks(messages: torch.Tensor, blocks: MeshBlocks) -> torch.Tensor:
+    """Float32 sum of edge messages [E, B, L] per receiver → [nodes, B, L], for edges
+    ordered by receiver and receivers numbered so that in-degrees come in `blocks`."""
+    sums, start = [], 0
+    for nodes, degree in blocks:
+        end = start + nodes * degree
+        sums.append(messages[start:end].unflatten(0, (nodes, degree))
+                    .sum(1, dtype=torch.float32))
+        start = end
+    return torch.cat(sums)
+
+
+def mesh_blocks(receivers: np.ndarray, num_mesh: int) -> tuple[np.ndarray, MeshBlocks]:
+    """(old number of each new mesh node, blocks): nodes renumbered by in-degree (stable), so
+    that edges ordered by new receiver come in runs of equal in-degree (see sum_by_blocks)."""
+    degree = np.bincount(receivers, minlength=num_mesh)
+    order = np.argsort(degree, kind="stable")
+    degrees, counts = np.unique(degree[order], return_counts=True)
+    return order, tuple((int(c), int(d)) for d, c in zip(degrees, counts, strict=True))
+
+
 class EdgeStage(NamedTuple):
     """First-layer weight blocks of an edge MLP (edge, sender, receiver) and the MLP."""
 
@@ -192,13 +222,14 @@ def encode_mesh(aggregated: torch.Tensor, mesh0: torch.Tensor, mesh_node: NodeSt
 
 def process(edge: torch.Tensor, mesh: torch.Tensor, edge_stage: EdgeStage,
             node_stage: NodeStage, senders: torch.Tensor, receivers: torch.Tensor,
-            onednn: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """One message-passing step on the multi-mesh (residual edge and node updates)."""
+            blocks: MeshBlocks, onednn: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One message-passing step on the multi-mesh (residual edge and node updates); edges
+    ordered by receiver, mesh nodes by in-degree (see mesh_blocks)."""
     first = (dense(edge, edge_stage.w_edge, None, onednn)
              + dense(mesh, edge_stage.w_send, None, onednn)[senders]
              + dense(mesh, edge_stage.w_recv, None, onednn)[receivers])
     messages = mlp_rest(edge_stage.mlp, first, onednn)
-    aggregated = sum_by_receiver(messages, receivers, mesh.shape[0]).to(mesh.dtype)
+    aggregated = sum_by_blocks(messages, blocks).to(mesh.dtype)
     mesh = mesh + mlp_rest(node_stage.mlp, dense(mesh, node_stage.w_node, None, onednn)
                            + dense(aggregated, node_stage.w_messages, None, onednn), onednn)
     return edge + messages, mesh
@@ -397,9 +428,16 @@ class GraphCastNetwork:
             return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
         onednn = self.products == "onednn"
-        g2m = _sorted_by(graphs.grid2mesh, graphs.grid2mesh.senders)
-        mesh = _sorted_by(graphs.mesh, graphs.mesh.receivers)
-        m2g = graphs.mesh2grid
+        order, self.mesh_blocks = mesh_blocks(graphs.mesh.receivers,
+                                              len(graphs.mesh_node_features))
+        new = np.argsort(order)  # the new number of each mesh node
+        g2m = _sorted_by(EdgeSet(graphs.grid2mesh.senders, new[graphs.grid2mesh.receivers],
+                                 graphs.grid2mesh.features), graphs.grid2mesh.senders)
+        mesh = EdgeSet(new[graphs.mesh.senders], new[graphs.mesh.receivers],
+                       graphs.mesh.features)
+        mesh = _sorted_by(mesh, mesh.receivers)
+        m2g = EdgeSet(new[graphs.mesh2grid.senders], graphs.mesh2grid.receivers,
+                      graphs.mesh2grid.features)
         if not np.array_equal(m2g.receivers, np.repeat(np.arange(len(m2g.receivers) // 3), 3)):
             raise ValueError("mesh2grid edges must come in threes per grid node")
         self._g2m_edges = (g2m.senders, g2m.receivers, len(graphs.grid_node_features),
@@ -408,7 +446,7 @@ class GraphCastNetwork:
         self.mesh_senders, self.mesh_receivers = tensor(mesh.senders), tensor(mesh.receivers)
         self.m2g_senders = tensor(m2g.senders)
         self.grid_struct = tensor(graphs.grid_node_features).to(dtype)
-        mesh_struct = tensor(graphs.mesh_node_features)
+        mesh_struct = tensor(graphs.mesh_node_features[order])
 
         # Encoder: grid-node embedding is dynamic; mesh nodes and edges are static.
         self.embed_grid = _mlp(full, "grid2mesh_gnn", "encoder_nodes_grid_nodes").cast(dtype)
@@ -501,7 +539,8 @@ class GraphCastNetwork:
         edge = self.mesh_edge0.expand(-1, grid.shape[1], -1)
         for edge_stage, node_stage in zip(self.edge_stages, self.node_stages, strict=True):
             edge, mesh = self._stages["process"](edge, mesh, edge_stage, node_stage,
-                                                 self.mesh_senders, self.mesh_receivers, onednn)
+                                                 self.mesh_senders, self.mesh_receivers,
+                                                 self.mesh_blocks, onednn)
         del edge
         outputs = None
         for part, edges in self._decode_chunks(grid.shape[0]):
