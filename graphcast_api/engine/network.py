@@ -48,7 +48,7 @@ _LOG = logging.getLogger(__name__)
 _LAYER_NORM_EPS = 1e-5  # haiku's default
 _COMPILE_MIN_MESH_EDGES = 50_000
 DECODE_CHUNK_NODES = 16_384  # grid nodes decoded at a time: bounds the edge temporaries
-ENCODE_CHUNK_NODES = 65_536  # grid nodes encoded at a time (0.25°: 16 chunks; 1.0°: one)
+ENCODE_CHUNK_NODES = 16_384  # grid nodes encoded at a time (0.25°: 64 chunks; 1.0°: 4)
 ROW_BLOCK = 32_768  # edges per block when the static edge terms are computed at construction
 EDGE_TERMS = ("stored", "recomputed")  # grid2mesh/mesh2grid static edge terms: kept or per step
 RECOMPUTE_MIN_EDGES = 1_000_000  # see default_edge_terms
@@ -222,9 +222,10 @@ def encode_mesh(aggregated: torch.Tensor, mesh0: torch.Tensor, mesh_node: NodeSt
 
 def process(edge: torch.Tensor, mesh: torch.Tensor, edge_stage: EdgeStage,
             node_stage: NodeStage, senders: torch.Tensor, receivers: torch.Tensor,
-            blocks: MeshBlocks, onednn: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """One message-passing step on the multi-mesh (residual edge and node updates); edges
-    ordered by receiver, mesh nodes by in-degree (see mesh_blocks)."""
+            blocks: MeshBlocks, onednn: bool = False) -> torch.Tensor:
+    """One message-passing step on the multi-mesh: the residual edge update in place (no
+    second edge tensor per step), the node update returned; edges ordered by receiver, mesh
+    nodes by in-degree (see mesh_blocks)."""
     first = (dense(edge, edge_stage.w_edge, None, onednn)
              + dense(mesh, edge_stage.w_send, None, onednn)[senders]
              + dense(mesh, edge_stage.w_recv, None, onednn)[receivers])
@@ -232,7 +233,8 @@ def process(edge: torch.Tensor, mesh: torch.Tensor, edge_stage: EdgeStage,
     aggregated = sum_by_blocks(messages, blocks).to(mesh.dtype)
     mesh = mesh + mlp_rest(node_stage.mlp, dense(mesh, node_stage.w_node, None, onednn)
                            + dense(aggregated, node_stage.w_messages, None, onednn), onednn)
-    return edge + messages, mesh
+    edge.add_(messages)
+    return mesh
 
 
 def decode(grid: torch.Tensor, mesh: torch.Tensor, m2g_static: torch.Tensor,
@@ -536,9 +538,9 @@ class GraphCastNetwork:
     def _forward(self, grid_inputs: torch.Tensor) -> torch.Tensor:
         onednn = self.products == "onednn"
         grid, mesh = self._encode(grid_inputs, onednn)
-        edge = self.mesh_edge0.expand(-1, grid.shape[1], -1)
+        edge = self.mesh_edge0.expand(-1, grid.shape[1], -1).clone()  # updated in place
         for edge_stage, node_stage in zip(self.edge_stages, self.node_stages, strict=True):
-            edge, mesh = self._stages["process"](edge, mesh, edge_stage, node_stage,
+            mesh = self._stages["process"](edge, mesh, edge_stage, node_stage,
                                                  self.mesh_senders, self.mesh_receivers,
                                                  self.mesh_blocks, onednn)
         del edge
