@@ -13,7 +13,6 @@ from graphcast_api.engine.checkpoint import CheckPoint, load_checkpoint
 from graphcast_api.engine.configs import TIME_STEP, ModelConfig, TaskConfig
 from graphcast_api.engine.forcings import add_forcings
 from graphcast_api.engine.graph import load_or_build_graphs
-from graphcast_api.engine.heap import reuse_freed_memory
 from graphcast_api.engine.network import (
     DECODE_CHUNK_NODES,
     ENCODE_CHUNK_NODES,
@@ -161,23 +160,16 @@ class Forecaster:
         # list and concatenated at the end would be held twice (3.6 GB each at 37 levels).
         rollout = {name: np.empty((v.shape[0], steps, *v.shape[2:]), np.float32)
                    for name, v in template.data_vars.items()}
-        with reuse_freed_memory():
-            for step in range(steps):
-                inputs = self._step(inputs, forcings.isel(time=[step]), template,
-                                    residual_targets, rollout, step)
+        for step in range(steps):
+            step_forcings = forcings.isel(time=[step])
+            outputs = self.network(torch.from_numpy(self.grid_features(inputs, step_forcings)))
+            normalized = unstack(outputs.cpu().numpy(), template)
+            last = inputs[residual_targets].isel(time=-1, drop=True)
+            prediction = denormalize_targets(normalized, last, self.stats)
+            for name, value in prediction.data_vars.items():
+                rollout[name][:, step] = value.values[:, 0]
+            inputs = self._next_inputs(inputs, prediction, step_forcings)
         return self._assemble(rollout, template, forcings)
-
-    def _step(self, inputs: xr.Dataset, step_forcings: xr.Dataset, template: xr.Dataset,
-              residual_targets: list[str], rollout: dict[str, np.ndarray],
-              step: int) -> xr.Dataset:
-        """One 6-hour step written into `rollout`; returns the next step's inputs."""
-        outputs = self.network(torch.from_numpy(self.grid_features(inputs, step_forcings)))
-        normalized = unstack(outputs.cpu().numpy(), template)
-        last = inputs[residual_targets].isel(time=-1, drop=True)
-        prediction = denormalize_targets(normalized, last, self.stats)
-        for name, value in prediction.data_vars.items():
-            rollout[name][:, step] = value.values[:, 0]
-        return self._next_inputs(inputs, prediction, step_forcings)
 
     def grid_features(self, inputs: xr.Dataset, step_forcings: xr.Dataset) -> np.ndarray:
         """Normalised inputs and one step's forcings stacked per grid node [G, B, channels]."""

@@ -1,13 +1,14 @@
-"""Freed memory is reused during a forecast and handed back after it (glibc's malloc).
+"""Freed memory is reused while the network runs and handed back after (glibc's malloc).
 
 glibc serves every allocation above 32 MB with a fresh mmap and unmaps it when it is freed,
 so each per-step temporary of the network (an 84 MB edge tensor at 1.0°, GBs at 0.25°) is
 page-faulted in anew: the kernel zeroes every page of it, every time. On a 2-core host that
 made an element-wise kernel over a GraphCast_small edge tensor 2.4× slower and a whole bf16
-rollout 1.5× slower. While a forecast runs, large blocks come from the heap instead (freed
-blocks are reused, not unmapped); when the last forecast ends, the mmap rule is restored
-and the freed memory is handed back to the system (malloc_trim), so an idle service does
-not keep its peak. Elsewhere than glibc (musl, macOS, Windows) it does nothing.
+rollout 1.5× slower. While the network runs (one step), large blocks come from the heap
+instead (freed blocks are reused, not unmapped); when it returns, the mmap rule is restored
+and the freed memory is handed back to the system (malloc_trim), so the rollout's other
+work (xarray, numpy) does not fragment the heap and an idle service does not keep its peak.
+Elsewhere than glibc (musl, macOS, Windows) it does nothing.
 """
 from __future__ import annotations
 
@@ -62,5 +63,5 @@ def reuse_freed_memory() -> Iterator[None]:
 
 
 def active() -> bool:
-    """Whether a forecast holds the heap rule now (for tests)."""
+    """Whether the heap rule is held now (for tests)."""
     return _holders > 0

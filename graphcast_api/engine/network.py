@@ -19,6 +19,10 @@ Speed-ups that leave the mathematics unchanged:
 - the encoder (grid2mesh) and the decoder (mesh2grid) run over chunks of grid nodes, so
   that no per-edge temporary spans the 0.25° grid's 1.6 M / 3.1 M edges; the encoder's
   chunks all have one shape (see EncoderChunks), so one compiled encoder serves them;
+- the processor adds each step's messages to the edge latents in place, so a step holds
+  one edge-latent tensor, not two;
+- while the network runs, freed temporaries are reused instead of unmapped and faulted in
+  again (see heap.py); the numbers are the same;
 - on CPU the three stages (encoder, one processor step, decoder) are compiled with
   torch.compile, which fuses the element-wise work around the matrix products (Inductor
   keeps the compiled kernels on disk; settings.use_kernel_cache puts them under the cache
@@ -43,6 +47,7 @@ import torch.nn.functional as F
 
 from graphcast_api.engine.configs import ModelConfig
 from graphcast_api.engine.graph import EdgeSet, GraphCastGraphs
+from graphcast_api.engine.heap import reuse_freed_memory
 
 _LOG = logging.getLogger(__name__)
 _LAYER_NORM_EPS = 1e-5  # haiku's default
@@ -343,7 +348,8 @@ def _sorted_by(edges: EdgeSet, key: np.ndarray) -> EdgeSet:
     return EdgeSet(edges.senders[order], edges.receivers[order], edges.features[order])
 
 
-# The compiled units of one step (each torch.compile'd once per process on the compiled path).
+# The compiled units of one step (each torch.compile'd once per process on the compiled path);
+# each network adds its static-edge-term functions (see GraphCastNetwork._stages).
 _STAGES = {"encode": encode, "encode_mesh": encode_mesh, "process": process, "decode": decode}
 
 
@@ -430,6 +436,7 @@ class GraphCastNetwork:
             return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
         onednn = self.products == "onednn"
+        self._stages: dict[str, Callable] = dict(_STAGES)  # eager while statics are built
         order, self.mesh_blocks = mesh_blocks(graphs.mesh.receivers,
                                               len(graphs.mesh_node_features))
         new = np.argsort(order)  # the new number of each mesh node
@@ -463,8 +470,11 @@ class GraphCastNetwork:
         mesh_recv = (mesh0 @ w_recv).to(dtype)
         g2m_edge = _static_edge_terms(embed_g2m, w_edge, dtype, onednn)
         g2m_features, g2m_receivers = tensor(g2m.features), tensor(g2m.receivers)
+        # The static terms' functions are stages too: recomputed each step, they compile.
+        self._stages["g2m_terms"] = lambda features, receivers: (g2m_edge(features)
+                                                                 + mesh_recv[receivers])
         self.g2m_static = StaticEdgeTerms(  # [E_g2m, 1, L], edges by sender
-            lambda e: g2m_edge(g2m_features[e]) + mesh_recv[g2m_receivers[e]],
+            lambda e: self._stages["g2m_terms"](g2m_features[e], g2m_receivers[e]),
             len(g2m.senders), stored, row_block)
         self.g2m_send, self.g2m_mlp = w_send.to(dtype), g2m_mlp.cast(dtype)
         self.mesh0 = mesh0.to(dtype)
@@ -487,10 +497,11 @@ class GraphCastNetwork:
         m2g_edge_mlp = _mlp(full, "mesh2grid_gnn", "processor_edges_0_mesh2grid")
         embed_m2g = _mlp(full, "mesh2grid_gnn", "encoder_edges_mesh2grid")
         w_m2g_edge = m2g_edge_mlp.weights[0][:latent]
-        m2g_edge, m2g_features = (_static_edge_terms(embed_m2g, w_m2g_edge, dtype, onednn),
-                                  tensor(m2g.features))
-        self.m2g_static = StaticEdgeTerms(lambda e: m2g_edge(m2g_features[e]),  # [E_m2g, 1, L]
-                                          len(m2g.senders), stored, row_block)
+        self._stages["m2g_terms"], m2g_features = (
+            _static_edge_terms(embed_m2g, w_m2g_edge, dtype, onednn), tensor(m2g.features))
+        self.m2g_static = StaticEdgeTerms(  # [E_m2g, 1, L]
+            lambda e: self._stages["m2g_terms"](m2g_features[e]), len(m2g.senders), stored,
+            row_block)
         self.m2g_stage = _edge_stage(m2g_edge_mlp, latent, dtype)
         self.m2g_grid_node = _node_stage(
             _mlp(full, "mesh2grid_gnn", "processor_nodes_0_grid_nodes"), latent, dtype)
@@ -503,7 +514,8 @@ class GraphCastNetwork:
         use_compile = (_compile_by_default(self.device, len(mesh.senders)) if compile is None
                        else compile)
         wrap = (lambda f: torch.compile(f, dynamic=False)) if use_compile else (lambda f: f)
-        self._stages = {name: wrap(function) for name, function in _STAGES.items()}
+        self._eager_stages = dict(self._stages)
+        self._stages = {name: wrap(function) for name, function in self._stages.items()}
         self.compiled: bool = use_compile
 
     def plan_encoder(self, chunk_nodes: int) -> None:
@@ -524,14 +536,14 @@ class GraphCastNetwork:
 
     def __call__(self, grid_inputs: torch.Tensor) -> torch.Tensor:
         """Normalised outputs [G, B, outputs] (float32) from grid inputs [G, B, channels]."""
-        with torch.inference_mode():
+        with torch.inference_mode(), reuse_freed_memory():
             try:
                 return self._forward(grid_inputs.to(self.device))
             except Exception as error:  # noqa: BLE001 - e.g. no C++ compiler for torch.compile
                 if not self.compiled:
                     raise
                 _LOG.warning("torch.compile failed (%s); running the network eagerly", error)
-                self._stages = dict(_STAGES)
+                self._stages = dict(self._eager_stages)
                 self.compiled = False
                 return self._forward(grid_inputs.to(self.device))
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import xarray as xr
 
-from graphcast_api.engine import Forecaster, ForecastInputError
+from graphcast_api.engine import Forecaster, ForecastInputError, heap
 from graphcast_api.engine.network import default_products
 from graphcast_api.engine.normalization import unstack
 from tests.graphcast_api.engine.tolerance import check_fp32 as _check_fp32
@@ -164,17 +164,22 @@ def test_chunked_decoding_and_row_blocks_match_official(reference_dir: Path, sta
                 chunked.task_config)
 
 
+@pytest.mark.parametrize("compile", [False, True])
 def test_recomputed_edge_terms_match_official(reference_dir: Path, stats_dir: Path, inputs,
-                                              forcings, tmp_path: Path) -> None:
-    """The low-memory operating point (static edge terms recomputed per chunk, chunked)."""
+                                              forcings, tmp_path: Path, compile: bool) -> None:
+    """The low-memory operating point (static edge terms recomputed per chunk, chunked;
+    compiled, the recomputation is a compiled stage too)."""
     recomputed = Forecaster.from_files(reference_dir / "params.npz", stats_dir,
                                        precision="fp32", device="cpu", cache_dir=tmp_path,
-                                       compile=False, decode_chunk_nodes=100,
+                                       compile=compile, decode_chunk_nodes=100,
                                        encode_chunk_nodes=100, edge_terms="recomputed")
     assert recomputed.network.edge_terms == "recomputed"
+    assert (recomputed.network._stages["m2g_terms"]
+            is not recomputed.network._eager_stages["m2g_terms"]) == compile
     _check_fp32(recomputed.forecast(inputs, 4, forcings),
                 _load(reference_dir / "predictions_fp32.nc"), reference_dir,
                 recomputed.task_config)
+    assert recomputed.network.compiled == compile
 
 
 @pytest.mark.parametrize("compile", [False, True])
@@ -202,6 +207,22 @@ def test_chunk_sizes_must_be_positive(reference_dir: Path, stats_dir: Path, tmp_
     with pytest.raises(ValueError, match="at least 1"):
         Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
                               device="cpu", cache_dir=tmp_path, compile=False, **size)
+
+
+def test_network_steps_reuse_freed_memory(fp32: Forecaster, inputs, forcings,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each network step runs under the heap rule (see engine/heap.py), released after."""
+    network, held = fp32.network, []
+    forward = network._forward
+
+    def spy(*args):
+        held.append(heap.active())
+        return forward(*args)
+
+    monkeypatch.setattr(network, "_forward", spy)
+    fp32.forecast(inputs, 2, forcings.isel(time=[0, 1]))
+    assert held == [heap._LIBC is not None] * 2
+    assert not heap.active()
 
 
 def test_rollout_with_forcings_computed(fp32: Forecaster, inputs, reference_dir: Path) -> None:

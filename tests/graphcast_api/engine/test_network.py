@@ -1,10 +1,17 @@
-"""The encoder's chunk plan: equal shapes, every grid2mesh edge sent exactly once."""
+"""The encoder's chunk plan (equal shapes, every grid2mesh edge sent exactly once) and the
+processor's per-node sums over mesh nodes numbered by in-degree."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from graphcast_api.engine.network import encoder_chunks
+from graphcast_api.engine.network import (
+    encoder_chunks,
+    mesh_blocks,
+    sum_by_blocks,
+    sum_by_receiver,
+)
 
 
 @pytest.mark.parametrize("chunk_nodes", [1, 7, 40, 100, 1_000])
@@ -30,3 +37,32 @@ def test_every_edge_is_owned_by_exactly_one_chunk(chunk_nodes: int) -> None:
         np.testing.assert_array_equal(plan.receivers[c].numpy()[owned], receivers[window])
         sent.extend(window)
     assert sorted(sent) == list(range(len(senders)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sums_by_degree_blocks_equal_a_scatter_sum(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    num_mesh = 40
+    degree = rng.choice([3, 6, 12], num_mesh)
+    receivers = rng.permutation(np.repeat(np.arange(num_mesh), degree))
+    messages = torch.randn(len(receivers), 2, 8)
+
+    order, blocks = mesh_blocks(receivers, num_mesh)
+    assert sorted(order) == list(range(num_mesh))
+    assert [d for _, d in blocks] == sorted({int(d) for d in degree})
+    assert sum(n * d for n, d in blocks) == len(receivers)
+    new = np.argsort(order)[receivers]           # renumbered receivers
+    by_receiver = np.argsort(new, kind="stable")
+    sums = sum_by_blocks(messages[torch.from_numpy(by_receiver)], blocks)
+
+    expected = sum_by_receiver(messages, torch.from_numpy(receivers), num_mesh)
+    torch.testing.assert_close(sums, expected[torch.from_numpy(order)])
+    assert sums.dtype == torch.float32
+
+
+def test_block_sums_are_float32_for_bf16_messages() -> None:
+    messages = torch.full((3 * 1000, 1, 4), 1 / 3, dtype=torch.bfloat16)
+    sums = sum_by_blocks(messages, ((3, 1000),))
+    assert sums.dtype == torch.float32
+    expected = 1000 * float(torch.tensor(1 / 3, dtype=torch.bfloat16))
+    assert torch.allclose(sums, torch.full_like(sums, expected), rtol=1e-6)
