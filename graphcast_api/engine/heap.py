@@ -62,6 +62,14 @@ def reuse_freed_memory() -> Iterator[None]:
                 _LIBC.malloc_trim(0)
 
 
+def hand_back() -> None:
+    """Hand the heap's free memory back to the system now. The network calls it between
+    its stages, whose temporaries differ in size: one stage's freed blocks would otherwise
+    stay resident beside the next stage's (measured at 0.25°: 1.1 GiB more peak)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
 def active() -> bool:
     """Whether the heap rule is held now (for tests)."""
     return _holders > 0

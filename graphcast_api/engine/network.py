@@ -22,7 +22,7 @@ Speed-ups that leave the mathematics unchanged:
 - the processor adds each step's messages to the edge latents in place, so a step holds
   one edge-latent tensor, not two;
 - while the network runs, freed temporaries are reused instead of unmapped and faulted in
-  again (see heap.py); the numbers are the same;
+  again, and handed back between the stages (see heap.py); the numbers are the same;
 - on CPU the three stages (encoder, one processor step, decoder) are compiled with
   torch.compile, which fuses the element-wise work around the matrix products (Inductor
   keeps the compiled kernels on disk; settings.use_kernel_cache puts them under the cache
@@ -45,9 +45,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from graphcast_api.engine import heap
 from graphcast_api.engine.configs import ModelConfig
 from graphcast_api.engine.graph import EdgeSet, GraphCastGraphs
-from graphcast_api.engine.heap import reuse_freed_memory
 
 _LOG = logging.getLogger(__name__)
 _LAYER_NORM_EPS = 1e-5  # haiku's default
@@ -536,7 +536,7 @@ class GraphCastNetwork:
 
     def __call__(self, grid_inputs: torch.Tensor) -> torch.Tensor:
         """Normalised outputs [G, B, outputs] (float32) from grid inputs [G, B, channels]."""
-        with torch.inference_mode(), reuse_freed_memory():
+        with torch.inference_mode(), heap.reuse_freed_memory():
             try:
                 return self._forward(grid_inputs.to(self.device))
             except Exception as error:  # noqa: BLE001 - e.g. no C++ compiler for torch.compile
@@ -550,12 +550,14 @@ class GraphCastNetwork:
     def _forward(self, grid_inputs: torch.Tensor) -> torch.Tensor:
         onednn = self.products == "onednn"
         grid, mesh = self._encode(grid_inputs, onednn)
+        heap.hand_back()
         edge = self.mesh_edge0.expand(-1, grid.shape[1], -1).clone()  # updated in place
         for edge_stage, node_stage in zip(self.edge_stages, self.node_stages, strict=True):
             mesh = self._stages["process"](edge, mesh, edge_stage, node_stage,
                                                  self.mesh_senders, self.mesh_receivers,
                                                  self.mesh_blocks, onednn)
         del edge
+        heap.hand_back()
         outputs = None
         for part, edges in self._decode_chunks(grid.shape[0]):
             decoded = self._stages["decode"](grid[part], mesh, self.m2g_static[edges],
