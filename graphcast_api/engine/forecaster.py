@@ -19,7 +19,11 @@ from graphcast_api.engine.network import (
     ROW_BLOCK,
     GraphCastNetwork,
 )
-from graphcast_api.engine.normalization import denormalize_targets, normalize, stack, unstack
+from graphcast_api.engine.normalization import (
+    denormalize_targets,
+    normalized_stack,
+    unstack,
+)
 from graphcast_api.engine.stats import NormalizationStats, load_stats
 from graphcast_contract.variables import ATMOSPHERIC_VARIABLES
 
@@ -167,19 +171,19 @@ class Forecaster:
             # freed before the step, not held through it.
             outputs = self.network(torch.from_numpy(self.grid_features(inputs, step_forcings))
                                    .to(self.network.dtype))
-            normalized = unstack(outputs.cpu().numpy(), template)
             last = inputs[residual_targets].isel(time=-1, drop=True)
-            prediction = denormalize_targets(normalized, last, self.stats)
-            for name, value in prediction.data_vars.items():
+            prediction = denormalize_targets(unstack(outputs.cpu().numpy(), template), last,
+                                             self.stats)
+            del outputs  # each step's arrays are freed as soon as they are used (0.95 GB
+            for name, value in prediction.data_vars.items():  # each at 37 levels)
                 rollout[name][:, step] = value.values[:, 0]
             inputs = self._next_inputs(inputs, prediction, step_forcings)
+            del prediction
         return self._assemble(rollout, template, forcings)
 
     def grid_features(self, inputs: xr.Dataset, step_forcings: xr.Dataset) -> np.ndarray:
         """Normalised inputs and one step's forcings stacked per grid node [G, B, channels]."""
-        batch = inputs.sizes["batch"]
-        return np.concatenate([stack(normalize(inputs, self.stats), batch),
-                               stack(normalize(step_forcings, self.stats), batch)], axis=-1)
+        return normalized_stack([inputs, step_forcings], self.stats, inputs.sizes["batch"])
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -205,10 +209,11 @@ class Forecaster:
             if absent:
                 raise ForecastInputError(f"inputs lack pressure level(s) {absent}; the model "
                                          f"needs {list(task.pressure_levels)}")
-            inputs = inputs.sel(level=list(task.pressure_levels))
+            if levels != list(task.pressure_levels):  # selecting copies: only when needed
+                inputs = inputs.sel(level=list(task.pressure_levels))
         if "batch" not in inputs.dims:
             raise ForecastInputError("inputs lack the 'batch' dimension")
-        return inputs.astype(np.float32)
+        return inputs.astype(np.float32, copy=False)  # float32 inputs are not copied
 
     def _check_grid(self, data: xr.Dataset) -> None:
         """The dataset's lat/lon must be the model's native grid (lat ascending)."""
@@ -264,10 +269,11 @@ class Forecaster:
             if "time" not in old.dims:
                 continue
             source = prediction if name in prediction else step_forcings
-            axis = old.dims.index("time")
-            newest = source[name].transpose(*old.dims).values
-            kept = np.take(old.values, np.arange(1, old.sizes["time"]), axis=axis)
-            updated[name] = (old.dims, np.concatenate([kept, newest], axis=axis))
+            frames = np.moveaxis(np.empty_like(old.values), old.dims.index("time"), 0)
+            frames[:-1] = np.moveaxis(old.values, old.dims.index("time"), 0)[1:]
+            frames[-1:] = np.moveaxis(source[name].transpose(*old.dims).values,
+                                      old.dims.index("time"), 0)
+            updated[name] = (old.dims, np.moveaxis(frames, 0, old.dims.index("time")))
         datetime = inputs["datetime"].values
         shifted = np.concatenate([datetime[:, 1:], datetime[:, -1:] + TIME_STEP], axis=1)
         return inputs.assign(updated).assign_coords(datetime=(("batch", "time"), shifted))

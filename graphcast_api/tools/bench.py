@@ -225,6 +225,9 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--warm-caches", action="store_true",
                         help="use the settings' cache folder (graphs, compiled kernels) instead "
                              "of a fresh one: run twice to time a new process with warm caches")
+    parser.add_argument("--no-memory-reuse", action="store_true",
+                        help="let freed memory go back to the system at once while the network "
+                             "runs (lower peak, slower; see graphcast_api/engine/heap.py)")
     parser.add_argument("--no-product-rates", action="store_true",
                         help="skip the per-back-end product rates (keeps the 4096² ones)")
     parser.set_defaults(run=run)
@@ -283,10 +286,12 @@ def bench(args: argparse.Namespace) -> None:
                                      products=args.products, edge_terms=args.edge_terms)
         setup_s = time.perf_counter() - start
         setup_rss = peak_rss_gib()
+        forecaster.network.reuse_memory = not args.no_memory_reuse
         setup_times = forecaster.setup_times
         graph_build_s = setup_times["graphs_s"]
         print(f"model {forecaster.precision} on {forecaster.device}, products "
-              f"{forecaster.products}, edge terms {forecaster.network.edge_terms}: "
+              f"{forecaster.products}, edge terms {forecaster.network.edge_terms}, memory "
+              f"reuse {'off' if args.no_memory_reuse else 'on'}: "
               f"set-up {setup_s:.1f} s = graphs "
               f"{'built or loaded (cache folder reused)' if args.warm_caches else 'built'} "
               f"{graph_build_s:.1f} s + static embeddings and packing "
@@ -340,6 +345,7 @@ def bench(args: argparse.Namespace) -> None:
         "precision": forecaster.precision, "device": forecaster.device, "steps": args.steps,
         "model": args.model if args.checkpoint is None else args.checkpoint.name,
         "products": forecaster.products, "edge_terms": forecaster.network.edge_terms,
+        "memory_reuse": forecaster.network.reuse_memory,
         "graph_build_s": round(graph_build_s, 2), "setup_s": round(setup_s, 2),
         "setup_graphs_s": round(setup_times["graphs_s"], 2),
         "setup_network_s": round(setup_times["network_s"], 2),

@@ -209,9 +209,11 @@ def test_chunk_sizes_must_be_positive(reference_dir: Path, stats_dir: Path, tmp_
                               device="cpu", cache_dir=tmp_path, compile=False, **size)
 
 
-def test_network_steps_reuse_freed_memory(fp32: Forecaster, inputs, forcings,
+@pytest.mark.parametrize("reuse", [True, False])
+def test_network_steps_reuse_freed_memory(fp32: Forecaster, inputs, forcings, reuse: bool,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each network step runs under the heap rule (see engine/heap.py), released after."""
+    """Each network step runs under the heap rule (see engine/heap.py), released after;
+    not at all with reuse_memory off."""
     network, held = fp32.network, []
     forward = network._forward
 
@@ -220,8 +222,9 @@ def test_network_steps_reuse_freed_memory(fp32: Forecaster, inputs, forcings,
         return forward(*args)
 
     monkeypatch.setattr(network, "_forward", spy)
+    monkeypatch.setattr(network, "reuse_memory", reuse)
     fp32.forecast(inputs, 2, forcings.isel(time=[0, 1]))
-    assert held == [heap._LIBC is not None] * 2
+    assert held == [reuse and heap._LIBC is not None] * 2
     assert not heap.active()
 
 

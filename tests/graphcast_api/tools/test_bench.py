@@ -24,3 +24,23 @@ def test_bench_on_reference_files(reference_dir: Path, stats_dir: Path,
     assert summary["precision"] == "fp32" and summary["steps"] == 2
     assert summary["rollout_s_median"] > 0 and summary["matmul_bf16_gflops"] > 0
     assert summary["rollout_gflop"] > 0
+
+
+@pytest.mark.slow
+def test_bench_operating_points_are_reported(reference_dir: Path, stats_dir: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """--edge-terms recomputed counts the recomputation's products; --no-memory-reuse is
+    reported as the operating point it ran."""
+    def summary(*options: str) -> dict:
+        assert main(["bench", "--checkpoint", str(reference_dir / "params.npz"),
+                     "--stats-dir", str(stats_dir),
+                     "--example-batch", str(reference_dir / "example_batch.nc"),
+                     "--precision", "fp32", "--device", "cpu", "--steps", "1", "--repeats", "1",
+                     "--no-product-rates", *options]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    stored, recomputed = summary("--edge-terms", "stored"), summary(
+        "--edge-terms", "recomputed", "--no-memory-reuse")
+    assert (stored["edge_terms"], recomputed["edge_terms"]) == ("stored", "recomputed")
+    assert recomputed["rollout_gflop"] > stored["rollout_gflop"]
+    assert stored["memory_reuse"] and not recomputed["memory_reuse"]
