@@ -270,13 +270,8 @@ def bench(args: argparse.Namespace) -> None:
     checkpoint, stats, inputs, forcings = _setup(args)
     with reuse_freed_memory():  # as the network runs: rate the products, not page faults
         matmul_bf16, matmul_fp32 = matmul_gflops(torch.bfloat16), matmul_gflops(torch.float32)
-        rates = {} if args.no_product_rates else product_rates()
     print(f"matmul 4096²: bf16 {matmul_bf16:.0f} GFLOP/s, fp32 {matmul_fp32:.0f} GFLOP/s "
           f"({torch.get_num_threads()} threads)")
-    for backend, by_precision in rates.items():
-        print(f"products, {backend:8s}: " + "; ".join(
-            f"{precision} " + ", ".join(f"{shape} {rate:.0f}" for shape, rate in shapes.items())
-            for precision, shapes in by_precision.items()) + " GFLOP/s")
 
     with tempfile.TemporaryDirectory() as temporary:
         cache = (settings.cache_dir or default_cache_dir()) if args.warm_caches \
@@ -334,6 +329,12 @@ def bench(args: argparse.Namespace) -> None:
     print(f"profiled step: {step_wall:.2f} s, {100 * share:.0f} % in dense products; "
           f"largest other ops (self s): "
           + ", ".join(f"{name} {seconds:.2f}" for name, seconds in others))
+    with reuse_freed_memory():  # after the rollouts: their peak RSS is the engine's alone
+        rates = {} if args.no_product_rates else product_rates()
+    for backend, by_precision in rates.items():
+        print(f"products, {backend:8s}: " + "; ".join(
+            f"{precision} " + ", ".join(f"{shape} {rate:.0f}" for shape, rate in shapes.items())
+            for precision, shapes in by_precision.items()) + " GFLOP/s")
     precision = forecaster.precision
     best_edge = max((r[precision]["edge"] for r in rates.values() if "edge" in r[precision]),
                     default=None)
