@@ -12,7 +12,10 @@ from graphcast_api.engine import heap
 
 pytestmark = pytest.mark.skipif(heap._LIBC is None, reason="glibc only (this is not glibc)")
 
-BIG = 64 * 2 ** 20  # above glibc's largest mmap threshold (32 MiB)
+BLOCK = 64 * 2 ** 20  # above glibc's largest mmap threshold (32 MiB)
+# Larger than any free block the heap may hold from earlier tests (malloc serves a request from
+# a free heap block before it thinks of mmap); np.empty leaves its pages untouched.
+HUGE = 2 ** 30
 
 
 class _MallInfo2(ctypes.Structure):
@@ -36,7 +39,7 @@ def _resident_mib() -> float:
 
 def _mmaps_a_big_block() -> bool:
     before = _mmapped_blocks()
-    block = np.ones(BIG, np.uint8)
+    block = np.empty(HUGE, np.uint8)
     mmapped = _mmapped_blocks() > before
     del block
     return mmapped
@@ -76,7 +79,7 @@ def test_the_rule_is_held_until_the_last_thread_leaves() -> None:
 def test_freed_memory_is_handed_back_after_the_forecast() -> None:
     baseline = _resident_mib()
     with heap.reuse_freed_memory():
-        blocks = [np.ones(BIG, np.uint8) for _ in range(8)]   # 512 MiB, touched
+        blocks = [np.ones(BLOCK, np.uint8) for _ in range(8)]   # 512 MiB, touched
         assert _resident_mib() > baseline + 400
         del blocks
         assert _resident_mib() > baseline + 400              # kept for reuse meanwhile
