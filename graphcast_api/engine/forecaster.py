@@ -174,8 +174,10 @@ class Forecaster:
             last = inputs[residual_targets].isel(time=-1, drop=True)
             prediction = denormalize_targets(unstack(outputs.cpu().numpy(), template), last,
                                              self.stats)
-            del outputs  # each step's arrays are freed as soon as they are used (0.95 GB
-            for name, value in prediction.data_vars.items():  # each at 37 levels)
+            # Each step's arrays are freed as soon as they are used (0.95 GB each at 37
+            # levels), not held through the next step.
+            del outputs
+            for name, value in prediction.data_vars.items():
                 rollout[name][:, step] = value.values[:, 0]
             inputs = self._next_inputs(inputs, prediction, step_forcings)
             del prediction
@@ -269,11 +271,11 @@ class Forecaster:
             if "time" not in old.dims:
                 continue
             source = prediction if name in prediction else step_forcings
-            frames = np.moveaxis(np.empty_like(old.values), old.dims.index("time"), 0)
-            frames[:-1] = np.moveaxis(old.values, old.dims.index("time"), 0)[1:]
-            frames[-1:] = np.moveaxis(source[name].transpose(*old.dims).values,
-                                      old.dims.index("time"), 0)
-            updated[name] = (old.dims, np.moveaxis(frames, 0, old.dims.index("time")))
+            axis = old.dims.index("time")
+            frames = np.moveaxis(np.empty_like(old.values), axis, 0)  # written in place
+            frames[:-1] = np.moveaxis(old.values, axis, 0)[1:]
+            frames[-1:] = np.moveaxis(source[name].transpose(*old.dims).values, axis, 0)
+            updated[name] = (old.dims, np.moveaxis(frames, 0, axis))
         datetime = inputs["datetime"].values
         shifted = np.concatenate([datetime[:, 1:], datetime[:, -1:] + TIME_STEP], axis=1)
         return inputs.assign(updated).assign_coords(datetime=(("batch", "time"), shifted))

@@ -559,8 +559,8 @@ class GraphCastNetwork:
         edge = self.mesh_edge0.expand(-1, grid.shape[1], -1).clone()  # updated in place
         for edge_stage, node_stage in zip(self.edge_stages, self.node_stages, strict=True):
             mesh = self._stages["process"](edge, mesh, edge_stage, node_stage,
-                                                 self.mesh_senders, self.mesh_receivers,
-                                                 self.mesh_blocks, onednn)
+                                           self.mesh_senders, self.mesh_receivers,
+                                           self.mesh_blocks, onednn)
         del edge
         heap.hand_back()
         outputs = None
