@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -146,25 +147,53 @@ class Forecaster:
 
     def forecast(self, inputs: xr.Dataset, steps: int,
                  forcings: xr.Dataset | None = None) -> xr.Dataset:
-        """Roll the model out `steps` × 6 h from two input frames.
+        """Roll the model out `steps` × 6 h from two input frames: all steps in one dataset.
 
         inputs: dims (batch, time=2, [level], lat, lon), statics (lat, lon), coordinate
         `datetime` (batch, time); forcing variables may be absent (computed). forcings: the
         forcing variables at the target times (optional; computed from the valid times).
         Returns float32 predictions (batch, time=steps, [level], lat, lon) with `time` = lead
-        time after the last input and `datetime` = valid time.
+        time after the last input and `datetime` = valid time. It holds every step's frame
+        (0.95 GB each at 0.25° and 37 levels): a caller that needs only part of each step
+        should use `rollout`.
+        """
+        arrays: dict[str, np.ndarray] = {}
+        leads, valid = [], []
+        for step, prediction in enumerate(self.rollout(inputs, steps, forcings)):
+            # Each step is written into arrays sized for the whole rollout: frames gathered
+            # in a list and concatenated at the end would be held twice.
+            for name, value in prediction.data_vars.items():
+                if name not in arrays:
+                    arrays[name] = np.empty((value.shape[0], steps, *value.shape[2:]),
+                                            np.float32)
+                arrays[name][:, step] = value.values[:, 0]
+            leads.append(prediction["time"].values)
+            valid.append(prediction["datetime"].values)
+            variables = {name: (value.dims, arrays[name])
+                         for name, value in sorted(prediction.data_vars.items())}
+            coords = {k: v for k, v in prediction.coords.items() if k in ("lat", "lon", "level")}
+            del prediction
+        return xr.Dataset(variables, coords=coords).assign_coords(
+            time=np.concatenate(leads), datetime=(("batch", "time"), np.concatenate(valid, 1)))
+
+    def rollout(self, inputs: xr.Dataset, steps: int,
+                forcings: xr.Dataset | None = None) -> Iterator[xr.Dataset]:
+        """Each step's prediction in turn: float32 (batch, time=1, [level], lat, lon), with
+        the lead time and valid time as in `forecast`.
+
+        Only the step being yielded is held: a caller that keeps what it needs of each step
+        (the service keeps its sites) does not hold the whole rollout. The inputs are
+        checked here, before the first step.
         """
         if steps < 1:
             raise ForecastInputError(f"steps must be at least 1, got {steps}")
         inputs = self._checked_inputs(inputs)
-        forcings = self._target_forcings(inputs, steps, forcings)
+        return self._steps(inputs, self._target_forcings(inputs, steps, forcings))
+
+    def _steps(self, inputs: xr.Dataset, forcings: xr.Dataset) -> Iterator[xr.Dataset]:
         template = self._target_template(inputs)
         residual_targets = [v for v in self.task_config.target_variables if v in inputs]
-        # Each step is written into arrays sized for the whole rollout: frames gathered in a
-        # list and concatenated at the end would be held twice (3.6 GB each at 37 levels).
-        rollout = {name: np.empty((v.shape[0], steps, *v.shape[2:]), np.float32)
-                   for name, v in template.data_vars.items()}
-        for step in range(steps):
+        for step in range(forcings.sizes["time"]):
             step_forcings = forcings.isel(time=[step])
             # Cast to the network's precision before the call (its encoder casts them first
             # thing anyway), so that in bf16 the float32 features (0.75 GB at 0.25°) are
@@ -174,14 +203,12 @@ class Forecaster:
             last = inputs[residual_targets].isel(time=-1, drop=True)
             prediction = denormalize_targets(unstack(outputs.cpu().numpy(), template), last,
                                              self.stats)
-            # Each step's arrays are freed as soon as they are used (0.95 GB each at 37
-            # levels), not held through the next step.
-            del outputs
-            for name, value in prediction.data_vars.items():
-                rollout[name][:, step] = value.values[:, 0]
-            inputs = self._next_inputs(inputs, prediction, step_forcings)
+            del outputs, last  # freed as soon as used (0.95 GB each at 37 levels)
+            # The first step's inputs are the caller's; from then on they are ours to overwrite.
+            inputs = self._next_inputs(inputs, prediction, step_forcings, in_place=step > 0)
+            yield prediction.assign_coords(time=step_forcings["time"].values,
+                                           datetime=step_forcings["datetime"])
             del prediction
-        return self._assemble(rollout, template, forcings)
 
     def grid_features(self, inputs: xr.Dataset, step_forcings: xr.Dataset) -> np.ndarray:
         """Normalised inputs and one step's forcings stacked per grid node [G, B, channels]."""
@@ -263,31 +290,23 @@ class Forecaster:
         return xr.Dataset(variables, coords=coords)
 
     @staticmethod
-    def _next_inputs(inputs: xr.Dataset, prediction: xr.Dataset,
-                     step_forcings: xr.Dataset) -> xr.Dataset:
-        """Drop the oldest frame; append the prediction and this step's forcings as newest."""
+    def _next_inputs(inputs: xr.Dataset, prediction: xr.Dataset, step_forcings: xr.Dataset,
+                     in_place: bool) -> xr.Dataset:
+        """Drop the oldest frame; append the prediction and this step's forcings as newest.
+
+        in_place: overwrite the inputs' own arrays (when they are the rollout's, not the
+        caller's), so that two copies of the inputs (1.9 GB each at 37 levels) are never held.
+        """
         updated = {}
         for name, old in inputs.data_vars.items():
             if "time" not in old.dims:
                 continue
             source = prediction if name in prediction else step_forcings
             axis = old.dims.index("time")
-            frames = np.moveaxis(np.empty_like(old.values), axis, 0)  # written in place
+            frames = np.moveaxis(old.values if in_place else np.empty_like(old.values), axis, 0)
             frames[:-1] = np.moveaxis(old.values, axis, 0)[1:]
             frames[-1:] = np.moveaxis(source[name].transpose(*old.dims).values, axis, 0)
             updated[name] = (old.dims, np.moveaxis(frames, 0, axis))
         datetime = inputs["datetime"].values
         shifted = np.concatenate([datetime[:, 1:], datetime[:, -1:] + TIME_STEP], axis=1)
         return inputs.assign(updated).assign_coords(datetime=(("batch", "time"), shifted))
-
-    @staticmethod
-    def _assemble(rollout: dict[str, np.ndarray], template: xr.Dataset,
-                  forcings: xr.Dataset) -> xr.Dataset:
-        """The rollout's arrays (no copy) with lead-time and valid-time coordinates."""
-        result = xr.Dataset({name: (template[name].dims, array)
-                             for name, array in sorted(rollout.items())},
-                            coords=template.coords)
-        result = result.assign_coords(time=forcings["time"].values,
-                                      datetime=forcings["datetime"])
-        result["time"].attrs.clear()
-        return result

@@ -40,7 +40,7 @@ from graphcast_api.service.schemas import (
     Limits,
     ModelInfo,
 )
-from graphcast_api.service.site_forecasts import site_forecasts
+from graphcast_api.service.site_forecasts import SiteForecasts
 from graphcast_api.settings import (
     DEFAULT_MAX_SITE_NAME_CHARS,
     DEFAULT_MAX_SITES,
@@ -249,13 +249,22 @@ async def answer_forecast(request: Request, model: Forecaster, started: float,
 def forecast_entries(model: Forecaster, decoded: DecodedRequest
                      ) -> tuple[list[dict], float, float]:
     """Run the model on a decoded request: the reply's entries, inference and interpolation
-    seconds (blocking: the service runs it in its queue's thread, a backfill worker in-process)."""
+    seconds (blocking: the service runs it in its queue's thread, a backfill worker in-process).
+
+    Each step's sites are taken as the step comes and the step's grid dropped, so a forecast
+    holds one step, not the whole rollout."""
+    sites = SiteForecasts(decoded, model_card.model_grid(model))
+    interpolate_s = 0.0
     begin = time.perf_counter()
-    predictions = model.forecast(decoded.inputs, decoded.steps)
-    inference_s = time.perf_counter() - begin
-    begin = time.perf_counter()
-    entries = site_forecasts(predictions, decoded, model_card.model_grid(model))
-    return entries, inference_s, time.perf_counter() - begin
+    for prediction in model.rollout(decoded.inputs, decoded.steps):
+        start = time.perf_counter()
+        sites.add(prediction)
+        del prediction  # not held while the next step runs
+        interpolate_s += time.perf_counter() - start
+    inference_s = time.perf_counter() - begin - interpolate_s
+    start = time.perf_counter()
+    entries = sites.entries()
+    return entries, inference_s, interpolate_s + time.perf_counter() - start
 
 
 def render_reply(model: Forecaster, decoded: DecodedRequest, entries: list[dict],

@@ -16,6 +16,7 @@ in a temporary folder, so that their build time is measured. torch loads only wh
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import json
 import resource
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     import torch
     import xarray as xr
 
+    from graphcast_api.engine import Forecaster
     from graphcast_api.engine.graph import GraphCastGraphs
     from graphcast_api.engine.stats import NormalizationStats
 
@@ -196,6 +198,16 @@ def measured_stats(dataset: xr.Dataset, task_config: TaskConfig) -> Normalizatio
                               diffs_stddev=diffs.where(diffs > 0, 1.0))
 
 
+def run_forecast(forecaster: Forecaster, inputs: xr.Dataset, steps: int,
+                 forcings: xr.Dataset | None, whole: bool) -> None:
+    """One forecast: all steps' grids returned (`forecast`), or each step dropped once made,
+    as the service does after taking its sites (`rollout`)."""
+    if whole:
+        forecaster.forecast(inputs, steps, forcings)
+    else:
+        collections.deque(forecaster.rollout(inputs, steps, forcings), maxlen=0)
+
+
 def peak_rss_gib() -> float:
     """Peak resident memory of this process so far, GiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
@@ -228,6 +240,10 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-memory-reuse", action="store_true",
                         help="let freed memory go back to the system at once while the network "
                              "runs (lower peak, slower; see graphcast_api/engine/heap.py)")
+    parser.add_argument("--whole-forecast", action="store_true",
+                        help="time Forecaster.forecast, which returns every step's grid (as "
+                             "`predict` does), instead of the rollout one step at a time (as "
+                             "the service, which keeps only its sites)")
     parser.add_argument("--no-product-rates", action="store_true",
                         help="skip the per-back-end product rates (keeps the 4096² ones)")
     parser.set_defaults(run=run)
@@ -286,7 +302,8 @@ def bench(args: argparse.Namespace) -> None:
         graph_build_s = setup_times["graphs_s"]
         print(f"model {forecaster.precision} on {forecaster.device}, products "
               f"{forecaster.products}, edge terms {forecaster.network.edge_terms}, memory "
-              f"reuse {'off' if args.no_memory_reuse else 'on'}: "
+              f"reuse {'off' if args.no_memory_reuse else 'on'}, "
+              f"{'whole forecast' if args.whole_forecast else 'one step at a time'}: "
               f"set-up {setup_s:.1f} s = graphs "
               f"{'built or loaded (cache folder reused)' if args.warm_caches else 'built'} "
               f"{graph_build_s:.1f} s + static embeddings and packing "
@@ -294,7 +311,7 @@ def bench(args: argparse.Namespace) -> None:
 
         start = time.perf_counter()
         try:
-            forecaster.forecast(inputs, args.steps, forcings)
+            run_forecast(forecaster, inputs, args.steps, forcings, args.whole_forecast)
         except ForecastInputError as error:
             raise ToolError(ExitCode.NO_DATA, f"example batch does not fit the checkpoint: "
                                               f"{error}") from error
@@ -304,7 +321,7 @@ def bench(args: argparse.Namespace) -> None:
     timings, cpu_timings = [], []
     for _ in range(args.repeats):
         start, cpu_start = time.perf_counter(), time.process_time()
-        forecaster.forecast(inputs, args.steps, forcings)
+        run_forecast(forecaster, inputs, args.steps, forcings, args.whole_forecast)
         timings.append(time.perf_counter() - start)
         cpu_timings.append(time.process_time() - cpu_start)
         print(f"rollout ({args.steps} steps): {timings[-1]:.1f} s wall, "
@@ -347,6 +364,7 @@ def bench(args: argparse.Namespace) -> None:
         "model": args.model if args.checkpoint is None else args.checkpoint.name,
         "products": forecaster.products, "edge_terms": forecaster.network.edge_terms,
         "memory_reuse": forecaster.network.reuse_memory,
+        "whole_forecast": args.whole_forecast,
         "graph_build_s": round(graph_build_s, 2), "setup_s": round(setup_s, 2),
         "setup_graphs_s": round(setup_times["graphs_s"], 2),
         "setup_network_s": round(setup_times["network_s"], 2),

@@ -228,6 +228,39 @@ def test_network_steps_reuse_freed_memory(fp32: Forecaster, inputs, forcings, re
     assert not heap.active()
 
 
+def test_rollout_yields_the_forecast_one_step_at_a_time(fp32: Forecaster, inputs,
+                                                       forcings) -> None:
+    """`rollout` yields exactly the frames `forecast` returns, in order; the caller's inputs
+    are never written (the rollout overwrites only its own copy, from the second step)."""
+    before = inputs.copy(deep=True)
+    whole = fp32.forecast(inputs, 3, forcings)
+    steps = list(fp32.rollout(inputs, 3, forcings))
+    assert [dict(step.sizes) for step in steps] == [dict(whole.isel(time=[0]).sizes)] * 3
+    for number, step in enumerate(steps):
+        xr.testing.assert_equal(step, whole.isel(time=[number]))
+    xr.testing.assert_identical(inputs, before)
+
+
+def test_rollout_checks_its_inputs_before_the_first_step(fp32: Forecaster, inputs) -> None:
+    with pytest.raises(ForecastInputError, match="lack variable"):
+        fp32.rollout(inputs.drop_vars("temperature"), 2)  # raised before any iteration
+    with pytest.raises(ForecastInputError, match="at least 1"):
+        fp32.rollout(inputs, 0)
+
+
+def test_next_inputs_in_place_writes_the_same_arrays(fp32: Forecaster, inputs,
+                                                    forcings) -> None:
+    """In place, the newest frame goes into the inputs' own arrays: the same values as a
+    fresh copy, no second copy of the inputs."""
+    own = fp32._checked_inputs(inputs).copy(deep=True)
+    step = next(fp32.rollout(inputs, 1, forcings))
+    fresh = fp32._next_inputs(own, step, forcings.isel(time=[0]), in_place=False)
+    rolled = fp32._next_inputs(own, step, forcings.isel(time=[0]), in_place=True)
+    xr.testing.assert_identical(rolled, fresh)
+    for name, value in own.data_vars.items():
+        assert np.shares_memory(rolled[name].values, value.values), name
+
+
 def test_rollout_with_forcings_computed(fp32: Forecaster, inputs, reference_dir: Path) -> None:
     """No TISR in the inputs and no target forcings: computed, same result."""
     bare = inputs.drop_vars(["toa_incident_solar_radiation", "year_progress_sin",

@@ -127,12 +127,12 @@ class SlowPersistence:
         self.task_config = SimpleNamespace(**facts["task_config"])
         self.calls: list[tuple[float, np.datetime64]] = []  # (start, init time)
 
-    def forecast(self, inputs: xr.Dataset, steps: int, forcings=None) -> xr.Dataset:
+    def rollout(self, inputs: xr.Dataset, steps: int, forcings=None) -> Iterator[xr.Dataset]:
         self.calls.append((time.monotonic(), inputs.datetime.values[0, -1]))
         time.sleep(self.seconds)
         last = inputs[self.task_config.target_variables].isel(time=[-1])
-        frames = xr.concat([last] * steps, dim="time")
-        return frames.assign_coords(time=np.arange(1, steps + 1) * np.timedelta64(6, "h"))
+        return (last.assign_coords(time=[step * np.timedelta64(6, "h")])
+                for step in range(1, steps + 1))
 
 
 def encode(array: np.ndarray) -> dict:

@@ -3,6 +3,7 @@ traceback under that id), and the service keeps serving."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -18,11 +19,11 @@ class FailsOnce(SlowPersistence):
         super().__init__(seconds=0)
         self.failed = False
 
-    def forecast(self, inputs: xr.Dataset, steps: int, forcings=None) -> xr.Dataset:
+    def rollout(self, inputs: xr.Dataset, steps: int, forcings=None) -> Iterator[xr.Dataset]:
         if not self.failed:
             self.failed = True
             raise MemoryError("out of memory in step 1")
-        return super().forecast(inputs, steps, forcings)
+        return super().rollout(inputs, steps, forcings)
 
 
 def test_model_failure_is_a_500_with_request_id_then_service_answers(
