@@ -157,24 +157,23 @@ class Forecaster:
         (0.95 GB each at 0.25° and 37 levels): a caller that needs only part of each step
         should use `rollout`.
         """
-        arrays: dict[str, np.ndarray] = {}
+        whole: xr.Dataset | None = None
         leads, valid = [], []
         for step, prediction in enumerate(self.rollout(inputs, steps, forcings)):
-            # Each step is written into arrays sized for the whole rollout: frames gathered
-            # in a list and concatenated at the end would be held twice.
+            if whole is None:  # arrays for all steps: frames concatenated would be held twice
+                whole = xr.Dataset(
+                    {name: (value.dims, np.empty((value.shape[0], steps, *value.shape[2:]),
+                                                 np.float32))
+                     for name, value in sorted(prediction.data_vars.items())},
+                    coords={k: v for k, v in prediction.coords.items()
+                            if k in ("lat", "lon", "level")})
             for name, value in prediction.data_vars.items():
-                if name not in arrays:
-                    arrays[name] = np.empty((value.shape[0], steps, *value.shape[2:]),
-                                            np.float32)
-                arrays[name][:, step] = value.values[:, 0]
+                whole[name].values[:, step] = value.values[:, 0]
             leads.append(prediction["time"].values)
             valid.append(prediction["datetime"].values)
-            variables = {name: (value.dims, arrays[name])
-                         for name, value in sorted(prediction.data_vars.items())}
-            coords = {k: v for k, v in prediction.coords.items() if k in ("lat", "lon", "level")}
             del prediction
-        return xr.Dataset(variables, coords=coords).assign_coords(
-            time=np.concatenate(leads), datetime=(("batch", "time"), np.concatenate(valid, 1)))
+        return whole.assign_coords(time=np.concatenate(leads),
+                                   datetime=(("batch", "time"), np.concatenate(valid, axis=1)))
 
     def rollout(self, inputs: xr.Dataset, steps: int,
                 forcings: xr.Dataset | None = None) -> Iterator[xr.Dataset]:

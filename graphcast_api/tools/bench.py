@@ -325,7 +325,7 @@ def bench(args: argparse.Namespace) -> None:
         timings.append(time.perf_counter() - start)
         cpu_timings.append(time.process_time() - cpu_start)
         print(f"rollout ({args.steps} steps): {timings[-1]:.1f} s wall, "
-              f"{cpu_timings[-1]:.1f} s CPU")
+              f"{cpu_timings[-1]:.1f} s CPU (peak RSS so far {peak_rss_gib():.2f} GiB)")
     median = statistics.median(timings)
     cpu_median = statistics.median(cpu_timings)
     flops = rollout_flops(checkpoint.model_config, checkpoint.task_config, forecaster.graphs,
