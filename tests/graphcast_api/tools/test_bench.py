@@ -29,8 +29,8 @@ def test_bench_on_reference_files(reference_dir: Path, stats_dir: Path,
 @pytest.mark.slow
 def test_bench_operating_points_are_reported(reference_dir: Path, stats_dir: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    """--edge-terms recomputed counts the recomputation's products; --no-memory-reuse is
-    reported as the operating point it ran."""
+    """--edge-terms recomputed counts the recomputation's products; --no-memory-reuse and
+    --whole-forecast are reported as the operating point they ran."""
     def summary(*options: str) -> dict:
         assert main(["bench", "--checkpoint", str(reference_dir / "params.npz"),
                      "--stats-dir", str(stats_dir),
@@ -40,7 +40,8 @@ def test_bench_operating_points_are_reported(reference_dir: Path, stats_dir: Pat
         return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
     stored, recomputed = summary("--edge-terms", "stored"), summary(
-        "--edge-terms", "recomputed", "--no-memory-reuse")
+        "--edge-terms", "recomputed", "--no-memory-reuse", "--whole-forecast")
     assert (stored["edge_terms"], recomputed["edge_terms"]) == ("stored", "recomputed")
     assert recomputed["rollout_gflop"] > stored["rollout_gflop"]
     assert stored["memory_reuse"] and not recomputed["memory_reuse"]
+    assert (stored["whole_forecast"], recomputed["whole_forecast"]) == (False, True)
