@@ -44,9 +44,11 @@ def encode_array(array: np.ndarray) -> dict[str, Any]:
             "data": base64.b64encode(data.data).decode("ascii")}
 
 
-def array_from_bytes(raw: bytes | memoryview, shape: tuple[int, ...]) -> np.ndarray:
-    """The float32 array over the bytes `raw` (no copy on a little-endian machine);
-    ValueError when their size does not fit `shape` or a value is NaN or infinite."""
+def array_from_bytes(raw: bytes | bytearray | memoryview, shape: tuple[int, ...]
+                     ) -> np.ndarray:
+    """The float32 array over the bytes `raw` (no copy on a little-endian machine, and then
+    writable where `raw` is); ValueError when their size does not fit `shape` or a value is
+    NaN or infinite."""
     expected = np.dtype(WIRE_DTYPE).itemsize * int(np.prod(shape))
     if len(raw) != expected:
         raise ValueError(f"{len(raw)} bytes, but shape {list(shape)} of float32 needs {expected}")

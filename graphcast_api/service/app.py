@@ -252,11 +252,13 @@ def forecast_entries(model: Forecaster, decoded: DecodedRequest
     seconds (blocking: the service runs it in its queue's thread, a backfill worker in-process).
 
     Each step's sites are taken as the step comes and the step's grid dropped, so a forecast
-    holds one step, not the whole rollout."""
+    holds one step, not the whole rollout. The decoded inputs are handed over to the rollout,
+    which rolls them in place: they were decoded for this forecast alone, and are not read
+    again (their values afterwards are the rollout's last frames)."""
     sites = SiteForecasts(decoded, model_card.model_grid(model))
     interpolate_s = 0.0
     begin = time.perf_counter()
-    for prediction in model.rollout(decoded.inputs, decoded.steps):
+    for prediction in model.rollout(decoded.inputs, decoded.steps, overwrite_inputs=True):
         start = time.perf_counter()
         sites.add(prediction)
         del prediction  # not held while the next step runs

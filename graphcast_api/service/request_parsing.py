@@ -302,9 +302,10 @@ def check_names(field: str, given: Mapping[str, object], expected: list[str]) ->
 
 def decode_array(where: str, encoded: EncodedArray, shape: tuple[int, ...]) -> np.ndarray:
     """The float32 array of `encoded` (its shape already checked); 422 for bad base64 or
-    NaN/inf."""
+    NaN/inf. Decoded into a buffer of its own, so the array is writable: the forecast rolls
+    it in place (Forecaster.rollout's overwrite_inputs)."""
     try:
-        raw = pybase64.b64decode(encoded.data, validate=True)
+        raw = pybase64.b64decode_as_bytearray(encoded.data, validate=True)
     except (binascii.Error, ValueError) as error:
         raise RequestError(422, f"{where}.data: undecodable base64 ({error})") from None
     try:

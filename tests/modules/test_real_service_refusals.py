@@ -170,10 +170,10 @@ class BlockingPersistence(SlowPersistence):
         self.started, self.release = threading.Event(), threading.Event()
         self.answers: list[requests.Response] = []
 
-    def rollout(self, inputs, steps, forcings=None):
+    def rollout(self, inputs, steps, forcings=None, *, overwrite_inputs=False):
         if self.hold_next:
             self.hold_next = False
             self.started.set()
             if not self.release.wait(60):
                 raise TimeoutError("the blocking forecast was never released")
-        return super().rollout(inputs, steps, forcings)
+        return super().rollout(inputs, steps, forcings, overwrite_inputs=overwrite_inputs)

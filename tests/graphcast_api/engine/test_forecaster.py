@@ -254,11 +254,32 @@ def test_next_inputs_in_place_writes_the_same_arrays(fp32: Forecaster, inputs,
     fresh copy, no second copy of the inputs."""
     own = fp32._checked_inputs(inputs).copy(deep=True)
     step = next(fp32.rollout(inputs, 1, forcings))
-    fresh = fp32._next_inputs(own, step, forcings.isel(time=[0]), in_place=False)
-    rolled = fp32._next_inputs(own, step, forcings.isel(time=[0]), in_place=True)
+    fresh = fp32._next_inputs(own, step, forcings.isel(time=[0]), in_place=set())
+    rolled = fp32._next_inputs(own, step, forcings.isel(time=[0]), in_place=set(own.data_vars))
     xr.testing.assert_identical(rolled, fresh)
     for name, value in own.data_vars.items():
         assert np.shares_memory(rolled[name].values, value.values), name
+
+
+def test_rollout_rolls_handed_over_inputs_in_place(fp32: Forecaster, inputs,
+                                                   forcings) -> None:
+    """With overwrite_inputs the rollout yields the same frames and rolls the caller's own
+    writable arrays from the first step (no copy of them is made); read-only arrays and
+    arrays that overlap another variable's are copied, never written."""
+    handed = inputs.copy(deep=True)
+    handed["10m_u_component_of_wind"] = handed["2m_temperature"]  # one array for both
+    expected = fp32.forecast(handed.copy(deep=True), 2, forcings)
+    handed["temperature"].values.flags.writeable = False
+    kept = {name: value.values.copy() for name, value in handed.data_vars.items()}
+    steps = list(fp32.rollout(handed, 2, forcings, overwrite_inputs=True))
+    for number, step in enumerate(steps):
+        xr.testing.assert_equal(step, expected.isel(time=[number]))
+    for name in ("temperature", "2m_temperature", "10m_u_component_of_wind"):
+        np.testing.assert_array_equal(handed[name].values, kept[name], err_msg=name)
+    # The rollout's last two frames lie in the handed-over arrays: rolled there from step 1.
+    for name in ("geopotential", "mean_sea_level_pressure"):
+        assert not np.array_equal(handed[name].values, kept[name]), name
+        np.testing.assert_array_equal(handed[name].values, expected[name].values, name)
 
 
 def test_rollout_with_forcings_computed(fp32: Forecaster, inputs, reference_dir: Path) -> None:

@@ -127,7 +127,8 @@ class SlowPersistence:
         self.task_config = SimpleNamespace(**facts["task_config"])
         self.calls: list[tuple[float, np.datetime64]] = []  # (start, init time)
 
-    def rollout(self, inputs: xr.Dataset, steps: int, forcings=None) -> Iterator[xr.Dataset]:
+    def rollout(self, inputs: xr.Dataset, steps: int, forcings=None, *,
+                overwrite_inputs: bool = False) -> Iterator[xr.Dataset]:
         self.calls.append((time.monotonic(), inputs.datetime.values[0, -1]))
         time.sleep(self.seconds)
         last = inputs[self.task_config.target_variables].isel(time=[-1])

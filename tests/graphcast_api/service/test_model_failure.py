@@ -19,11 +19,12 @@ class FailsOnce(SlowPersistence):
         super().__init__(seconds=0)
         self.failed = False
 
-    def rollout(self, inputs: xr.Dataset, steps: int, forcings=None) -> Iterator[xr.Dataset]:
+    def rollout(self, inputs: xr.Dataset, steps: int, forcings=None, *,
+                overwrite_inputs: bool = False) -> Iterator[xr.Dataset]:
         if not self.failed:
             self.failed = True
             raise MemoryError("out of memory in step 1")
-        return super().rollout(inputs, steps, forcings)
+        return super().rollout(inputs, steps, forcings, overwrite_inputs=overwrite_inputs)
 
 
 def test_model_failure_is_a_500_with_request_id_then_service_answers(

@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import xarray as xr
 
 from graphcast_api.__main__ import main
+from graphcast_api.tools.bench import inputs_source
 
 
 @pytest.mark.slow  # the whole benchmark: graph build, compile and rollouts
@@ -45,3 +48,18 @@ def test_bench_operating_points_are_reported(reference_dir: Path, stats_dir: Pat
     assert recomputed["rollout_gflop"] > stored["rollout_gflop"]
     assert stored["memory_reuse"] and not recomputed["memory_reuse"]
     assert (stored["whole_forecast"], recomputed["whole_forecast"]) == (False, True)
+
+
+def test_each_rollout_gets_inputs_of_its_own_to_hand_over(reference_dir: Path,
+                                                          tmp_path: Path) -> None:
+    """On the service's path every rollout reads a fresh, writable copy of the inputs (it
+    rolls them in place, as the service rolls a request's decoded arrays); `forecast`, which
+    writes nothing, gets the inputs themselves."""
+    inputs = xr.load_dataset(reference_dir / "inputs.nc", decode_timedelta=True)
+    assert inputs_source(inputs, tmp_path, whole=True)() is inputs
+    source = inputs_source(inputs, tmp_path, whole=False)
+    first, second = source(), source()
+    xr.testing.assert_identical(first, inputs)
+    first["temperature"].values[:] = 0.0  # as a rollout writes its handed-over inputs
+    xr.testing.assert_identical(second, inputs)
+    assert not np.shares_memory(second["temperature"].values, inputs["temperature"].values)
