@@ -300,7 +300,8 @@ def bench(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace, settings: ServiceSettings, folder: str) -> None:
-    """`bench` with a temporary `folder` for the inputs (see inputs_source)."""
+    """`bench` with a temporary `folder` for the inputs (see inputs_source) and, unless
+    --warm-caches, the graphs and compiled kernels."""
     import torch
 
     from graphcast_api.engine import ForecastInputError
@@ -316,35 +317,34 @@ def _bench(args: argparse.Namespace, settings: ServiceSettings, folder: str) -> 
     print(f"matmul 4096²: bf16 {matmul_bf16:.0f} GFLOP/s, fp32 {matmul_fp32:.0f} GFLOP/s "
           f"({torch.get_num_threads()} threads)")
 
-    with tempfile.TemporaryDirectory() as temporary:
-        cache = (settings.cache_dir or default_cache_dir()) if args.warm_caches \
-            else Path(temporary)
-        start = time.perf_counter()
-        forecaster = make_forecaster(checkpoint, stats, "bench", settings, Path(cache),
-                                     products=args.products, edge_terms=args.edge_terms)
-        setup_s = time.perf_counter() - start
-        setup_rss = peak_rss_gib()
-        forecaster.network.reuse_memory = not args.no_memory_reuse
-        setup_times = forecaster.setup_times
-        graph_build_s = setup_times["graphs_s"]
-        print(f"model {forecaster.precision} on {forecaster.device}, products "
-              f"{forecaster.products}, edge terms {forecaster.network.edge_terms}, memory "
-              f"reuse {'off' if args.no_memory_reuse else 'on'}, "
-              f"{'whole forecast' if args.whole_forecast else 'one step at a time'}: "
-              f"set-up {setup_s:.1f} s = graphs "
-              f"{'built or loaded (cache folder reused)' if args.warm_caches else 'built'} "
-              f"{graph_build_s:.1f} s + static embeddings and packing "
-              f"{setup_times['network_s']:.1f} s (peak RSS so far {setup_rss:.2f} GiB)")
+    cache = (settings.cache_dir or default_cache_dir()) if args.warm_caches \
+        else Path(folder) / "cache"
+    start = time.perf_counter()
+    forecaster = make_forecaster(checkpoint, stats, "bench", settings, Path(cache),
+                                 products=args.products, edge_terms=args.edge_terms)
+    setup_s = time.perf_counter() - start
+    setup_rss = peak_rss_gib()
+    forecaster.network.reuse_memory = not args.no_memory_reuse
+    setup_times = forecaster.setup_times
+    graph_build_s = setup_times["graphs_s"]
+    print(f"model {forecaster.precision} on {forecaster.device}, products "
+          f"{forecaster.products}, edge terms {forecaster.network.edge_terms}, memory "
+          f"reuse {'off' if args.no_memory_reuse else 'on'}, "
+          f"{'whole forecast' if args.whole_forecast else 'one step at a time'}: "
+          f"set-up {setup_s:.1f} s = graphs "
+          f"{'built or loaded (cache folder reused)' if args.warm_caches else 'built'} "
+          f"{graph_build_s:.1f} s + static embeddings and packing "
+          f"{setup_times['network_s']:.1f} s (peak RSS so far {setup_rss:.2f} GiB)")
 
-        inputs = next_inputs()
-        start = time.perf_counter()
-        try:
-            run_forecast(forecaster, inputs, args.steps, forcings, args.whole_forecast)
-        except ForecastInputError as error:
-            raise ToolError(ExitCode.NO_DATA, f"example batch does not fit the checkpoint: "
-                                              f"{error}") from error
-        first_call_s = time.perf_counter() - start
-        del inputs
+    inputs = next_inputs()
+    start = time.perf_counter()
+    try:
+        run_forecast(forecaster, inputs, args.steps, forcings, args.whole_forecast)
+    except ForecastInputError as error:
+        raise ToolError(ExitCode.NO_DATA, f"example batch does not fit the checkpoint: "
+                                          f"{error}") from error
+    first_call_s = time.perf_counter() - start
+    del inputs
     print(f"first call ({args.steps} steps): {first_call_s:.1f} s "
           f"(peak RSS so far {peak_rss_gib():.2f} GiB)")
     timings, cpu_timings = [], []
