@@ -9,8 +9,9 @@ timed rollouts, peak RSS, the GFLOP/s of dense 4096² matrix products (bf16, fp3
 rollout's achieved GFLOP/s (matrix-product FLOPs of the network); the last line is one JSON
 object with those figures. `rollout_cpu_s_median` (CPU seconds of all threads) shows how much
 of a slow wall time is due to other processes sharing the cores. Precision, device and
-compile resolve like `serve`'s (graphcast_api/settings.py); graphs are always built afresh
-in a temporary folder, so that their build time is measured. torch loads only when it runs.
+compile resolve like `serve`'s (graphcast_api/settings.py); graphs and compiled kernels are
+built afresh in a temporary folder, so that their build time is measured (with --warm-caches,
+the settings' cache folder is used instead). torch loads only when it runs.
 `python -m graphcast_api.bench` is the same command.
 """
 from __future__ import annotations
