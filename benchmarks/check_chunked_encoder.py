@@ -52,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                             name=args.model, precision="fp32", device="cpu",
                             compile=args.compile, encode_chunk_nodes=args.chunk_nodes)
     forecaster.network.reuse_memory = False  # the lowest peak: this is a check, not a timing
-    inputs = forecaster._checked_inputs(batch)
-    forcings = forecaster._target_forcings(inputs, 1, None)
-    features = torch.from_numpy(forecaster.grid_features(inputs, forcings.isel(time=[0])))
+    features = forecaster.first_step_features(batch)
     num_grid = features.shape[0]
 
     chunked, chunked_s = step(forecaster, features)

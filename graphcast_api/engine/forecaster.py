@@ -202,11 +202,7 @@ class Forecaster:
         residual_targets = [v for v in self.task_config.target_variables if v in inputs]
         for step in range(forcings.sizes["time"]):
             step_forcings = forcings.isel(time=[step])
-            # Cast to the network's precision before the call (its encoder casts them first
-            # thing anyway), so that in bf16 the float32 features (0.75 GB at 0.25°) are
-            # freed before the step, not held through it.
-            outputs = self.network(torch.from_numpy(self.grid_features(inputs, step_forcings))
-                                   .to(self.network.dtype))
+            outputs = self.network(self._network_input(inputs, step_forcings))
             last = inputs[residual_targets].isel(time=-1, drop=True)
             prediction = denormalize_targets(unstack(outputs.cpu().numpy(), template), last,
                                              self.stats)
@@ -223,7 +219,21 @@ class Forecaster:
         """Normalised inputs and one step's forcings stacked per grid node [G, B, channels]."""
         return normalized_stack([inputs, step_forcings], self.stats, inputs.sizes["batch"])
 
+    def first_step_features(self, inputs: xr.Dataset,
+                            forcings: xr.Dataset | None = None) -> torch.Tensor:
+        """The network's input for the first step of a rollout from `inputs`, as the rollout
+        feeds it: a check or a profile of one step then runs the rollout's own kernels."""
+        inputs = self._checked_inputs(inputs)
+        step_forcings = self._target_forcings(inputs, 1, forcings).isel(time=[0])
+        return self._network_input(inputs, step_forcings)
+
     # -- helpers -------------------------------------------------------------------------
+
+    def _network_input(self, inputs: xr.Dataset, step_forcings: xr.Dataset) -> torch.Tensor:
+        """One step's features, cast to the network's precision before the call (its encoder
+        casts them first thing anyway), so that in bf16 the float32 features (0.75 GB at
+        0.25°) are freed before the step, not held through it."""
+        return torch.from_numpy(self.grid_features(inputs, step_forcings)).to(self.network.dtype)
 
     def _checked_inputs(self, inputs: xr.Dataset) -> xr.Dataset:
         """Validate and trim the inputs to the task's variables and levels; add forcings."""

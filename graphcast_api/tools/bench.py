@@ -370,10 +370,7 @@ def _bench(args: argparse.Namespace, settings: ServiceSettings, folder: str) -> 
     reused = "; cache folder reused (--warm-caches)" if args.warm_caches else ""
     print(f"first call / warm rollout: {first_call_s / median:.2f} (compile and first-use "
           f"cost ≈ {compile_s:.1f} s{reused})")
-    checked = forecaster._checked_inputs(next_inputs())
-    features = torch.from_numpy(forecaster.grid_features(
-        checked, forecaster._target_forcings(checked, 1, forcings).isel(time=[0])))
-    del checked
+    features = forecaster.first_step_features(next_inputs(), forcings)
     step_wall, share, others = product_share(forecaster.network, features)
     print(f"profiled step: {step_wall:.2f} s, {100 * share:.0f} % in dense products; "
           f"largest other ops (self s): "
