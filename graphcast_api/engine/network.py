@@ -18,7 +18,9 @@ Speed-ups that leave the mathematics unchanged:
   order;
 - the encoder (grid2mesh) and the decoder (mesh2grid) run over chunks of grid nodes, so
   that no per-edge temporary spans the 0.25° grid's 1.6 M / 3.1 M edges; the encoder's
-  chunks all have one shape (see EncoderChunks), so one compiled encoder serves them;
+  chunks all have one shape (see EncoderChunks), so one compiled encoder serves them; the
+  mesh latents' mesh2grid sender projection is made once per step, not once per decoder
+  chunk (at 0.25°, 63 products of 40,962 rows fewer);
 - the processor adds each step's messages to the edge latents in place, so a step holds
   one edge-latent tensor, not two;
 - while the network runs, freed temporaries are reused instead of unmapped and faulted in
@@ -243,11 +245,13 @@ def process(edge: torch.Tensor, mesh: torch.Tensor, edge_stage: EdgeStage,
     return mesh
 
 
-def decode(grid: torch.Tensor, mesh: torch.Tensor, m2g_static: torch.Tensor,
+def decode(grid: torch.Tensor, mesh_send: torch.Tensor, m2g_static: torch.Tensor,
            edge_stage: EdgeStage, senders: torch.Tensor, grid_node: NodeStage,
            decoder: Mlp, onednn: bool = False) -> torch.Tensor:
-    """mesh2grid (each grid node receives 3 consecutive edges) and the output MLP."""
-    per_edge = dense(mesh, edge_stage.w_send, None, onednn)[senders]
+    """mesh2grid (each grid node receives 3 consecutive edges) and the output MLP for one
+    chunk of grid nodes; mesh_send: the mesh latents' sender projection [M, B, L], made once
+    for all chunks."""
+    per_edge = mesh_send[senders]
     per_grid = dense(grid, edge_stage.w_recv, None, onednn)[:, None]
     first = (m2g_static + per_edge).unflatten(0, (grid.shape[0], 3)) + per_grid
     messages = mlp_rest(edge_stage.mlp, first, onednn)
@@ -563,9 +567,11 @@ class GraphCastNetwork:
                                            self.mesh_blocks, onednn)
         del edge
         heap.hand_back()
+        mesh_send = dense(mesh, self.m2g_stage.w_send, None, onednn)
+        del mesh
         outputs = None
         for part, edges in self._decode_chunks(grid.shape[0]):
-            decoded = self._stages["decode"](grid[part], mesh, self.m2g_static[edges],
+            decoded = self._stages["decode"](grid[part], mesh_send, self.m2g_static[edges],
                                              self.m2g_stage, self.m2g_senders[edges],
                                              self.m2g_grid_node, self.decoder, onednn)
             if outputs is None:
