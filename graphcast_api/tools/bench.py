@@ -5,13 +5,13 @@
 
 Without files: random weights with GraphCast_small's shapes, a synthetic 1.0° 13-level batch
 and statistics measured on it. Prints graph build time, first-call time, the median of the
-timed rollouts, peak RSS, the GFLOP/s of dense 4096² matrix products (bf16, fp32) and the
-rollout's achieved GFLOP/s (matrix-product FLOPs of the network); the last line is one JSON
-object with those figures. `rollout_cpu_s_median` (CPU seconds of all threads) shows how much
-of a slow wall time is due to other processes sharing the cores. Precision, device and
-compile resolve like `serve`'s (graphcast_api/settings.py); graphs and compiled kernels are
-built afresh in a temporary folder, so that their build time is measured (with --warm-caches,
-the settings' cache folder is used instead). torch loads only when it runs.
+timed rollouts, peak RSS, the GFLOP/s of dense 4096² matrix products (bf16, fp32; fastest
+of five calls) and the rollout's achieved GFLOP/s (matrix-product FLOPs of the network); the
+last line is one JSON object with those figures. `rollout_cpu_s_median` (CPU seconds of all
+threads) shows how much of a slow wall time is due to other processes sharing the cores.
+Precision, device and compile resolve like `serve`'s (graphcast_api/settings.py); graphs and
+compiled kernels are built afresh in a temporary folder, so that their build time is measured
+(with --warm-caches, the settings' cache folder is used instead). torch loads only when it runs.
 `python -m graphcast_api.bench` is the same command.
 """
 from __future__ import annotations
@@ -54,18 +54,12 @@ EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.NO_DATA, ExitCode.UNRE
 
 
 def matmul_gflops(dtype: torch.dtype, size: int = 4096, repeats: int = 5) -> float:
-    """GFLOP/s of a dense size×size by size×size product (all threads, median after warm-up)."""
+    """GFLOP/s of a dense size×size by size×size product (all threads, fastest call)."""
     import torch
 
     a = torch.randn(size, size, dtype=dtype)
     b = torch.randn(size, size, dtype=dtype)
-    torch.mm(a, b)
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        timings.append(time.perf_counter() - start)
-    return 2 * size ** 3 / statistics.median(timings) / 1e9
+    return 2 * size ** 3 / _best_seconds(functools.partial(torch.mm, a, b), repeats) / 1e9
 
 
 # Dense products the bench rates: the 4096² reference and one edge-MLP layer of
@@ -78,18 +72,21 @@ PRODUCT_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul",
                          "graphcast::onednn_linear"})
 
 
-def _median_seconds(fn, repeats: int) -> float:
+def _best_seconds(fn, repeats: int) -> float:
+    """The fastest of `repeats` calls after a warm-up: what the machine can do. Hosts of this
+    kind share their cores; single calls of one product have varied 4× within a minute."""
     fn()
     timings = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         timings.append(time.perf_counter() - start)
-    return statistics.median(timings)
+    return min(timings)
 
 
-def product_rates(repeats: int = 3, compiled: bool = True) -> dict[str, dict[str, dict]]:
-    """GFLOP/s of x @ w per back end, precision and shape (PRODUCT_SHAPES), this process.
+def product_rates(repeats: int = 5, compiled: bool = True) -> dict[str, dict[str, dict]]:
+    """GFLOP/s of x @ w per back end, precision and shape (PRODUCT_SHAPES), this process,
+    fastest call of each.
 
     matmul: torch's own product (MKL in fp32, oneDNN without prepacking in bf16); onednn:
     oneDNN's linear with the weight prepacked once, as the engine uses it; compiled: Inductor
@@ -109,15 +106,15 @@ def product_rates(repeats: int = 3, compiled: bool = True) -> dict[str, dict[str
             x = torch.randn(rows, inner, dtype=dtype)
             w = torch.randn(inner, cols, dtype=dtype) / inner ** 0.5
             with torch.no_grad():
-                rates["matmul"][label][shape] = gflop / _median_seconds(
+                rates["matmul"][label][shape] = gflop / _best_seconds(
                     functools.partial(torch.mm, x, w), repeats)
                 if torch.backends.mkldnn.is_available():
                     packed = torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous())
-                    rates["onednn"][label][shape] = gflop / _median_seconds(functools.partial(
+                    rates["onednn"][label][shape] = gflop / _best_seconds(functools.partial(
                         torch.ops.mkldnn._linear_pointwise, x, packed, None, "none", [], ""),
                         repeats)
                 if compiled:
-                    rates["compiled"][label][shape] = gflop / _median_seconds(
+                    rates["compiled"][label][shape] = gflop / _best_seconds(
                         _compiled_linear(w, x), repeats)
     return rates
 
