@@ -306,7 +306,6 @@ def test_bf16_rollout_within_statistical_tolerance(reference_dir: Path, stats_di
         assert np.sqrt(np.mean(scaled ** 2)) <= 0.05, name
 
 
-
 def test_first_step_features_are_what_the_rollout_feeds(reference_dir: Path, stats_dir: Path,
                                                         inputs, forcings) -> None:
     """A profile or check of one step gets the rollout's input: cast to the network's dtype,
@@ -318,6 +317,7 @@ def test_first_step_features_are_what_the_rollout_feeds(reference_dir: Path, sta
     with np.load(reference_dir / "debug_step1_grid_node_features.npz") as data:
         expected = torch.from_numpy(data["grid_node_features"]).to(torch.bfloat16)
     torch.testing.assert_close(features, expected, rtol=0, atol=0)
+
 
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.drop_vars("temperature"), "lack variable.*temperature"),
