@@ -130,7 +130,7 @@ class Forecaster:
         decode_chunk_nodes, encode_chunk_nodes, row_block: see GraphCastNetwork (the
         defaults suit every model); edge_terms: "stored" (faster) or "recomputed"
         (grid2mesh/mesh2grid static edge terms per step: less memory; None:
-        network.default_edge_terms, i.e. recomputed at 0.25°).
+        network.default_edge_terms, i.e. stored unless their table passes 2 GiB).
         """
         loaded = load_checkpoint(Path(checkpoint))
         stem = Path(checkpoint).stem

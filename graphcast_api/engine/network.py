@@ -16,6 +16,10 @@ Speed-ups that leave the mathematics unchanged:
   which cost more than the products around them on CPU); mesh latents never leave the
   network, so the renumbering changes nothing outside it, and each node's edges keep their
   order;
+- an edge and its images under a third of a turn about the polar axis have the same
+  structural features (symmetry.py), so the grid2mesh and mesh2grid static terms are stored
+  once per orbit, a third of the rows; the images' features differ from their orbit's
+  by float32 rounding only (outputs within 1e-4 of their RMS);
 - the encoder (grid2mesh) and the decoder (mesh2grid) run over chunks of grid nodes, so
   that no per-edge temporary spans the 0.25° grid's 1.6 M / 3.1 M edges; the encoder's
   chunks all have one shape (see EncoderChunks), so one compiled encoder serves them; the
@@ -51,6 +55,7 @@ import torch.nn.functional as F
 from graphcast_api.engine import heap
 from graphcast_api.engine.configs import ModelConfig
 from graphcast_api.engine.graph import EdgeSet, GraphCastGraphs
+from graphcast_api.engine.symmetry import edge_orbits, node_turn
 
 _LOG = logging.getLogger(__name__)
 _LAYER_NORM_EPS = 1e-5  # haiku's default
@@ -59,7 +64,7 @@ DECODE_CHUNK_NODES = 16_384  # grid nodes decoded at a time: bounds the edge tem
 ENCODE_CHUNK_NODES = 16_384  # grid nodes encoded at a time (0.25°: 64 chunks; 1.0°: 4)
 ROW_BLOCK = 32_768  # edges per block when the static edge terms are computed at construction
 EDGE_TERMS = ("stored", "recomputed")  # grid2mesh/mesh2grid static edge terms: kept or per step
-RECOMPUTE_MIN_EDGES = 1_000_000  # see default_edge_terms
+STORED_TERMS_MAX_BYTES = 2 * 2**30  # see default_edge_terms
 PRODUCTS = ("matmul", "onednn")  # the dense-product back ends the network can use
 
 
@@ -200,21 +205,31 @@ class NodeStage(NamedTuple):
     mlp: Mlp
 
 
+def static_terms(terms: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """A chunk's static edge terms: `terms` itself, or its rows `index` (see StaticEdgeTerms);
+    inside a compiled stage the gather fuses with what uses it."""
+    return terms if index is None else terms[index]
+
+
 def encode(grid_inputs: torch.Tensor, grid_struct: torch.Tensor, embed: Mlp,
-           g2m_static: torch.Tensor, g2m_send: torch.Tensor, g2m_mlp: Mlp,
-           local_senders: torch.Tensor, receivers: torch.Tensor, num_sums: int,
-           grid_node: Mlp, onednn: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+           g2m_terms: torch.Tensor, g2m_index: torch.Tensor | None, mesh_recv: torch.Tensor,
+           g2m_send: torch.Tensor, g2m_mlp: Mlp, local_senders: torch.Tensor,
+           receivers: torch.Tensor, num_sums: int, grid_node: Mlp,
+           onednn: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One encoder chunk: embed its grid nodes, send their grid2mesh messages.
 
-    grid_inputs [N, B, C] are the chunk's nodes; local_senders index them. Returns (updated
-    grid latents [N, B, L], float32 message sums per receiver [num_sums, B, L]).
+    grid_inputs [N, B, C] are the chunk's nodes; local_senders index them; g2m_terms and
+    g2m_index give the edges' static terms (static_terms); mesh_recv [num_sums, 1, L] is the
+    receivers' static first-layer term. Returns (updated grid latents [N, B, L], float32
+    message sums per receiver [num_sums, B, L]).
     """
-    dtype = g2m_static.dtype
+    dtype = g2m_terms.dtype
     batch = grid_inputs.shape[1]
     struct = grid_struct[:, None, :].expand(-1, batch, -1)
     grid = mlp_apply(embed, torch.cat([grid_inputs, struct], dim=-1).to(dtype), onednn)
-    messages = mlp_rest(g2m_mlp, g2m_static + dense(grid, g2m_send, None, onednn)[local_senders],
-                        onednn)
+    first = (static_terms(g2m_terms, g2m_index) + mesh_recv[receivers]
+             + dense(grid, g2m_send, None, onednn)[local_senders])
+    messages = mlp_rest(g2m_mlp, first, onednn)
     sums = sum_by_receiver(messages, receivers, num_sums)
     return grid + mlp_apply(grid_node, grid, onednn), sums
 
@@ -245,15 +260,16 @@ def process(edge: torch.Tensor, mesh: torch.Tensor, edge_stage: EdgeStage,
     return mesh
 
 
-def decode(grid: torch.Tensor, mesh_send: torch.Tensor, m2g_static: torch.Tensor,
-           edge_stage: EdgeStage, senders: torch.Tensor, grid_node: NodeStage,
-           decoder: Mlp, onednn: bool = False) -> torch.Tensor:
+def decode(grid: torch.Tensor, mesh_send: torch.Tensor, m2g_terms: torch.Tensor,
+           m2g_index: torch.Tensor | None, edge_stage: EdgeStage, senders: torch.Tensor,
+           grid_node: NodeStage, decoder: Mlp, onednn: bool = False) -> torch.Tensor:
     """mesh2grid (each grid node receives 3 consecutive edges) and the output MLP for one
     chunk of grid nodes; mesh_send: the mesh latents' sender projection [M, B, L], made once
-    for all chunks."""
+    for all chunks; m2g_terms and m2g_index: the edges' static terms (static_terms)."""
     per_edge = mesh_send[senders]
     per_grid = dense(grid, edge_stage.w_recv, None, onednn)[:, None]
-    first = (m2g_static + per_edge).unflatten(0, (grid.shape[0], 3)) + per_grid
+    first = ((static_terms(m2g_terms, m2g_index) + per_edge).unflatten(0, (grid.shape[0], 3))
+             + per_grid)
     messages = mlp_rest(edge_stage.mlp, first, onednn)
     aggregated = messages.float().sum(dim=1).to(grid.dtype)
     grid = grid + mlp_rest(grid_node.mlp, dense(grid, grid_node.w_node, None, onednn)
@@ -334,17 +350,35 @@ def _by_rows(block: Callable[[slice], torch.Tensor], count: int, rows: int) -> t
 
 
 class StaticEdgeTerms:
-    """The static first-layer term of an edge set's MLP [E, 1, L]: stored, or recomputed for
-    the slice asked (saves E × L values, 3.2 GB for 0.25° mesh2grid in bf16, for the cost of
-    two products per edge and step)."""
+    """The static first-layer term of an edge set's MLP, a function of each edge's features
+    alone [E, 1, L]: stored, one row per orbit of the polar turn (symmetry.py: a third of the
+    edges at 1.0° and 0.25°, so 1.6 GB in place of 4.9 GB for the 0.25° grid2mesh and
+    mesh2grid edges in bf16), or recomputed for the slice asked, each step (no table; two
+    more products per edge and step)."""
 
-    def __init__(self, block: Callable[[slice], torch.Tensor], count: int, stored: bool,
-                 rows: int) -> None:
-        self._block = None if stored else block
-        self._stored = _by_rows(block, count, rows) if stored else None
+    def __init__(self, terms: Callable[[torch.Tensor], torch.Tensor], features: torch.Tensor,
+                 orbits: np.ndarray | None, rows: int) -> None:
+        """terms: edge features [e, 4] → their terms [e, 1, L]; orbits: each edge's
+        representative (symmetry.edge_orbits), None to recompute."""
+        self._terms, self._features = terms, features
+        self._table = self._index = None
+        if orbits is not None:
+            distinct, index = np.unique(orbits, return_inverse=True)
+            chosen = features[torch.from_numpy(distinct).to(features.device)]
+            self._table = _by_rows(lambda r: terms(chosen[r]), len(distinct), rows)
+            self._index = torch.from_numpy(index).to(features.device)
 
-    def __getitem__(self, rows: slice) -> torch.Tensor:
-        return self._stored[rows] if self._block is None else self._block(rows)
+    @property
+    def stored_rows(self) -> int:
+        """Rows kept in memory (0 when recomputed)."""
+        return 0 if self._table is None else len(self._table)
+
+    def __getitem__(self, edges: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(terms, index) for these edges, as static_terms takes them: the table and the
+        edges' rows in it, or the recomputed terms themselves."""
+        if self._table is None:
+            return self._terms(self._features[edges]), None
+        return self._table, self._index[edges]
 
 
 def _sorted_by(edges: EdgeSet, key: np.ndarray) -> EdgeSet:
@@ -375,14 +409,18 @@ def _static_edge_terms(embed: Mlp, project: torch.Tensor | None, dtype: torch.dt
     return block
 
 
-def default_edge_terms(num_edges: int) -> str:
-    """Keep the grid2mesh + mesh2grid static edge terms below RECOMPUTE_MIN_EDGES edges.
+def default_edge_terms(stored_rows: int, latent: int, dtype: torch.dtype) -> str:
+    """Keep the grid2mesh + mesh2grid static edge terms when their table (one row per orbit,
+    see StaticEdgeTerms) takes at most STORED_TERMS_MAX_BYTES, else recompute them per chunk
+    (two more products per edge and step).
 
-    At 1.0° they are 0.3 GB (bf16) and stay; at 0.25° (4.7 M edges) they are 4.9 GB in bf16,
-    too much beside the database, the job and a second model on a 24 GiB machine, so they
-    are recomputed per chunk (about a third more products per step).
+    1.0°: 0.1 GB in bf16, kept. 0.25°: 1.6 GB in bf16, kept (27 % fewer products per step than
+    recomputing, and GraphCast at 37 levels still peaks under 10 GiB); 3.2 GB in fp32, or
+    4.8 GB in bf16 on a grid without the symmetry, recomputed, so that a 0.25° model leaves
+    the database, the job and a second model room on a 24 GiB machine.
     """
-    return "recomputed" if num_edges >= RECOMPUTE_MIN_EDGES else "stored"
+    table = stored_rows * latent * torch.empty((), dtype=dtype).element_size()
+    return "stored" if table <= STORED_TERMS_MAX_BYTES else "recomputed"
 
 
 def _compile_by_default(device: torch.device, num_mesh_edges: int) -> bool:
@@ -415,8 +453,8 @@ class GraphCastNetwork:
                  row_block: int = ROW_BLOCK, edge_terms: str | None = None) -> None:
         """products: the dense-product back end, one of PRODUCTS (None: default_products);
         edge_terms: one of EDGE_TERMS, whether the grid2mesh and mesh2grid static edge terms
-        are kept in memory or recomputed each step (see StaticEdgeTerms; None:
-        default_edge_terms)."""
+        are kept in memory, one row per orbit, or recomputed each step (see StaticEdgeTerms;
+        None: default_edge_terms)."""
         if min(decode_chunk_nodes, encode_chunk_nodes, row_block) < 1:
             raise ValueError("decode_chunk_nodes, encode_chunk_nodes and row_block must be at "
                              "least 1")
@@ -429,12 +467,9 @@ class GraphCastNetwork:
         if self.products == "onednn" and (self.device.type != "cpu"
                                           or not torch.backends.mkldnn.is_available()):
             raise ValueError("the oneDNN product back end needs a CPU build with oneDNN")
-        edge_terms = edge_terms or default_edge_terms(len(graphs.grid2mesh.senders)
-                                                      + len(graphs.mesh2grid.senders))
-        if edge_terms not in EDGE_TERMS:
+        if edge_terms not in (None, *EDGE_TERMS):
             raise ValueError(f"unknown edge_terms {edge_terms!r}; use one of "
                              f"{', '.join(EDGE_TERMS)}")
-        stored, self.edge_terms = edge_terms == "stored", edge_terms
         latent = model_config.latent_size
         full = {k: torch.from_numpy(np.asarray(v, np.float32)).to(self.device)
                 for k, v in params.items()}
@@ -456,6 +491,11 @@ class GraphCastNetwork:
                       graphs.mesh2grid.features)
         if not np.array_equal(m2g.receivers, np.repeat(np.arange(len(m2g.receivers) // 3), 3)):
             raise ValueError("mesh2grid edges must come in threes per grid node")
+        orbits = None if edge_terms == "recomputed" else self._orbits(graphs, order, g2m, m2g)
+        self.edge_terms = edge_terms or default_edge_terms(
+            sum(len(np.unique(o)) for o in orbits), latent, dtype)
+        if self.edge_terms == "recomputed":
+            orbits = (None, None)
         self._g2m_edges = (g2m.senders, g2m.receivers, len(graphs.grid_node_features),
                            len(graphs.mesh_node_features))
         self.plan_encoder(encode_chunk_nodes)
@@ -474,15 +514,13 @@ class GraphCastNetwork:
         embed_g2m = _mlp(full, "grid2mesh_gnn", "encoder_edges_grid2mesh")
         g2m_mlp = _mlp(full, "grid2mesh_gnn", "processor_edges_0_grid2mesh")
         w_edge, w_send, w_recv = g2m_mlp.split_first([latent] * 3)
-        mesh_recv = (mesh0 @ w_recv).to(dtype)
-        g2m_edge = _static_edge_terms(embed_g2m, w_edge, dtype, onednn)
-        g2m_features, g2m_receivers = tensor(g2m.features), tensor(g2m.receivers)
+        # [M + 1, 1, L]: the encoder's spare receiver (see EncoderChunks) gets a zero term
+        self.mesh_recv = torch.cat([mesh0 @ w_recv, mesh0.new_zeros(1, 1, latent)]).to(dtype)
         # The static terms' functions are stages too: recomputed each step, they compile.
-        self._stages["g2m_terms"] = lambda features, receivers: (g2m_edge(features)
-                                                                 + mesh_recv[receivers])
+        self._stages["g2m_terms"] = _static_edge_terms(embed_g2m, w_edge, dtype, onednn)
         self.g2m_static = StaticEdgeTerms(  # [E_g2m, 1, L], edges by sender
-            lambda e: self._stages["g2m_terms"](g2m_features[e], g2m_receivers[e]),
-            len(g2m.senders), stored, row_block)
+            lambda features: self._stages["g2m_terms"](features), tensor(g2m.features),
+            orbits[0], row_block)
         self.g2m_send, self.g2m_mlp = w_send.to(dtype), g2m_mlp.cast(dtype)
         self.mesh0 = mesh0.to(dtype)
         self.g2m_mesh_node = _node_stage(
@@ -504,11 +542,10 @@ class GraphCastNetwork:
         m2g_edge_mlp = _mlp(full, "mesh2grid_gnn", "processor_edges_0_mesh2grid")
         embed_m2g = _mlp(full, "mesh2grid_gnn", "encoder_edges_mesh2grid")
         w_m2g_edge = m2g_edge_mlp.weights[0][:latent]
-        self._stages["m2g_terms"], m2g_features = (
-            _static_edge_terms(embed_m2g, w_m2g_edge, dtype, onednn), tensor(m2g.features))
+        self._stages["m2g_terms"] = _static_edge_terms(embed_m2g, w_m2g_edge, dtype, onednn)
         self.m2g_static = StaticEdgeTerms(  # [E_m2g, 1, L]
-            lambda e: self._stages["m2g_terms"](m2g_features[e]), len(m2g.senders), stored,
-            row_block)
+            lambda features: self._stages["m2g_terms"](features), tensor(m2g.features),
+            orbits[1], row_block)
         self.m2g_stage = _edge_stage(m2g_edge_mlp, latent, dtype)
         self.m2g_grid_node = _node_stage(
             _mlp(full, "mesh2grid_gnn", "processor_nodes_0_grid_nodes"), latent, dtype)
@@ -525,6 +562,16 @@ class GraphCastNetwork:
         self.reuse_memory = True  # hold heap.reuse_freed_memory while running (see heap.py)
         self._stages = {name: wrap(function) for name, function in self._stages.items()}
         self.compiled: bool = use_compile
+
+    @staticmethod
+    def _orbits(graphs: GraphCastGraphs, order: np.ndarray, g2m: EdgeSet,
+                m2g: EdgeSet) -> tuple[np.ndarray, np.ndarray]:
+        """symmetry.edge_orbits of the grid2mesh and mesh2grid edges (mesh nodes renumbered:
+        `order` is the old number of each new one)."""
+        grid_turn = node_turn(graphs.grid_node_features)
+        mesh_turn = node_turn(graphs.mesh_node_features[order])
+        return (edge_orbits(g2m.senders, g2m.receivers, g2m.features, grid_turn, mesh_turn),
+                edge_orbits(m2g.senders, m2g.receivers, m2g.features, mesh_turn, grid_turn))
 
     def plan_encoder(self, chunk_nodes: int) -> None:
         """Encode `chunk_nodes` grid nodes at a time from now on (see EncoderChunks)."""
@@ -571,7 +618,7 @@ class GraphCastNetwork:
         del mesh
         outputs = None
         for part, edges in self._decode_chunks(grid.shape[0]):
-            decoded = self._stages["decode"](grid[part], mesh_send, self.m2g_static[edges],
+            decoded = self._stages["decode"](grid[part], mesh_send, *self.m2g_static[edges],
                                              self.m2g_stage, self.m2g_senders[edges],
                                              self.m2g_grid_node, self.decoder, onednn)
             if outputs is None:
@@ -589,9 +636,9 @@ class GraphCastNetwork:
             nodes = slice(node_start, node_start + chunks.nodes)
             latents, sums = self._stages["encode"](
                 grid_inputs[nodes], self.grid_struct[nodes], self.embed_grid,
-                self.g2m_static[edge_start:edge_start + chunks.edges], self.g2m_send,
-                self.g2m_mlp, chunks.local_senders[c], chunks.receivers[c], num_mesh + 1,
-                self.g2m_grid_node, onednn)
+                *self.g2m_static[edge_start:edge_start + chunks.edges], self.mesh_recv,
+                self.g2m_send, self.g2m_mlp, chunks.local_senders[c], chunks.receivers[c],
+                num_mesh + 1, self.g2m_grid_node, onednn)
             if grid is None:
                 grid = latents.new_empty((grid_inputs.shape[0],) + latents.shape[1:])
                 aggregated = sums

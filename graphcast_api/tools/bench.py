@@ -249,7 +249,7 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--edge-terms", choices=("stored", "recomputed"), default=None,
                         help="keep the grid2mesh/mesh2grid static edge terms in memory or "
                              "recompute them each step (default: the engine's choice, "
-                             "recomputed at 0.25°)")
+                             "network.default_edge_terms)")
     parser.add_argument("--warm-caches", action="store_true",
                         help="use the settings' cache folder (graphs, compiled kernels) instead "
                              "of a fresh one: run twice to time a new process with warm caches")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from graphcast_api.engine.network import (
+    default_edge_terms,
     encoder_chunks,
     mesh_blocks,
     sum_by_blocks,
@@ -66,3 +67,13 @@ def test_block_sums_are_float32_for_bf16_messages() -> None:
     assert sums.dtype == torch.float32
     expected = 1000 * float(torch.tensor(1 / 3, dtype=torch.bfloat16))
     assert torch.allclose(sums, torch.full_like(sums, expected), rtol=1e-6)
+
+
+def test_static_edge_terms_are_kept_while_their_table_fits_two_gib() -> None:
+    """0.25°: one row per orbit is 1.5 GiB in bf16 (kept), 3 GiB in fp32 or 4.5 GiB in bf16
+    without the symmetry (recomputed); 1.0° is kept in both precisions."""
+    orbits_025, edges_025, orbits_1 = 539_608 + 1_038_904, 1_618_818 + 3_114_720, 99_111
+    assert default_edge_terms(orbits_025, 512, torch.bfloat16) == "stored"
+    assert default_edge_terms(orbits_025, 512, torch.float32) == "recomputed"
+    assert default_edge_terms(edges_025, 512, torch.bfloat16) == "recomputed"
+    assert default_edge_terms(orbits_1, 512, torch.float32) == "stored"
