@@ -8,7 +8,12 @@ with the model's shapes, a synthetic batch at its resolution, statistics measure
 At 0.25° the unchunked fp32 encoder needs many GiB (1.6 M edges × 512 × 4 bytes = 3.3 GB
 per temporary): run it there alone on a 24 GiB machine.
 
+With --orbits it compares instead the grid2mesh/mesh2grid static edge terms stored once per
+orbit of the polar turn (engine/symmetry.py) with every edge's own, recomputed from its own
+features (expect ~1e-5: the images' features differ by float32 rounding).
+
     python benchmarks/check_chunked_encoder.py [--model GraphCast_small] [--chunk-nodes N]
+        [--compile] [--orbits]
 """
 from __future__ import annotations
 
@@ -43,25 +48,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-nodes", type=int, default=ENCODE_CHUNK_NODES,
                         help="grid nodes per encoder chunk on the chunked side")
     parser.add_argument("--compile", action="store_true", help="torch.compile both sides")
+    parser.add_argument("--orbits", action="store_true",
+                        help="compare static edge terms stored per orbit with each edge's own")
     args = parser.parse_args(argv)
 
     checkpoint = random_checkpoint(args.model)
     batch = synthetic_dataset(resolution=checkpoint.model_config.resolution,
                               levels=checkpoint.task_config.pressure_levels, n_times=2)
-    forecaster = Forecaster(checkpoint, measured_stats(batch, checkpoint.task_config),
-                            name=args.model, precision="fp32", device="cpu",
-                            compile=args.compile, encode_chunk_nodes=args.chunk_nodes)
-    forecaster.network.reuse_memory = False  # the lowest peak: this is a check, not a timing
-    features = forecaster.first_step_features(batch)
-    num_grid = features.shape[0]
+    stats = measured_stats(batch, checkpoint.task_config)
 
-    chunked, chunked_s = step(forecaster, features)
-    count = len(forecaster.network.encoder_chunks.node_starts)
-    forecaster.network.plan_encoder(num_grid)
-    whole, whole_s = step(forecaster, features)
-    difference = float(np.abs(chunked - whole).max() / np.sqrt(np.mean(whole ** 2)))
-    print(f"{args.model} fp32, {num_grid} grid nodes: {count} encoder chunks {chunked_s:.1f} s,"
-          f" one chunk {whole_s:.1f} s; max |chunked - unchunked| / RMS = {difference:.2e} "
+    def forecaster(edge_terms: str | None) -> Forecaster:
+        made = Forecaster(checkpoint, stats, name=args.model, precision="fp32", device="cpu",
+                          compile=args.compile, encode_chunk_nodes=args.chunk_nodes,
+                          edge_terms=edge_terms)
+        made.network.reuse_memory = False  # the lowest peak: this is a check, not a timing
+        return made
+
+    first = forecaster("stored" if args.orbits else None)
+    features = first.first_step_features(batch)
+    num_grid = features.shape[0]
+    ours, ours_s = step(first, features)
+    if args.orbits:
+        rows = first.network.g2m_static.stored_rows + first.network.m2g_static.stored_rows
+        del first
+        other, other_s = step(forecaster("recomputed"), features)
+        sides = (f"terms stored once per orbit ({rows} rows) {ours_s:.1f} s, each edge's own "
+                 f"{other_s:.1f} s; max |orbit - own|")
+    else:
+        count = len(first.network.encoder_chunks.node_starts)
+        first.network.plan_encoder(num_grid)
+        other, other_s = step(first, features)
+        sides = (f"{count} encoder chunks {ours_s:.1f} s, one chunk {other_s:.1f} s; "
+                 f"max |chunked - unchunked|")
+    difference = float(np.abs(ours - other).max() / np.sqrt(np.mean(other ** 2)))
+    print(f"{args.model} fp32, {num_grid} grid nodes: {sides} / RMS = {difference:.2e} "
           f"(limit {TOLERANCE:.0e}); peak RSS {peak_rss_gib():.2f} GiB")
     return 0 if difference <= TOLERANCE else 1
 
