@@ -26,7 +26,8 @@ Speed-ups that leave the mathematics unchanged:
   mesh latents' mesh2grid sender projection is made once per step, not once per decoder
   chunk (at 0.25°, 63 products of 40,962 rows fewer);
 - the processor adds each step's messages to the edge latents in place, so a step holds
-  one edge-latent tensor, not two;
+  one edge-latent tensor, not two (gathered from the embedded mesh edges, kept once per
+  orbit too);
 - while the network runs, freed temporaries are reused instead of unmapped and faulted in
   again, and handed back between the stages (see heap.py); the numbers are the same;
 - on CPU the three stages (encoder, one processor step, decoder) are compiled with
@@ -529,10 +530,11 @@ class GraphCastNetwork:
 
         # Processor.
         embed_mesh_edges = _mlp(full, "mesh_gnn", "encoder_edges_mesh")
-        mesh_edge, mesh_features = (_static_edge_terms(embed_mesh_edges, None, dtype, onednn),
-                                    tensor(mesh.features))
-        self.mesh_edge0 = _by_rows(lambda e: mesh_edge(mesh_features[e]), len(mesh.senders),
-                                   row_block)                          # [E_mesh, 1, L]
+        mesh_turn = node_turn(graphs.mesh_node_features[order])
+        self.mesh_edge0 = StaticEdgeTerms(  # [E_mesh, 1, L], kept once per orbit
+            _static_edge_terms(embed_mesh_edges, None, dtype, onednn), tensor(mesh.features),
+            edge_orbits(mesh.senders, mesh.receivers, mesh.features, mesh_turn, mesh_turn),
+            row_block)
         self.edge_stages = [_edge_stage(_mlp(full, "mesh_gnn", f"processor_edges_{i}_mesh"),
                                         latent, dtype) for i in range(model_config.gnn_msg_steps)]
         self.node_stages = [_node_stage(_mlp(full, "mesh_gnn", f"processor_nodes_{i}_mesh_nodes"),
@@ -607,7 +609,8 @@ class GraphCastNetwork:
         onednn = self.products == "onednn"
         grid, mesh = self._encode(grid_inputs, onednn)
         heap.hand_back()
-        edge = self.mesh_edge0.expand(-1, grid.shape[1], -1).clone()  # updated in place
+        table, index = self.mesh_edge0[:]
+        edge = table[index].expand(-1, grid.shape[1], -1).contiguous()  # a copy, updated in place
         for edge_stage, node_stage in zip(self.edge_stages, self.node_stages, strict=True):
             mesh = self._stages["process"](edge, mesh, edge_stage, node_stage,
                                            self.mesh_senders, self.mesh_receivers,

@@ -185,13 +185,15 @@ def test_recomputed_edge_terms_match_official(reference_dir: Path, stats_dir: Pa
 def test_stored_edge_terms_keep_one_row_per_orbit(fp32: Forecaster, reference_dir: Path,
                                                   stats_dir: Path, inputs, forcings,
                                                   tmp_path: Path) -> None:
-    """The stored operating point keeps a third of the grid2mesh and mesh2grid edges' terms
-    (the 10° grid has 36 columns: symmetry.py) and gives the outputs of every edge's own
-    to 1e-4 of their RMS (the fp32 tolerance against the official outputs is 1e-3)."""
+    """The stored operating point keeps a third of the grid2mesh and mesh2grid edges' terms,
+    as the network keeps a third of its embedded mesh edges (the 10° grid has 36 columns:
+    symmetry.py), and gives the outputs of every edge's own to 1e-4 of their RMS (the fp32
+    tolerance against the official outputs is 1e-3)."""
     network, graphs = fp32.network, fp32.graphs
     assert network.edge_terms == "stored"
     assert network.g2m_static.stored_rows < 0.35 * len(graphs.grid2mesh.senders)
     assert network.m2g_static.stored_rows < 0.35 * len(graphs.mesh2grid.senders)
+    assert network.mesh_edge0.stored_rows < 0.35 * len(graphs.mesh.senders)
     recomputed = Forecaster.from_files(reference_dir / "params.npz", stats_dir,
                                        precision="fp32", device="cpu", cache_dir=tmp_path,
                                        compile=False, edge_terms="recomputed")
