@@ -492,7 +492,8 @@ class GraphCastNetwork:
                       graphs.mesh2grid.features)
         if not np.array_equal(m2g.receivers, np.repeat(np.arange(len(m2g.receivers) // 3), 3)):
             raise ValueError("mesh2grid edges must come in threes per grid node")
-        orbits = None if edge_terms == "recomputed" else self._orbits(graphs, order, g2m, m2g)
+        mesh_turn = node_turn(graphs.mesh_node_features[order])
+        orbits = None if edge_terms == "recomputed" else self._orbits(graphs, mesh_turn, g2m, m2g)
         self.edge_terms = edge_terms or default_edge_terms(
             sum(len(np.unique(o)) for o in orbits), latent, dtype)
         if self.edge_terms == "recomputed":
@@ -530,7 +531,6 @@ class GraphCastNetwork:
 
         # Processor.
         embed_mesh_edges = _mlp(full, "mesh_gnn", "encoder_edges_mesh")
-        mesh_turn = node_turn(graphs.mesh_node_features[order])
         self.mesh_edge0 = StaticEdgeTerms(  # [E_mesh, 1, L], kept once per orbit
             _static_edge_terms(embed_mesh_edges, None, dtype, onednn), tensor(mesh.features),
             edge_orbits(mesh.senders, mesh.receivers, mesh.features, mesh_turn, mesh_turn),
@@ -566,12 +566,11 @@ class GraphCastNetwork:
         self.compiled: bool = use_compile
 
     @staticmethod
-    def _orbits(graphs: GraphCastGraphs, order: np.ndarray, g2m: EdgeSet,
+    def _orbits(graphs: GraphCastGraphs, mesh_turn: np.ndarray | None, g2m: EdgeSet,
                 m2g: EdgeSet) -> tuple[np.ndarray, np.ndarray]:
-        """symmetry.edge_orbits of the grid2mesh and mesh2grid edges (mesh nodes renumbered:
-        `order` is the old number of each new one)."""
+        """symmetry.edge_orbits of the grid2mesh and mesh2grid edges; mesh_turn: node_turn of
+        the renumbered mesh nodes."""
         grid_turn = node_turn(graphs.grid_node_features)
-        mesh_turn = node_turn(graphs.mesh_node_features[order])
         return (edge_orbits(g2m.senders, g2m.receivers, g2m.features, grid_turn, mesh_turn),
                 edge_orbits(m2g.senders, m2g.receivers, m2g.features, mesh_turn, grid_turn))
 
