@@ -39,6 +39,8 @@ Speed-ups that leave the mathematics unchanged:
   products in the same precision (fp32 stays fp32, no reduced-precision shortcut), so only
   the summation order inside a product changes (fp32 within the reference tolerance, checked
   for every back end by the tests). `products="matmul"` keeps torch's own `@`.
+- in bf16, LayerNorm takes its variance as E[x²] - E[x]² (layer_norm), equal to haiku's
+  E[(x - E[x])²] but for rounding: one pass over each row instead of two.
 bf16 keeps the aggregation sums and LayerNorm statistics in float32, as the official code does.
 """
 from __future__ import annotations
@@ -149,8 +151,26 @@ def mlp_rest(mlp: Mlp, first: torch.Tensor, onednn: bool = False) -> torch.Tenso
     for w, b in zip(mlp.weights[1:], mlp.biases[1:], strict=True):
         x = dense(F.silu(x), w, b, onednn)
     if mlp.norm is not None:
-        x = F.layer_norm(x, x.shape[-1:], mlp.norm[0], mlp.norm[1], _LAYER_NORM_EPS)
+        x = layer_norm(x, *mlp.norm)
     return x
+
+
+def layer_norm(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """haiku's LayerNorm over the last axis, its statistics in float32.
+
+    bf16 takes the variance as E[x²] - E[x]² from one pass over each row: compiled, Inductor
+    then reads an edge tensor once for both sums instead of once per sum (a GraphCast_small
+    processor layer ~10 % faster on 2 cores). The cancellation it risks stays far below bf16's
+    own rounding (2^-8) until a row's mean is hundreds of its spreads; float32 keeps torch's
+    two-pass statistics, which the reference tolerance needs when the mean is large.
+    """
+    if x.dtype != torch.bfloat16:
+        return F.layer_norm(x, x.shape[-1:], scale, offset, _LAYER_NORM_EPS)
+    x32 = x.float()
+    mean = x32.mean(-1, keepdim=True)
+    variance = ((x32 * x32).mean(-1, keepdim=True) - mean * mean).clamp_min(0)
+    normalised = (x32 - mean) * torch.rsqrt(variance + _LAYER_NORM_EPS)
+    return (normalised * scale + offset).to(x.dtype)
 
 
 def mlp_apply(mlp: Mlp, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:

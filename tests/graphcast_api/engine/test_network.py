@@ -1,5 +1,5 @@
-"""The encoder's chunk plan (equal shapes, every grid2mesh edge sent exactly once) and the
-processor's per-node sums over mesh nodes numbered by in-degree."""
+"""The encoder's chunk plan (equal shapes, every grid2mesh edge sent exactly once), the
+processor's per-node sums over mesh nodes numbered by in-degree, and the one-pass LayerNorm."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +9,7 @@ import torch
 from graphcast_api.engine.network import (
     default_edge_terms,
     encoder_chunks,
+    layer_norm,
     mesh_blocks,
     sum_by_blocks,
     sum_by_receiver,
@@ -77,3 +78,21 @@ def test_static_edge_terms_are_kept_while_their_table_fits_two_gib() -> None:
     assert default_edge_terms(orbits_025, 512, torch.float32) == "recomputed"
     assert default_edge_terms(edges_025, 512, torch.bfloat16) == "recomputed"
     assert default_edge_terms(orbits_1, 512, torch.float32) == "stored"
+
+
+@pytest.mark.parametrize("offset", [0.0, 30.0])
+def test_layer_norm_is_torch_s_in_fp32_and_one_pass_in_bf16(offset: float) -> None:
+    """float32: torch's LayerNorm itself; bf16: E[x²] - E[x]² for the variance, within one
+    bf16 step of torch's (a few values), also for rows whose mean is 30 spreads from zero."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(2_000, 1, 512, generator=generator) + offset
+    scale = torch.rand(512, generator=generator) + 0.5
+    shift = torch.randn(512, generator=generator)
+    expected = torch.nn.functional.layer_norm(x, (512,), scale, shift, 1e-5)
+    assert torch.equal(layer_norm(x, scale, shift), expected)
+    x, scale, shift = x.bfloat16(), scale.bfloat16(), shift.bfloat16()
+    ours = layer_norm(x, scale, shift).float()
+    theirs = torch.nn.functional.layer_norm(x, (512,), scale, shift, 1e-5).float()
+    assert layer_norm(x, scale, shift).dtype == torch.bfloat16
+    assert ((ours - theirs).abs() <= (theirs.abs() + 1) * 2 ** -7).all()  # one bf16 step
+    assert (ours != theirs).float().mean() < 0.01  # a few rounding flips, not a new formula
