@@ -91,8 +91,9 @@ def test_layer_norm_is_torch_s_in_fp32_and_one_pass_in_bf16(offset: float) -> No
     expected = torch.nn.functional.layer_norm(x, (512,), scale, shift, 1e-5)
     assert torch.equal(layer_norm(x, scale, shift), expected)
     x, scale, shift = x.bfloat16(), scale.bfloat16(), shift.bfloat16()
-    ours = layer_norm(x, scale, shift).float()
+    ours = layer_norm(x, scale, shift)
+    assert ours.dtype == torch.bfloat16
+    ours = ours.float()
     theirs = torch.nn.functional.layer_norm(x, (512,), scale, shift, 1e-5).float()
-    assert layer_norm(x, scale, shift).dtype == torch.bfloat16
     assert ((ours - theirs).abs() <= (theirs.abs() + 1) * 2 ** -7).all()  # one bf16 step
     assert (ours != theirs).float().mean() < 0.01  # a few rounding flips, not a new formula
