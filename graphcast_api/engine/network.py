@@ -364,7 +364,7 @@ def _by_rows(block: Callable[[slice], torch.Tensor], count: int, rows: int) -> t
     """block(rows) over consecutive row slices of `count` rows, written into one preallocated
     result (bounds temporaries: no list of blocks next to their concatenation). The blocks'
     temporaries reuse freed memory (heap.py), as the network's do when it runs: page-faulting
-    them in afresh each block made the 0.25° tables take 2-3× as long."""
+    them in afresh each block made the 0.25° tables take twice as long."""
     with heap.reuse_freed_memory():
         first = block(slice(0, rows))
         out = first.new_empty((count,) + first.shape[1:])

@@ -85,7 +85,7 @@ def test_static_edge_terms_are_kept_while_their_table_fits_two_gib() -> None:
 
 def test_static_edge_terms_table_is_built_in_blocks_reusing_freed_memory() -> None:
     """One row per orbit, computed block by block under the heap rule (page-faulting each
-    block's temporaries in afresh made the 0.25° table take 2-3× as long), released after."""
+    block's temporaries in afresh made the 0.25° table take twice as long), released after."""
     held = []
 
     def terms(features: torch.Tensor) -> torch.Tensor:
