@@ -76,13 +76,15 @@ def test_compiled_fp32_rollout_matches_official(reference_dir: Path, stats_dir: 
                                                 forcings, tmp_path: Path) -> None:
     """The default CPU path (torch.compile) gives the same result, and it is what ran.
 
-    The decoder is split in two chunks so that the compiled decoder runs chunked, as it does
-    at full scale.
+    The encoder and the decoder are split in two chunks each so that the compiled ones run
+    chunked, as they do at full scale (the encoder's chunks add to one buffer of sums in
+    place).
     """
     compiled = Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="fp32",
                                      device="cpu", cache_dir=tmp_path, compile=True,
-                                     decode_chunk_nodes=342)
+                                     decode_chunk_nodes=342, encode_chunk_nodes=342)
     assert len(compiled.network._decode_chunks(684)) == 2
+    assert len(compiled.network.encoder_chunks.node_starts) == 2
     prediction = compiled.forecast(inputs, 4, forcings)
     assert compiled.network.compiled, "torch.compile failed: the eager fallback ran"
     _check_fp32(prediction, _load(reference_dir / "predictions_fp32.nc"), reference_dir,
