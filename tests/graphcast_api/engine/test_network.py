@@ -60,10 +60,33 @@ def test_sums_by_degree_blocks_equal_a_scatter_sum(seed: int) -> None:
     by_receiver = np.argsort(new, kind="stable")
     sums = sum_by_blocks(messages[torch.from_numpy(by_receiver)], blocks)
 
-    expected = add_by_receiver(torch.zeros((num_mesh,) + messages.shape[1:]), messages,
-                               torch.from_numpy(receivers))
+    expected = torch.zeros((num_mesh,) + messages.shape[1:])
+    add_by_receiver(expected, messages, torch.from_numpy(receivers))
     torch.testing.assert_close(sums, expected[torch.from_numpy(order)])
     assert sums.dtype == torch.float32
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_messages_are_added_to_their_receivers_sums_in_place(compiled: bool) -> None:
+    """The encoder's chunks add into one float32 buffer, also from a compiled stage (where
+    the add is an opaque op, so that Inductor keeps it in place and without atomics)."""
+    rng = np.random.default_rng(0)
+    receivers = torch.from_numpy(rng.integers(0, 30, 200))
+    chunks = [torch.randn(200, 2, 8).to(torch.bfloat16) for _ in range(2)]
+    start = torch.randn(30, 2, 8)
+    expected = start.clone()
+    for messages in chunks:
+        for edge, node in enumerate(receivers.tolist()):
+            expected[node] += messages[edge].float()
+
+    def add_twice(sums: torch.Tensor) -> torch.Tensor:
+        for messages in chunks:
+            add_by_receiver(sums, messages * 1, receivers)
+        return sums.sum()
+
+    sums = start.clone()
+    (torch.compile(add_twice, dynamic=False) if compiled else add_twice)(sums)
+    torch.testing.assert_close(sums, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_block_sums_are_float32_for_bf16_messages() -> None:
