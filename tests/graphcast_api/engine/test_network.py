@@ -68,8 +68,8 @@ def test_sums_by_degree_blocks_equal_a_scatter_sum(seed: int) -> None:
 
 @pytest.mark.parametrize("compiled", [False, True])
 def test_messages_are_added_to_their_receivers_sums_in_place(compiled: bool) -> None:
-    """The encoder's chunks add into one float32 buffer, also from a compiled stage (where
-    the add is an opaque op, so that Inductor keeps it in place and without atomics)."""
+    """The encoder's chunks add bf16 messages into one float32 buffer in place, also when
+    called from a compiled stage (where the add is an opaque op)."""
     rng = np.random.default_rng(0)
     receivers = torch.from_numpy(rng.integers(0, 30, 200))
     chunks = [torch.randn(200, 2, 8).to(torch.bfloat16) for _ in range(2)]
