@@ -80,9 +80,9 @@ def test_messages_are_added_to_their_receivers_sums_in_place(compiled: bool) -> 
             expected[node] += messages[edge].float()
 
     def add_twice(sums: torch.Tensor) -> torch.Tensor:
-        for messages in chunks:
+        for messages in chunks:  # "* 1": the messages are made inside the stage, as there
             add_by_receiver(sums, messages * 1, receivers)
-        return sums.sum()
+        return sums.sum()  # a compiled stage needs an output besides the mutation
 
     sums = start.clone()
     (torch.compile(add_twice, dynamic=False) if compiled else add_twice)(sums)
