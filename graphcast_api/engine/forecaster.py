@@ -21,7 +21,6 @@ from graphcast_api.engine.network import (
     GraphCastNetwork,
 )
 from graphcast_api.engine.normalization import (
-    denormalize_targets,
     normalized_stack,
     unstack,
 )
@@ -204,8 +203,7 @@ class Forecaster:
             step_forcings = forcings.isel(time=[step])
             outputs = self.network(self._network_input(inputs, step_forcings))
             last = inputs[residual_targets].isel(time=-1, drop=True)
-            prediction = denormalize_targets(unstack(outputs.cpu().numpy(), template), last,
-                                             self.stats)
+            prediction = unstack(outputs.cpu().numpy(), template, self.stats, last)
             del outputs, last  # freed as soon as used (0.95 GB each at 37 levels)
             # The first step's inputs are the caller's (but for those handed over); from then
             # on they are all ours to overwrite.
