@@ -214,7 +214,8 @@ class Forecaster:
             del prediction
 
     def grid_features(self, inputs: xr.Dataset, step_forcings: xr.Dataset) -> np.ndarray:
-        """Normalised inputs and one step's forcings stacked per grid node [G, B, channels]."""
+        """Normalised inputs and one step's forcings stacked per grid node [G, B, channels]
+        (a view of a channel-major array: normalization.normalized_stack)."""
         return normalized_stack([inputs, step_forcings], self.stats, inputs.sizes["batch"])
 
     def first_step_features(self, inputs: xr.Dataset,

@@ -36,8 +36,8 @@ Speed-ups that leave the mathematics unchanged:
   heap.py); the numbers are the same;
 - the grid inputs may come, and the outputs go, channel-major ([B, channels, G] viewed as
   [G, B, channels]), the layout of the rollout's variables: the compiled encoder's first
-  kernel and the decoder's last one transpose tile by tile, at no visible cost, where the
-  host took 0.9 s a 0.25° step to transpose them;
+  kernel and the decoder's last one transpose tile by tile, at no measurable cost, so the
+  host does not (its stacking and unstacking took 1.8 s a 0.25° step, now 0.8 s);
 - on CPU the three stages (encoder, one processor step, decoder) are compiled with
   torch.compile, which fuses the element-wise work around the matrix products (Inductor
   keeps the compiled kernels on disk; settings.use_kernel_cache puts them under the cache
