@@ -53,6 +53,19 @@ def raise_stopped(*_: object) -> None:
     raise Stopped
 
 
+class SignalledServer(uvicorn.Server):
+    """uvicorn's server, noting the signal that stopped it. uvicorn raises that signal again
+    after its graceful shutdown, but a signal the process was started ignoring (SIGINT for
+    a command put in the background by a script, or under nohup) is ignored again then, so
+    the re-raise alone cannot tell that the server was stopped."""
+
+    stopped_by: int | None = None
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        self.stopped_by = sig
+        super().handle_exit(sig, frame)
+
+
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
     """Register the `serve` subcommand."""
     parser = subcommands.add_parser(
@@ -173,7 +186,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_body_bytes=settings.max_body_bytes, queue_wait_s=settings.queue_wait_s,
         queue_slots=settings.queue_slots, token=settings.token, max_sites=settings.max_sites,
         max_site_name_chars=settings.max_site_name_chars, max_values=settings.max_values))
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
+    server = SignalledServer(uvicorn.Config(app, host=settings.host, port=settings.port,
                                            log_level="info", log_config=None,
                                            limit_concurrency=MAX_CONNECTIONS))
     failed = threading.Event()
@@ -193,11 +206,14 @@ def run_serve(args: argparse.Namespace) -> int:
     log.info("loading %s; listening on http://%s:%d", settings.checkpoint, settings.host,
              settings.port)
     signal.signal(signal.SIGTERM, raise_stopped)
+    interrupted = False
     try:
         server.run()
     except SystemExit:  # uvicorn's way to report a failed start (logged above)
         log.error("could not listen on %s:%d", settings.host, settings.port)
         return ExitCode.CANNOT_LISTEN
-    except (KeyboardInterrupt, Stopped):
+    except (KeyboardInterrupt, Stopped):  # the signal again, or one before uvicorn's handlers
+        interrupted = True
+    if interrupted or server.stopped_by is not None:
         log.info("stopped")
     return ExitCode.MODEL_FAILED if failed.is_set() else ExitCode.OK

@@ -63,6 +63,23 @@ def test_bad_options_are_named(clean_env: Path, stats_dir: Path, options: dict,
         serve.resolve_settings(args)
 
 
+def test_sigint_stops_a_server_started_ignoring_it(stats_dir: Path) -> None:
+    """A command put in the background by a script starts with SIGINT ignored; uvicorn still
+    stops on it, and the service exits 0 saying so (uvicorn's re-raise of the signal is
+    ignored then)."""
+    args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir)]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited through exec
+    try:
+        with serve_command(args) as (_, process):
+            signal.signal(signal.SIGINT, previous)
+            process.send_signal(signal.SIGINT)
+            output, _ = process.communicate(timeout=60)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert process.returncode == 0, output
+    assert "graphcast_api.serve: stopped" in output
+
+
 def test_command_exit_codes(stats_dir: Path, tmp_path: Path) -> None:
     args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir)]
     for stop in (signal.SIGTERM, signal.SIGINT):
