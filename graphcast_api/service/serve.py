@@ -187,8 +187,8 @@ def run_serve(args: argparse.Namespace) -> int:
         queue_slots=settings.queue_slots, token=settings.token, max_sites=settings.max_sites,
         max_site_name_chars=settings.max_site_name_chars, max_values=settings.max_values))
     server = SignalledServer(uvicorn.Config(app, host=settings.host, port=settings.port,
-                                           log_level="info", log_config=None,
-                                           limit_concurrency=MAX_CONNECTIONS))
+                                            log_level="info", log_config=None,
+                                            limit_concurrency=MAX_CONNECTIONS))
     failed = threading.Event()
 
     def load() -> None:
