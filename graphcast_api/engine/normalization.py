@@ -11,7 +11,7 @@ import xarray as xr
 from graphcast_api.engine.stats import NormalizationStats
 
 _PRESERVED = ("lat", "lon", "batch")
-_BLOCK_NODES = 65_536  # grid nodes normalised or unstacked at a time (normalized_stack, unstack)
+_BLOCK_NODES = 65_536  # about the grid nodes normalised or unstacked at a time (_row_blocks)
 
 
 def normalized_stack(parts: list[xr.Dataset], stats: NormalizationStats,
@@ -21,24 +21,24 @@ def normalized_stack(parts: list[xr.Dataset], stats: NormalizationStats,
 
     The result is a transposed view of a (batch, channels, grid) array, the variables' own
     layout: each is normalised into its channels with contiguous, vectorised arithmetic, a
-    block of grid nodes at a time (the division re-reads from cache what the subtraction
-    wrote), and nothing is transposed here: the network's compiled encoder reads the view as
-    it is, tile by tile (see network.GraphCastNetwork.__call__). 0.25–0.6 s a 0.25° step,
-    where xarray arithmetic on whole variables, written transposed, took 1.1 s.
+    block of latitude rows at a time (the division re-reads from cache what the subtraction
+    wrote; a variable laid out otherwise is copied a block at a time, never whole), and
+    nothing is transposed here: the network's compiled encoder reads the view as it is, tile
+    by tile (see network.GraphCastNetwork.__call__). 0.25–0.6 s a 0.25° step, where xarray
+    arithmetic on whole variables, written transposed, took 1.1 s.
     """
     fields = [_channel_major(data[name], data, batch)
               for data in parts for name in sorted(data.data_vars)]
-    arrays = [_grid_last(field) for field in fields]
     means = [_per_channel(stats.mean[field.name], field) for field in fields]
     stddevs = [_per_channel(stats.stddev[field.name], field) for field in fields]
-    nodes = arrays[0].shape[2]
-    major = np.empty((batch, sum(len(mean) for mean in means), nodes), np.float32)
-    for start in range(0, nodes, _BLOCK_NODES):
-        stop, channel = min(start + _BLOCK_NODES, nodes), 0
-        for values, mean, stddev in zip(arrays, means, stddevs, strict=True):
-            rows = major[:, channel:channel + len(mean), start:stop]
+    num_lat, num_lon = fields[0].shape[-2:]
+    major = np.empty((batch, sum(len(mean) for mean in means), num_lat * num_lon), np.float32)
+    for lats, nodes in _row_blocks(num_lat, num_lon):
+        channel = 0
+        for field, mean, stddev in zip(fields, means, stddevs, strict=True):
+            rows = major[:, channel:channel + len(mean), nodes]
             channel += len(mean)
-            np.subtract(values[:, :, start:stop], mean[:, None], out=rows)
+            np.subtract(_grid_last(field, lats), mean[:, None], out=rows)
             np.divide(rows, stddev[:, None], out=rows)
     return major.transpose(2, 0, 1)
 
@@ -50,7 +50,7 @@ def unstack(outputs: np.ndarray, template: xr.Dataset, stats: NormalizationStats
     output * diffs_stddev + last input, the others as output * stddev + mean.
 
     `template` variables have dims (batch, time=1, [level,] lat, lon). Written a block of
-    grid nodes at a time into one channel-major float32 array, of which each variable is a
+    latitude rows at a time into one channel-major float32 array, of which each variable is a
     part, and de-normalised while the block is in cache: a plain copy when the outputs are
     a view of a channel-major array, as the network returns them. 0.2 s a 0.25° step, where
     xarray arithmetic on outputs laid out (grid, batch, channels) took 0.7 s.
@@ -58,28 +58,32 @@ def unstack(outputs: np.ndarray, template: xr.Dataset, stats: NormalizationStats
     nodes, batch, channels = outputs.shape
     fields = [_channel_major(template[name], template, batch)
               for name in sorted(template.data_vars)]
+    starts = np.cumsum([0] + [_channels(field) for field in fields])
     affine = [None if stats is None else _denormalization(field, stats, last_inputs)
               for field in fields]
     major = np.empty((batch, channels, nodes), np.float32)
-    for start in range(0, nodes, _BLOCK_NODES):
-        stop = min(start + _BLOCK_NODES, nodes)
-        part, channel = major[:, :, start:stop], 0
-        part[...] = outputs[start:stop].transpose(1, 2, 0)
-        for field, terms in zip(fields, affine, strict=True):
-            rows = part[:, channel:channel + _channels(field)]
-            channel += _channels(field)
+    for lats, block in _row_blocks(*fields[0].shape[-2:]):
+        part = major[:, :, block]
+        part[...] = outputs[block].transpose(1, 2, 0)
+        for start, stop, terms in zip(starts[:-1], starts[1:], affine, strict=True):
             if terms is not None:
                 scale, offset = terms
+                rows = part[:, start:stop]
                 np.multiply(rows, scale[:, None], out=rows)
-                np.add(rows, offset[:, None] if offset.ndim == 1 else offset[:, :, start:stop],
-                       out=rows)
-    variables, channel = {}, 0
-    for field in fields:
-        values = major[:, channel:channel + _channels(field)].reshape(field.shape)
-        channel += _channels(field)
-        variables[field.name] = xr.Variable(field.dims, values).transpose(
-            *template[field.name].dims)
+                np.add(rows, offset[:, None] if isinstance(offset, np.ndarray)
+                       else _grid_last(offset, lats), out=rows)
+    variables = {field.name: xr.Variable(field.dims, major[:, start:stop].reshape(field.shape))
+                 .transpose(*template[field.name].dims)
+                 for field, start, stop in zip(fields, starts[:-1], starts[1:], strict=True)}
     return xr.Dataset(variables, coords=template.coords)
+
+
+def _row_blocks(num_lat: int, num_lon: int) -> list[tuple[slice, slice]]:
+    """(latitude rows, their grid nodes) in blocks of about _BLOCK_NODES nodes, whole rows."""
+    rows = max(1, _BLOCK_NODES // num_lon)
+    return [(slice(lat, min(lat + rows, num_lat)),
+             slice(lat * num_lon, min(lat + rows, num_lat) * num_lon))
+            for lat in range(0, num_lat, rows)]
 
 
 def _channel_major(variable: xr.DataArray, data: xr.Dataset, batch: int) -> xr.DataArray:
@@ -98,9 +102,10 @@ def _channels(field: xr.DataArray) -> int:
     return int(np.prod(field.shape[1:-2]))
 
 
-def _grid_last(field: xr.DataArray) -> np.ndarray:
-    """A _channel_major field's values as [batch, channels, lat * lon] (a view if it can)."""
-    return field.values.reshape(field.shape[0], _channels(field), -1)
+def _grid_last(field: xr.DataArray, lats: slice) -> np.ndarray:
+    """Latitude rows of a _channel_major field as [batch, channels, rows * lon]: a view when
+    the field's memory allows, else a copy of those rows only."""
+    return field.values[..., lats, :].reshape(field.shape[0], _channels(field), -1)
 
 
 def _per_channel(statistic: xr.DataArray, field: xr.DataArray) -> np.ndarray:
@@ -115,11 +120,13 @@ def _per_channel(statistic: xr.DataArray, field: xr.DataArray) -> np.ndarray:
 
 
 def _denormalization(field: xr.DataArray, stats: NormalizationStats,
-                     last_inputs: xr.Dataset | None) -> tuple[np.ndarray, np.ndarray]:
-    """(scale [channels], offset: [channels] or [batch, channels, lat * lon]) that turn the
-    normalised output `field` (_channel_major) into physical values."""
+                     last_inputs: xr.Dataset | None
+                     ) -> tuple[np.ndarray, np.ndarray | xr.DataArray]:
+    """(scale [channels], offset) that turn the normalised output `field` (_channel_major)
+    into physical values; the offset is the mean per channel, or for a residual target its
+    last input (_channel_major, taken a block of rows at a time)."""
     name = field.name
     if last_inputs is not None and name in last_inputs:
         last = _channel_major(last_inputs[name], last_inputs, field.shape[0])
-        return _per_channel(stats.diffs_stddev[name], field), _grid_last(last)
+        return _per_channel(stats.diffs_stddev[name], field), last
     return _per_channel(stats.stddev[name], field), _per_channel(stats.mean[name], field)

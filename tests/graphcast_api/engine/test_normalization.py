@@ -57,9 +57,17 @@ def _expected_stack(inputs: xr.Dataset, stats: NormalizationStats) -> np.ndarray
     return np.concatenate(columns, axis=-1)
 
 
+def _laid_out_otherwise(inputs: xr.Dataset) -> xr.Dataset:
+    """The same values, each array's memory in reversed dimension order (not channel-major)."""
+    return inputs.copy(data={name: np.asfortranarray(value.values)
+                             for name, value in inputs.data_vars.items()})
+
+
+@pytest.mark.parametrize("layout", [lambda inputs: inputs, _laid_out_otherwise])
 @pytest.mark.parametrize("block", [1, 7, LAT * LON, 65_536])
-def test_stack_equals_whole_array_arithmetic(data, monkeypatch, block: int) -> None:
+def test_stack_equals_whole_array_arithmetic(data, monkeypatch, block: int, layout) -> None:
     inputs, stats = data
+    inputs = layout(inputs)
     monkeypatch.setattr(normalization, "_BLOCK_NODES", block)
     ours = normalized_stack([inputs], stats, BATCH)
     expected = _expected_stack(inputs, stats)
@@ -76,7 +84,7 @@ def test_unstack_denormalizes_as_whole_array_arithmetic(data, monkeypatch, block
     template = inputs[["temperature", "2m_temperature"]].isel(time=[0])
     outputs = np.random.default_rng(1).standard_normal(
         (LAT * LON, BATCH, 3 + 1)).astype(np.float32)
-    last = inputs[["temperature"]].isel(time=-1, drop=True)
+    last = _laid_out_otherwise(inputs[["temperature"]].isel(time=-1, drop=True))
     ours = unstack(outputs, template, stats, last)
     plain = unstack(outputs, template)
     for name in template.data_vars:
