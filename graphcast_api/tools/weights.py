@@ -5,7 +5,7 @@ Files keep the bucket's layout under the destination directory (`params/<checkpo
 Transfers stream to `<file>.part`, resume from it with an HTTP Range request, and are renamed
 into place only once complete; files already in place are not fetched again.
 
-Integrity: a finished transfer must have the announced size, the MD5 (else CRC32C) the
+Integrity: a finished transfer must have the announced size, the MD5 and CRC32C the
 bucket announces in `x-goog-hash`, and the format's magic bytes (.nc: NetCDF/HDF5, .npz: zip);
 its SHA-256 then goes into `DEST/MANIFEST.sha256`, against which files already present are
 checked on every later run (`fetch-weights --verify` only checks). Only https is used,
@@ -25,6 +25,7 @@ import zipfile
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+import google_crc32c
 import requests
 from tqdm import tqdm
 
@@ -66,29 +67,6 @@ MANIFEST_NAME = "MANIFEST.sha256"  # `sha256sum -c` format: "<hex>  <path under 
 MAGIC = {".nc": (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n"),
          ".npz": (b"PK\x03\x04",)}
 HASH_BLOCK_BYTES = 1 << 20
-
-
-def _crc32c_table() -> list[int]:
-    """The byte table of CRC-32C (Castagnoli, reflected polynomial 0x82F63B78, RFC 3720)."""
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC32C_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes, crc: int = 0) -> int:
-    """CRC-32C of `data`, continuing from `crc` (google-crc32c is not a dependency)."""
-    crc ^= 0xFFFFFFFF
-    table = _CRC32C_TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
 
 
 class DownloadError(Exception):
@@ -184,19 +162,15 @@ def _announced_hashes(response: requests.Response) -> dict[str, str]:
     return hashes
 
 
-def _digests(path: Path, with_crc32c: bool) -> dict[str, str]:
-    """MD5 (base64) of a file, and its CRC32C (base64) when asked (slow: pure Python, so
-    only when the server announces no MD5)."""
-    md5, crc = hashlib.md5(usedforsecurity=False), 0
+def _digests(path: Path) -> dict[str, str]:
+    """A file's MD5 and CRC32C, base64-encoded as `x-goog-hash` gives them (the CRC big-endian)."""
+    md5, crc = hashlib.md5(usedforsecurity=False), google_crc32c.Checksum()
     with open(path, "rb") as handle:
         while block := handle.read(HASH_BLOCK_BYTES):
             md5.update(block)
-            if with_crc32c:
-                crc = crc32c(block, crc)
-    result = {"md5": base64.b64encode(md5.digest()).decode()}
-    if with_crc32c:
-        result["crc32c"] = base64.b64encode(crc.to_bytes(4, "big")).decode()
-    return result
+            crc.update(block)
+    return {"md5": base64.b64encode(md5.digest()).decode(),
+            "crc32c": base64.b64encode(crc.digest()).decode()}
 
 
 def _reject(path: Path, message: str) -> None:
@@ -225,9 +199,9 @@ def _check_complete(path: Path, expected: int | None, url: str,
                             "run the command again to resume", ExitCode.DOWNLOAD_FAILED)
     _check_magic(path, path.name.removesuffix(".part"), url)
     announced = announced or {}
-    digests = _digests(path, with_crc32c="md5" not in announced and "crc32c" in announced)
+    digests = _digests(path)
     for name in ("md5", "crc32c"):
-        if name in announced and name in digests and digests[name] != announced[name]:
+        if name in announced and digests[name] != announced[name]:
             _reject(path, f"{url}: {name} {digests[name]} differs from the {announced[name]} "
                           "the server announced (corrupted in transit or tampered with)")
     if path.name.endswith(".npz.part"):

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote
 
+import google_crc32c
 import numpy as np
 import pytest
 
@@ -231,7 +232,7 @@ def test_announced_md5_and_crc32c_are_checked(bucket: Bucket, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     stats = weights.STATS_PATHS[0]
     data = bucket.objects[stats]
-    good_crc = _b64(weights.crc32c(data).to_bytes(4, "big"))
+    good_crc = _b64(google_crc32c.value(data).to_bytes(4, "big"))
     bucket.goog_hash[stats] = f"crc32c={good_crc},md5={_b64(hashlib.md5(data).digest())}"
     bucket.goog_hash[weights.STATS_PATHS[1]] = f"crc32c={good_crc}"  # not that file's CRC
     assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
@@ -243,6 +244,27 @@ def test_announced_md5_and_crc32c_are_checked(bucket: Bucket, tmp_path: Path,
     assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
     assert "md5" in capsys.readouterr().err
     assert not (tmp_path / weights.STATS_PATHS[2]).exists()
+
+
+def test_a_file_announcing_only_its_crc32c_is_checked_against_it(bucket: Bucket,
+                                                                 tmp_path: Path) -> None:
+    """GCS gives composite objects a CRC32C and no MD5, big-endian in base64."""
+    good, bad = weights.STATS_PATHS[:2]
+    bucket.objects[good] = b"CDF\x01" + b"123456789" * (weights.HASH_BLOCK_BYTES // 9 + 1)
+    crc = google_crc32c.Checksum()
+    crc.update(bucket.objects[good])
+    bucket.goog_hash[good] = f"crc32c={_b64(crc.digest())}"
+    bucket.goog_hash[bad] = f"crc32c={_b64(crc.digest())}"
+    assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
+    assert (tmp_path / good).read_bytes() == bucket.objects[good]  # two hash blocks
+    assert not (tmp_path / bad).exists()
+    del bucket.goog_hash[bad]
+    assert _fetch(bucket, tmp_path) == ExitCode.OK
+
+
+def test_crc32c_digests_are_encoded_as_the_bucket_announces_them(tmp_path: Path) -> None:
+    (tmp_path / "check").write_bytes(b"123456789")  # RFC 3720's check value: 0xE3069283
+    assert weights._digests(tmp_path / "check")["crc32c"] == _b64(bytes.fromhex("E3069283"))
 
 
 def test_garbage_without_content_length_is_refused(bucket: Bucket, tmp_path: Path,
