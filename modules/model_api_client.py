@@ -18,7 +18,12 @@ import requests
 from urllib3.exceptions import ConnectTimeoutError
 
 from graphcast_contract.errors import ApiError, InvalidReplyError
-from graphcast_contract.wire import BINARY_CONTENT_TYPE, JSON_CONTENT_TYPE, BinaryBody
+from graphcast_contract.wire import (
+    BINARY_CONTENT_TYPE,
+    JSON_CONTENT_TYPE,
+    REQUEST_ID_HEADER,
+    BinaryBody,
+)
 from modules.job.logs import escape
 
 RETRY_STATUSES = (502, 503, 504)
@@ -140,7 +145,7 @@ def _retry_after_s(response: requests.Response) -> float | None:
 def _request_id(response: requests.Response) -> str:
     """` (request id ...)` when the service named the request (X-Request-ID), so that a failed
     cycle's ledger reason and log line match the service's log; else empty."""
-    request_id = response.headers.get("X-Request-ID", "")
+    request_id = response.headers.get(REQUEST_ID_HEADER, "")
     return f" (request id {escape(request_id[:64])})" if request_id else ""
 
 
