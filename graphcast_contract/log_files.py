@@ -1,5 +1,6 @@
 """The project's log files (the job's `logs/pipeline.log`, the service's `--log-file`): both
-rotate the same way, so neither grows without bound under cron, systemd or Task Scheduler."""
+rotate the same way, so neither grows without bound under cron, systemd or Task Scheduler,
+and both write lines of the same format."""
 from __future__ import annotations
 
 from logging.handlers import RotatingFileHandler
@@ -7,6 +8,7 @@ from pathlib import Path
 
 LOG_FILE_BYTES = 5_000_000
 LOG_FILE_COUNT = 5  # rotated files kept besides the current one
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def rotating_file_handler(path: Path) -> RotatingFileHandler:

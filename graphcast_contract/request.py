@@ -20,6 +20,17 @@ class Site:
     longitude: float  # degrees east, -180..360
 
 
+def site_name_problem(name: str) -> str | None:
+    """What is wrong with `name` as a site name (the job's sites file, the service's
+    `sites[].name`), or None. One rule for both sides, so a name the job accepts is never
+    refused by the service: printable characters only (`str.isprintable`), as a newline
+    could forge a log line and an invisible character makes two names look alike."""
+    if name.isprintable():
+        return None
+    return ("contains a non-printable character (a control character such as a newline or "
+            "a tab, or an invisible one such as a no-break or zero-width space)")
+
+
 @dataclass(frozen=True)
 class ForecastContext:
     """What one cycle asks for: its init time, the sites, the variables and lead times."""

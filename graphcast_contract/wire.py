@@ -25,6 +25,7 @@ import numpy as np
 WIRE_DTYPE = "<f4"
 JSON_CONTENT_TYPE = "application/json"
 BINARY_CONTENT_TYPE = "application/vnd.graphcast.forecast+binary"
+REQUEST_ID_HEADER = "X-Request-ID"  # the id the service gives every response (its log's too)
 MAGIC = b"GCFCBIN1"
 PREFIX = struct.Struct("<8sI")  # magic, header length
 DATA_ALIGNMENT = 64  # the encoder pads the header so that the data starts on this boundary

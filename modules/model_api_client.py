@@ -10,15 +10,19 @@ waits together stay within the read timeout (GRAPHCAST_API_TIMEOUT_S).
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
-from urllib3.exceptions import ConnectTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, InvalidHeader
+from urllib3.util import Retry
 
 from graphcast_contract.errors import ApiError, InvalidReplyError
-from graphcast_contract.wire import BINARY_CONTENT_TYPE, JSON_CONTENT_TYPE, BinaryBody
+from graphcast_contract.wire import (
+    BINARY_CONTENT_TYPE,
+    JSON_CONTENT_TYPE,
+    REQUEST_ID_HEADER,
+    BinaryBody,
+)
 from modules.job.logs import escape
 
 RETRY_STATUSES = (502, 503, 504)
@@ -121,26 +125,21 @@ def _never_sent(exc: requests.exceptions.RequestException) -> bool:
 
 
 def _retry_after_s(response: requests.Response) -> float | None:
-    """The Retry-After header in seconds (delta-seconds or an HTTP date), None if absent
-    or unreadable."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
+    """The Retry-After header in seconds (delta-seconds or an HTTP date, 0 once past), None
+    if absent or unreadable."""
+    value = response.headers.get("Retry-After")
+    if value is None:
         return None
-    if value.isdigit():
-        return float(value)
     try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return float(Retry().parse_retry_after(value))
+    except (InvalidHeader, ValueError, OverflowError):  # ValueError: a year out of range
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def _request_id(response: requests.Response) -> str:
     """` (request id ...)` when the service named the request (X-Request-ID), so that a failed
     cycle's ledger reason and log line match the service's log; else empty."""
-    request_id = response.headers.get("X-Request-ID", "")
+    request_id = response.headers.get(REQUEST_ID_HEADER, "")
     return f" (request id {escape(request_id[:64])})" if request_id else ""
 
 

@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from graphcast_contract.wire import REQUEST_ID_HEADER
+
 OPEN_PATHS = ("/health",)
-REQUEST_ID_HEADER = "X-Request-ID"
 
 log = logging.getLogger("graphcast_api.service")
 

@@ -33,6 +33,7 @@ from graphcast_api.settings import (
     ENV,
 )
 from graphcast_contract.cycles import INPUT_TIMES_HOURS, MAX_LEAD_HOURS, STEP_HOURS, as_utc
+from graphcast_contract.request import site_name_problem
 from graphcast_contract.wire import ArraySlot, WireError, array_from_bytes, data_size, slot_bytes
 
 Request = TypeVar("Request", bound=ForecastRequest)
@@ -160,9 +161,9 @@ def check_sites(request: ForecastRequest, caps: RequestCaps) -> None:
             raise RequestError(422, f"sites.{i}.name: {len(site.name)} characters, more than "
                                     f"the limit of {caps.max_site_name_chars} "
                                     f"({ENV['max_site_name_chars'][0]})")
-        if not site.name.isprintable():
-            raise RequestError(422, f"sites.{i}.name: control or other non-printable "
-                                    "characters are not allowed")
+        problem = site_name_problem(site.name)
+        if problem:
+            raise RequestError(422, f"sites.{i}.name: {problem}")
 
 
 def check_reply_size(request: ForecastRequest, caps: RequestCaps) -> None:

@@ -31,7 +31,7 @@ from graphcast_api.settings import (
     use_kernel_cache,
 )
 from graphcast_contract.errors import ExitCode, exit_code_help
-from graphcast_contract.log_files import rotating_file_handler
+from graphcast_contract.log_files import LOG_FORMAT, rotating_file_handler
 from graphcast_contract.variables import STATS_FILES
 
 EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.MODEL_FAILED, ExitCode.CANNOT_LISTEN)
@@ -42,7 +42,6 @@ MIN_TOKEN_CHARS = 16
 # Open connections uvicorn accepts (beyond: a plain 503). Connections that are not admitted
 # to the queue hold little (uvicorn stops reading their body), so this only stops a flood.
 MAX_CONNECTIONS = 64
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class Stopped(Exception):

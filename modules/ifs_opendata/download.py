@@ -143,8 +143,8 @@ class RunDownloader:
                      chunk_size=CHUNK_BYTES,
                      progress_bar=_no_progress)
         except requests.HTTPError as exc:
-            raise DownloadError(f"{url} ({entry.name}): HTTP "
-                                f"{exc.response.status_code if exc.response else exc}") from exc
+            status = exc.response.status_code if exc.response is not None else exc
+            raise DownloadError(f"{url} ({entry.name}): HTTP {status}") from exc
         except (requests.RequestException, AssertionError, OSError) as exc:
             raise DownloadError(f"{url} ({entry.name}): incomplete download, run the "
                                 f"command again to resume ({exc})") from exc

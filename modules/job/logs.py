@@ -20,7 +20,7 @@ from typing import TextIO
 from urllib.parse import quote
 
 from config.settings import Settings, SettingsError, load_settings
-from graphcast_contract.log_files import rotating_file_handler
+from graphcast_contract.log_files import LOG_FORMAT, rotating_file_handler
 
 _SECRETS = (
     (re.compile(r"(://[^:/@\s]*:)\S*@"), r"\1***@"),  # URL user:password@ (to the last @)
@@ -31,7 +31,6 @@ _SECRETS = (
 MIN_SECRET_LENGTH = 4
 _registered: set[str] = set()
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def register_secrets(values: Iterable[str | None]) -> None:
@@ -84,7 +83,7 @@ class RedactingFormatter(logging.Formatter):
 
 def setup_logging(log_dir: Path, level: str = "INFO") -> None:
     """Log to stdout and to `log_dir/pipeline.log` (rotated: `graphcast_contract.log_files`)."""
-    formatter = RedactingFormatter(FORMAT)
+    formatter = RedactingFormatter(LOG_FORMAT)
     log_file = log_dir / "pipeline.log"
     handlers: list[logging.Handler] = []
     if not _writes_to(sys.stdout, log_file):  # cron appends stdout to the log file already

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from pathlib import Path
 
 from graphcast_contract.errors import ConfigError
-from graphcast_contract.request import Site
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+from graphcast_contract.request import Site, site_name_problem
 
 
 def load_sites(path: Path) -> tuple[Site, ...]:
@@ -41,9 +38,9 @@ def _parse(path: Path, line: int, row: dict[str, str]) -> Site:
         lat, lon = float(row["latitude"]), float(row["longitude"])
     except (TypeError, ValueError):
         raise ConfigError(f"{path}:{line}: latitude/longitude are not numbers") from None
-    if _CONTROL.search(row["name"] or ""):  # a newline in a name could forge log lines
-        raise ConfigError(f"{path}:{line}: the site name contains a control character "
-                          "(newline, tab ...)")
+    problem = site_name_problem(row["name"] or "")
+    if problem:
+        raise ConfigError(f"{path}:{line}: the site name {problem}")
     if not name or not (math.isfinite(lat) and math.isfinite(lon)):
         raise ConfigError(f"{path}:{line}: empty name or non-finite coordinates")
     if not (-90 <= lat <= 90 and -180 <= lon <= 360):

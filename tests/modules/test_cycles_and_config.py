@@ -71,10 +71,15 @@ def test_shipped_sites_are_20_european_places() -> None:
     ("name,latitude,longitude\nParis,98.8,2.3\n", "out of range"),
     ("name,latitude,longitude\nParis,48.8,2.3\nParis,48.8,2.3\n", "duplicate"),
     ("name,latitude,longitude\n", "no sites"),
+    ("name,latitude,longitude\nParis,48.8,2.3\nLe\u00a0Mans,48.0,0.2\n",
+     ":3: the site name contains a non-printable character"),  # a no-break space
+    ("name,latitude,longitude\nParis\u200b,48.8,2.3\n",
+     ":2: the site name contains a non-printable character"),  # a zero-width space
+    ("name,latitude,longitude\nPa\tris,48.8,2.3\n", ":2: .*control character"),
 ])
 def test_bad_sites_file(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "sites.csv"
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=message):
         load_sites(path)
 

@@ -41,6 +41,8 @@ def sites(count: int, name: str = "site") -> list[dict]:
     ({"sites": [{"name": "ok", "latitude": 0, "longitude": 0},
                 {"name": "bad\nname", "latitude": 0, "longitude": 0}]},
      ["sites.1.name", "non-printable"]),
+    ({"sites": [{"name": "Le\u00a0Mans", "latitude": 0, "longitude": 0}]},
+     ["sites.0.name", "non-printable"]),
     ({"sites": sites(3), "variables": ALL_VARIABLES, "lead_hours": [6, 12, 18, 24]},
      ["48 values", "limit of 40", "GRAPHCAST_API_MAX_VALUES"]),
 ])

@@ -3,7 +3,8 @@
 Layout as published: `{yyyymmdd}/{HH}z/ifs/0p25/{stream}/{yyyymmddHHMMSS}-0h-{stream}-fc.grib2`
 plus its `.index` (JSON lines with `_offset`/`_length`). Files are built with ecCodes from a
 synthetic state (latitudes north to south, as published). Range requests are honoured and
-recorded; a run can be served truncated, or cut off once in mid-transfer.
+recorded; a run can be served truncated, cut off once in mid-transfer, or its data file
+answered with an HTTP error (its index still served).
 """
 from __future__ import annotations
 
@@ -89,12 +90,14 @@ class OpenDataServer(LoopbackServer):
     """`with OpenDataServer(runs) as server:`; `server.url` is the open-data root.
 
     `runs` maps a run time to its Run; `truncate` serves a run's data cut to that many bytes;
-    `cut_once` sends only half of the first ranged reply of a run, then closes."""
+    `cut_once` sends only half of the first ranged reply of a run, then closes; `fail_data`
+    answers a run's data file (not its index) with that HTTP status."""
 
     def __init__(self, runs: dict[datetime, Run]) -> None:
         self.runs = {run_path(when): run for when, run in runs.items()}
         self.truncate: dict[str, int] = {}
         self.cut_once: set[str] = set()
+        self.fail_data: dict[str, int] = {}
         self.ranges: list[tuple[str, int, int]] = []  # (path, first byte, last byte)
         self.url = self._listen(self._handler())
 
@@ -103,6 +106,9 @@ class OpenDataServer(LoopbackServer):
 
     def cut_run_once(self, when: datetime) -> None:
         self.cut_once.add(run_path(when))
+
+    def fail_run_data(self, when: datetime, status: int) -> None:
+        self.fail_data[run_path(when)] = status
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -120,17 +126,21 @@ class OpenDataServer(LoopbackServer):
                     return None
                 if ext == "index":
                     return base, run.index.encode()
+                if base in server.fail_data:
+                    return None
                 return base, run.data[:server.truncate.get(base, len(run.data))]
 
-            def _not_found(self) -> None:
-                self.send_response(404)
+            def _refuse(self) -> None:
+                """404, or the status `fail_data` sets for this run's data file."""
+                status = server.fail_data.get(self.path.rpartition(".")[0], 404)
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
                 found = self._body()
                 if found is None:
-                    return self._not_found()
+                    return self._refuse()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(found[1])))
                 self.send_header("Accept-Ranges", "bytes")
@@ -139,7 +149,7 @@ class OpenDataServer(LoopbackServer):
             def do_GET(self) -> None:  # noqa: N802
                 found = self._body()
                 if found is None:
-                    return self._not_found()
+                    return self._refuse()
                 base, body = found
                 wanted = self.headers.get("Range")
                 if not wanted:

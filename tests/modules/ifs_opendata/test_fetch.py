@@ -126,6 +126,18 @@ def test_bad_runs_fail_with_one_line_and_write_nothing(conn, tmp_path: Path, cap
     assert counts(conn) == (0, 0)
 
 
+@pytest.mark.parametrize("status", [404, 500])
+def test_a_data_file_answering_an_http_error_is_reported_with_its_status(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: int) -> None:
+    monkeypatch.setattr(download, "RETRIES", 1)  # a 500 is retried, each after 1 s
+    with OpenDataServer(runs_of_cycle(AFTER_50R1, SHAPE)) as server:
+        server.fail_run_data(AFTER_50R1, status)
+        downloader = download.RunDownloader(server.url, tmp_path)
+        with pytest.raises(download.DownloadError) as failure:
+            downloader.fetch(AFTER_50R1, ["2t"])
+    assert str(failure.value) == f"{downloader.data_url(AFTER_50R1)} (2t): HTTP {status}"
+
+
 def test_missing_statics_come_from_era5_in_the_store(conn, tmp_path: Path, caplog) -> None:
     runs = runs_of_cycle(AFTER_50R1, SHAPE, statics=False)
     fine = global_grid(5.0)
