@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +26,13 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved configuration. `database_url` is None when the embedded server is used."""
+    """Resolved configuration. Each default here is the one a variable left unset gets (see
+    ENVIRONMENT). `database_url` is None when the embedded server is used."""
 
-    database_url: str | None
-    embedded_pg_dir: Path
-    api_url: str  # the service forecasting from ERA5 (GraphCast_small, port 8001)
-    log_dir: Path
+    database_url: str | None = None
+    embedded_pg_dir: Path = PROJECT_ROOT / ".pgdata"
+    api_url: str = "http://127.0.0.1:8001"  # the service forecasting from ERA5 (GraphCast_small)
+    log_dir: Path = PROJECT_ROOT / "logs"
     ifs_api_url: str = "http://127.0.0.1:8002"  # the service for IFS open data (operational)
     source: InputSource = DEFAULT_SOURCE
     ifs_opendata_url: str = ECMWF_OPENDATA_URL  # or a mirror with the same layout
@@ -59,74 +61,115 @@ class Settings:
 
 
 _TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: what a header can carry
+# A parser turns the text of the variable `name` into a setting, or raises SettingsError.
+Parser = Callable[[str, str], object]
 
 
-def _number(name: str, default: str, kind: type, minimum: float) -> float | int:
-    text = os.environ.get(name, default)
-    try:
-        value = kind(text)
-    except ValueError:
-        raise SettingsError(f"{name}={text!r} is not a valid {kind.__name__}") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={text!r} must be at least {minimum}")
-    return value
+def _text(name: str, text: str) -> str:
+    return text
 
 
-def _lead_hours(text: str) -> tuple[int, ...]:
+def _path(name: str, text: str) -> Path:
+    return Path(text)
+
+
+def _upper(name: str, text: str) -> str:
+    return text.upper()
+
+
+def _number(kind: type[int] | type[float], minimum: float) -> Parser:
+    """A parser of a `kind` number no smaller than `minimum`."""
+    def parse(name: str, text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise SettingsError(f"{name}={text!r} is not a valid {kind.__name__}") from None
+        if value < minimum:
+            raise SettingsError(f"{name}={text!r} must be at least {minimum}")
+        return value
+    return parse
+
+
+def _lead_hours(name: str, text: str) -> tuple[int, ...]:
     try:
         hours = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise SettingsError(f"FORECAST_LEAD_HOURS={text!r} is not a comma-separated "
-                            "list of hours") from None
+        raise SettingsError(f"{name}={text!r} is not a comma-separated list of hours") from None
     if not hours or any(h <= 0 for h in hours) or len(set(hours)) != len(hours):
-        raise SettingsError(f"FORECAST_LEAD_HOURS={text!r} must list distinct positive hours")
+        raise SettingsError(f"{name}={text!r} must list distinct positive hours")
     return hours
 
 
-def _variables(text: str) -> tuple[tuple[str, int], ...]:
+def _variables(name: str, text: str) -> tuple[tuple[str, int], ...]:
     """`2m_temperature,temperature@850` -> (("2m_temperature", 0), ("temperature", 850))."""
     variables = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        name, _, level = part.partition("@")
-        if not name or (level and not level.isdigit()):
-            raise SettingsError(f"FORECAST_VARIABLES entry {part!r} is not NAME or NAME@LEVEL")
-        variables.append((name, int(level or 0)))
+        variable, _, level = part.partition("@")
+        if not variable or (level and not level.isdigit()):
+            raise SettingsError(f"{name} entry {part!r} is not NAME or NAME@LEVEL")
+        variables.append((variable, int(level or 0)))
     if not variables:
-        raise SettingsError("FORECAST_VARIABLES is empty")
+        raise SettingsError(f"{name} is empty")
     return tuple(variables)
 
 
-def _source(text: str) -> InputSource:
+def _source(name: str, text: str) -> InputSource:
     try:
         return InputSource.parse(text)
     except ValueError as exc:
-        raise SettingsError(f"FORECAST_SOURCE: {exc}") from None
+        raise SettingsError(f"{name}: {exc}") from None
 
 
-def _database_url(text: str | None) -> str | None:
-    """The DATABASE_URL if libpq can parse it. Its text is never echoed: libpq's own
+def _database_url(name: str, text: str) -> str | None:
+    """The URL if libpq can parse it; empty: None. Its text is never echoed: libpq's own
     message quotes the part it fails on, which may be the password."""
     if not text:
         return None
     try:
         parse_dsn(text)
     except ProgrammingError:
-        raise SettingsError("DATABASE_URL malformed (not a valid PostgreSQL URL or key=value "
+        raise SettingsError(f"{name} malformed (not a valid PostgreSQL URL or key=value "
                             "string; percent-encode special characters of the password, "
                             "e.g. % as %25, @ as %40, : as %3A)") from None
     return text
 
 
-def _api_token(text: str | None) -> str | None:
-    """The bearer token if every character is printable ASCII without whitespace."""
+def _api_token(name: str, text: str) -> str | None:
+    """The bearer token if every character is printable ASCII without whitespace; empty:
+    None."""
     if not text:
         return None
     if not _TOKEN.fullmatch(text):
-        raise SettingsError("GRAPHCAST_API_TOKEN contains whitespace, control or non-ASCII "
+        raise SettingsError(f"{name} contains whitespace, control or non-ASCII "
                             "characters (value not shown)")
     return text
+
+
+# environment variable -> (Settings field, parser); an unset variable leaves the field's
+# default. In this order, so that an error names the first unusable setting.
+ENVIRONMENT: dict[str, tuple[str, Parser]] = {
+    "DATABASE_URL": ("database_url", _database_url),
+    "EMBEDDED_PG_DIR": ("embedded_pg_dir", _path),
+    "GRAPHCAST_API_URL": ("api_url", _text),
+    "LOG_DIR": ("log_dir", _path),
+    "GRAPHCAST_API_URL_IFS_OPENDATA": ("ifs_api_url", _text),
+    "FORECAST_SOURCE": ("source", _source),
+    "IFS_OPENDATA_URL": ("ifs_opendata_url", _text),
+    "IFS_OPENDATA_CACHE_DIR": ("ifs_opendata_cache_dir", _path),
+    "GRAPHCAST_API_TOKEN": ("api_token", _api_token),
+    "GRAPHCAST_API_CONNECT_TIMEOUT_S": ("api_connect_timeout_s", _number(float, 0.01)),
+    "GRAPHCAST_API_TIMEOUT_S": ("api_timeout_s", _number(float, 0.01)),
+    "GRAPHCAST_API_RETRIES": ("api_retries", _number(int, 0)),
+    "GRAPHCAST_API_BACKOFF_S": ("api_backoff_s", _number(float, 0)),
+    "FORECAST_LAG_DAYS": ("forecast_lag_days", _number(int, 0)),
+    "FORECAST_LEAD_HOURS": ("lead_hours", _lead_hours),
+    "FORECAST_VARIABLES": ("variables", _variables),
+    "SITES_FILE": ("sites_file", _path),
+    "LOG_LEVEL": ("log_level", _upper),
+    "ERA5_MIN_GRID_STEP": ("era5_min_grid_step", _number(float, 0.001)),
+}
 
 
 def env_file_path() -> Path | None:
@@ -146,25 +189,5 @@ def load_settings(env_file: Path | None = None) -> Settings:
     env_file = env_file or env_file_path()
     if env_file is not None:
         load_dotenv(env_file, override=False)
-    return Settings(
-        database_url=_database_url(os.environ.get("DATABASE_URL")),
-        embedded_pg_dir=Path(os.environ.get("EMBEDDED_PG_DIR", PROJECT_ROOT / ".pgdata")),
-        api_url=os.environ.get("GRAPHCAST_API_URL", "http://127.0.0.1:8001"),
-        log_dir=Path(os.environ.get("LOG_DIR", PROJECT_ROOT / "logs")),
-        ifs_api_url=os.environ.get("GRAPHCAST_API_URL_IFS_OPENDATA", "http://127.0.0.1:8002"),
-        source=_source(os.environ.get("FORECAST_SOURCE", DEFAULT_SOURCE.value)),
-        ifs_opendata_url=os.environ.get("IFS_OPENDATA_URL", ECMWF_OPENDATA_URL),
-        ifs_opendata_cache_dir=Path(os.environ.get("IFS_OPENDATA_CACHE_DIR",
-                                                   PROJECT_ROOT / "data" / "ifs-opendata")),
-        api_token=_api_token(os.environ.get("GRAPHCAST_API_TOKEN")),
-        api_connect_timeout_s=_number("GRAPHCAST_API_CONNECT_TIMEOUT_S", "10", float, 0.01),
-        api_timeout_s=_number("GRAPHCAST_API_TIMEOUT_S", "900", float, 0.01),
-        api_retries=_number("GRAPHCAST_API_RETRIES", "3", int, 0),
-        api_backoff_s=_number("GRAPHCAST_API_BACKOFF_S", "2", float, 0),
-        forecast_lag_days=_number("FORECAST_LAG_DAYS", "6", int, 0),
-        lead_hours=_lead_hours(os.environ.get("FORECAST_LEAD_HOURS", "6,12,18,24")),
-        variables=_variables(os.environ.get("FORECAST_VARIABLES", "2m_temperature")),
-        sites_file=Path(os.environ.get("SITES_FILE", PROJECT_ROOT / "config" / "sites.csv")),
-        log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        era5_min_grid_step=_number("ERA5_MIN_GRID_STEP", "0.1", float, 0.001),
-    )
+    return Settings(**{field: parse(name, os.environ[name])
+                       for name, (field, parse) in ENVIRONMENT.items() if name in os.environ})

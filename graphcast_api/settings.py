@@ -2,7 +2,8 @@
 
 Each setting comes from the command line, else the environment, else the project's `.env`
 file, else its default. The engine reads no environment: it gets precision, device, compile
-and the graph cache folder as arguments from here. Import-light (no torch, no FastAPI).
+and the graph cache folder as arguments from here, and takes from this module only the
+precision names and the default cache folder. Import-light (no torch, no FastAPI).
 """
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ from dotenv import dotenv_values
 
 from graphcast_contract.project import env_file_path
 
-PRECISIONS = ("fp32", "bf16")
+# precision name -> the torch dtype it computes in (named, since this module is torch-free)
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
+DEFAULT_HOST = "127.0.0.1"  # this machine only
+DEFAULT_PORT = 8001
+DEFAULT_QUEUE_WAIT_S = 300.0  # a forecast not started this long after it arrived gets 503
 # Caps on what one forecast may ask for (docs/api.md, "Limits"): they bound the reply's size.
 DEFAULT_MAX_SITES = 1000
 DEFAULT_MAX_SITE_NAME_CHARS = 100
@@ -26,13 +31,13 @@ DEFAULT_QUEUE_SLOTS = 2
 ENV: dict[str, tuple[str, str | None]] = {
     "checkpoint": ("GRAPHCAST_API_CHECKPOINT", None),
     "stats_dir": ("GRAPHCAST_API_STATS_DIR", None),
-    "host": ("GRAPHCAST_API_HOST", "127.0.0.1"),
-    "port": ("GRAPHCAST_API_PORT", "8001"),
+    "host": ("GRAPHCAST_API_HOST", DEFAULT_HOST),
+    "port": ("GRAPHCAST_API_PORT", str(DEFAULT_PORT)),
     "token": ("GRAPHCAST_API_TOKEN", None),
     "precision": ("GRAPHCAST_API_PRECISION", None),
     "device": ("GRAPHCAST_API_DEVICE", None),
     "max_body_mb": ("GRAPHCAST_API_MAX_BODY_MB", None),  # None: sized from the model
-    "queue_wait_s": ("GRAPHCAST_API_QUEUE_WAIT_S", "300"),
+    "queue_wait_s": ("GRAPHCAST_API_QUEUE_WAIT_S", str(DEFAULT_QUEUE_WAIT_S)),
     "queue_slots": ("GRAPHCAST_API_QUEUE_SLOTS", str(DEFAULT_QUEUE_SLOTS)),
     "max_sites": ("GRAPHCAST_API_MAX_SITES", str(DEFAULT_MAX_SITES)),
     "max_site_name_chars": ("GRAPHCAST_API_MAX_SITE_NAME_CHARS",
@@ -71,7 +76,7 @@ class ServiceSettings:
     insecure: bool           # serve a non-loopback address without a strong token
     log_file: Path | None    # rotating log file; None: stderr only
     compile: bool | None     # None: the engine compiles on CPU for full-size meshes
-    cache_dir: Path | None   # None: the engine's ~/.cache/graphcast_api/graphs
+    cache_dir: Path | None   # None: default_cache_dir()
 
 
 def load_service_settings(args: argparse.Namespace | None = None,
@@ -154,17 +159,21 @@ def _switch(name: str, text: str | None) -> bool | None:
         raise SettingsError(f"{ENV[name][0]} must be 1 or 0, got {text!r}") from None
 
 
+def default_cache_dir() -> Path:
+    """The engine's cache folder (built graphs; compiled kernels in `kernels/`) when
+    GRAPHCAST_CACHE_DIR is unset or the engine is called without one."""
+    return Path.home() / ".cache" / "graphcast_api" / "graphs"
+
+
 def use_kernel_cache(cache_dir: Path | None) -> Path:
     """Keep torch.compile's kernels (Inductor's on-disk FX graph cache) in `kernels/` of the
-    engine's cache folder (None: the engine's default folder), so that a new process or a
+    engine's cache folder (None: `default_cache_dir()`), so that a new process or a
     restarted service loads them instead of compiling for a minute. Returns that folder.
 
     Inductor takes its folder only from TORCHINDUCTOR_CACHE_DIR; the engine reads no
     environment, so the settings side sets it before the engine first compiles.
     """
-    base = cache_dir if cache_dir is not None else \
-        Path.home() / ".cache" / "graphcast_api" / "graphs"  # graph.default_cache_dir()
-    folder = base / "kernels"
+    folder = (cache_dir if cache_dir is not None else default_cache_dir()) / "kernels"
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
     return folder

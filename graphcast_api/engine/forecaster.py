@@ -25,9 +25,8 @@ from graphcast_api.engine.normalization import (
     unstack,
 )
 from graphcast_api.engine.stats import NormalizationStats, load_stats
+from graphcast_api.settings import PRECISIONS
 from graphcast_contract.variables import ATMOSPHERIC_VARIABLES
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 class ForecastInputError(ValueError):
@@ -91,7 +90,8 @@ class Forecaster:
         self.device = device or default_device()
         self.precision = precision or default_precision(self.device)
         if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; use fp32 or bf16")
+            raise ValueError(f"unknown precision {self.precision!r}; "
+                             f"use {' or '.join(PRECISIONS)}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but no CUDA GPU is usable by this torch")
         self.name = name
@@ -104,8 +104,9 @@ class Forecaster:
         self.graphs = load_or_build_graphs(self.model_config, self.latitudes, self.longitudes,
                                            cache_dir)
         graphs_s = time.perf_counter() - start
+        dtype = getattr(torch, PRECISIONS[self.precision])
         self.network = GraphCastNetwork(checkpoint.params, self.graphs, self.model_config,
-                                        PRECISIONS[self.precision], self.device, compile,
+                                        dtype, self.device, compile,
                                         products, decode_chunk_nodes=decode_chunk_nodes,
                                         encode_chunk_nodes=encode_chunk_nodes,
                                         row_block=row_block, edge_terms=edge_terms)
@@ -123,7 +124,7 @@ class Forecaster:
                    row_block: int = ROW_BLOCK, edge_terms: str | None = None) -> "Forecaster":
         """Load an official checkpoint `.npz` and a directory with the three stats files.
 
-        cache_dir: where built graphs are kept (None: graph.default_cache_dir());
+        cache_dir: where built graphs are kept (None: settings.default_cache_dir());
         compile: torch.compile the network (None: network._compile_by_default);
         products: dense-product back end, "matmul" or "onednn" (None: network.default_products).
         decode_chunk_nodes, encode_chunk_nodes, row_block: see GraphCastNetwork (the

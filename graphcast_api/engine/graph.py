@@ -26,6 +26,7 @@ from graphcast_api.engine.mesh import (
     mesh_hierarchy,
     multi_mesh_edges,
 )
+from graphcast_api.settings import default_cache_dir
 from graphcast_contract.files import new_temporary_file
 
 _LOG = logging.getLogger(__name__)
@@ -150,11 +151,6 @@ def build_graphs(model_config: ModelConfig, lat: np.ndarray, lon: np.ndarray) ->
             mesh_lat, mesh_lon, grid_lat, grid_lon, m2g_senders, m2g_receivers,
             model_config.mesh2grid_edge_normalization_factor)),
         query_radius=radius)
-
-
-def default_cache_dir() -> Path:
-    """Graph cache directory when the caller gives none (the settings may choose another)."""
-    return Path.home() / ".cache" / "graphcast_api" / "graphs"
 
 
 def _cache_key(model_config: ModelConfig, lat: np.ndarray, lon: np.ndarray) -> str:

@@ -46,6 +46,7 @@ from graphcast_api.settings import (
     DEFAULT_MAX_SITES,
     DEFAULT_MAX_VALUES,
     DEFAULT_QUEUE_SLOTS,
+    DEFAULT_QUEUE_WAIT_S,
 )
 from graphcast_contract.wire import BINARY_CONTENT_TYPE, JSON_CONTENT_TYPE
 
@@ -66,7 +67,7 @@ class ServiceLimits:
     and slots, the optional token, and what one forecast may ask for."""
 
     max_body_bytes: int | None = None
-    queue_wait_s: float = 300.0
+    queue_wait_s: float = DEFAULT_QUEUE_WAIT_S
     queue_slots: int = DEFAULT_QUEUE_SLOTS
     token: str | None = None
     max_sites: int = DEFAULT_MAX_SITES

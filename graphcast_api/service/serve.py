@@ -20,11 +20,15 @@ import uvicorn
 from graphcast_api.service.app import ServiceLimits, create_app, set_model
 from graphcast_api.service.model_card import Forecaster
 from graphcast_api.settings import (
+    DEFAULT_HOST,
     DEFAULT_MAX_SITE_NAME_CHARS,
     DEFAULT_MAX_SITES,
     DEFAULT_MAX_VALUES,
+    DEFAULT_PORT,
     DEFAULT_QUEUE_SLOTS,
+    DEFAULT_QUEUE_WAIT_S,
     ENV,
+    PRECISIONS,
     ServiceSettings,
     SettingsError,
     load_service_settings,
@@ -74,13 +78,14 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
     option_help = {
         "checkpoint": "official checkpoint file (.npz)",
         "stats_dir": f"folder with {', '.join(STATS_FILES)}",
-        "host": "address to bind (default 127.0.0.1: this machine only)",
-        "port": "TCP port (default 8001)",
-        "precision": "inference precision, passed to the engine (fp32 or bf16)",
+        "host": f"address to bind (default {DEFAULT_HOST}: this machine only)",
+        "port": f"TCP port (default {DEFAULT_PORT})",
+        "precision": f"inference precision, passed to the engine ({' or '.join(PRECISIONS)})",
         "device": "torch device, passed to the engine (e.g. cpu, cuda)",
         "max_body_mb": "largest request body in MiB (default: the loaded model's full "
                        "request plus a margin)",
-        "queue_wait_s": "longest wait for the forecast queue before 503 (default 300)",
+        "queue_wait_s": "longest wait for the forecast queue before 503 "
+                        f"(default {DEFAULT_QUEUE_WAIT_S:g})",
         "queue_slots": "forecasts that may wait, body read, while one runs "
                        f"(default {DEFAULT_QUEUE_SLOTS})",
         "max_sites": f"most sites in one forecast (default {DEFAULT_MAX_SITES})",

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from graphcast_api.engine.configs import ModelConfig, TaskConfig
+from graphcast_api.settings import PRECISIONS, ServiceSettings, default_cache_dir
 from graphcast_api.tools.predict import (
     ToolError,
     add_engine_options,
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
     from graphcast_api.engine import Forecaster
     from graphcast_api.engine.graph import GraphCastGraphs
     from graphcast_api.engine.stats import NormalizationStats
-    from graphcast_api.settings import ServiceSettings
 
 EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.NO_DATA, ExitCode.UNREADABLE_FILE,
               ExitCode.MODEL_FAILED, ExitCode.DEVICE_UNAVAILABLE)
@@ -98,7 +98,8 @@ def product_rates(repeats: int = 5, compiled: bool = True) -> dict[str, dict[str
     rates: dict[str, dict[str, dict]] = {"matmul": {}, "onednn": {}}
     if compiled:
         rates["compiled"] = {}
-    for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    for label, dtype_name in PRECISIONS.items():
+        dtype = getattr(torch, dtype_name)
         for backend in rates:
             rates[backend][label] = {}
         for shape, (rows, inner, cols) in PRODUCT_SHAPES.items():
@@ -303,7 +304,6 @@ def _bench(args: argparse.Namespace, settings: ServiceSettings, folder: str) -> 
     import torch
 
     from graphcast_api.engine import ForecastInputError
-    from graphcast_api.engine.graph import default_cache_dir
     from graphcast_api.engine.heap import reuse_freed_memory
 
     checkpoint, stats, inputs, forcings = _setup(args)

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import numpy as np
 
+from config.settings import Settings
+
 if TYPE_CHECKING:
     import xarray as xr
 
@@ -44,7 +46,8 @@ _TIME_NAMES = ("valid_time", "time")
 # netCDF-C gives each variable a 64 MiB chunk cache by default, which fills up as a large
 # file is read field by field; 8 MiB holds one 0.25 deg field (4 MiB as float32).
 NETCDF_CHUNK_CACHE_BYTES = 8 * 2**20
-DEFAULT_MIN_GRID_STEP = 0.1  # degrees; 1801 x 3600 points, 26 MB a float32 field
+# ERA5_MIN_GRID_STEP's default: 0.1 deg is 1801 x 3600 points, 26 MB a float32 field
+DEFAULT_MIN_GRID_STEP = Settings.era5_min_grid_step
 # deflate cannot shrink data more than about 1032:1, so a compressed variable stored in
 # fewer bytes than 1/1100 of its declared size is damaged or crafted
 MAX_COMPRESSION_RATIO = 1100

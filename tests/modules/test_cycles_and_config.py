@@ -1,12 +1,14 @@
 """Cycle arithmetic (J-6), init-time parsing, sites, settings and log redaction."""
 from __future__ import annotations
 
+import re
+from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from config.settings import PROJECT_ROOT, SettingsError, load_settings
+from config.settings import ENVIRONMENT, PROJECT_ROOT, Settings, SettingsError, load_settings
 from graphcast_contract.cycles import earlier_cycles, parse_cycle, target_init_time
 from graphcast_contract.errors import ConfigError
 from modules.job.logs import redact
@@ -90,6 +92,42 @@ def test_settings_parse_lists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     settings = load_settings(tmp_path / "absent.env")
     assert settings.lead_hours == (6, 12)
     assert settings.variables == (("2m_temperature", 0), ("temperature", 850))
+
+
+def test_every_setting_has_a_variable_and_unset_ones_get_the_default(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert sorted(field for field, _ in ENVIRONMENT.values()) == sorted(
+        field.name for field in fields(Settings))
+    for name in ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    assert load_settings(tmp_path / "absent.env") == Settings()
+
+
+# `| `NAME` | `default` |` in the README's table; `# NAME=default` in .env.example, whose
+# DATABASE_URL line is an example, not the default (unset)
+DOCUMENTED_DEFAULTS = {"README.md": re.compile(r"^\| `([A-Z0-9_]+)` \| `([^`]*)` \|", re.M),
+                       ".env.example": re.compile(r"^# ((?!DATABASE_URL)[A-Z0-9_]+)=(.*)$", re.M)}
+
+
+@pytest.mark.parametrize("document", DOCUMENTED_DEFAULTS)
+def test_documented_defaults_are_the_settings_defaults(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path, document: str) -> None:
+    """Each default the README and .env.example show, read as a setting, is the default in
+    Settings (a relative path there is relative to the project)."""
+    documented = {name: text for name, text in
+                  DOCUMENTED_DEFAULTS[document].findall((PROJECT_ROOT / document).read_text())
+                  if name in ENVIRONMENT}
+    assert len(documented) >= 15
+    defaults = Settings()
+    for name, text in documented.items():
+        monkeypatch.setenv(name, text)
+        field = ENVIRONMENT[name][0]
+        value = getattr(load_settings(tmp_path / "absent.env"), field)
+        expected = getattr(defaults, field)
+        if isinstance(value, Path):
+            value = PROJECT_ROOT / value
+        assert value == expected, f"{document}: {name}={text!r}"
+        monkeypatch.delenv(name)
 
 
 @pytest.mark.parametrize("name, value, message", [

@@ -6,8 +6,10 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from graphcast_api.engine import Forecaster, network
+from graphcast_api.settings import PRECISIONS
 from graphcast_contract.project import PROJECT_ROOT
 
 
@@ -15,6 +17,11 @@ def test_engine_source_reads_no_environment() -> None:
     readers = re.compile(r"os\.environ|getenv|dotenv")
     for path in sorted((PROJECT_ROOT / "graphcast_api" / "engine").glob("*.py")):
         assert not readers.search(path.read_text()), f"{path.name} reads the environment"
+
+
+def test_every_precision_names_a_torch_dtype() -> None:
+    for name, dtype in PRECISIONS.items():
+        assert isinstance(getattr(torch, dtype, None), torch.dtype), name
 
 
 def test_compile_and_cache_dir_follow_the_arguments_not_the_environment(

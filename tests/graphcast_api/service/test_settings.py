@@ -2,12 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
-from graphcast_api.settings import ENV, SettingsError, load_service_settings
+from graphcast_api.service.app import ServiceLimits
+from graphcast_api.settings import (
+    ENV,
+    SettingsError,
+    default_cache_dir,
+    load_service_settings,
+)
+from graphcast_contract.project import PROJECT_ROOT
 
 
 @pytest.fixture
@@ -76,3 +84,33 @@ def test_invalid_values_are_named(no_env: pytest.MonkeyPatch, tmp_path: Path, va
     no_env.setenv(variable, value)
     with pytest.raises(SettingsError, match=re.escape(message)):
         load_service_settings(argparse.Namespace(), env_file=tmp_path / "absent.env")
+
+
+# `| `--option` | `VARIABLE` | `default` |` in the README's table of the service's options
+README_DEFAULT = re.compile(r"^\| [^|]+ \| `([A-Z0-9_]+)` \| `([^`]*)` \|", re.M)
+
+
+def test_readme_defaults_are_the_defaults(no_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each default the README shows, given as the setting, changes nothing (the graph cache
+    folder, left to the engine when unset, is default_cache_dir())."""
+    absent = tmp_path / "absent.env"
+    defaults = load_service_settings(None, env_file=absent)
+    documented = README_DEFAULT.findall((PROJECT_ROOT / "README.md").read_text())
+    assert {variable for variable, _ in documented} >= {
+        "GRAPHCAST_API_HOST", "GRAPHCAST_API_PORT", "GRAPHCAST_API_QUEUE_WAIT_S",
+        "GRAPHCAST_API_QUEUE_SLOTS", "GRAPHCAST_API_MAX_SITES", "GRAPHCAST_CACHE_DIR"}
+    for variable, text in documented:
+        no_env.setenv(variable, text)
+        settings = load_service_settings(None, env_file=absent)
+        no_env.delenv(variable)
+        if variable == ENV["cache_dir"][0]:
+            assert settings.cache_dir == default_cache_dir()
+        else:
+            assert settings == defaults, f"{variable}={text!r}"
+
+
+def test_service_limits_default_to_the_settings_defaults(no_env: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    settings = load_service_settings(None, env_file=tmp_path / "absent.env")
+    for field in dataclasses.fields(ServiceLimits):
+        assert getattr(ServiceLimits(), field.name) == getattr(settings, field.name), field.name
