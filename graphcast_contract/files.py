@@ -1,9 +1,17 @@
-"""Files the project writes: created with the permissions the user's umask gives."""
+"""Files the project reads and writes: their SHA-256; files it creates get the permissions
+the user's umask gives."""
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from pathlib import Path
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in blocks (checkpoints are hundreds of MB)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def new_temporary_file(directory: Path, suffix: str) -> Path:
@@ -19,3 +27,4 @@ def new_temporary_file(directory: Path, suffix: str) -> Path:
             return path
         except FileExistsError:
             continue
+

@@ -30,6 +30,7 @@ import requests
 from tqdm import tqdm
 
 from graphcast_contract.errors import ExitCode, exit_code_help
+from graphcast_contract.files import file_sha256
 from graphcast_contract.variables import STATS_FILES
 
 BUCKET_URL = "https://storage.googleapis.com/dm_graphcast"
@@ -260,19 +261,11 @@ def record_in_manifest(dest: Path, name: str, digest: str) -> None:
     os.replace(temporary, dest / MANIFEST_NAME)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(HASH_BLOCK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_present(dest: Path, name: str) -> None:
     """Check a file already in place against its manifest entry; a file from before the
     manifest existed is recorded as it is (with a warning)."""
     target = dest / name
-    actual = sha256_of(target)
+    actual = file_sha256(target)
     recorded = read_manifest(dest).get(name)
     if recorded is None:
         print(f"warning: {target} has no entry in {MANIFEST_NAME}; recording its SHA-256 "
@@ -339,7 +332,7 @@ def _fetch(paths: list[str], dest: Path, base_url: str, progress: bool,
                                 ExitCode.DOWNLOAD_FAILED)
         fetched = not verify_only and download(object_url(base_url, path), target, progress)
         if fetched:
-            record_in_manifest(dest, path, sha256_of(target))
+            record_in_manifest(dest, path, file_sha256(target))
             print(f"downloaded: {target}", file=sys.stderr)
         else:
             verify_present(dest, path)
