@@ -1,11 +1,14 @@
-"""Files the project reads and writes: their SHA-256; files it creates get the permissions
-the user's umask gives."""
+"""Files the project reads and writes: their formats' first bytes, their SHA-256; files it
+creates get the permissions the user's umask gives."""
 from __future__ import annotations
 
 import hashlib
 import os
 import secrets
 from pathlib import Path
+
+# First bytes of a NetCDF file: classic, 64-bit offset, 64-bit data (CDF-5), NetCDF-4 (HDF5).
+NETCDF_SIGNATURES = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
 
 
 def file_sha256(path: Path) -> str:

@@ -30,7 +30,7 @@ import requests
 from tqdm import tqdm
 
 from graphcast_contract.errors import ExitCode, exit_code_help
-from graphcast_contract.files import file_sha256
+from graphcast_contract.files import NETCDF_SIGNATURES, file_sha256
 from graphcast_contract.variables import STATS_FILES
 
 BUCKET_URL = "https://storage.googleapis.com/dm_graphcast"
@@ -65,8 +65,7 @@ EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.DOWNLOAD_FAILED,
               ExitCode.OUTPUT_FAILED)
 
 MANIFEST_NAME = "MANIFEST.sha256"  # `sha256sum -c` format: "<hex>  <path under DEST>"
-MAGIC = {".nc": (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n"),
-         ".npz": (b"PK\x03\x04",)}
+MAGIC = {".nc": NETCDF_SIGNATURES, ".npz": (b"PK\x03\x04",)}
 HASH_BLOCK_BYTES = 1 << 20
 
 
