@@ -28,12 +28,11 @@ import xarray as xr
 
 from graphcast_contract.cycles import STEP_HOURS
 from graphcast_contract.errors import ExitCode, exit_code_help
-from graphcast_contract.variables import PRESSURE_LEVELS_13
+from graphcast_contract.variables import PRESSURE_LEVELS_13, STANDARD_GRAVITY
 
 DEFAULT_START = "2022-01-01T00:00"
 EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.OUTPUT_FAILED)
 
-GRAVITY = 9.80665  # m s-2
 R_DRY = 287.05  # J kg-1 K-1, gas constant of dry air
 LAPSE_RATE = 0.0065  # K m-1
 
@@ -157,13 +156,13 @@ class _Weather:
         relief = np.clip(self.pattern(static=True), 0.0, None)
         height = land * (150.0 + 1100.0 * relief ** 1.5)
         height = np.minimum(height, 3000.0)
-        return {"geopotential_at_surface": GRAVITY * height, "land_sea_mask": land}
+        return {"geopotential_at_surface": STANDARD_GRAVITY * height, "land_sea_mask": land}
 
     def fields(self, pressure: np.ndarray, static: dict[str, np.ndarray]
                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Surface and pressure-level variables, consistent with each other."""
         land = static["land_sea_mask"][None]
-        height = static["geopotential_at_surface"][None] / GRAVITY
+        height = static["geopotential_at_surface"][None] / STANDARD_GRAVITY
 
         t_sea_level = self._sea_level_temperature(land)  # (time, lat, lon), K
         mslp = self._mean_sea_level_pressure()
@@ -208,7 +207,7 @@ class _Weather:
     def _temperature(self, t_sea_level: np.ndarray, pressure: np.ndarray) -> np.ndarray:
         """Dry-adiabatic-like lapse from the sea-level temperature up to a tropopause at
         ~212-220 K, isothermal above; anomalies decaying with height (K)."""
-        exponent = R_DRY * LAPSE_RATE / GRAVITY
+        exponent = R_DRY * LAPSE_RATE / STANDARD_GRAVITY
         p = pressure[None, :, None, None]
         troposphere = t_sea_level[:, None] * (p / 1013.25) ** exponent
         stratosphere = 216.0 + 4.0 * self.sin_lat[:, None] ** 2 + 0.02 * (p - 50.0)
