@@ -1,10 +1,12 @@
-"""Files the project reads and writes: their formats' first bytes, their SHA-256; files it
-creates get the permissions the user's umask gives."""
+"""Files the project reads and writes: their formats' first bytes, their SHA-256, and atomic
+writes whose files get the permissions the user's umask gives."""
 from __future__ import annotations
 
 import hashlib
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # First bytes of a NetCDF file: classic, 64-bit offset, 64-bit data (CDF-5), NetCDF-4 (HDF5).
@@ -31,3 +33,18 @@ def new_temporary_file(directory: Path, suffix: str) -> Path:
         except FileExistsError:
             continue
 
+
+@contextmanager
+def write_atomically(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A new temporary file beside `path` (its folder created if need be) for the block to
+    write; renamed to `path` when the block ends, removed when it raises, so that `path`
+    never holds a partial file, even after a crash."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = new_temporary_file(path.parent, suffix)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -28,6 +28,7 @@ import xarray as xr
 
 from graphcast_contract.cycles import STEP_HOURS
 from graphcast_contract.errors import ExitCode, exit_code_help
+from graphcast_contract.files import write_atomically
 from graphcast_contract.variables import PRESSURE_LEVELS_13, STANDARD_GRAVITY
 
 DEFAULT_START = "2022-01-01T00:00"
@@ -275,14 +276,8 @@ class _Weather:
 
 def write_netcdf(dataset: xr.Dataset, path: Path) -> None:
     """Write atomically: a partial file never carries the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        dataset.to_netcdf(partial)
-        partial.replace(path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with write_atomically(path, ".nc.tmp") as temporary:
+        dataset.to_netcdf(temporary)
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:

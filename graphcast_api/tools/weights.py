@@ -30,7 +30,7 @@ import requests
 from tqdm import tqdm
 
 from graphcast_contract.errors import ExitCode, exit_code_help
-from graphcast_contract.files import NETCDF_SIGNATURES, file_sha256
+from graphcast_contract.files import NETCDF_SIGNATURES, file_sha256, write_atomically
 from graphcast_contract.variables import STATS_FILES
 
 BUCKET_URL = "https://storage.googleapis.com/dm_graphcast"
@@ -255,9 +255,8 @@ def record_in_manifest(dest: Path, name: str, digest: str) -> None:
     entries = read_manifest(dest)
     entries[name] = digest
     text = "".join(f"{value}  {key}\n" for key, value in sorted(entries.items()))
-    temporary = dest / (MANIFEST_NAME + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, dest / MANIFEST_NAME)
+    with write_atomically(dest / MANIFEST_NAME) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def verify_present(dest: Path, name: str) -> None:
