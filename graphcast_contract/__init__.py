@@ -3,5 +3,5 @@
 `variables`: the GraphCast variable catalogue; `cycles`: the 6-hourly clock; `model_spec`:
 what a served model takes and gives; `request`/`reply`/`wire`: the HTTP contract of
 docs/api.md; `interpolation`: site values from grids; `errors`: the exit-code table;
-`project`: where the working copy is.
+`project`: where the working copy is; `files`: NetCDF signatures, SHA-256, atomic writes.
 """

@@ -1,9 +1,22 @@
-"""Files the project writes: created with the permissions the user's umask gives."""
+"""Files the project reads and writes: their formats' first bytes, their SHA-256, and atomic
+writes whose files get the permissions the user's umask gives."""
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+# First bytes of a NetCDF file: classic, 64-bit offset, 64-bit data (CDF-5), NetCDF-4 (HDF5).
+NETCDF_SIGNATURES = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in blocks (checkpoints are hundreds of MB)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def new_temporary_file(directory: Path, suffix: str) -> Path:
@@ -19,3 +32,19 @@ def new_temporary_file(directory: Path, suffix: str) -> Path:
             return path
         except FileExistsError:
             continue
+
+
+@contextmanager
+def write_atomically(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A new temporary file beside `path` (its folder created if need be) for the block to
+    write; renamed to `path` when the block ends, removed when it raises, so that `path`
+    never holds a partial file, even after a crash."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = new_temporary_file(path.parent, suffix)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -22,6 +22,7 @@ PRESSURE_LEVELS_37 = (1, 2, 3, 5, 7, 10, 20, 30, 50, 70, 100, 125, 150, 175, 200
 # The normalisation statistics files of the published models (in `stats/`).
 STATS_FILES = ("mean_by_level.nc", "stddev_by_level.nc", "diffs_stddev_by_level.nc")
 PRECIPITATION_6HR = "total_precipitation_6hr"
+STANDARD_GRAVITY = 9.80665  # m s-2 (WMO): geopotential = geopotential height x g
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ import requests
 from config.settings import load_settings
 from graphcast_api.tools import weights
 from graphcast_contract.errors import ExitCode, exit_code_help
+from graphcast_contract.files import write_atomically
 from graphcast_contract.project import PROJECT_ROOT
 from graphcast_contract.sources import ECMWF_OPENDATA_URL, InputSource
 from graphcast_contract.variables import STATS_FILES
@@ -178,10 +179,8 @@ def write_random_checkpoint(path: Path) -> None:
 
     print(f"==> random-weights GraphCast_small checkpoint -> {path.relative_to(PROJECT_ROOT)}",
           flush=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    save_checkpoint(random_checkpoint("GraphCast_small", seed=0), partial)
-    partial.replace(path)
+    with write_atomically(path) as temporary:
+        save_checkpoint(random_checkpoint("GraphCast_small", seed=0), temporary)
 
 
 def ensure_port_free(port: int) -> None:

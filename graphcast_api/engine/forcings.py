@@ -22,6 +22,8 @@ MEAN_DAYS_PER_YEAR = 365.24219  # tropical year used for year_progress
 PROGRESS_FORCINGS = ("year_progress_sin", "year_progress_cos", "day_progress_sin",
                      "day_progress_cos")
 TISR = "toa_incident_solar_radiation"
+# What this module can compute, each name by its own formula below; the catalogue's
+# FORCING_VARIABLES (what the published models take) must be among them (a test checks).
 KNOWN_FORCINGS = PROGRESS_FORCINGS + (TISR,)
 
 # ERA5 total solar irradiance (W m^-2): yearly values of IFS cycle 41r2, centred on mid-year

@@ -1,7 +1,6 @@
 """`Forecaster`: an official checkpoint + statistics → autoregressive GraphCast forecasts."""
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Container, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from graphcast_api.engine.normalization import (
 )
 from graphcast_api.engine.stats import NormalizationStats, load_stats
 from graphcast_api.settings import PRECISIONS
+from graphcast_contract.files import file_sha256
 from graphcast_contract.variables import ATMOSPHERIC_VARIABLES
 
 
@@ -59,15 +59,6 @@ def grid_coordinates(resolution: float) -> tuple[np.ndarray, np.ndarray]:
     num_lon = int(round(360 / resolution))
     return (np.linspace(-90, 90, num_lat).astype(np.float32),
             (np.arange(num_lon) * resolution).astype(np.float32))
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks (checkpoints are hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Forecaster:
@@ -142,7 +133,7 @@ class Forecaster:
                          encode_chunk_nodes=encode_chunk_nodes, row_block=row_block,
                          edge_terms=edge_terms)
         forecaster.checkpoint_file = Path(checkpoint).name
-        forecaster.checkpoint_sha256 = file_sha256(Path(checkpoint))
+        forecaster.checkpoint_sha256 = file_sha256(checkpoint)
         return forecaster
 
     def forecast(self, inputs: xr.Dataset, steps: int,

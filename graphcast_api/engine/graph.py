@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 import zipfile
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from graphcast_api.engine.mesh import (
     multi_mesh_edges,
 )
 from graphcast_api.settings import default_cache_dir
-from graphcast_contract.files import new_temporary_file
+from graphcast_contract.files import write_atomically
 
 _LOG = logging.getLogger(__name__)
 _CACHE_VERSION = 2  # 2: the file holds its key and is checked before it is used
@@ -234,15 +233,8 @@ def load_or_build_graphs(model_config: ModelConfig, lat: np.ndarray, lon: np.nda
             _LOG.warning("rebuilding the graphs: unusable graph cache %s: %s", path, error)
     graphs = build_graphs(model_config, lat, lon)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        temporary = new_temporary_file(directory, ".tmp")
-        try:
-            with open(temporary, "wb") as handle:
-                np.savez(handle, cache_key=np.asarray(key), **_to_arrays(graphs))
-            os.replace(temporary, path)
-        except OSError:
-            temporary.unlink(missing_ok=True)
-            raise
+        with write_atomically(path) as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, cache_key=np.asarray(key), **_to_arrays(graphs))
     except OSError as error:
         _LOG.warning("could not write graph cache %s: %s", path, error)
     return graphs

@@ -12,7 +12,6 @@ written on error. `python -m graphcast_api.predict` is the same command.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from graphcast_api.settings import (
     use_kernel_cache,
 )
 from graphcast_contract.errors import ExitCode, exit_code_help
-from graphcast_contract.files import new_temporary_file
+from graphcast_contract.files import write_atomically
 from graphcast_contract.variables import STATS_FILES
 
 EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.NO_DATA, ExitCode.UNREADABLE_FILE,
@@ -149,18 +148,6 @@ def split_example_batch(batch, steps: int, forcing_variables: Sequence[str]):
     return inputs, targets[present].assign_coords(time=targets["time"].values - last_input_time)
 
 
-def _write_atomically(dataset, out: Path) -> None:
-    """Write NetCDF to a temporary file beside `out`, then rename it into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = new_temporary_file(out.parent, ".nc.tmp")
-    try:
-        dataset.to_netcdf(temporary)
-        os.replace(temporary, out)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def predict(args: argparse.Namespace) -> None:
     """Load, forecast, write; raise ToolError on any expected failure."""
     from graphcast_api.engine import ForecastInputError
@@ -179,7 +166,8 @@ def predict(args: argparse.Namespace) -> None:
         raise ToolError(ExitCode.NO_DATA, f"example batch does not fit the checkpoint: "
                                           f"{error}") from error
     try:
-        _write_atomically(prediction, args.out)
+        with write_atomically(args.out, ".nc.tmp") as temporary:
+            prediction.to_netcdf(temporary)
     except OSError as error:
         raise ToolError(ExitCode.OUTPUT_FAILED, f"cannot write {args.out}: {error}") from error
 

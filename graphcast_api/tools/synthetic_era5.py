@@ -28,12 +28,12 @@ import xarray as xr
 
 from graphcast_contract.cycles import STEP_HOURS
 from graphcast_contract.errors import ExitCode, exit_code_help
-from graphcast_contract.variables import PRESSURE_LEVELS_13
+from graphcast_contract.files import write_atomically
+from graphcast_contract.variables import PRESSURE_LEVELS_13, STANDARD_GRAVITY
 
 DEFAULT_START = "2022-01-01T00:00"
 EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.OUTPUT_FAILED)
 
-GRAVITY = 9.80665  # m s-2
 R_DRY = 287.05  # J kg-1 K-1, gas constant of dry air
 LAPSE_RATE = 0.0065  # K m-1
 
@@ -157,13 +157,13 @@ class _Weather:
         relief = np.clip(self.pattern(static=True), 0.0, None)
         height = land * (150.0 + 1100.0 * relief ** 1.5)
         height = np.minimum(height, 3000.0)
-        return {"geopotential_at_surface": GRAVITY * height, "land_sea_mask": land}
+        return {"geopotential_at_surface": STANDARD_GRAVITY * height, "land_sea_mask": land}
 
     def fields(self, pressure: np.ndarray, static: dict[str, np.ndarray]
                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Surface and pressure-level variables, consistent with each other."""
         land = static["land_sea_mask"][None]
-        height = static["geopotential_at_surface"][None] / GRAVITY
+        height = static["geopotential_at_surface"][None] / STANDARD_GRAVITY
 
         t_sea_level = self._sea_level_temperature(land)  # (time, lat, lon), K
         mslp = self._mean_sea_level_pressure()
@@ -208,7 +208,7 @@ class _Weather:
     def _temperature(self, t_sea_level: np.ndarray, pressure: np.ndarray) -> np.ndarray:
         """Dry-adiabatic-like lapse from the sea-level temperature up to a tropopause at
         ~212-220 K, isothermal above; anomalies decaying with height (K)."""
-        exponent = R_DRY * LAPSE_RATE / GRAVITY
+        exponent = R_DRY * LAPSE_RATE / STANDARD_GRAVITY
         p = pressure[None, :, None, None]
         troposphere = t_sea_level[:, None] * (p / 1013.25) ** exponent
         stratosphere = 216.0 + 4.0 * self.sin_lat[:, None] ** 2 + 0.02 * (p - 50.0)
@@ -276,14 +276,8 @@ class _Weather:
 
 def write_netcdf(dataset: xr.Dataset, path: Path) -> None:
     """Write atomically: a partial file never carries the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        dataset.to_netcdf(partial)
-        partial.replace(path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with write_atomically(path, ".nc.tmp") as temporary:
+        dataset.to_netcdf(temporary)
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:

@@ -30,6 +30,7 @@ import requests
 from tqdm import tqdm
 
 from graphcast_contract.errors import ExitCode, exit_code_help
+from graphcast_contract.files import NETCDF_SIGNATURES, file_sha256, write_atomically
 from graphcast_contract.variables import STATS_FILES
 
 BUCKET_URL = "https://storage.googleapis.com/dm_graphcast"
@@ -64,8 +65,7 @@ EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.DOWNLOAD_FAILED,
               ExitCode.OUTPUT_FAILED)
 
 MANIFEST_NAME = "MANIFEST.sha256"  # `sha256sum -c` format: "<hex>  <path under DEST>"
-MAGIC = {".nc": (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n"),
-         ".npz": (b"PK\x03\x04",)}
+MAGIC = {".nc": NETCDF_SIGNATURES, ".npz": (b"PK\x03\x04",)}
 HASH_BLOCK_BYTES = 1 << 20
 
 
@@ -255,24 +255,15 @@ def record_in_manifest(dest: Path, name: str, digest: str) -> None:
     entries = read_manifest(dest)
     entries[name] = digest
     text = "".join(f"{value}  {key}\n" for key, value in sorted(entries.items()))
-    temporary = dest / (MANIFEST_NAME + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, dest / MANIFEST_NAME)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(HASH_BLOCK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
+    with write_atomically(dest / MANIFEST_NAME) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def verify_present(dest: Path, name: str) -> None:
     """Check a file already in place against its manifest entry; a file from before the
     manifest existed is recorded as it is (with a warning)."""
     target = dest / name
-    actual = sha256_of(target)
+    actual = file_sha256(target)
     recorded = read_manifest(dest).get(name)
     if recorded is None:
         print(f"warning: {target} has no entry in {MANIFEST_NAME}; recording its SHA-256 "
@@ -339,7 +330,7 @@ def _fetch(paths: list[str], dest: Path, base_url: str, progress: bool,
                                 ExitCode.DOWNLOAD_FAILED)
         fetched = not verify_only and download(object_url(base_url, path), target, progress)
         if fetched:
-            record_in_manifest(dest, path, sha256_of(target))
+            record_in_manifest(dest, path, file_sha256(target))
             print(f"downloaded: {target}", file=sys.stderr)
         else:
             verify_present(dest, path)

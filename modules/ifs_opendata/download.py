@@ -19,6 +19,7 @@ from pathlib import Path
 
 import requests
 
+from graphcast_contract.files import write_atomically
 from graphcast_contract.variables import PRESSURE_LEVELS_13
 
 log = logging.getLogger("ifs_opendata")
@@ -109,10 +110,8 @@ class RunDownloader:
         if reply.status_code != 200:
             raise DownloadError(f"{url}: HTTP {reply.status_code}")
         entries = parse_index(reply.text)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(".download")
-        partial.write_text(reply.text)
-        partial.replace(cached)
+        with write_atomically(cached) as temporary:
+            temporary.write_text(reply.text)
         return entries
 
     def fetch(self, run: datetime, names: Sequence[str]) -> list[Path]:

@@ -17,6 +17,7 @@ from graphcast_contract.variables import (
     BY_NAME,
     PRECIPITATION_6HR,
     PRESSURE_LEVELS_13,
+    STANDARD_GRAVITY,
     STATIC_VARIABLES,
     SURFACE_VARIABLES,
 )
@@ -66,7 +67,6 @@ _PA = _units("Pa", hPa=100.0)
 _WIND = _units("m s**-1", "m/s", "m s-1")
 _GEOPOTENTIAL = _units("m**2 s**-2", "m2 s-2", "m^2/s^2")
 # The IFS open data publish geopotential height (`gh`, geopotential metres) instead.
-STANDARD_GRAVITY = 9.80665  # m s-2: geopotential = gh x g
 _GEOPOTENTIAL_OR_HEIGHT = {**_GEOPOTENTIAL, **_units(gpm=STANDARD_GRAVITY)}
 _FRACTION = _units("(0 - 1)", "1", "~", "dimensionless", "0-1")
 

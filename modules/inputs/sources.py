@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 import numpy as np
 
 from config.settings import Settings
+from graphcast_contract.files import NETCDF_SIGNATURES
 
 if TYPE_CHECKING:
     import xarray as xr
 
-NETCDF_MAGICS = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
 GRIB_MAGIC = b"GRIB"
 GRAPHCAST_LAYOUT = "graphcast"
 CDS_LAYOUT = "cds"
@@ -96,7 +96,7 @@ def sniff_format(path: Path) -> str:
         raise UnreadableFileError(f"{path}: cannot read the file ({exc.strerror})") from exc
     if head.startswith(GRIB_MAGIC):
         return "grib"
-    if any(head.startswith(magic) for magic in NETCDF_MAGICS):
+    if any(head.startswith(magic) for magic in NETCDF_SIGNATURES):
         return "netcdf"
     raise UnreadableFileError(f"{path}: not a NetCDF or GRIB file")
 

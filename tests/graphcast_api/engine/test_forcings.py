@@ -14,6 +14,7 @@ from graphcast_api.engine.forcings import (
     era5_tsi,
     toa_incident_solar_radiation,
 )
+from graphcast_contract.variables import FORCING_VARIABLES
 from tests.paths import REFERENCE_DIR
 
 TISR_ATOL = 50.0  # J m^-2; the official jitted and numpy paths differ by up to 12 J m^-2
@@ -88,6 +89,14 @@ def test_add_forcings_computes_tisr_like_the_example_batch(batch: xr.Dataset) ->
     assert ours[TISR].dims == batch[TISR].dims == ("batch", "time", "lat", "lon")
     assert ours[TISR].dtype == np.float32
     np.testing.assert_allclose(ours[TISR].values, batch[TISR].values, rtol=0, atol=TISR_ATOL)
+
+
+def test_add_forcings_computes_every_forcing_of_the_catalogue(batch: xr.Dataset) -> None:
+    """The job never sends forcings (the catalogue's kind FORCING): the engine computes each
+    one the catalogue lists, whereas KNOWN_FORCINGS is only the set it has formulas for."""
+    without = batch.drop_vars([name for name in FORCING_VARIABLES if name in batch])
+    out = add_forcings(without, FORCING_VARIABLES)
+    assert set(FORCING_VARIABLES) <= set(out.data_vars)
 
 
 def test_add_forcings_keeps_present_variables_and_ignores_non_forcings(batch: xr.Dataset) -> None:
