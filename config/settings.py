@@ -70,7 +70,9 @@ def _text(name: str, text: str) -> str:
 
 
 def _path(name: str, text: str) -> Path:
-    return Path(text)
+    """A relative path is the project's, whatever the current directory: cron starts the job
+    in $HOME and Task Scheduler in System32."""
+    return PROJECT_ROOT / text
 
 
 def _upper(name: str, text: str) -> str:

@@ -113,7 +113,7 @@ DOCUMENTED_DEFAULTS = {"README.md": re.compile(r"^\| `([A-Z0-9_]+)` \| `([^`]*)`
 def test_documented_defaults_are_the_settings_defaults(monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Path, document: str) -> None:
     """Each default the README and .env.example show, read as a setting, is the default in
-    Settings (a relative path there is relative to the project)."""
+    Settings (a relative path there is read as relative to the project)."""
     documented = {name: text for name, text in
                   DOCUMENTED_DEFAULTS[document].findall((PROJECT_ROOT / document).read_text())
                   if name in ENVIRONMENT}
@@ -124,10 +124,24 @@ def test_documented_defaults_are_the_settings_defaults(monkeypatch: pytest.Monke
         field = ENVIRONMENT[name][0]
         value = getattr(load_settings(tmp_path / "absent.env"), field)
         expected = getattr(defaults, field)
-        if isinstance(value, Path):
-            value = PROJECT_ROOT / value
         assert value == expected, f"{document}: {name}={text!r}"
         monkeypatch.delenv(name)
+
+
+def test_relative_paths_are_the_projects_whatever_the_current_directory(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """cron starts the job in $HOME, Task Scheduler in System32: the same `.env` must name
+    the same database, sites file and log folder there."""
+    monkeypatch.chdir(tmp_path)
+    values = {"EMBEDDED_PG_DIR": ".pgdata", "SITES_FILE": "config/sites.csv",
+              "LOG_DIR": "logs", "IFS_OPENDATA_CACHE_DIR": "data/ifs-opendata"}
+    for name, text in values.items():
+        monkeypatch.setenv(name, text)
+    settings = load_settings(tmp_path / "absent.env")
+    for name, text in values.items():
+        assert getattr(settings, ENVIRONMENT[name][0]) == PROJECT_ROOT / text, name
+    monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
+    assert load_settings(tmp_path / "absent.env").log_dir == tmp_path / "logs"
 
 
 @pytest.mark.parametrize("name, value, message", [
