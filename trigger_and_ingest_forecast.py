@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_backfill_options(parser)
     scheduling = parser.add_mutually_exclusive_group()
     scheduling.add_argument("--install-schedule", action="store_true",
-                            help="run this job every 6 h with this interpreter (cron entry; "
-                                 "Windows: task GraphCast_Pipeline), then exit; with --source "
+                            help="run this job every 6 h with this interpreter and --catch-up "
+                                 "1 (cron entry; Windows: task GraphCast_Pipeline), then exit; "
+                                 "with --source "
                                  "ifs-opendata, the live run 8 h after each cycle (fetch, "
                                  "then forecast; task GraphCast_Pipeline_Live)")
     scheduling.add_argument("--uninstall-schedule", action="store_true",

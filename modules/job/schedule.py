@@ -1,19 +1,20 @@
 """Run the batch job every 6 hours: a cron entry (Linux, macOS) or a Windows scheduled task,
 one per source of initial conditions.
 
-The ERA5 cron entry is the seed's, with absolute paths and a marker comment naming the
-project folder, so that installing twice changes nothing and uninstalling removes exactly
-that line:
+The ERA5 cron entry is the seed's, with absolute paths, `--catch-up 1` (see CATCH_UP) and
+a marker comment naming the project folder, so that installing twice changes nothing and
+uninstalling removes exactly that line:
 
-    0 */6 * * * /abs/.venv/bin/python /abs/trigger_and_ingest_forecast.py \
+    0 */6 * * * /abs/.venv/bin/python /abs/trigger_and_ingest_forecast.py --catch-up 1 \
         >> /abs/logs/pipeline.log 2>&1 # graphcast-pipeline /abs
 
 (one line in the crontab; folded here). The live entry (`ifs-opendata`) runs 8 h after each
-cycle, when ECMWF has published its open data, with `--source ifs-opendata --fetch` and its
-own marker (`# graphcast-pipeline-ifs-opendata /abs`), so that both coexist.
+cycle, when ECMWF has published its open data, with `--source ifs-opendata --fetch
+--catch-up 1` and its own marker (`# graphcast-pipeline-ifs-opendata /abs`), so that both
+coexist.
 
 On Windows the task `GraphCast_Pipeline` (live: `GraphCast_Pipeline_Live`) runs
-`python.exe <script>` on a daily trigger that repeats every 6 hours
+`python.exe <script> --catch-up 1` on a daily trigger that repeats every 6 hours
 (`schtasks /Create ... /SC DAILY /ST 00:00 /RI 360 /DU 24:00 /F`).
 """
 from __future__ import annotations
@@ -42,14 +43,20 @@ class SourceSchedule:
     job_args: tuple[str, ...]  # options of the job script
 
 
+# cron and Task Scheduler fire on local clock hours: where the clock changes for daylight
+# saving, the autumn change stretches one 6-hour gap to 7 hours, which can step over a UTC
+# cycle (e.g. London: 23:00 UTC, then 06:00 UTC; the 00 UTC cycle is never the target). A
+# shift is at most one hour, so it skips at most one cycle: each run also runs the cycle
+# before its target when that has no successful run (also after a single missed slot).
+CATCH_UP = ("--catch-up", "1")
 # ECMWF publishes a cycle's open data roughly 6-7 h after its nominal time (README,
 # "Live forecasts"): the live run starts 8 h after each cycle and fetches it first.
 SCHEDULES = {
     InputSource.ERA5: SourceSchedule("0 */6 * * *", "# graphcast-pipeline",
-                                     "GraphCast_Pipeline", "00:00", ()),
+                                     "GraphCast_Pipeline", "00:00", CATCH_UP),
     InputSource.IFS_OPENDATA: SourceSchedule(
         "0 2,8,14,20 * * *", "# graphcast-pipeline-ifs-opendata", "GraphCast_Pipeline_Live",
-        "02:00", ("--source", InputSource.IFS_OPENDATA.value, "--fetch")),
+        "02:00", ("--source", InputSource.IFS_OPENDATA.value, "--fetch", *CATCH_UP)),
 }
 SCRIPT_NAME = "trigger_and_ingest_forecast.py"
 LOG_NAME = Path("logs") / "pipeline.log"

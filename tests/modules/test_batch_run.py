@@ -9,6 +9,8 @@ import pytest
 
 from config.settings import PROJECT_ROOT
 from graphcast_contract.cycles import target_init_time
+from graphcast_contract.sources import InputSource
+from modules.job import schedule
 from modules.job.sites import load_sites
 from modules.storage import db
 from tests.modules.contract_api_server import ContractApi, persistence_value
@@ -56,6 +58,17 @@ def test_run_writes_80_rows_with_the_model_values(run_job: JobRunner, era5_db: s
     assert api.calls.count(("POST", "/v1/forecast")) == 1
 
 
+def run_at(run_job: JobRunner, now: datetime, *args: str,
+           **env: str) -> subprocess.CompletedProcess[str]:
+    """The job with `args` as if the clock said `now` (main's parameter)."""
+    script = ("import sys; from datetime import datetime; import trigger_and_ingest_forecast"
+              f" as job; sys.exit(job.main({list(args)!r},"
+              f" now=datetime.fromisoformat({now.isoformat()!r})))")
+    return subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT,
+                          env={**run_job.env, **env}, capture_output=True, text=True,
+                          timeout=120)
+
+
 @pytest.mark.parametrize("now", [datetime(2026, 3, 14, 5, 59, 59, tzinfo=timezone.utc),
                                  datetime(2026, 3, 14, 6, 0, tzinfo=timezone.utc)],
                          ids=["before-the-slot", "on-the-slot"])
@@ -66,10 +79,7 @@ def test_default_run_forecasts_the_j6_cycle(run_job: JobRunner, clean_db: str,
     target = target_init_time(now, 6)
     assert target == datetime(2026, 3, 8, 0 if now.hour < 6 else 6, tzinfo=timezone.utc)
     load_frames(clean_db, example_frames, target - timedelta(hours=6), count=2)
-    script = ("import sys; from datetime import datetime; import trigger_and_ingest_forecast"
-              f" as job; sys.exit(job.main([], now=datetime.fromisoformat({now.isoformat()!r})))")
-    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, env=run_job.env,
-                          capture_output=True, text=True, timeout=120)
+    done = run_at(run_job, now)
     assert done.returncode == 0, done.stdout + done.stderr
     check = query(clean_db, SEED_CHECK)
     assert [(when, count) for when, count, _ in check] == [
@@ -102,6 +112,19 @@ def test_catch_up_runs_missed_cycles_oldest_first(run_job: JobRunner, era5_db: s
     # Nothing left to catch up: only the target runs again.
     again = run_job("--init-time", "2022-01-02T06:00", "--catch-up", "3")
     assert again.returncode == 0 and again.output.count(" summary ") == 1
+
+
+def test_the_scheduled_run_recovers_the_cycle_a_clock_change_skips(run_job: JobRunner,
+                                                                   era5_db: str) -> None:
+    """London at the autumn change: cron's local 00:00 (BST) is 23:00 UTC, its next local
+    06:00 (GMT) 06:00 UTC, so no run targets the 00 UTC cycle; the installed entry's
+    `--catch-up` runs it. (FORECAST_LAG_DAYS=0 keeps the targets in the example frames.)"""
+    args = schedule.SCHEDULES[InputSource.ERA5].job_args
+    for now in (datetime(2022, 1, 1, 23, tzinfo=timezone.utc), INIT.replace(day=2)):
+        done = run_at(run_job, now, *args, FORECAST_LAG_DAYS="0")
+        assert done.returncode == 0, done.stdout + done.stderr
+    succeeded = {when for when, status, *_ in ledger(era5_db) if status == "succeeded"}
+    assert {INIT.replace(hour=18), INIT.replace(day=2, hour=0), INIT.replace(day=2)} <= succeeded
 
 
 def test_catch_up_counts_only_successes_of_this_model_and_source(

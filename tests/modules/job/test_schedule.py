@@ -23,7 +23,19 @@ def test_cron_entry_is_the_seed_line_with_absolute_paths() -> None:
     entry = schedule.cron_entry(root, Path("/srv/graphcast/.venv/bin/python"))
     assert entry == (
         "0 */6 * * * /srv/graphcast/.venv/bin/python /srv/graphcast/trigger_and_ingest_forecast.py"
-        " >> /srv/graphcast/logs/pipeline.log 2>&1 # graphcast-pipeline /srv/graphcast")
+        " --catch-up 1 >> /srv/graphcast/logs/pipeline.log 2>&1"
+        " # graphcast-pipeline /srv/graphcast")
+
+
+def test_readme_shows_the_entries_that_are_installed() -> None:
+    """The README's cron lines and schtasks command are what `--install-schedule` installs."""
+    readme = (PROJECT_ROOT / "README.md").read_text().splitlines()
+    root = Path("/srv/graphcast")
+    for source in InputSource:
+        assert schedule.cron_entry(root, root / ".venv" / "bin" / "python", source) in readme
+    windows = PureWindowsPath(r"C:\graphcast")
+    args = schedule.schtasks_create_args(windows, windows / ".venv" / "Scripts" / "python.exe")
+    assert subprocess.list2cmdline(args) in readme
 
 
 def test_cron_entry_quotes_spaces_and_escapes_percent(tmp_path: Path) -> None:
@@ -65,7 +77,7 @@ def test_live_entry_fetches_then_forecasts_and_coexists_with_the_era5_one() -> N
     assert live == (
         "0 2,8,14,20 * * * /srv/graphcast/.venv/bin/python"
         " /srv/graphcast/trigger_and_ingest_forecast.py --source ifs-opendata --fetch"
-        " >> /srv/graphcast/logs/pipeline.log 2>&1"
+        " --catch-up 1 >> /srv/graphcast/logs/pipeline.log 2>&1"
         " # graphcast-pipeline-ifs-opendata /srv/graphcast")
     era5 = schedule.cron_entry(root, python)
     both = schedule.with_entry(schedule.with_entry(OTHER_LINES, era5, root), live, root,
@@ -83,7 +95,8 @@ def test_live_windows_task_is_a_second_task() -> None:
                                          InputSource.IFS_OPENDATA)
     assert subprocess.list2cmdline(args) == (
         'schtasks /Create /TN GraphCast_Pipeline_Live /TR "C:\\graphcast\\.venv\\python.exe'
-        ' C:\\graphcast\\trigger_and_ingest_forecast.py --source ifs-opendata --fetch"'
+        ' C:\\graphcast\\trigger_and_ingest_forecast.py --source ifs-opendata --fetch'
+        ' --catch-up 1"'
         " /SC DAILY /ST 02:00 /RI 360 /DU 24:00 /RL LIMITED /F")
     assert schedule.schtasks_delete_args(InputSource.IFS_OPENDATA)[3] == "GraphCast_Pipeline_Live"
 
@@ -95,7 +108,8 @@ def test_schtasks_command_line() -> None:
     assert subprocess.list2cmdline(args) == (
         'schtasks /Create /TN GraphCast_Pipeline /TR "\\"C:\\Users\\Desk\\graphcast pipeline'
         '\\.venv\\Scripts\\python.exe\\" \\"C:\\Users\\Desk\\graphcast pipeline'
-        '\\trigger_and_ingest_forecast.py\\"" /SC DAILY /ST 00:00 /RI 360 /DU 24:00 /RL LIMITED /F')
+        '\\trigger_and_ingest_forecast.py\\" --catch-up 1" /SC DAILY /ST 00:00 /RI 360 /DU 24:00'
+        ' /RL LIMITED /F')
     assert "/RU" not in args and "HIGHEST" not in args  # the installing user, not elevated
     assert subprocess.list2cmdline(schedule.schtasks_delete_args()) == \
         "schtasks /Delete /TN GraphCast_Pipeline /F"
