@@ -16,6 +16,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import psycopg2
+import requests
 
 from config.settings import Settings
 from graphcast_contract.cycles import iso_utc, parse_cycle
@@ -92,6 +93,8 @@ def latest_run(downloader: RunDownloader) -> datetime:
     except ValueError as exc:
         raise DownloadError(f"no run published in the last 2 days at {downloader.client.url} "
                             f"({exc})") from exc
+    except requests.RequestException as exc:
+        raise DownloadError(f"{downloader.client.url}: unreachable ({exc})") from exc
 
 
 def run_fetch(args: argparse.Namespace, settings: Settings) -> int:

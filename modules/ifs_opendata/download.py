@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from graphcast_contract.files import write_atomically
 from graphcast_contract.variables import PRESSURE_LEVELS_13
@@ -75,6 +76,17 @@ def parse_index(text: str) -> dict[str, IndexEntry]:
     return entries
 
 
+class _DefaultTimeout(HTTPAdapter):
+    """Gives a request sent without a timeout TIMEOUT_S: the client's probes of the published
+    runs (`Client.latest`) have none and the client has no option for one, so a server that
+    accepts the connection and never answers would hang the job."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = TIMEOUT_S
+        return super().send(request, **kwargs)
+
+
 class RunDownloader:
     """Fetches the step-0 fields of IFS runs from `base_url` into `cache_dir/{yyyymmddHH}/`."""
 
@@ -83,6 +95,8 @@ class RunDownloader:
 
         self.client = Client(source=base_url, model="ifs", resol="0p25",
                              maximum_retries=RETRIES, retry_after=1)
+        for scheme in ("http://", "https://"):
+            self.client.session.mount(scheme, _DefaultTimeout())
         self.cache_dir = cache_dir
 
     def data_url(self, run: datetime) -> str:

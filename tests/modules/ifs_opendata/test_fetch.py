@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from modules.ifs_opendata.download import needed_names
 from modules.inputs import store
 from modules.inputs.era5_variables import cycle_fields
 from modules.inputs.regrid import global_grid
+from tests.loopback import free_port
 from tests.modules.ifs_opendata.opendata_server import (
     OpenDataServer,
     build_run,
@@ -156,3 +159,33 @@ def test_missing_statics_come_from_era5_in_the_store(conn, tmp_path: Path, caplo
                                     InputSource.IFS_OPENDATA)
     np.testing.assert_allclose(statics["land_sea_mask"], 0.25, rtol=1e-6)
     np.testing.assert_allclose(statics["geopotential_at_surface"], 900.0, rtol=1e-6)
+
+
+def test_latest_against_a_silent_server_ends_with_exit_10(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """A server that accepts connections and never answers: the client's probes of the
+    published runs time out (they have no timeout of their own) instead of hanging."""
+    monkeypatch.setattr(download, "TIMEOUT_S", 0.2)
+    monkeypatch.setattr(download, "RETRIES", 1)
+    codes: list[int] = []
+    with socket.socket() as silent, caplog.at_level(logging.ERROR):
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the backlog; none is ever answered
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        probe = threading.Thread(target=lambda: codes.append(main(
+            ["fetch", "--cycle", "latest", "--base-url", url, "--cache-dir", str(tmp_path)])),
+            daemon=True)
+        probe.start()
+        probe.join(timeout=20)
+    assert codes == [ExitCode.DOWNLOAD_FAILED]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "unreachable" in errors[0]
+
+
+def test_latest_with_nothing_listening_is_a_download_failure(tmp_path: Path, caplog) -> None:
+    with caplog.at_level(logging.ERROR):
+        code = main(["fetch", "--cycle", "latest", "--base-url",
+                     f"http://127.0.0.1:{free_port()}", "--cache-dir", str(tmp_path)])
+    assert code == ExitCode.DOWNLOAD_FAILED
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "unreachable" in errors[0] and "\n" not in errors[0]

@@ -13,6 +13,7 @@ from modules.inputs import store
 from modules.inputs.regrid import global_grid
 from modules.job.sites import load_sites
 from modules.storage import db
+from tests.loopback import free_port
 from tests.modules.contract_api_server import GRID_10DEG, ContractApi, persistence_value
 from tests.modules.ifs_opendata.opendata_server import OpenDataServer, runs_of_cycle
 from tests.modules.job_helpers import JobRunner, query
@@ -73,3 +74,21 @@ def test_live_job_without_a_cycle_in_the_store_says_how_to_get_one(
         era5 = job("--source", "era5", "--fetch")
         assert era5.returncode == 2 and "--fetch applies to --source ifs-opendata" in era5.output
     assert query(clean_db, "SELECT count(*) FROM predictions") == [(0,)]
+
+
+def test_unreachable_open_data_fails_the_live_job_with_exit_10(
+        clean_db: str, api: ContractApi, tmp_path: Path) -> None:
+    """ECMWF unreachable (connection refused): exit 10, one error line, no traceback, and
+    the attempt in the ledger."""
+    job = JobRunner(clean_db, "http://127.0.0.1:9", tmp_path / "logs")
+    job.env.update(GRAPHCAST_API_URL_IFS_OPENDATA=api.url,
+                   IFS_OPENDATA_URL=f"http://127.0.0.1:{free_port()}",
+                   IFS_OPENDATA_CACHE_DIR=str(tmp_path / "cache"))
+    result = job("--source", "ifs-opendata", "--fetch")
+    assert result.returncode == 10, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if " ERROR " in line]
+    assert len(errors) == 2, result.output  # the fetch's reason, then the job's
+    assert "unreachable" in errors[0]
+    assert query(clean_db, "SELECT source, status, exit_code FROM forecast_runs") == [
+        ("ifs-opendata", "skipped", 10)]
