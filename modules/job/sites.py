@@ -1,7 +1,9 @@
 """The forecast sites: a CSV file with columns name, latitude, longitude (degrees)."""
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import math
 from pathlib import Path
 
@@ -11,25 +13,40 @@ from graphcast_contract.request import Site, site_name_problem
 
 def load_sites(path: Path) -> tuple[Site, ...]:
     """Read and check the sites file; ConfigError names the first bad line."""
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    line = 1  # where the next row starts (a quoted name may span lines)
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames != ["name", "latitude", "longitude"]:
-                raise ConfigError(f"{path}: header must be 'name,latitude,longitude', "
-                                  f"found {reader.fieldnames}")
-            sites = []
-            line = reader.line_num + 1  # where the next row starts (a quoted name may span lines)
-            for row in reader:
-                sites.append(_parse(path, line, row))
-                line = reader.line_num + 1
-    except OSError as exc:
-        raise ConfigError(f"cannot read the sites file {path}: {exc.strerror}") from None
+        if reader.fieldnames != ["name", "latitude", "longitude"]:
+            raise ConfigError(f"{path}: header must be 'name,latitude,longitude', "
+                              f"found {reader.fieldnames}")
+        sites = []
+        line = reader.line_num + 1
+        for row in reader:
+            sites.append(_parse(path, line, row))
+            line = reader.line_num + 1
+    except csv.Error as exc:  # e.g. a quote left open: the rest of the file is one field
+        raise ConfigError(f"{path}:{line}: not a CSV row ({exc})") from None
     names = [site.name for site in sites]
     if not sites:
         raise ConfigError(f"{path}: no sites")
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: duplicate site names")
     return tuple(sites)
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: UTF-8, with or without the byte-order mark of Excel's "CSV UTF-8"
+    (Excel's plain "CSV" is Windows-1252, which is refused naming the line)."""
+    try:
+        data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the sites file {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: byte 0x{data[exc.start]:02X} is not UTF-8; save "
+                          "the file as UTF-8 (Excel: \"CSV UTF-8\")") from None
 
 
 def _parse(path: Path, line: int, row: dict[str, str]) -> Site:

@@ -86,6 +86,29 @@ def test_bad_sites_file(tmp_path: Path, text: str, message: str) -> None:
         load_sites(path)
 
 
+@pytest.mark.parametrize("data, message", [
+    ("name,latitude,longitude\nParis,48.8,2.3\nM\u00fcnchen,48.1,11.6\n".encode("cp1252"),
+     r":3: byte 0xFC is not UTF-8; save the file as UTF-8"),  # Excel's plain "CSV"
+    (b'name,latitude,longitude\nParis,48.8,2.3\n"Lyon,45.8,4.8\n' + b"x" * 200_000,
+     r":3: not a CSV row \(field larger than field limit"),  # a quote left open
+    (b"name,latitude,longitude\nPa\x00ris,48.8,2.3\n", ":2: .*control character"),
+], ids=["excel-cp1252", "open-quote", "nul-byte"])
+def test_sites_file_that_is_not_utf8_text_is_a_config_error(tmp_path: Path, data: bytes,
+                                                             message: str) -> None:
+    path = tmp_path / "sites.csv"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}{message}"):
+        load_sites(path)
+
+
+def test_sites_file_saved_as_excel_csv_utf8_is_read(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts with a byte-order mark."""
+    path = tmp_path / "sites.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "name,latitude,longitude\r\nM\u00fcnchen,48.1,11.6\r\n"
+                     .encode())
+    assert [site.name for site in load_sites(path)] == ["M\u00fcnchen"]
+
+
 def test_settings_parse_lists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("FORECAST_LEAD_HOURS", "6, 12")
     monkeypatch.setenv("FORECAST_VARIABLES", "2m_temperature,temperature@850")
