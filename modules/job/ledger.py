@@ -134,9 +134,10 @@ def this_worker() -> str:
 def start_run(conn: Connection, init_time: datetime, source: InputSource, model: str,
               provenance: Provenance | None = None) -> int:
     """Record a new attempt as 'running' (committed at once), with the database session that
-    runs it (see `mark_interrupted`), this process as its worker and its attempt number (1 +
-    the earlier attempts of the cycle that started running; the caller holds the cycle's
-    lock, so the count cannot race); return its run_id."""
+    runs it (by its pid `mark_interrupted` finds the session's lock), this process as its
+    worker and its attempt number (1 + the earlier attempts of the cycle that started
+    running; the caller holds the cycle's lock, so the count cannot race); return its
+    run_id."""
     provenance = provenance or Provenance()
     with conn, conn.cursor() as cur:
         cur.execute("INSERT INTO forecast_runs (init_time, source, model, status, checkpoint_file,"
@@ -179,13 +180,22 @@ def record_attempt(conn: Connection, outcome: RunOutcome, model: str) -> int:
 def mark_interrupted(conn: Connection) -> int:
     """Mark as failed the 'running' attempts whose database session has ended: their process
     was killed or crashed before finishing (its uncommitted rows were rolled back with the
-    session). Attempts of live sessions - other runs going on now - are left alone.
-    Returns how many were marked."""
+    session). An attempt is live while its session holds its cycle's lock (taken before the
+    row is written, released after its end is committed): pg_locks shows every role's locks,
+    whereas pg_stat_activity hides other roles' session details. Attempts of live sessions -
+    other runs going on now - are left alone. Returns how many were marked."""
     with conn, conn.cursor() as cur:
-        cur.execute("UPDATE forecast_runs r SET status = 'failed', finished_at = clock_timestamp(),"
+        cur.execute("SELECT run_id, source, init_time, backend_pid FROM forecast_runs"
+                    " WHERE status = 'running'")
+        running = cur.fetchall()
+        cur.execute("SELECT pid, classid::bigint, objid::bigint FROM pg_locks"
+                    " WHERE locktype = 'advisory' AND objsubid = 2 AND granted")
+        held = set(cur.fetchall())
+        ended = [run_id for run_id, source, init_time, pid in running
+                 if (pid, *_cycle_key(InputSource(source), init_time)) not in held]
+        cur.execute("UPDATE forecast_runs SET status = 'failed', finished_at = clock_timestamp(),"
                     " reason = 'interrupted: the process ended before finishing'"
-                    " WHERE status = 'running' AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a"
-                    " WHERE a.pid = r.backend_pid AND a.backend_start = r.backend_started)")
+                    " WHERE run_id = ANY(%s) AND status = 'running'", (ended,))
         return cur.rowcount
 
 

@@ -1,0 +1,53 @@
+"""The run ledger against a real PostgreSQL: which 'running' attempts are interrupted."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import psycopg2
+import pytest
+from psycopg2.extensions import connection as Connection
+from psycopg2.extensions import parse_dsn
+
+from graphcast_contract.sources import InputSource
+from modules.job import ledger
+from modules.storage import db
+
+INIT = datetime(2022, 1, 1, 6, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def other_role(clean_db: str) -> Iterator[Connection]:
+    """A connection as an ordinary role (no superuser, no pg_read_all_stats) that may read and
+    update the ledger: pg_stat_activity hides other roles' sessions' details from it."""
+    name, password = f"graphcast_job_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    admin = db.connect(clean_db)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE ROLE {name} LOGIN PASSWORD %s", (password,))
+        cur.execute(f"GRANT SELECT, UPDATE ON forecast_runs TO {name}")
+    conn = psycopg2.connect(**{**parse_dsn(clean_db), "user": name, "password": password})
+    try:
+        yield conn
+    finally:
+        conn.close()
+        with admin.cursor() as cur:
+            cur.execute(f"DROP OWNED BY {name}")
+            cur.execute(f"DROP ROLE {name}")
+        admin.close()
+
+
+def test_a_live_run_of_another_role_is_not_marked_interrupted(clean_db: str,
+                                                              other_role: Connection) -> None:
+    live = db.connect(clean_db)
+    with ledger.cycle_lock(live, InputSource.ERA5, INIT) as acquired:
+        assert acquired
+        run_id = ledger.start_run(live, INIT, InputSource.ERA5, "GraphCast_test")
+        assert ledger.mark_interrupted(other_role) == 0
+        live.close()  # killed: the session and its lock go, a moment later
+    assert ledger.wait_for_cycle(other_role, InputSource.ERA5, INIT, wait_s=10)
+    assert ledger.mark_interrupted(other_role) == 1
+    with other_role, other_role.cursor() as cur:
+        cur.execute("SELECT status FROM forecast_runs WHERE run_id = %s", (run_id,))
+        assert cur.fetchone() == ("failed",)
