@@ -54,6 +54,20 @@ def test_predict_without_tisr_in_batch(reference_dir: Path, stats_dir: Path, tmp
                forecaster_like)
 
 
+def test_predict_on_a_batch_without_batch_dimension(reference_dir: Path, stats_dir: Path,
+                                                   tmp_path: Path, forecaster_like) -> None:
+    """A batch saved after `.isel(batch=0)`: its `datetime` is (time,), broadcast to
+    (batch, time) as the engine needs it."""
+    batch = xr.load_dataset(reference_dir / "example_batch.nc", decode_timedelta=True)
+    path = tmp_path / "unbatched.nc"
+    batch.isel(batch=0).to_netcdf(path)
+    out = tmp_path / "pred.nc"
+    assert main(_args(reference_dir, stats_dir, path, out)) == 0
+    reference = xr.load_dataset(reference_dir / "predictions_fp32.nc", decode_timedelta=True)
+    check_fp32(xr.load_dataset(out, decode_timedelta=True), reference, reference_dir,
+               forecaster_like)
+
+
 def test_bad_inputs_give_one_line_and_exit_code(reference_dir: Path, stats_dir: Path,
                                                 tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
