@@ -74,9 +74,19 @@ def test_bad_inputs_give_one_line_and_exit_code(reference_dir: Path, stats_dir: 
     batch = xr.load_dataset(reference_dir / "example_batch.nc", decode_timedelta=True)
     coarse = tmp_path / "coarse.nc"
     batch.isel(lat=slice(0, None, 2)).to_netcdf(coarse)
+    twelve_hourly = tmp_path / "twelve_hourly.nc"
+    hours = np.arange(batch.sizes["time"]) * np.timedelta64(12, "h")
+    batch.assign_coords(time=hours, datetime=batch["datetime"][:, :1] + hours).to_netcdf(
+        twelve_hourly)
+    with_nan = tmp_path / "with_nan.nc"
+    batch.assign(temperature=batch["temperature"].where(batch["lat"] < 80)).to_netcdf(with_nan)
     out = tmp_path / "pred.nc"
     cases = [
         (_args(reference_dir, stats_dir, coarse, out), ExitCode.NO_DATA, "lat grid"),
+        (_args(reference_dir, stats_dir, twelve_hourly, out), ExitCode.NO_DATA,
+         "input frames must be 6 h apart"),
+        (_args(reference_dir, stats_dir, with_nan, out), ExitCode.NO_DATA,
+         "input variable 'temperature' holds NaN or infinite values"),
         (_args(reference_dir, tmp_path, reference_dir / "example_batch.nc", out),
          ExitCode.MODEL_FAILED, "statistics file not found"),
         (_args(reference_dir, stats_dir, reference_dir / "example_batch.nc", out, "--steps",
