@@ -326,7 +326,7 @@ class Forecaster:
         for name in self.task_config.target_variables:
             if name in ATMOSPHERIC_VARIABLES:
                 shape = (batch, 1, len(self.task_config.pressure_levels), num_lat, num_lon)
-                dims = ("batch", "time", "level", "lat", "lon")
+                dims = DIMS
             else:
                 shape, dims = (batch, 1, num_lat, num_lon), ("batch", "time", "lat", "lon")
             variables[name] = (dims, np.empty(shape, np.float32))
