@@ -95,6 +95,10 @@ def test_bad_inputs_give_one_line_and_exit_code(reference_dir: Path, stats_dir: 
     bad_checkpoint = _args(reference_dir, stats_dir, reference_dir / "example_batch.nc", out)
     bad_checkpoint[2] = str(reference_dir / "inputs.nc")
     cases.append((bad_checkpoint, ExitCode.MODEL_FAILED, "cannot read checkpoint"))
+    np.save(tmp_path / "array.npy", np.zeros(3, np.float32))
+    npy_checkpoint = bad_checkpoint.copy()
+    npy_checkpoint[2] = str(tmp_path / "array.npy")
+    cases.append((npy_checkpoint, ExitCode.MODEL_FAILED, "not the .npz archive"))
     unreadable = _args(reference_dir, stats_dir, tmp_path / "absent.nc", out)
     cases.append((unreadable, ExitCode.UNREADABLE_FILE, "cannot read example batch"))
     blocked = _args(reference_dir, stats_dir, reference_dir / "example_batch.nc",
