@@ -7,6 +7,7 @@ Layout of an official file (a `numpy.savez` of the flattened `graphcast.CheckPoi
 from __future__ import annotations
 
 import dataclasses
+import typing
 import zipfile
 from pathlib import Path
 
@@ -101,38 +102,97 @@ def check_params(params: dict[str, np.ndarray], model_config: ModelConfig,
                               f"{'; '.join(problems)}")
 
 
-def _scalar(value: np.ndarray) -> object:
+def _scalar(key: str, value: np.ndarray) -> object:
     """A 0-d array from the file as a Python value."""
+    if value.shape != ():
+        raise CheckpointError(f"checkpoint entry {key} has shape {value.shape}, expected a "
+                              "single value")
     return value.item()
 
 
+_KINDS = {int: "an integer", float: "a number", str: "a string"}
+
+
+def _typed(key: str, value: object, kind: type) -> object:
+    """A config value from the file as its field's `kind` (int, float or str)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is float and number:
+        return float(value)
+    if kind is int and number and float(value).is_integer():
+        return int(value)
+    if kind is str and isinstance(value, str):
+        return value
+    raise CheckpointError(f"checkpoint entry {key} is {value!r}, expected {_KINDS[kind]}")
+
+
+def _field_kind(cls: type, name: str) -> tuple[type, bool]:
+    """(int, float or str; whether a tuple of those) of a config dataclass field."""
+    hint = typing.get_type_hints(cls)[name]
+    if typing.get_origin(hint) is tuple:
+        return typing.get_args(hint)[0], True
+    return next(arg for arg in typing.get_args(hint) or (hint,) if arg is not type(None)), False
+
+
+def _tuple_items(entries: dict[str, np.ndarray], key: str, kind: type) -> tuple:
+    """The items `<key>:0`, `<key>:1`, ... in order (empty if there are none)."""
+    items = {}
+    for name, value in entries.items():
+        if name.startswith(key + ":"):
+            index = name.removeprefix(key + ":")
+            if not index.isdigit():
+                raise CheckpointError(f"checkpoint entry {name}: {index!r} is not an item "
+                                      "number")
+            items[int(index)] = _typed(name, _scalar(name, value), kind)
+    if sorted(items) != list(range(len(items))):
+        raise CheckpointError(f"checkpoint items of {key} are numbered {sorted(items)}, "
+                              f"expected 0 to {len(items) - 1}")
+    return tuple(items[i] for i in range(len(items)))
+
+
 def _read_config(entries: dict[str, np.ndarray], prefix: str, cls: type) -> object:
-    """Rebuild a config dataclass from `<prefix>:<field>[:<i>]` entries."""
+    """Rebuild a config dataclass from `<prefix>:<field>` scalars and `<prefix>:<field>:<i>`
+    tuple items, each of its field's type."""
     values: dict[str, object] = {}
     for field in dataclasses.fields(cls):
         key = f"{prefix}:{field.name}"
-        if key in entries:
-            values[field.name] = _scalar(entries[key])
-            continue
-        items = sorted(((int(k.rsplit(":", 1)[1]), _scalar(v)) for k, v in entries.items()
-                        if k.startswith(key + ":")))
-        if items:
-            values[field.name] = tuple(v for _, v in items)
-        elif field.default is dataclasses.MISSING:
+        kind, is_tuple = _field_kind(cls, field.name)
+        if is_tuple:
+            if key in entries:
+                raise CheckpointError(f"checkpoint entry {key} is a single value; expected "
+                                      f"items {key}:0, {key}:1, ...")
+            items = _tuple_items(entries, key, kind)
+            if items:
+                values[field.name] = items
+        elif key in entries:
+            values[field.name] = _typed(key, _scalar(key, entries[key]), kind)
+        if field.name not in values and field.default is dataclasses.MISSING:
             raise CheckpointError(f"checkpoint has no {key}")
-    try:
-        return cls(**values)
-    except TypeError as error:
-        raise CheckpointError(f"bad {prefix} in checkpoint: {error}") from error
+    return cls(**values)
 
 
 def load_checkpoint(path: Path) -> CheckPoint:
-    """Read and validate an official GraphCast checkpoint `.npz`."""
+    """Read and validate an official GraphCast checkpoint `.npz`; CheckpointError, one line,
+    for any other file."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            entries = {key: data[key] for key in data.files}
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded as data:
+                entries = {key: data[key] for key in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise CheckpointError(f"cannot read checkpoint {path}: one array (.npy), not the "
+                              ".npz archive of a checkpoint")
+    try:
+        return _checkpoint(entries)
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError) as error:  # whatever _checkpoint's checks did not foresee
+        raise CheckpointError(f"malformed checkpoint {path}: {error}") from error
+
+
+def _checkpoint(entries: dict[str, np.ndarray]) -> CheckPoint:
+    """The checkpoint of a file's entries, validated."""
     model_config = _read_config(entries, "model_config", ModelConfig)
     task_config = _read_config(entries, "task_config", TaskConfig)
     params = {k.removeprefix("params:"): v for k, v in entries.items()
@@ -141,11 +201,12 @@ def load_checkpoint(path: Path) -> CheckPoint:
     bad_dtype = sorted(k for k, v in params.items() if not np.issubdtype(v.dtype, np.floating))
     if bad_dtype:
         raise CheckpointError(f"non-float parameter(s): {', '.join(bad_dtype)}")
+    text = {key: str(_scalar(key, entries.get(key, np.array(""))))
+            for key in ("description", "license")}
     return CheckPoint(
         params={k: v.astype(np.float32, copy=False) for k, v in params.items()},
         model_config=model_config, task_config=task_config,
-        description=str(_scalar(entries.get("description", np.array("")))),
-        license=str(_scalar(entries.get("license", np.array("")))))
+        description=text["description"], license=text["license"])
 
 
 def _flatten_config(prefix: str, config: object) -> dict[str, np.ndarray]:

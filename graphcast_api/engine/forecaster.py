@@ -27,6 +27,11 @@ from graphcast_api.engine.stats import NormalizationStats, load_stats
 from graphcast_api.settings import PRECISIONS
 from graphcast_contract.files import file_sha256
 from graphcast_contract.variables import ATMOSPHERIC_VARIABLES
+from graphcast_contract.wire import all_finite
+
+# The dimension order of every variable the engine stacks and returns (each has those it
+# needs): normalization flattens a variable's channels in its own dimension order.
+DIMS = ("batch", "time", "level", "lat", "lon")
 
 
 class ForecastInputError(ValueError):
@@ -227,7 +232,8 @@ class Forecaster:
         return torch.from_numpy(self.grid_features(inputs, step_forcings)).to(self.network.dtype)
 
     def _checked_inputs(self, inputs: xr.Dataset) -> xr.Dataset:
-        """Validate and trim the inputs to the task's variables and levels; add forcings."""
+        """Validate and trim the inputs to the task's variables and levels; add forcings;
+        each variable's dimensions in the order DIMS (a view: transposing copies nothing)."""
         task = self.task_config
         if "datetime" not in inputs.coords:
             raise ForecastInputError("inputs lack the 'datetime' coordinate (batch, time)")
@@ -252,6 +258,18 @@ class Forecaster:
                 inputs = inputs.sel(level=list(task.pressure_levels))
         if "batch" not in inputs.dims:
             raise ForecastInputError("inputs lack the 'batch' dimension")
+        unknown = sorted(set(inputs.dims) - set(DIMS))
+        if unknown:
+            raise ForecastInputError(f"inputs have unknown dimension(s) {unknown}; "
+                                     f"expected among {list(DIMS)}")
+        inputs = inputs.transpose(*(d for d in DIMS if d in inputs.dims))
+        if inputs["datetime"].dims != ("batch", "time"):
+            raise ForecastInputError(f"inputs' 'datetime' has dimensions "
+                                     f"{inputs['datetime'].dims}, expected (batch, time)")
+        if np.any(np.diff(inputs["datetime"].values, axis=1) != TIME_STEP):
+            raise ForecastInputError(f"input frames must be {_hours(TIME_STEP)} apart; their "
+                                     f"datetimes are {_times(inputs['datetime'].values)}")
+        _check_finite(inputs, "input")
         return inputs.astype(np.float32, copy=False)  # float32 inputs are not copied
 
     def _check_grid(self, data: xr.Dataset) -> None:
@@ -280,10 +298,26 @@ class Forecaster:
                 raise ForecastInputError(f"forcings cover {forcings.sizes.get('time', 0)} "
                                          f"step(s), {steps} needed")
             given = forcings.isel(time=slice(0, steps))
+            self._check_forcing_times(given, frame)
             present = [v for v in self.task_config.forcing_variables if v in given.data_vars]
+            _check_finite(given[present], "forcing")
             frame = frame.assign({v: given[v].variable for v in present})
         frame = add_forcings(frame, self.task_config.forcing_variables)
         return frame[list(self.task_config.forcing_variables)].astype(np.float32)
+
+    @staticmethod
+    def _check_forcing_times(given: xr.Dataset, frame: xr.Dataset) -> None:
+        """The given forcings are taken by position: their valid times (`datetime`), or
+        without those their lead times (`time`), must be the target times of `frame`, the
+        6 h steps after the last input."""
+        for name, kind in (("datetime", "M"), ("time", "m")):
+            if name in given.coords and given[name].dtype.kind == kind:
+                if bool((given[name].variable != frame[name].variable).any()):
+                    raise ForecastInputError(
+                        f"forcings' {name} {_times(given[name].values)} are not the target "
+                        f"times {_times(frame[name].values)}: the {_hours(TIME_STEP)} steps "
+                        "after the last input")
+                return
 
     def _target_template(self, inputs: xr.Dataset) -> xr.Dataset:
         """Dataset with one time step of every target variable (values unused)."""
@@ -292,7 +326,7 @@ class Forecaster:
         for name in self.task_config.target_variables:
             if name in ATMOSPHERIC_VARIABLES:
                 shape = (batch, 1, len(self.task_config.pressure_levels), num_lat, num_lon)
-                dims = ("batch", "time", "level", "lat", "lon")
+                dims = DIMS
             else:
                 shape, dims = (batch, 1, num_lat, num_lon), ("batch", "time", "lat", "lon")
             variables[name] = (dims, np.empty(shape, np.float32))
@@ -322,6 +356,29 @@ class Forecaster:
         datetime = inputs["datetime"].values
         shifted = np.concatenate([datetime[:, 1:], datetime[:, -1:] + TIME_STEP], axis=1)
         return inputs.assign(updated).assign_coords(datetime=(("batch", "time"), shifted))
+
+
+def _check_finite(data: xr.Dataset, kind: str) -> None:
+    """ForecastInputError naming the first variable that holds NaN or an infinity: one pass
+    per variable, in pieces (graphcast_contract.wire.all_finite), no copy of a contiguous or
+    transposed array."""
+    for name, value in data.data_vars.items():
+        if not all_finite(value.values.ravel(order="K")):
+            raise ForecastInputError(f"{kind} variable {name!r} holds NaN or infinite values")
+
+
+def _hours(step: np.timedelta64) -> str:
+    """A time step as '6 h'."""
+    return f"{step // np.timedelta64(1, 'h')} h"
+
+
+def _times(values: np.ndarray) -> str:
+    """Valid times (to the minute) or lead times (hours) for a message: the first batch
+    member's, at most six."""
+    first = np.asarray(values).reshape(-1, np.shape(values)[-1])[0][:6]
+    if first.dtype.kind == "M":
+        return ", ".join(np.datetime_as_string(first, unit="m"))
+    return ", ".join(f"{hours:g} h" for hours in first / np.timedelta64(1, "h"))
 
 
 def _overwritable_frames(inputs: xr.Dataset) -> set[str]:

@@ -5,10 +5,11 @@
 
 Without files: random weights with GraphCast_small's shapes, a synthetic 1.0° 13-level batch
 and statistics measured on it. Prints graph build time, first-call time, the median of the
-timed rollouts, peak RSS, the GFLOP/s of dense 4096² matrix products (bf16, fp32; fastest
-of five calls) and the rollout's achieved GFLOP/s (matrix-product FLOPs of the network); the
-last line is one JSON object with those figures. `rollout_cpu_s_median` (CPU seconds of all
-threads) shows how much of a slow wall time is due to other processes sharing the cores.
+timed rollouts, peak RSS ("unavailable", null in the JSON, on Windows), the GFLOP/s of dense
+4096² matrix products (bf16, fp32; fastest of five calls) and the rollout's achieved GFLOP/s
+(matrix-product FLOPs of the network); the last line is one JSON object with those figures.
+`rollout_cpu_s_median` (CPU seconds of all threads) shows how much of a slow wall time is
+due to other processes sharing the cores.
 Precision, device and compile resolve like `serve`'s (graphcast_api/settings.py); graphs and
 compiled kernels are built afresh in a temporary folder, so that their build time is measured
 (with --warm-caches, the settings' cache folder is used instead). torch loads only when it runs.
@@ -20,8 +21,8 @@ import argparse
 import collections
 import functools
 import json
-import resource
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -225,9 +226,20 @@ def inputs_source(inputs: xr.Dataset, folder: Path, whole: bool) -> Callable[[],
     return lambda: xr.load_dataset(path, decode_timedelta=True)
 
 
-def peak_rss_gib() -> float:
-    """Peak resident memory of this process so far, GiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+def peak_rss_gib() -> float | None:
+    """Peak resident memory of this process so far, GiB; None where the `resource` module is
+    missing (Windows). Imported here, so that every other command runs there too."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** (30 if sys.platform == "darwin" else 20)  # bytes on macOS, else KiB
+
+
+def rss_text(gib: float | None) -> str:
+    """A peak RSS as printed: GiB, or 'unavailable'."""
+    return "unavailable" if gib is None else f"{gib:.2f} GiB"
 
 
 def add_commands(subcommands: argparse._SubParsersAction) -> None:
@@ -332,7 +344,7 @@ def _bench(args: argparse.Namespace, settings: ServiceSettings, folder: str) -> 
           f"set-up {setup_s:.1f} s = graphs "
           f"{'built or loaded (cache folder reused)' if args.warm_caches else 'built'} "
           f"{graph_build_s:.1f} s + static embeddings and packing "
-          f"{setup_times['network_s']:.1f} s (peak RSS so far {setup_rss:.2f} GiB)")
+          f"{setup_times['network_s']:.1f} s (peak RSS so far {rss_text(setup_rss)})")
 
     inputs = next_inputs()
     start = time.perf_counter()
@@ -344,7 +356,7 @@ def _bench(args: argparse.Namespace, settings: ServiceSettings, folder: str) -> 
     first_call_s = time.perf_counter() - start
     del inputs
     print(f"first call ({args.steps} steps): {first_call_s:.1f} s "
-          f"(peak RSS so far {peak_rss_gib():.2f} GiB)")
+          f"(peak RSS so far {rss_text(peak_rss_gib())})")
     timings, cpu_timings = [], []
     for _ in range(args.repeats):
         inputs = next_inputs()
@@ -354,7 +366,7 @@ def _bench(args: argparse.Namespace, settings: ServiceSettings, folder: str) -> 
         cpu_timings.append(time.process_time() - cpu_start)
         del inputs
         print(f"rollout ({args.steps} steps): {timings[-1]:.1f} s wall, "
-              f"{cpu_timings[-1]:.1f} s CPU (peak RSS so far {peak_rss_gib():.2f} GiB)")
+              f"{cpu_timings[-1]:.1f} s CPU (peak RSS so far {rss_text(peak_rss_gib())})")
     median = statistics.median(timings)
     cpu_median = statistics.median(cpu_timings)
     flops = rollout_flops(checkpoint.model_config, checkpoint.task_config, forecaster.graphs,
@@ -362,7 +374,7 @@ def _bench(args: argparse.Namespace, settings: ServiceSettings, folder: str) -> 
     peak_rss = peak_rss_gib()
     achieved = flops / median / 1e9
     print(f"median rollout {median:.1f} s ({median / args.steps:.2f} s/step), "
-          f"{achieved:.0f} GFLOP/s achieved, peak RSS {peak_rss:.2f} GiB")
+          f"{achieved:.0f} GFLOP/s achieved, peak RSS {rss_text(peak_rss)}")
     compile_s = max(first_call_s - median, 0.0)
     reused = "; cache folder reused (--warm-caches)" if args.warm_caches else ""
     print(f"first call / warm rollout: {first_call_s / median:.2f} (compile and first-use "
@@ -399,8 +411,9 @@ def _bench(args: argparse.Namespace, settings: ServiceSettings, folder: str) -> 
         "first_call_over_rollout": round(first_call_s / median, 3),
         "step_s": round(median / args.steps, 3),
         "rollout_s": [round(t, 2) for t in timings],
-        "rollout_cpu_s_median": round(cpu_median, 2), "peak_rss_gib": round(peak_rss, 3),
-        "setup_peak_rss_gib": round(setup_rss, 3),
+        "rollout_cpu_s_median": round(cpu_median, 2),
+        "peak_rss_gib": None if peak_rss is None else round(peak_rss, 3),
+        "setup_peak_rss_gib": None if setup_rss is None else round(setup_rss, 3),
         "matmul_fp32_gflops": round(matmul_fp32, 1), "matmul_bf16_gflops": round(matmul_bf16, 1),
         "product_gflops": {b: {p: {k: round(v, 1) for k, v in shapes.items()}
                                for p, shapes in by.items()} for b, by in rates.items()},

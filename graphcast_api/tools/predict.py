@@ -138,6 +138,9 @@ def split_example_batch(batch, steps: int, forcing_variables: Sequence[str]):
                                           "are needed")
     if "batch" not in batch.dims:
         batch = batch.expand_dims("batch")
+    if "batch" not in batch["datetime"].dims:  # expand_dims leaves the coordinates as they are
+        batch = batch.assign_coords(datetime=batch["datetime"].expand_dims(
+            batch=batch.sizes["batch"]).transpose("batch", "time"))
     last_input_time = batch["time"].values[1]
     inputs = batch.isel(time=[0, 1])
     inputs = inputs.assign_coords(time=inputs["time"].values - last_input_time)

@@ -9,7 +9,8 @@ Integrity: a finished transfer must have the announced size, the MD5 and CRC32C 
 bucket announces in `x-goog-hash`, and the format's magic bytes (.nc: NetCDF/HDF5, .npz: zip);
 its SHA-256 then goes into `DEST/MANIFEST.sha256`, against which files already present are
 checked on every later run (`fetch-weights --verify` only checks). Only https is used,
-except for loopback hosts (tests, a local mirror); a `.part` that is a symlink is refused.
+except for loopback hosts (tests, a local mirror), also where a redirect leads; a `.part`
+that is a symlink is refused.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import sys
 import textwrap
 import zipfile
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import google_crc32c
 import requests
@@ -60,6 +61,7 @@ DATA_LICENCE = (
 
 CHUNK_BYTES = 1 << 16  # an interruption loses at most the chunk being read
 TIMEOUT_S = (10, 60)  # connect, read
+MAX_REDIRECTS = 10
 
 EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.DOWNLOAD_FAILED,
               ExitCode.OUTPUT_FAILED)
@@ -92,22 +94,25 @@ def example_dataset_path(steps: int = 4) -> str:
     return f"dataset/source-era5_date-2022-01-01_res-1.0_levels-13_steps-{steps:02d}.nc"
 
 
-def check_base_url(base_url: str) -> None:
-    """Refuse anything but https, except plain http to a loopback host (tests, a mirror on
-    this machine): the files are run as code-like model weights, so no one on the path may
-    swap them."""
-    parts = urlsplit(base_url)
+def is_allowed_url(url: str) -> bool:
+    """https, or plain http to a loopback host (tests, a mirror on this machine): the files
+    are run as code-like model weights, so no one on the path may swap them."""
+    parts = urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
-        return
+        return True
     host = parts.hostname or ""
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
-    if parts.scheme == "http" and loopback:
-        return
-    raise DownloadError(f"--base-url must be an https:// address (http:// only for loopback "
-                        f"hosts): {base_url}", ExitCode.USAGE)
+    return parts.scheme == "http" and loopback
+
+
+def check_base_url(base_url: str) -> None:
+    """Refuse a --base-url that is_allowed_url refuses."""
+    if not is_allowed_url(base_url):
+        raise DownloadError(f"--base-url must be an https:// address (http:// only for "
+                            f"loopback hosts): {base_url}", ExitCode.USAGE)
 
 
 def object_url(base_url: str, path: str) -> str:
@@ -129,11 +134,29 @@ def _range_start(response: requests.Response) -> int:
     return int(response.headers["Content-Range"].split()[1].split("-")[0])
 
 
+def _get(url: str, headers: dict[str, str]) -> requests.Response:
+    """GET `url`, following redirects by hand: each only to an address is_allowed_url allows
+    (requests would follow one to plain http, or anywhere)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        response = requests.get(url, headers=headers, stream=True, timeout=TIMEOUT_S,
+                                allow_redirects=False)
+        if not response.is_redirect:
+            return response
+        response.close()
+        target = urljoin(url, response.headers["Location"])
+        if not is_allowed_url(target):
+            raise DownloadError(f"{url} redirects to {target}, refused: only https:// (http:// "
+                                "to a loopback host) is followed", ExitCode.DOWNLOAD_FAILED)
+        url = target
+    raise DownloadError(f"more than {MAX_REDIRECTS} redirects, the last to {url}",
+                        ExitCode.DOWNLOAD_FAILED)
+
+
 def _open_transfer(url: str, offset: int) -> tuple[requests.Response, int]:
     """Start a GET for `url` from byte `offset`; returns the response and the offset it serves."""
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
-        response = requests.get(url, headers=headers, stream=True, timeout=TIMEOUT_S)
+        response = _get(url, headers)
     except requests.RequestException as error:
         host = urlsplit(url).netloc
         raise DownloadError(f"cannot reach {host} ({type(error).__name__}); check the network "
@@ -241,6 +264,9 @@ def read_manifest(dest: Path) -> dict[str, str]:
         lines = (dest / MANIFEST_NAME).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return {}
+    except OSError as error:
+        raise DownloadError(f"cannot read {dest / MANIFEST_NAME}: {error}",
+                            ExitCode.OUTPUT_FAILED) from error
     entries = {}
     for line in lines:
         digest, sep, name = line.partition("  ")
@@ -255,8 +281,12 @@ def record_in_manifest(dest: Path, name: str, digest: str) -> None:
     entries = read_manifest(dest)
     entries[name] = digest
     text = "".join(f"{value}  {key}\n" for key, value in sorted(entries.items()))
-    with write_atomically(dest / MANIFEST_NAME) as temporary:
-        temporary.write_text(text, encoding="utf-8")
+    try:
+        with write_atomically(dest / MANIFEST_NAME) as temporary:
+            temporary.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise DownloadError(f"cannot write {dest / MANIFEST_NAME}: {error}",
+                            ExitCode.OUTPUT_FAILED) from error
 
 
 def verify_present(dest: Path, name: str) -> None:
@@ -313,7 +343,11 @@ def download(url: str, target: Path, progress: bool = True) -> bool:
             raise DownloadError(f"cannot write {partial}: {error}",
                                 ExitCode.OUTPUT_FAILED) from error
     _check_complete(partial, expected, url, announced)
-    os.replace(partial, target)
+    try:
+        os.replace(partial, target)
+    except OSError as error:
+        raise DownloadError(f"cannot rename {partial} to {target.name}: {error}",
+                            ExitCode.OUTPUT_FAILED) from error
     return True
 
 

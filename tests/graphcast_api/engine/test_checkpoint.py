@@ -76,6 +76,17 @@ _W0 = "params:mesh_gnn/~_networks_builder/processor_edges_1_mesh_mlp/~/linear_0:
      "unexpected parameter"),
     (lambda e: e.update({_W0: np.zeros((95, 32), np.float32)}), "has shape (95, 32)"),
     (lambda e: e.pop("model_config:latent_size"), "model_config:latent_size"),
+    (lambda e: e.update({"model_config:latent_size": np.array([32, 32])}),
+     "model_config:latent_size has shape (2,), expected a single value"),
+    (lambda e: e.update({"model_config:mesh_size": np.array("two")}),
+     "model_config:mesh_size is 'two', expected an integer"),
+    (lambda e: e.update({"task_config:pressure_levels:x": np.array(5)}),
+     "task_config:pressure_levels:x: 'x' is not an item number"),
+    (lambda e: e.update({"task_config:pressure_levels:20": np.array(5)}),
+     "items of task_config:pressure_levels are numbered"),
+    (lambda e: e.update({"task_config:input_duration": np.array("long")}),
+     "malformed checkpoint"),
+    (lambda e: e.update({"description": np.array(["a", "b"])}), "description has shape"),
 ])
 def test_bad_checkpoint_fails_loudly(reference_dir: Path, tmp_path: Path, change,
                                      message: str) -> None:
@@ -88,4 +99,11 @@ def test_unreadable_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "junk.npz"
     path.write_text("not a zip")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(path)
+
+
+def test_npy_file_is_not_a_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "array.npy"
+    np.save(path, np.zeros(3, np.float32))
+    with pytest.raises(CheckpointError, match=r"one array \(\.npy\), not the \.npz archive"):
         load_checkpoint(path)

@@ -349,10 +349,50 @@ def test_first_step_features_are_what_the_rollout_feeds(reference_dir: Path, sta
     (lambda d: d.isel(level=slice(1, None)), r"lack pressure level\(s\) \[50\]"),
     (lambda d: d.isel(time=[1]), "need 2 time frames"),
     (lambda d: d.drop_vars("datetime"), "datetime"),
+    (lambda d: d.assign_coords(datetime=d["datetime"] - [[np.timedelta64(6, "h"), 0]]),
+     "input frames must be 6 h apart; their datetimes are 2021-12-31T18:00, 2022-01-01T06:00"),
+    (lambda d: d.assign_coords(datetime=d["datetime"].isel(batch=0)), r"\(batch, time\)"),
+    (lambda d: d.expand_dims("member"), r"unknown dimension\(s\) \['member'\]"),
+    (lambda d: d.assign(temperature=d["temperature"].where(d["level"] != 500)),
+     "input variable 'temperature' holds NaN or infinite values"),
+    (lambda d: d.assign(land_sea_mask=d["land_sea_mask"] * np.inf),
+     "input variable 'land_sea_mask' holds NaN"),
 ])
 def test_bad_inputs_are_rejected(fp32: Forecaster, inputs, change, message: str) -> None:
     with pytest.raises(ForecastInputError, match=message):
         fp32.forecast(change(inputs), 1)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: f.assign_coords(time=f["time"] * 2), "forcings' time 12 h, 24 h, 36 h are not "
+                                                    "the target times 6 h, 12 h, 18 h"),
+    (lambda f: f.assign_coords(datetime=(("batch", "time"), np.array(
+        [["2022-01-01T12", "2022-01-01T18", "2022-01-02T06", "2022-01-02T12"]],
+        "datetime64[ns]"))), "forcings' datetime 2022-01-01T12:00, 2022-01-01T18:00, "
+                             "2022-01-02T06:00"),
+    (lambda f: f.assign(year_progress_sin=f["year_progress_sin"] * np.nan),
+     "forcing variable 'year_progress_sin' holds NaN"),
+])
+def test_bad_forcings_are_rejected(fp32: Forecaster, inputs, forcings, change,
+                                   message: str) -> None:
+    """Given forcings are taken by position: their times must be the target times."""
+    with pytest.raises(ForecastInputError, match=message):
+        fp32.forecast(inputs, 3, change(forcings))
+
+
+def test_inputs_in_any_dimension_order_give_the_same_forecast(fp32: Forecaster, inputs,
+                                                              forcings) -> None:
+    """Each variable is transposed to the engine's order before its channels are stacked."""
+    permuted = inputs.transpose("lon", "level", "time", "lat", "batch")
+    permuted = permuted.assign(day_progress_sin=inputs["day_progress_sin"].transpose(
+        "lon", "time", "batch"))
+    assert permuted["temperature"].dims == ("lon", "level", "time", "lat", "batch")
+    expected = fp32.forecast(inputs, 2, forcings)
+    xr.testing.assert_identical(fp32.forecast(permuted, 2, forcings), expected)
+    handed = permuted.copy(deep=True)
+    steps = list(fp32.rollout(handed, 2, forcings, overwrite_inputs=True))
+    for number, step in enumerate(steps):
+        xr.testing.assert_equal(step, expected.isel(time=[number]))
 
 
 def test_forecaster_attributes(fp32: Forecaster) -> None:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,9 @@ import pytest
 import xarray as xr
 
 from graphcast_api.__main__ import main
+from graphcast_api.tools import bench
 from graphcast_api.tools.bench import inputs_source
+from graphcast_contract.project import PROJECT_ROOT
 
 
 @pytest.mark.slow  # the whole benchmark: graph build, compile and rollouts
@@ -63,3 +67,30 @@ def test_each_rollout_gets_inputs_of_its_own_to_hand_over(reference_dir: Path,
     first["temperature"].values[:] = 0.0  # as a rollout writes its handed-over inputs
     xr.testing.assert_identical(second, inputs)
     assert not np.shares_memory(second["temperature"].values, inputs["temperature"].values)
+
+
+def test_commands_run_without_the_resource_module() -> None:
+    """Windows has no `resource`: every command still loads, and bench's peak RSS says
+    'unavailable' instead of failing."""
+    script = ("import sys; sys.modules['resource'] = None\n"
+              "from graphcast_api.__main__ import build_parser\n"
+              "from graphcast_api.tools.bench import peak_rss_gib, rss_text\n"
+              "build_parser()\n"
+              "print(peak_rss_gib(), rss_text(peak_rss_gib()))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["None", "unavailable"]
+
+
+@pytest.mark.parametrize("platform, unit", [("linux", 1024), ("darwin", 1)])
+def test_peak_rss_reads_ru_maxrss_in_the_platform_unit(monkeypatch: pytest.MonkeyPatch,
+                                                       platform: str, unit: int) -> None:
+    """ru_maxrss is KiB on Linux, bytes on macOS."""
+    import resource
+
+    usage = type("Usage", (), {"ru_maxrss": 3 * 2 ** 30 // unit})
+    monkeypatch.setattr(resource, "getrusage", lambda _: usage)
+    monkeypatch.setattr(sys, "platform", platform)
+    assert bench.peak_rss_gib() == 3.0
+    assert bench.rss_text(3.0) == "3.00 GiB"

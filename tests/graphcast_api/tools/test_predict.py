@@ -54,15 +54,39 @@ def test_predict_without_tisr_in_batch(reference_dir: Path, stats_dir: Path, tmp
                forecaster_like)
 
 
+def test_predict_on_a_batch_without_batch_dimension(reference_dir: Path, stats_dir: Path,
+                                                   tmp_path: Path, forecaster_like) -> None:
+    """A batch saved after `.isel(batch=0)`: its `datetime` is (time,), broadcast to
+    (batch, time) as the engine needs it."""
+    batch = xr.load_dataset(reference_dir / "example_batch.nc", decode_timedelta=True)
+    path = tmp_path / "unbatched.nc"
+    batch.isel(batch=0).to_netcdf(path)
+    out = tmp_path / "pred.nc"
+    assert main(_args(reference_dir, stats_dir, path, out)) == 0
+    reference = xr.load_dataset(reference_dir / "predictions_fp32.nc", decode_timedelta=True)
+    check_fp32(xr.load_dataset(out, decode_timedelta=True), reference, reference_dir,
+               forecaster_like)
+
+
 def test_bad_inputs_give_one_line_and_exit_code(reference_dir: Path, stats_dir: Path,
                                                 tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     batch = xr.load_dataset(reference_dir / "example_batch.nc", decode_timedelta=True)
     coarse = tmp_path / "coarse.nc"
     batch.isel(lat=slice(0, None, 2)).to_netcdf(coarse)
+    twelve_hourly = tmp_path / "twelve_hourly.nc"
+    hours = np.arange(batch.sizes["time"]) * np.timedelta64(12, "h")
+    batch.assign_coords(time=hours, datetime=batch["datetime"][:, :1] + hours).to_netcdf(
+        twelve_hourly)
+    with_nan = tmp_path / "with_nan.nc"
+    batch.assign(temperature=batch["temperature"].where(batch["lat"] < 80)).to_netcdf(with_nan)
     out = tmp_path / "pred.nc"
     cases = [
         (_args(reference_dir, stats_dir, coarse, out), ExitCode.NO_DATA, "lat grid"),
+        (_args(reference_dir, stats_dir, twelve_hourly, out), ExitCode.NO_DATA,
+         "input frames must be 6 h apart"),
+        (_args(reference_dir, stats_dir, with_nan, out), ExitCode.NO_DATA,
+         "input variable 'temperature' holds NaN or infinite values"),
         (_args(reference_dir, tmp_path, reference_dir / "example_batch.nc", out),
          ExitCode.MODEL_FAILED, "statistics file not found"),
         (_args(reference_dir, stats_dir, reference_dir / "example_batch.nc", out, "--steps",
@@ -71,6 +95,10 @@ def test_bad_inputs_give_one_line_and_exit_code(reference_dir: Path, stats_dir: 
     bad_checkpoint = _args(reference_dir, stats_dir, reference_dir / "example_batch.nc", out)
     bad_checkpoint[2] = str(reference_dir / "inputs.nc")
     cases.append((bad_checkpoint, ExitCode.MODEL_FAILED, "cannot read checkpoint"))
+    np.save(tmp_path / "array.npy", np.zeros(3, np.float32))
+    npy_checkpoint = bad_checkpoint.copy()
+    npy_checkpoint[2] = str(tmp_path / "array.npy")
+    cases.append((npy_checkpoint, ExitCode.MODEL_FAILED, "not the .npz archive"))
     unreadable = _args(reference_dir, stats_dir, tmp_path / "absent.nc", out)
     cases.append((unreadable, ExitCode.UNREADABLE_FILE, "cannot read example batch"))
     blocked = _args(reference_dir, stats_dir, reference_dir / "example_batch.nc",

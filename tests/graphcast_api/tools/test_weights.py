@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import subprocess
 import sys
 import threading
@@ -33,6 +34,7 @@ class Bucket:
     goog_hash: dict[str, str] = field(default_factory=dict)  # path -> x-goog-hash header
     no_length: set[str] = field(default_factory=set)  # paths sent without Content-Length
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location of a 302
     url: str = ""
 
 
@@ -44,6 +46,12 @@ def _handler(bucket: Bucket) -> type[BaseHTTPRequestHandler]:
             path = unquote(self.path.lstrip("/"))
             range_header = self.headers.get("Range")
             bucket.requests.append((path, range_header))
+            if path in bucket.redirects:
+                self.send_response(302)
+                self.send_header("Location", bucket.redirects[path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if path not in bucket.objects:
                 body = b"No such object"
                 self.send_response(404)
@@ -320,3 +328,46 @@ def test_non_https_base_url_is_refused(url: str, tmp_path: Path,
     assert main(["fetch-weights", "small", "--dest", str(tmp_path), "--base-url", url]) == 2
     assert "must be an https:// address" in capsys.readouterr().err
     assert _files(tmp_path) == {}
+
+
+def test_redirects_are_followed_only_to_allowed_addresses(
+        bucket: Bucket, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A redirect to plain http off this machine is refused, not fetched (.invalid never
+    resolves); one to the loopback server itself is followed."""
+    path = weights.checkpoint_path("small")
+    bucket.redirects[path] = "http://weights.invalid/checkpoint.npz"
+    assert _fetch(bucket, tmp_path / "refused") == ExitCode.DOWNLOAD_FAILED
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "redirects to http://weights.invalid/checkpoint.npz, refused" in lines[-1]
+    assert "Traceback" not in "\n".join(lines)
+    assert _files(tmp_path / "refused") == {}
+    bucket.objects["moved.npz"] = bucket.objects[path]
+    bucket.redirects[path] = "/moved.npz"
+    assert _fetch(bucket, tmp_path / "followed") == ExitCode.OK
+    assert _files(tmp_path / "followed") == _expected(bucket)
+
+
+def test_unwritable_manifest_or_rename_is_one_line(bucket: Bucket, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifest or the final rename failing exits 11 with one line, not a traceback
+    (folders stand in the way: a read-only mode does not stop root)."""
+    (tmp_path / "manifest" / weights.MANIFEST_NAME).mkdir(parents=True)
+    assert _fetch(bucket, tmp_path / "manifest") == ExitCode.OUTPUT_FAILED
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: cannot read") and weights.MANIFEST_NAME in error
+
+    replace = os.replace
+    refused = weights.MANIFEST_NAME
+
+    def refuse(source: Path, target: Path) -> None:
+        if Path(target).name.endswith(refused):
+            raise PermissionError(13, "Permission denied")
+        replace(source, target)
+
+    monkeypatch.setattr(weights.os, "replace", refuse)
+    for case, message in ((weights.MANIFEST_NAME, "cannot write"), ("", "cannot rename")):
+        refused = case  # "": every rename
+        assert _fetch(bucket, tmp_path / message) == ExitCode.OUTPUT_FAILED
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith(f"error: {message}") and "Permission denied" in error, error
