@@ -49,6 +49,7 @@ def test_parse_cycle(text: str, expected: datetime) -> None:
 @pytest.mark.parametrize("text, message", [
     ("yesterday", "not an ISO 8601"), ("2022-01-01T03:00", "6-hourly slot"),
     ("2022-01-01T06:30", "6-hourly slot"),
+    ("0001-01-01T00:00+01:00", "outside the years 1 to 9999 in UTC"),
 ])
 def test_parse_cycle_rejects(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
