@@ -20,6 +20,7 @@ import uvicorn
 from graphcast_api.service.app import ServiceLimits, create_app, set_model
 from graphcast_api.service.model_card import Forecaster
 from graphcast_api.settings import (
+    DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HOST,
     DEFAULT_MAX_SITE_NAME_CHARS,
     DEFAULT_MAX_SITES,
@@ -88,6 +89,8 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
                         f"(default {DEFAULT_QUEUE_WAIT_S:g})",
         "queue_slots": "forecasts that may wait, body read, while one runs "
                        f"(default {DEFAULT_QUEUE_SLOTS})",
+        "body_timeout_s": "longest read of a request body, which holds a queue slot, before "
+                          f"408 (default {DEFAULT_BODY_TIMEOUT_S:g})",
         "max_sites": f"most sites in one forecast (default {DEFAULT_MAX_SITES})",
         "max_site_name_chars": "longest site name, characters "
                                f"(default {DEFAULT_MAX_SITE_NAME_CHARS})",
@@ -188,7 +191,8 @@ def run_serve(args: argparse.Namespace) -> int:
         log.warning("%s", warning)
     app = create_app(ServiceLimits(
         max_body_bytes=settings.max_body_bytes, queue_wait_s=settings.queue_wait_s,
-        queue_slots=settings.queue_slots, token=settings.token, max_sites=settings.max_sites,
+        queue_slots=settings.queue_slots, body_timeout_s=settings.body_timeout_s,
+        token=settings.token, max_sites=settings.max_sites,
         max_site_name_chars=settings.max_site_name_chars, max_values=settings.max_values))
     server = SignalledServer(uvicorn.Config(app, host=settings.host, port=settings.port,
                                             log_level="info", log_config=None,
