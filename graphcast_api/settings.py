@@ -8,6 +8,7 @@ precision names and the default cache folder. Import-light (no torch, no FastAPI
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from graphcast_contract.project import env_file_path
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 DEFAULT_HOST = "127.0.0.1"  # this machine only
 DEFAULT_PORT = 8001
+MAX_PORT = 65535
+MAX_BODY_MB = 1024**2  # 1 TiB: far above any model's request, and a byte count an int holds
 DEFAULT_QUEUE_WAIT_S = 300.0  # a forecast not started this long after it arrived gets 503
 # A body still arriving this long after its forecast took a slot gets 408 (the slot is freed):
 # GraphCast_operational's 689 MB binary body needs 2.3 MB/s.
@@ -104,10 +107,10 @@ def load_service_settings(args: argparse.Namespace | None = None,
                             f"{', '.join(PRECISIONS)}, got {precision!r}")
     return ServiceSettings(
         checkpoint=_path(raw["checkpoint"]), stats_dir=_path(raw["stats_dir"]),
-        host=raw["host"], port=int(positive("port", raw["port"])), token=raw["token"],
-        precision=precision, device=raw["device"],
-        max_body_bytes=(None if raw["max_body_mb"] is None
-                        else int(positive("max_body_mb", raw["max_body_mb"]) * 1024**2)),
+        host=raw["host"], port=whole("port", raw["port"], maximum=MAX_PORT),
+        token=raw["token"], precision=precision, device=raw["device"],
+        max_body_bytes=(None if raw["max_body_mb"] is None else int(
+            positive("max_body_mb", raw["max_body_mb"], maximum=MAX_BODY_MB) * 1024**2)),
         queue_wait_s=positive("queue_wait_s", raw["queue_wait_s"]),
         queue_slots=whole("queue_slots", raw["queue_slots"], minimum=0),
         body_timeout_s=positive("body_timeout_s", raw["body_timeout_s"]),
@@ -131,27 +134,32 @@ def _path(text: str | None) -> Path | None:
     return Path(text).expanduser() if text is not None else None
 
 
-def positive(option: str, text: str) -> float:
-    """`text` as a positive number; SettingsError naming `option` otherwise."""
+def positive(option: str, text: str, maximum: float = math.inf) -> float:
+    """`text` as a positive finite number up to `maximum`; SettingsError naming `option`
+    otherwise (inf or nan would pass float() and then fail where the number is used)."""
     try:
         number = float(text)
     except ValueError:
-        number = -1.0
-    if not number > 0:
-        raise SettingsError(f"--{option.replace('_', '-')} must be a positive number, "
+        number = math.nan
+    if not (0 < number <= maximum and math.isfinite(number)):
+        bound = f" up to {maximum:.15g}" if maximum < math.inf else ""
+        raise SettingsError(f"--{option.replace('_', '-')} must be a positive number{bound}, "
                             f"got {text!r}")
     return number
 
 
-def whole(option: str, text: str, minimum: int = 1) -> int:
-    """`text` as a whole number of at least `minimum`; SettingsError naming `option` otherwise."""
+def whole(option: str, text: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """`text` as a whole number from `minimum` (to `maximum`); SettingsError naming `option`
+    otherwise."""
     try:
         number = int(text)
     except ValueError:
         number = minimum - 1
-    if number < minimum:
-        raise SettingsError(f"--{option.replace('_', '-')} must be a whole number of at least "
-                            f"{minimum}, got {text!r}")
+    if number < minimum or (maximum is not None and number > maximum):
+        allowed = (f"from {minimum} to {maximum}" if maximum is not None
+                   else f"of at least {minimum}")
+        raise SettingsError(f"--{option.replace('_', '-')} must be a whole number {allowed}, "
+                            f"got {text!r}")
     return number
 
 

@@ -52,7 +52,7 @@ def test_defaults_bind_loopback_and_dotenv_is_read(clean_env: Path, stats_dir: P
     ({}, "--checkpoint (or GRAPHCAST_API_CHECKPOINT) is required"),
     ({"checkpoint": "nowhere.npz", "stats_dir": "."}, "checkpoint nowhere.npz is not a file"),
     ({"stats_dir": "."}, "lacks mean_by_level.nc"),
-    ({"port": "eighty"}, "--port must be a positive number"),
+    ({"port": "eighty"}, "--port must be a whole number from 1 to 65535"),
     ({"queue_wait_s": "0"}, "--queue-wait-s must be a positive number"),
 ])
 def test_bad_options_are_named(clean_env: Path, stats_dir: Path, options: dict,
@@ -61,6 +61,29 @@ def test_bad_options_are_named(clean_env: Path, stats_dir: Path, options: dict,
     args = argparse.Namespace(**({**complete, **options} if options else {}))
     with pytest.raises(SettingsError, match=re.escape(message)):
         serve.resolve_settings(args)
+
+
+@pytest.mark.parametrize("options, env, message", [
+    (["--port", "70000"], {}, "--port must be a whole number from 1 to 65535, got '70000'"),
+    (["--port", "0.5"], {}, "--port must be a whole number from 1 to 65535, got '0.5'"),
+    (["--port", "8001.9"], {}, "--port must be a whole number from 1 to 65535, got '8001.9'"),
+    (["--port", "inf"], {}, "--port must be a whole number from 1 to 65535, got 'inf'"),
+    (["--host", "localhost", "--port", "70000"], {}, "--port must be a whole number"),
+    ([], {"GRAPHCAST_API_MAX_BODY_MB": "inf"}, "--max-body-mb must be a positive number "
+                                               "up to 1048576, got 'inf'"),
+    ([], {"GRAPHCAST_API_MAX_BODY_MB": "1e303"}, "--max-body-mb must be a positive number "
+                                                 "up to 1048576, got '1e303'"),
+    (["--queue-wait-s", "inf"], {}, "--queue-wait-s must be a positive number, got 'inf'"),
+    (["--body-timeout-s", "nan"], {}, "--body-timeout-s must be a positive number, got 'nan'"),
+])
+def test_bad_numbers_exit_2_with_one_line(stats_dir: Path, options: list[str],
+                                          env: dict[str, str], message: str) -> None:
+    args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir),
+            *options]  # after serve_command's own --port: the last one counts
+    with serve_command(args, env=env, wait=False) as (_, process):
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == ExitCode.USAGE, output
+    assert len(output.splitlines()) == 1 and message in output, output
 
 
 def test_sigint_stops_a_server_started_ignoring_it(stats_dir: Path) -> None:
