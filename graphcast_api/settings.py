@@ -3,13 +3,15 @@
 Each setting comes from the command line, else the environment, else the project's `.env`
 file, else its default. The engine reads no environment: it gets precision, device, compile
 and the graph cache folder as arguments from here, and takes from this module only the
-precision names and the default cache folder. Import-light (no torch, no FastAPI).
+precision names, DeviceUnavailable and the default cache folder. Import-light (no torch, no
+FastAPI).
 """
 from __future__ import annotations
 
 import argparse
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from graphcast_contract.project import env_file_path
 
 # precision name -> the torch dtype it computes in (named, since this module is torch-free)
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
+DEVICES = ("cpu", "cuda")  # torch devices the engine runs on; "cuda:N" picks one GPU
+DEVICE_NAME = re.compile(r"cpu|cuda(:[0-9]+)?")
 DEFAULT_HOST = "127.0.0.1"  # this machine only
 DEFAULT_PORT = 8001
 MAX_PORT = 65535
@@ -63,6 +67,11 @@ class SettingsError(ValueError):
     """A missing or invalid setting; the message names its option or variable."""
 
 
+class DeviceUnavailable(ValueError):
+    """A valid device name that this host cannot use (no CUDA GPU, or not that many): raised
+    by the engine, exit code DEVICE_UNAVAILABLE."""
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """Every setting of the service and the engine, resolved and typed."""
@@ -101,14 +110,17 @@ def load_service_settings(args: argparse.Namespace | None = None,
     raw = {name: _first_set(getattr(args, name, None), os.environ.get(variable),
                             from_file.get(variable), default)
            for name, (variable, default) in ENV.items()}
-    precision = raw["precision"]
+    precision, device = raw["precision"], raw["device"]
     if precision is not None and precision not in PRECISIONS:
         raise SettingsError(f"--precision (or {ENV['precision'][0]}) must be one of "
                             f"{', '.join(PRECISIONS)}, got {precision!r}")
+    if device is not None and not DEVICE_NAME.fullmatch(device):
+        raise SettingsError(f"--device (or {ENV['device'][0]}) must be {', '.join(DEVICES)} "
+                            f"or cuda:N, got {device!r}")
     return ServiceSettings(
         checkpoint=_path(raw["checkpoint"]), stats_dir=_path(raw["stats_dir"]),
         host=raw["host"], port=whole("port", raw["port"], maximum=MAX_PORT),
-        token=raw["token"], precision=precision, device=raw["device"],
+        token=raw["token"], precision=precision, device=device,
         max_body_bytes=(None if raw["max_body_mb"] is None else int(
             positive("max_body_mb", raw["max_body_mb"], maximum=MAX_BODY_MB) * 1024**2)),
         queue_wait_s=positive("queue_wait_s", raw["queue_wait_s"]),

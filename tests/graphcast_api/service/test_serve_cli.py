@@ -75,8 +75,10 @@ def test_bad_options_are_named(clean_env: Path, stats_dir: Path, options: dict,
                                                  "up to 1048576, got '1e303'"),
     (["--queue-wait-s", "inf"], {}, "--queue-wait-s must be a positive number, got 'inf'"),
     (["--body-timeout-s", "nan"], {}, "--body-timeout-s must be a positive number, got 'nan'"),
+    (["--device", "gpu"], {}, "--device (or GRAPHCAST_API_DEVICE) must be cpu, cuda or cuda:N, "
+                              "got 'gpu'"),
 ])
-def test_bad_numbers_exit_2_with_one_line(stats_dir: Path, options: list[str],
+def test_bad_values_exit_2_with_one_line(stats_dir: Path, options: list[str],
                                           env: dict[str, str], message: str) -> None:
     args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir),
             *options]  # after serve_command's own --port: the last one counts
@@ -84,6 +86,26 @@ def test_bad_numbers_exit_2_with_one_line(stats_dir: Path, options: list[str],
         output, _ = process.communicate(timeout=60)
     assert process.returncode == ExitCode.USAGE, output
     assert len(output.splitlines()) == 1 and message in output, output
+
+
+def unusable_devices() -> list[str]:
+    """CUDA devices this host lacks: `cuda` without a GPU, and one GPU past the last."""
+    import torch
+
+    devices = [f"cuda:{torch.cuda.device_count()}"]
+    return devices if torch.cuda.is_available() else ["cuda", *devices]
+
+
+@pytest.mark.parametrize("device", unusable_devices())
+def test_an_unusable_device_exits_14_with_one_line(stats_dir: Path, device: str) -> None:
+    args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir),
+            "--device", device]
+    with serve_command(args, wait=False) as (_, process):
+        output, _ = process.communicate(timeout=120)
+    assert process.returncode == ExitCode.DEVICE_UNAVAILABLE, output
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and f"device {device!r} requested" in errors[0], output
+    assert "Traceback" not in output and "could not load" not in output
 
 
 def test_sigint_stops_a_server_started_ignoring_it(stats_dir: Path) -> None:

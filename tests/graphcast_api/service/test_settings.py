@@ -73,6 +73,8 @@ def test_command_line_beats_environment_beats_env_file_beats_default(
     ("GRAPHCAST_API_PRECISION", "fp16", "--precision (or GRAPHCAST_API_PRECISION) must be one of "
                                         "fp32, bf16, got 'fp16'"),
     ("GRAPHCAST_COMPILE", "maybe", "GRAPHCAST_COMPILE must be 1 or 0, got 'maybe'"),
+    ("GRAPHCAST_API_DEVICE", "cuda1", "--device (or GRAPHCAST_API_DEVICE) must be cpu, cuda "
+                                      "or cuda:N, got 'cuda1'"),
     ("GRAPHCAST_API_MAX_BODY_MB", "-1", "--max-body-mb must be a positive number up to 1048576, "
                                          "got '-1'"),
     ("GRAPHCAST_API_MAX_SITES", "0", "--max-sites must be a whole number of at least 1"),
