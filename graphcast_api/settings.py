@@ -18,6 +18,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from graphcast_contract.project import env_file_path
+from graphcast_contract.wire import bearer_token_problem
 
 # precision name -> the torch dtype it computes in (named, since this module is torch-free)
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
@@ -110,7 +111,10 @@ def load_service_settings(args: argparse.Namespace | None = None,
     raw = {name: _first_set(getattr(args, name, None), os.environ.get(variable),
                             from_file.get(variable), default)
            for name, (variable, default) in ENV.items()}
-    precision, device = raw["precision"], raw["device"]
+    precision, device, token = raw["precision"], raw["device"], raw["token"]
+    problem = bearer_token_problem(token) if token is not None else None
+    if problem:
+        raise SettingsError(f"{ENV['token'][0]} {problem}")
     if precision is not None and precision not in PRECISIONS:
         raise SettingsError(f"--precision (or {ENV['precision'][0]}) must be one of "
                             f"{', '.join(PRECISIONS)}, got {precision!r}")
@@ -120,7 +124,7 @@ def load_service_settings(args: argparse.Namespace | None = None,
     return ServiceSettings(
         checkpoint=_path(raw["checkpoint"]), stats_dir=_path(raw["stats_dir"]),
         host=raw["host"], port=whole("port", raw["port"], maximum=MAX_PORT),
-        token=raw["token"], precision=precision, device=device,
+        token=token, precision=precision, device=device,
         max_body_bytes=(None if raw["max_body_mb"] is None else int(
             positive("max_body_mb", raw["max_body_mb"], maximum=MAX_BODY_MB) * 1024**2)),
         queue_wait_s=positive("queue_wait_s", raw["queue_wait_s"]),

@@ -142,7 +142,7 @@ def check_exposure(settings: ServiceSettings) -> str | None:
     warning to log is returned."""
     if is_loopback(settings.host):
         return None
-    token = (settings.token or "").strip()
+    token = settings.token or ""
     if len(token) >= MIN_TOKEN_CHARS:
         return None
     problem = "without a token" if not token else f"with a token of {len(token)} characters"

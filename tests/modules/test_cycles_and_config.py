@@ -136,6 +136,7 @@ def test_documented_defaults_are_the_settings_defaults(monkeypatch: pytest.Monke
     ("FORECAST_VARIABLES", "temperature@high", "NAME@LEVEL"),
     ("GRAPHCAST_API_RETRIES", "-1", "at least 0"),
     ("GRAPHCAST_API_TIMEOUT_S", "soon", "not a valid float"),
+    ("GRAPHCAST_API_TOKEN", "t\u00f6ken", "non-ASCII characters \\(value not shown\\)"),
 ])
 def test_settings_errors_name_the_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                           name: str, value: str, message: str) -> None:

@@ -81,6 +81,8 @@ def test_command_line_beats_environment_beats_env_file_beats_default(
     ("GRAPHCAST_API_QUEUE_SLOTS", "-1", "--queue-slots must be a whole number of at least 0"),
     ("GRAPHCAST_API_MAX_VALUES", "1e5", "--max-values must be a whole number of at least 1"),
     ("GRAPHCAST_API_INSECURE", "sure", "GRAPHCAST_API_INSECURE must be 1 or 0, got 'sure'"),
+    ("GRAPHCAST_API_TOKEN", "token ", "GRAPHCAST_API_TOKEN contains whitespace, control or "
+                                      "non-ASCII characters (value not shown)"),
 ])
 def test_invalid_values_are_named(no_env: pytest.MonkeyPatch, tmp_path: Path, variable: str,
                                   value: str, message: str) -> None:
