@@ -237,7 +237,8 @@ def add_routes(app: FastAPI) -> None:
                     return await answer_forecast(request, model, started, deadline)
             except QueueTimeout as timeout:
                 if not request.scope.get("body_read"):  # so the client, still sending,
-                    await drain_body(request.app.state.limits.body_chunks(request))  # reads it
+                    limits: ServiceLimits = request.app.state.limits  # reads the 503
+                    await drain_body(limits.body_chunks(request))
                 raise ServiceUnavailable(str(timeout), timeout.retry_after_s) from None
         except ClientGone as gone:
             log.info("request %s: client left %s; forecast dropped", request_id, gone)
