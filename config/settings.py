@@ -6,7 +6,6 @@ README's configuration table.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from psycopg2.extensions import parse_dsn
 from graphcast_contract import project
 from graphcast_contract.project import PROJECT_ROOT
 from graphcast_contract.sources import DEFAULT_SOURCE, ECMWF_OPENDATA_URL, InputSource
+from graphcast_contract.wire import bearer_token_problem
 
 
 class SettingsError(ValueError):
@@ -60,7 +60,6 @@ class Settings:
         return tuple(value for value in (password, self.api_token) if value)
 
 
-_TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: what a header can carry
 # A parser turns the text of the variable `name` into a setting, or raises SettingsError.
 Parser = Callable[[str, str], object]
 
@@ -139,13 +138,12 @@ def _database_url(name: str, text: str) -> str | None:
 
 
 def _api_token(name: str, text: str) -> str | None:
-    """The bearer token if every character is printable ASCII without whitespace; empty:
-    None."""
+    """The bearer token if a client can send it (wire.bearer_token_problem); empty: None."""
     if not text:
         return None
-    if not _TOKEN.fullmatch(text):
-        raise SettingsError(f"{name} contains whitespace, control or non-ASCII "
-                            "characters (value not shown)")
+    problem = bearer_token_problem(text)
+    if problem:
+        raise SettingsError(f"{name} {problem}")
     return text
 
 

@@ -3,24 +3,35 @@
 Each setting comes from the command line, else the environment, else the project's `.env`
 file, else its default. The engine reads no environment: it gets precision, device, compile
 and the graph cache folder as arguments from here, and takes from this module only the
-precision names and the default cache folder. Import-light (no torch, no FastAPI).
+precision names, DeviceUnavailable and the default cache folder. Import-light (no torch, no
+FastAPI).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from dotenv import dotenv_values
 
 from graphcast_contract.project import env_file_path
+from graphcast_contract.wire import bearer_token_problem
 
 # precision name -> the torch dtype it computes in (named, since this module is torch-free)
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
+DEVICES = ("cpu", "cuda")  # torch devices the engine runs on; "cuda:N" picks one GPU
+DEVICE_NAME = re.compile(r"cpu|cuda(:[0-9]+)?")
 DEFAULT_HOST = "127.0.0.1"  # this machine only
 DEFAULT_PORT = 8001
+MAX_PORT = 65535
+MAX_BODY_MB = 1024**2  # 1 TiB: far above any model's request, and a byte count an int holds
 DEFAULT_QUEUE_WAIT_S = 300.0  # a forecast not started this long after it arrived gets 503
+# A body still arriving this long after its forecast took a slot gets 408 (the slot is freed):
+# GraphCast_operational's 689 MB binary body needs 2.3 MB/s.
+DEFAULT_BODY_TIMEOUT_S = 300.0
 # Caps on what one forecast may ask for (docs/api.md, "Limits"): they bound the reply's size.
 DEFAULT_MAX_SITES = 1000
 DEFAULT_MAX_SITE_NAME_CHARS = 100
@@ -39,6 +50,7 @@ ENV: dict[str, tuple[str, str | None]] = {
     "max_body_mb": ("GRAPHCAST_API_MAX_BODY_MB", None),  # None: sized from the model
     "queue_wait_s": ("GRAPHCAST_API_QUEUE_WAIT_S", str(DEFAULT_QUEUE_WAIT_S)),
     "queue_slots": ("GRAPHCAST_API_QUEUE_SLOTS", str(DEFAULT_QUEUE_SLOTS)),
+    "body_timeout_s": ("GRAPHCAST_API_BODY_TIMEOUT_S", str(DEFAULT_BODY_TIMEOUT_S)),
     "max_sites": ("GRAPHCAST_API_MAX_SITES", str(DEFAULT_MAX_SITES)),
     "max_site_name_chars": ("GRAPHCAST_API_MAX_SITE_NAME_CHARS",
                             str(DEFAULT_MAX_SITE_NAME_CHARS)),
@@ -56,6 +68,11 @@ class SettingsError(ValueError):
     """A missing or invalid setting; the message names its option or variable."""
 
 
+class DeviceUnavailable(ValueError):
+    """A valid device name that this host cannot use (no CUDA GPU, or not that many): raised
+    by the engine, exit code DEVICE_UNAVAILABLE."""
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """Every setting of the service and the engine, resolved and typed."""
@@ -70,6 +87,7 @@ class ServiceSettings:
     max_body_bytes: int | None  # None: sized from the loaded model's full request
     queue_wait_s: float
     queue_slots: int         # forecasts that may wait (body read) while one runs
+    body_timeout_s: float    # longest read of a body (its forecast's slot is held)
     max_sites: int
     max_site_name_chars: int
     max_values: int          # sites x variables x lead times in one reply
@@ -93,18 +111,25 @@ def load_service_settings(args: argparse.Namespace | None = None,
     raw = {name: _first_set(getattr(args, name, None), os.environ.get(variable),
                             from_file.get(variable), default)
            for name, (variable, default) in ENV.items()}
-    precision = raw["precision"]
+    precision, device, token = raw["precision"], raw["device"], raw["token"]
+    problem = bearer_token_problem(token) if token is not None else None
+    if problem:
+        raise SettingsError(f"{ENV['token'][0]} {problem}")
     if precision is not None and precision not in PRECISIONS:
         raise SettingsError(f"--precision (or {ENV['precision'][0]}) must be one of "
                             f"{', '.join(PRECISIONS)}, got {precision!r}")
+    if device is not None and not DEVICE_NAME.fullmatch(device):
+        raise SettingsError(f"--device (or {ENV['device'][0]}) must be {', '.join(DEVICES)} "
+                            f"or cuda:N, got {device!r}")
     return ServiceSettings(
         checkpoint=_path(raw["checkpoint"]), stats_dir=_path(raw["stats_dir"]),
-        host=raw["host"], port=int(positive("port", raw["port"])), token=raw["token"],
-        precision=precision, device=raw["device"],
-        max_body_bytes=(None if raw["max_body_mb"] is None
-                        else int(positive("max_body_mb", raw["max_body_mb"]) * 1024**2)),
+        host=raw["host"], port=whole("port", raw["port"], maximum=MAX_PORT),
+        token=token, precision=precision, device=device,
+        max_body_bytes=(None if raw["max_body_mb"] is None else int(
+            positive("max_body_mb", raw["max_body_mb"], maximum=MAX_BODY_MB) * 1024**2)),
         queue_wait_s=positive("queue_wait_s", raw["queue_wait_s"]),
         queue_slots=whole("queue_slots", raw["queue_slots"], minimum=0),
+        body_timeout_s=positive("body_timeout_s", raw["body_timeout_s"]),
         max_sites=whole("max_sites", raw["max_sites"]),
         max_site_name_chars=whole("max_site_name_chars", raw["max_site_name_chars"]),
         max_values=whole("max_values", raw["max_values"]),
@@ -125,27 +150,32 @@ def _path(text: str | None) -> Path | None:
     return Path(text).expanduser() if text is not None else None
 
 
-def positive(option: str, text: str) -> float:
-    """`text` as a positive number; SettingsError naming `option` otherwise."""
+def positive(option: str, text: str, maximum: float = math.inf) -> float:
+    """`text` as a positive finite number up to `maximum`; SettingsError naming `option`
+    otherwise (inf or nan would pass float() and then fail where the number is used)."""
     try:
         number = float(text)
     except ValueError:
-        number = -1.0
-    if not number > 0:
-        raise SettingsError(f"--{option.replace('_', '-')} must be a positive number, "
+        number = math.nan
+    if not (0 < number <= maximum and math.isfinite(number)):
+        bound = f" up to {maximum:.15g}" if maximum < math.inf else ""
+        raise SettingsError(f"--{option.replace('_', '-')} must be a positive number{bound}, "
                             f"got {text!r}")
     return number
 
 
-def whole(option: str, text: str, minimum: int = 1) -> int:
-    """`text` as a whole number of at least `minimum`; SettingsError naming `option` otherwise."""
+def whole(option: str, text: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """`text` as a whole number from `minimum` (to `maximum`); SettingsError naming `option`
+    otherwise."""
     try:
         number = int(text)
     except ValueError:
         number = minimum - 1
-    if number < minimum:
-        raise SettingsError(f"--{option.replace('_', '-')} must be a whole number of at least "
-                            f"{minimum}, got {text!r}")
+    if number < minimum or (maximum is not None and number > maximum):
+        allowed = (f"from {minimum} to {maximum}" if maximum is not None
+                   else f"of at least {minimum}")
+        raise SettingsError(f"--{option.replace('_', '-')} must be a whole number {allowed}, "
+                            f"got {text!r}")
     return number
 
 

@@ -11,10 +11,14 @@ MAX_LEAD_HOURS = 240  # the published models were trained for 10-day rollouts
 
 
 def as_utc(when: datetime) -> datetime:
-    """`when` as an aware UTC datetime (naive values are taken as UTC)."""
+    """`when` as an aware UTC datetime (naive values are taken as UTC); ValueError when its
+    offset moves it before year 1 or after year 9999 (0001-01-01T00:00+01:00)."""
     if when.tzinfo is None:
         return when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc)
+    try:
+        return when.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{when.isoformat()} is outside the years 1 to 9999 in UTC") from None
 
 
 def floor_to_cycle(when: datetime) -> datetime:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ WIRE_DTYPE = "<f4"
 JSON_CONTENT_TYPE = "application/json"
 BINARY_CONTENT_TYPE = "application/vnd.graphcast.forecast+binary"
 REQUEST_ID_HEADER = "X-Request-ID"  # the id the service gives every response (its log's too)
+BEARER_TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: what a header carries
 MAGIC = b"GCFCBIN1"
 PREFIX = struct.Struct("<8sI")  # magic, header length
 DATA_ALIGNMENT = 64  # the encoder pads the header so that the data starts on this boundary
@@ -36,6 +38,15 @@ FINITE_CHECK_VALUES = 4 * 1024**2
 
 class WireError(ValueError):
     """A binary body that does not follow the framing; the message names the problem."""
+
+
+def bearer_token_problem(token: str) -> str | None:
+    """Why `token` cannot be the bearer token (None if it can): a token the service expects
+    but no client can send in an `Authorization` header, or sends altered. Both the service
+    and the job refuse such a token; the message never shows it."""
+    if BEARER_TOKEN.fullmatch(token):
+        return None
+    return "contains whitespace, control or non-ASCII characters (value not shown)"
 
 
 def encode_array(array: np.ndarray) -> dict[str, Any]:

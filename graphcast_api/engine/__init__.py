@@ -1,13 +1,13 @@
 """Our PyTorch implementation of GraphCast inference (loads official checkpoints).
 
-`Forecaster` and `ForecastInputError` load lazily, so that torch-free modules of the engine
-(`configs`, `stats`) can be imported without torch.
+`Forecaster`, `ForecastInputError` and `check_device` load lazily, so that torch-free modules
+of the engine (`configs`, `stats`) can be imported without torch.
 """
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Forecaster", "ForecastInputError"]
+__all__ = ["Forecaster", "ForecastInputError", "check_device"]
 
 
 def __getattr__(name: str) -> Any:

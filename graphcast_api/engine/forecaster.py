@@ -24,7 +24,7 @@ from graphcast_api.engine.normalization import (
     unstack,
 )
 from graphcast_api.engine.stats import NormalizationStats, load_stats
-from graphcast_api.settings import PRECISIONS
+from graphcast_api.settings import PRECISIONS, DeviceUnavailable
 from graphcast_contract.files import file_sha256
 from graphcast_contract.variables import ATMOSPHERIC_VARIABLES
 from graphcast_contract.wire import all_finite
@@ -41,6 +41,20 @@ class ForecastInputError(ValueError):
 def default_device() -> str:
     """'cuda' when a CUDA GPU is usable, else 'cpu'."""
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str) -> None:
+    """DeviceUnavailable unless this host can run on `device` (cpu, cuda or cuda:N); cheap,
+    so that a process can check before it reads a checkpoint."""
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise DeviceUnavailable(f"device {device!r} requested but no CUDA GPU is usable by "
+                                "this torch")
+    index, count = torch.device(device).index, torch.cuda.device_count()
+    if index is not None and index >= count:
+        raise DeviceUnavailable(f"device {device!r} requested but this host has {count} "
+                                "CUDA GPU(s)")
 
 
 def default_precision(device: str) -> str:
@@ -88,8 +102,7 @@ class Forecaster:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; "
                              f"use {' or '.join(PRECISIONS)}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but no CUDA GPU is usable by this torch")
+        check_device(self.device)
         self.name = name
         self.description, self.license = checkpoint.description, checkpoint.license
         self.model_config: ModelConfig = checkpoint.model_config

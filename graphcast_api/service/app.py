@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -20,6 +21,13 @@ from starlette.exceptions import HTTPException
 
 from graphcast_api.service import model_card
 from graphcast_api.service.binary_body import read_binary_request
+from graphcast_api.service.body_stream import (
+    BODY_IDLE_S,
+    BodyTimeout,
+    body_chunks,
+    drain_body,
+    read_body,
+)
 from graphcast_api.service.guards import BearerToken, BodySizeLimit, RequestId
 from graphcast_api.service.model_card import Forecaster
 from graphcast_api.service.queue import ClientGone, ForecastQueue, QueueTimeout
@@ -42,6 +50,7 @@ from graphcast_api.service.schemas import (
 )
 from graphcast_api.service.site_forecasts import SiteForecasts
 from graphcast_api.settings import (
+    DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_MAX_SITE_NAME_CHARS,
     DEFAULT_MAX_SITES,
     DEFAULT_MAX_VALUES,
@@ -64,11 +73,14 @@ SITE_JSON_BYTES = 200
 @dataclass(frozen=True)
 class ServiceLimits:
     """Limits of the service: body size (bytes; None: sized from the model), queue wait (s)
-    and slots, the optional token, and what one forecast may ask for."""
+    and slots, the time to read a body (s: in all, and between its chunks), the optional
+    token, and what one forecast may ask for."""
 
     max_body_bytes: int | None = None
     queue_wait_s: float = DEFAULT_QUEUE_WAIT_S
     queue_slots: int = DEFAULT_QUEUE_SLOTS
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    body_idle_s: float = BODY_IDLE_S  # not a setting (body_stream.BODY_IDLE_S)
     token: str | None = None
     max_sites: int = DEFAULT_MAX_SITES
     max_site_name_chars: int = DEFAULT_MAX_SITE_NAME_CHARS
@@ -87,6 +99,10 @@ class ServiceLimits:
             return self.max_body_bytes
         arrays = model_card.full_request_base64_bytes(model)
         return int(arrays * (1 + BODY_MARGIN_SHARE)) + self.header_bytes()
+
+    def body_chunks(self, request: Request) -> AsyncIterator[bytes]:
+        """The chunks of `request`'s body, read within the body's time limits."""
+        return body_chunks(request, self.body_idle_s, self.body_timeout_s)
 
     def header_bytes(self) -> int:
         """The most a request may hold besides its arrays' data (a binary body's header):
@@ -110,6 +126,7 @@ ERROR_RESPONSES = {
     for status, description in {
         400: "The body is not valid JSON, or a binary body does not follow its framing.",
         401: "A token is configured and the request lacks it or has a wrong one.",
+        408: "The body did not arrive within the time limits (the connection is closed).",
         413: "The body is larger than the configured limit.",
         422: "Invalid content; `detail` names the field and the problem.",
         503: "Model not loaded yet, or the forecast queue did not free up in time"
@@ -213,17 +230,23 @@ def add_routes(app: FastAPI) -> None:
         started = time.perf_counter()
         model = loaded_model(request)
         queue: ForecastQueue = request.app.state.queue
+        request_id = request.scope.get("request_id")
         try:
-            async with queue.slot() as deadline:
-                return await answer_forecast(request, model, started, deadline)
-        except QueueTimeout as timeout:
-            if not request.scope.get("body_read"):
-                await drain_body(request)  # so the client, still sending, reads the 503
-            raise ServiceUnavailable(str(timeout), timeout.retry_after_s) from None
-        except ClientGone:
-            log.info("request %s: client left before its turn; forecast dropped",
-                     request.scope.get("request_id"))
+            try:
+                async with queue.slot() as deadline:
+                    return await answer_forecast(request, model, started, deadline)
+            except QueueTimeout as timeout:
+                if not request.scope.get("body_read"):  # so the client, still sending,
+                    limits: ServiceLimits = request.app.state.limits  # reads the 503
+                    await drain_body(limits.body_chunks(request))
+                raise ServiceUnavailable(str(timeout), timeout.retry_after_s) from None
+        except ClientGone as gone:
+            log.info("request %s: client left %s; forecast dropped", request_id, gone)
             return Response(status_code=CLIENT_GONE_STATUS)
+        except BodyTimeout as timeout:
+            log.info("request %s: %s; answered 408", request_id, timeout)
+            return JSONResponse({"detail": str(timeout)}, status_code=408,
+                                headers={"Connection": "close"})
 
 
 async def answer_forecast(request: Request, model: Forecaster, started: float,
@@ -281,29 +304,16 @@ def render_reply(model: Forecaster, decoded: DecodedRequest, entries: list[dict]
 async def receive_request(request: Request, model: Forecaster) -> DecodedRequest:
     """Read and decode the body in the encoding its Content-Type names (JSON by default)."""
     limits: ServiceLimits = request.app.state.limits
+    chunks = limits.body_chunks(request)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == BINARY_CONTENT_TYPE:
-        return await read_binary_request(request, model, limits.caps(),
+        return await read_binary_request(request, chunks, model, limits.caps(),
                                          limits.header_bytes())
-    body = await read_body(request)
+    body = await read_body(chunks)
     try:
         return await asyncio.to_thread(decode_forecast_request, body, model, limits.caps())
     finally:
         body.clear()  # the decoded arrays are all that is kept while waiting
-
-
-async def read_body(request: Request) -> bytearray:
-    """The body, in one buffer that the caller can free (Starlette's `body()` keeps a copy)."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-    return body
-
-
-async def drain_body(request: Request) -> None:
-    """Read and drop the body, so that a client still sending it can read the answer."""
-    async for _ in request.stream():
-        pass
 
 
 async def still_connected(request: Request) -> bool:

@@ -7,10 +7,11 @@ the size of its arrays, not the 2-3x of buffering the body and decoding it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from starlette.requests import Request
 
+from graphcast_api.service.body_stream import drain_body
 from graphcast_api.service.model_card import Forecaster
 from graphcast_api.service.request_parsing import (
     BinaryPlan,
@@ -23,15 +24,16 @@ from graphcast_api.service.request_parsing import (
 from graphcast_contract.wire import BinaryBodyReader, WireError
 
 
-async def read_binary_request(request: Request, model: Forecaster, caps: RequestCaps,
-                              max_header_bytes: int) -> DecodedRequest:
-    """The decoded request; RequestError (400 for the framing, 422 for the content) once the
-    rest of the body is drained, so that a client still sending reads the answer."""
+async def read_binary_request(request: Request, chunks: AsyncIterator[bytes],
+                              model: Forecaster, caps: RequestCaps, max_header_bytes: int
+                              ) -> DecodedRequest:
+    """The decoded request from the body's `chunks` (body_stream.body_chunks); RequestError
+    (400 for the framing, 422 for the content) once the rest of the body is drained, so that
+    a client still sending reads the answer."""
     reader = BinaryBodyReader(max_header_bytes)
     plan: BinaryPlan | None = None
-    stream = request.stream()
     try:
-        async for chunk in stream:
+        async for chunk in chunks:
             reader.feed(chunk)
             if plan is None and reader.header_ready:
                 plan = await asyncio.to_thread(check_binary_header, reader.header, model, caps)
@@ -39,8 +41,7 @@ async def read_binary_request(request: Request, model: Forecaster, caps: Request
                 reader.expect_data(plan.data_bytes)
         data = reader.finish()
     except (WireError, RequestError) as error:
-        async for _ in stream:
-            pass
+        await drain_body(chunks)
         if isinstance(error, WireError):
             raise RequestError(400, str(error)) from None
         raise

@@ -25,7 +25,8 @@ class QueueTimeout(Exception):
 
 
 class ClientGone(Exception):
-    """The client disconnected before its forecast's turn: the forecast is not run."""
+    """The client disconnected before its forecast ran: the forecast is not run. The message
+    says when ("before its turn", "while sending its body")."""
 
 
 class ForecastQueue:
@@ -73,7 +74,7 @@ class ForecastQueue:
             raise QueueTimeout(self.wait_limit_s, self.retry_after_s()) from None
         try:
             if not await still_wanted():
-                raise ClientGone
+                raise ClientGone("before its turn")
             began = time.perf_counter()
             try:
                 return await asyncio.to_thread(job)

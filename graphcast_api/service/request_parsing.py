@@ -143,11 +143,16 @@ def decoded_request(request: ForecastRequest, model: Forecaster, init_time: date
 
 
 def check_init_time(init_time: datetime) -> datetime:
-    """`init_time` in UTC; 422 outside [EARLIEST_INIT_TIME, LATEST_INIT_TIME)."""
-    when = as_utc(init_time)
-    if not EARLIEST_INIT_TIME <= when < LATEST_INIT_TIME:
-        raise RequestError(422, f"init_time: {when.isoformat()} is outside the supported range"
-                                f" {EARLIEST_INIT_TIME.date()} to {LATEST_INIT_TIME.date()}")
+    """`init_time` in UTC; 422 outside [EARLIEST_INIT_TIME, LATEST_INIT_TIME), or beyond the
+    years a datetime holds once in UTC."""
+    try:
+        when = as_utc(init_time)
+    except ValueError:
+        when = None
+    if when is None or not EARLIEST_INIT_TIME <= when < LATEST_INIT_TIME:
+        raise RequestError(422, f"init_time: {init_time.isoformat()} is outside the supported"
+                                f" range {EARLIEST_INIT_TIME.date()} to"
+                                f" {LATEST_INIT_TIME.date()}")
     return when
 
 

@@ -20,6 +20,7 @@ import uvicorn
 from graphcast_api.service.app import ServiceLimits, create_app, set_model
 from graphcast_api.service.model_card import Forecaster
 from graphcast_api.settings import (
+    DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HOST,
     DEFAULT_MAX_SITE_NAME_CHARS,
     DEFAULT_MAX_SITES,
@@ -27,8 +28,10 @@ from graphcast_api.settings import (
     DEFAULT_PORT,
     DEFAULT_QUEUE_SLOTS,
     DEFAULT_QUEUE_WAIT_S,
+    DEVICES,
     ENV,
     PRECISIONS,
+    DeviceUnavailable,
     ServiceSettings,
     SettingsError,
     load_service_settings,
@@ -38,7 +41,8 @@ from graphcast_contract.errors import ExitCode, exit_code_help
 from graphcast_contract.log_files import LOG_FORMAT, rotating_file_handler
 from graphcast_contract.variables import STATS_FILES
 
-EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.MODEL_FAILED, ExitCode.CANNOT_LISTEN)
+EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.MODEL_FAILED, ExitCode.CANNOT_LISTEN,
+              ExitCode.DEVICE_UNAVAILABLE)
 
 log = logging.getLogger("graphcast_api.serve")
 
@@ -81,13 +85,15 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
         "host": f"address to bind (default {DEFAULT_HOST}: this machine only)",
         "port": f"TCP port (default {DEFAULT_PORT})",
         "precision": f"inference precision, passed to the engine ({' or '.join(PRECISIONS)})",
-        "device": "torch device, passed to the engine (e.g. cpu, cuda)",
+        "device": f"torch device, passed to the engine ({', '.join(DEVICES)} or cuda:N)",
         "max_body_mb": "largest request body in MiB (default: the loaded model's full "
                        "request plus a margin)",
         "queue_wait_s": "longest wait for the forecast queue before 503 "
                         f"(default {DEFAULT_QUEUE_WAIT_S:g})",
         "queue_slots": "forecasts that may wait, body read, while one runs "
                        f"(default {DEFAULT_QUEUE_SLOTS})",
+        "body_timeout_s": "longest read of a request body, which holds a queue slot, before "
+                          f"408 (default {DEFAULT_BODY_TIMEOUT_S:g})",
         "max_sites": f"most sites in one forecast (default {DEFAULT_MAX_SITES})",
         "max_site_name_chars": "longest site name, characters "
                                f"(default {DEFAULT_MAX_SITE_NAME_CHARS})",
@@ -136,7 +142,7 @@ def check_exposure(settings: ServiceSettings) -> str | None:
     warning to log is returned."""
     if is_loopback(settings.host):
         return None
-    token = (settings.token or "").strip()
+    token = settings.token or ""
     if len(token) >= MIN_TOKEN_CHARS:
         return None
     problem = "without a token" if not token else f"with a token of {len(token)} characters"
@@ -165,9 +171,13 @@ def setup_logging(log_file: Path | None) -> None:
 
 
 def load_forecaster(settings: ServiceSettings) -> Forecaster:
-    """Load the checkpoint and build the model's graphs (imports torch)."""
+    """Load the checkpoint and build the model's graphs (imports torch); DeviceUnavailable,
+    before the checkpoint is read, when the device is not usable here."""
     from graphcast_api.engine import Forecaster as EngineForecaster
+    from graphcast_api.engine import check_device
 
+    if settings.device is not None:
+        check_device(settings.device)
     use_kernel_cache(settings.cache_dir)
     return EngineForecaster.from_files(settings.checkpoint, settings.stats_dir,
                                        precision=settings.precision, device=settings.device,
@@ -188,23 +198,28 @@ def run_serve(args: argparse.Namespace) -> int:
         log.warning("%s", warning)
     app = create_app(ServiceLimits(
         max_body_bytes=settings.max_body_bytes, queue_wait_s=settings.queue_wait_s,
-        queue_slots=settings.queue_slots, token=settings.token, max_sites=settings.max_sites,
+        queue_slots=settings.queue_slots, body_timeout_s=settings.body_timeout_s,
+        token=settings.token, max_sites=settings.max_sites,
         max_site_name_chars=settings.max_site_name_chars, max_values=settings.max_values))
     server = SignalledServer(uvicorn.Config(app, host=settings.host, port=settings.port,
                                             log_level="info", log_config=None,
                                             limit_concurrency=MAX_CONNECTIONS))
-    failed = threading.Event()
+    failed: list[ExitCode] = []  # the code of a failed load
 
     def load() -> None:
         try:
             model = load_forecaster(settings)
+        except DeviceUnavailable as error:
+            log.error("%s", error)
+            failed.append(ExitCode.DEVICE_UNAVAILABLE)
         except Exception:
             log.exception("could not load %s", settings.checkpoint)
-            failed.set()
-            server.should_exit = True
+            failed.append(ExitCode.MODEL_FAILED)
+        else:
+            set_model(app, model)
+            log.info("serving %s (%s, %s)", model.name, model.precision, model.device)
             return
-        set_model(app, model)
-        log.info("serving %s (%s, %s)", model.name, model.precision, model.device)
+        server.should_exit = True
 
     threading.Thread(target=load, name="load-model", daemon=True).start()
     log.info("loading %s; listening on http://%s:%d", settings.checkpoint, settings.host,
@@ -220,4 +235,4 @@ def run_serve(args: argparse.Namespace) -> int:
         interrupted = True
     if interrupted or server.stopped_by is not None:
         log.info("stopped")
-    return ExitCode.MODEL_FAILED if failed.is_set() else ExitCode.OK
+    return failed[0] if failed else ExitCode.OK

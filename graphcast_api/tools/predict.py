@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from graphcast_api.settings import (
+    DEVICES,
     PRECISIONS,
     ServiceSettings,
     SettingsError,
@@ -74,7 +75,7 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     """--precision and --device, as predict and bench take them."""
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="default: GRAPHCAST_API_PRECISION, else the faster one here")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+    parser.add_argument("--device", choices=DEVICES, default=None,
                         help="default: GRAPHCAST_API_DEVICE, else cuda when available, else cpu")
 
 

@@ -49,6 +49,7 @@ def test_parse_cycle(text: str, expected: datetime) -> None:
 @pytest.mark.parametrize("text, message", [
     ("yesterday", "not an ISO 8601"), ("2022-01-01T03:00", "6-hourly slot"),
     ("2022-01-01T06:30", "6-hourly slot"),
+    ("0001-01-01T00:00+01:00", "outside the years 1 to 9999 in UTC"),
 ])
 def test_parse_cycle_rejects(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -172,6 +173,7 @@ def test_relative_paths_are_the_projects_whatever_the_current_directory(
     ("FORECAST_VARIABLES", "temperature@high", "NAME@LEVEL"),
     ("GRAPHCAST_API_RETRIES", "-1", "at least 0"),
     ("GRAPHCAST_API_TIMEOUT_S", "soon", "not a valid float"),
+    ("GRAPHCAST_API_TOKEN", "t\u00f6ken", "non-ASCII characters \\(value not shown\\)"),
 ])
 def test_settings_errors_name_the_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                           name: str, value: str, message: str) -> None:

@@ -25,6 +25,7 @@ import xarray as xr
 
 from graphcast_api.engine.configs import ModelConfig
 from graphcast_api.service.app import ServiceLimits, create_app
+from graphcast_contract.wire import ARRAY_GROUPS, BinaryBody
 from tests.paths import REFERENCE_DIR
 from tests.subprocess_env import clean_environment
 
@@ -170,6 +171,15 @@ def reference_request(sites: list[dict] | None = None, variables: list[dict] | N
                                    {"name": "temperature", "level": 850}],
         "lead_hours": lead_hours or [6, 12, 18, 24],
     }
+
+
+def reference_binary_body(request: dict) -> BinaryBody:
+    """`request` (a `reference_request`, its arrays the reference inputs) as a binary body."""
+    inputs = reference_inputs()
+    arrays = {"inputs": {name: inputs[name].isel(batch=0).values for name in request["inputs"]},
+              "static": {name: inputs[name].values for name in request["static"]}}
+    fields = {key: value for key, value in request.items() if key not in ARRAY_GROUPS}
+    return BinaryBody(fields, arrays)
 
 
 COARSE_OPERATIONAL = ModelConfig(  # GraphCast_operational's task on a 10-degree grid

@@ -10,7 +10,13 @@ import requests
 
 from graphcast_api.service import model_card
 from graphcast_api.service.app import ServiceLimits
-from tests.graphcast_api.service.helpers import SlowPersistence, reference_request, serve_in_thread
+from graphcast_contract.wire import BINARY_CONTENT_TYPE
+from tests.graphcast_api.service.helpers import (
+    SlowPersistence,
+    reference_binary_body,
+    reference_request,
+    serve_in_thread,
+)
 
 ALL_VARIABLES = ([{"name": name} for name in ("2m_temperature", "mean_sea_level_pressure")]
                  + [{"name": "temperature", "level": level} for level in (500, 850)])
@@ -35,6 +41,9 @@ def sites(count: int, name: str = "site") -> list[dict]:
      ["init_time", "2300-01-01", "1900-01-01 to 2200-01-01"]),
     ({"init_time": "9999-12-31T18:00:00Z"}, ["init_time", "9999-12-31", "outside"]),
     ({"init_time": "1850-06-01T00:00:00Z"}, ["init_time", "1850-06-01", "outside"]),
+    # in UTC, before year 1 and after year 9999: outside what a datetime holds
+    ({"init_time": "0001-01-01T00:00:00+01:00"}, ["init_time", "0001-01-01", "outside"]),
+    ({"init_time": "9999-12-31T23:59:59-01:00"}, ["init_time", "9999-12-31", "outside"]),
     ({"sites": sites(6)}, ["sites: 6 sites", "limit of 5", "GRAPHCAST_API_MAX_SITES"]),
     ({"sites": [{"name": "x" * 21, "latitude": 0, "longitude": 0}]},
      ["sites.0.name: 21 characters", "limit of 20", "GRAPHCAST_API_MAX_SITE_NAME_CHARS"]),
@@ -57,6 +66,23 @@ def test_over_a_cap_is_422_naming_it_before_the_model_runs(
         assert word in response.json()["detail"]
     assert len(model.calls) == calls  # refused before any model work
     assert len(response.headers["X-Request-ID"]) == 32
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_binary_body_with_init_time_beyond_a_datetime_is_422_after_its_drain(
+        served: tuple[str, SlowPersistence], chunked: bool) -> None:
+    """Checked from the header, before the data; the data is then drained, so that the client,
+    still sending, reads the 422 (with or without a Content-Length)."""
+    url, model = served
+    calls = len(model.calls)
+    body = reference_binary_body({**reference_request(lead_hours=[6]),
+                                  "init_time": "0001-01-01T00:00:00+01:00"})
+    response = requests.post(f"{url}/v1/forecast", timeout=60,
+                             data=iter(body) if chunked else b"".join(body),
+                             headers={"Content-Type": BINARY_CONTENT_TYPE})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("init_time: 0001-01-01T00:00:00+01:00 is outside")
+    assert len(model.calls) == calls
 
 
 def test_at_the_caps_is_answered(served: tuple[str, SlowPersistence]) -> None:

@@ -52,7 +52,7 @@ def test_defaults_bind_loopback_and_dotenv_is_read(clean_env: Path, stats_dir: P
     ({}, "--checkpoint (or GRAPHCAST_API_CHECKPOINT) is required"),
     ({"checkpoint": "nowhere.npz", "stats_dir": "."}, "checkpoint nowhere.npz is not a file"),
     ({"stats_dir": "."}, "lacks mean_by_level.nc"),
-    ({"port": "eighty"}, "--port must be a positive number"),
+    ({"port": "eighty"}, "--port must be a whole number from 1 to 65535"),
     ({"queue_wait_s": "0"}, "--queue-wait-s must be a positive number"),
 ])
 def test_bad_options_are_named(clean_env: Path, stats_dir: Path, options: dict,
@@ -61,6 +61,51 @@ def test_bad_options_are_named(clean_env: Path, stats_dir: Path, options: dict,
     args = argparse.Namespace(**({**complete, **options} if options else {}))
     with pytest.raises(SettingsError, match=re.escape(message)):
         serve.resolve_settings(args)
+
+
+@pytest.mark.parametrize("options, env, message", [
+    (["--port", "70000"], {}, "--port must be a whole number from 1 to 65535, got '70000'"),
+    (["--port", "0.5"], {}, "--port must be a whole number from 1 to 65535, got '0.5'"),
+    (["--port", "8001.9"], {}, "--port must be a whole number from 1 to 65535, got '8001.9'"),
+    (["--port", "inf"], {}, "--port must be a whole number from 1 to 65535, got 'inf'"),
+    (["--host", "localhost", "--port", "70000"], {}, "--port must be a whole number"),
+    ([], {"GRAPHCAST_API_MAX_BODY_MB": "inf"}, "--max-body-mb must be a positive number "
+                                               "up to 1048576, got 'inf'"),
+    ([], {"GRAPHCAST_API_MAX_BODY_MB": "1e303"}, "--max-body-mb must be a positive number "
+                                                 "up to 1048576, got '1e303'"),
+    (["--queue-wait-s", "inf"], {}, "--queue-wait-s must be a positive number, got 'inf'"),
+    (["--body-timeout-s", "nan"], {}, "--body-timeout-s must be a positive number, got 'nan'"),
+    (["--device", "gpu"], {}, "--device (or GRAPHCAST_API_DEVICE) must be cpu, cuda or cuda:N, "
+                              "got 'gpu'"),
+])
+def test_bad_values_exit_2_with_one_line(stats_dir: Path, options: list[str],
+                                          env: dict[str, str], message: str) -> None:
+    args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir),
+            *options]  # after serve_command's own --port: the last one counts
+    with serve_command(args, env=env, wait=False) as (_, process):
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == ExitCode.USAGE, output
+    assert len(output.splitlines()) == 1 and message in output, output
+
+
+def unusable_devices() -> list[str]:
+    """CUDA devices this host lacks: `cuda` without a GPU, and one GPU past the last."""
+    import torch
+
+    devices = [f"cuda:{torch.cuda.device_count()}"]
+    return devices if torch.cuda.is_available() else ["cuda", *devices]
+
+
+@pytest.mark.parametrize("device", unusable_devices())
+def test_an_unusable_device_exits_14_with_one_line(stats_dir: Path, device: str) -> None:
+    args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir),
+            "--device", device]
+    with serve_command(args, wait=False) as (_, process):
+        output, _ = process.communicate(timeout=120)
+    assert process.returncode == ExitCode.DEVICE_UNAVAILABLE, output
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and f"device {device!r} requested" in errors[0], output
+    assert "Traceback" not in output and "could not load" not in output
 
 
 def test_sigint_stops_a_server_started_ignoring_it(stats_dir: Path) -> None:
@@ -117,7 +162,6 @@ STRONG_TOKEN = "0123456789abcdef"  # 16 characters
     ("localhost", None, None, False),
     ("::1", "", None, False),
     ("0.0.0.0", None, None, True),
-    ("0.0.0.0", "   ", None, True),
     ("192.168.1.5", "short-token", None, True),
     ("my-host.example", None, None, True),
     ("0.0.0.0", STRONG_TOKEN, None, False),
@@ -152,6 +196,22 @@ def test_exposed_without_token_exits_2_before_binding(stats_dir: Path) -> None:
                        wait=False) as (url, process):
         output = wait_for_line(process, "listening on")
         assert "WARNING graphcast_api.serve: serving 0.0.0.0 without a token (--insecure)" in output
+
+
+@pytest.mark.parametrize("token", [" padded-token-0123456", "padded-token-0123456\t", "   ",
+                                   "t\u00f6ken-0123456789"])
+def test_a_token_no_client_can_send_exits_2_without_showing_it(stats_dir: Path,
+                                                               token: str) -> None:
+    """An Authorization header carries printable ASCII without spaces: the same rule as the
+    job's (graphcast_contract.wire.bearer_token_problem)."""
+    args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir)]
+    with serve_command(args, env={"GRAPHCAST_API_TOKEN": token}, wait=False) as (_, process):
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == ExitCode.USAGE, output
+    assert len(output.splitlines()) == 1, output
+    assert "GRAPHCAST_API_TOKEN contains whitespace, control or non-ASCII characters" in output
+    secret = token.strip()
+    assert not secret or secret not in output
 
 
 def wait_for_line(process: subprocess.Popen, text: str) -> str:

@@ -19,11 +19,10 @@ from graphcast_api.service.app import ServiceLimits, forecast_entries
 from graphcast_api.service.binary_body import decode_binary_body
 from graphcast_api.service.request_parsing import DecodedRequest, decode_forecast_request
 from graphcast_api.service.site_forecasts import SiteForecasts
-from graphcast_contract.wire import ARRAY_GROUPS, BinaryBody
 from tests.graphcast_api.service.helpers import (
     REFERENCE_DIR,
     SlowPersistence,
-    reference_inputs,
+    reference_binary_body,
     reference_request,
     serve_in_thread,
 )
@@ -77,11 +76,7 @@ def decoded_request(model: Forecaster, encoding: str) -> DecodedRequest:
     request, limits = reference_request(), ServiceLimits()
     if encoding == "json":
         return decode_forecast_request(json.dumps(request).encode(), model, limits.caps())
-    inputs = reference_inputs()
-    arrays = {"inputs": {name: inputs[name].isel(batch=0).values for name in request["inputs"]},
-              "static": {name: inputs[name].values for name in request["static"]}}
-    fields = {key: value for key, value in request.items() if key not in ARRAY_GROUPS}
-    return decode_binary_body(BinaryBody(fields, arrays), model, limits.caps(),
+    return decode_binary_body(reference_binary_body(request), model, limits.caps(),
                               limits.header_bytes())
 
 
