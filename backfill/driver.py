@@ -4,12 +4,14 @@ Order: check the range and the settings, connect to the database, check that the
 inputs in the range, start or join Ray, start the workers (each loads the model once), leave
 out the cycles that already succeeded for this model and source, then keep one cycle in
 flight per worker until all are done. Ctrl-C stops handing out cycles; those running finish
-(or roll back), the summary is printed and the exit code says the backfill was interrupted.
+(or roll back), the summary is printed and the exit code says the backfill was interrupted; a
+second Ctrl-C (or one before the first cycle is handed out) stops at once.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 from collections import deque
 from dataclasses import dataclass
@@ -47,7 +49,11 @@ log = logging.getLogger("forecast_job")
 WORKER_MEMORY_BYTES = 4 * 1024**3  # one worker's model and inference (GraphCast_small, 1 deg)
 CLUSTER_WORKER_CPUS = 4  # CPUs (torch threads) of one CPU worker on a cluster
 TASK_RETRIES = 3  # times a cycle is retried when its worker dies (the actor restarts)
+# Cycles failing in the model (exit 4) with no success between them that stop the backfill:
+# a model that fails every cycle stops it, a single failing cycle does not.
+MODEL_FAILURES_TO_STOP = 3
 WAIT_S = 0.5  # how often the driver looks up from waiting (Ctrl-C, progress)
+_COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # terminal colours in Ray's error messages
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,16 @@ class Placement:
 
 
 def run_backfill(settings: Settings, options: BackfillOptions) -> int:
-    """Run the backfill; return the process exit code."""
+    """Run the backfill; return the process exit code (INTERRUPTED after a Ctrl-C before the
+    cycles are handed out, while Ray starts or the workers load the model, or a second one)."""
+    try:
+        return _run_backfill(settings, options)
+    except KeyboardInterrupt:
+        log.warning("Ctrl-C: backfill stopped")
+        return ExitCode.INTERRUPTED
+
+
+def _run_backfill(settings: Settings, options: BackfillOptions) -> int:
     source = options.source or settings.source
     try:
         cycles = _cycles(options)
@@ -135,11 +150,11 @@ def _on_ray(conn: Connection, settings: Settings, options: BackfillOptions,
     """Join or start Ray, run the cycles on its workers, leave Ray (a local one stops)."""
     import ray
 
-    _join_ray(options)
     try:
+        _join_ray(options)
         placement = _placement(options)
         workers = start_workers(placement)
-        spec = _model_spec(workers[0], settings)
+        spec = _model_spec(workers, settings)
         todo = ledger.without_success(conn, cycles, source, spec.model)
         log.info("backfill %s to %s (%s, model %s): %d cycles, %d already done; %d workers x "
                  "%d CPUs%s", iso_utc(cycles[0]), iso_utc(cycles[-1]), source.value,
@@ -181,40 +196,72 @@ def _local_workers() -> int:
 
 def _placement(options: BackfillOptions) -> Placement:
     """One GPU per worker where the cluster has GPUs; else this machine's cores shared out
-    (local: --workers 1 on 2 cores runs 2 torch threads) or CLUSTER_WORKER_CPUS each."""
+    (local: --workers 1 on 2 cores runs 2 torch threads) or CLUSTER_WORKER_CPUS each. On a
+    cluster (or with GPUs) as many workers as its nodes have room for, at most: a worker
+    without room would never start, and the driver would wait for it forever."""
     import ray
 
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
-    if gpus:
-        return Placement(options.workers or gpus, 1, 1)
-    if options.cluster:
-        return Placement(options.workers or max(1, cpus // CLUSTER_WORKER_CPUS),
-                         CLUSTER_WORKER_CPUS, 0)
-    workers = options.workers or _local_workers()
-    return Placement(workers, max(1, cpus // workers), 0)
+    if not gpus and not options.cluster:  # the local instance has a CPU for each worker
+        workers = options.workers or _local_workers()
+        return Placement(workers, max(1, cpus // workers), 0)
+    each = Placement(1, 1, 1) if gpus else Placement(1, CLUSTER_WORKER_CPUS, 0)
+    room = _room(ray.nodes(), each)
+    need = f"{each.cpus} CPUs" + (f" and {each.gpus} GPU" if each.gpus else "")
+    if not room:
+        raise ClusterError(f"no node of the Ray cluster has the {need} a worker needs")
+    if options.workers and options.workers > room:
+        log.warning("--workers %d: the Ray cluster has room for %d workers (%s each); "
+                    "starting %d", options.workers, room, need, room)
+    return Placement(min(options.workers or room, room), each.cpus, each.gpus)
+
+
+def _room(nodes: list[dict], each: Placement) -> int:
+    """How many workers of `each` (CPUs and GPUs) the live nodes of `ray.nodes()` hold."""
+    room = 0
+    for node in nodes:
+        if node.get("Alive"):
+            resources = node.get("Resources", {})
+            fits = int(resources.get("CPU", 0)) // each.cpus
+            if each.gpus:
+                fits = min(fits, int(resources.get("GPU", 0)) // each.gpus)
+            room += fits
+    return room
 
 
 def _start_workers(placement: Placement, settings: Settings, database_url: str,
                    sites: tuple, model: ServiceSettings) -> list[Any]:
-    import ray
-
-    actor = ray.remote(CycleWorker).options(
-        num_cpus=placement.cpus, num_gpus=placement.gpus, max_restarts=TASK_RETRIES,
-        max_task_retries=TASK_RETRIES)
+    actor = worker_actor(CycleWorker, placement)
     return [actor.remote(settings, database_url, sites, model, placement.cpus)
             for _ in range(placement.workers)]
 
 
-def _model_spec(worker: Any, settings: Settings) -> ModelSpec:
-    """The model's description, from the first worker (once it has loaded the model)."""
+def worker_actor(worker_class: type, placement: Placement) -> Any:
+    """`worker_class` as a Ray actor class with one worker's resources; Ray restarts a dead
+    worker TASK_RETRIES times in its life (then it is dead for good) and retries its task."""
     import ray
 
-    try:
-        spec = ModelSpec.from_reply(ray.get(worker.model_info.remote()))
-    except ray.exceptions.RayError as exc:
-        raise ModelLoadError(f"the workers could not load the model: "
-                             f"{first_line(_cause(exc))}") from None
+    return ray.remote(worker_class).options(
+        num_cpus=placement.cpus, num_gpus=placement.gpus, max_restarts=TASK_RETRIES,
+        max_task_retries=TASK_RETRIES)
+
+
+def _model_spec(workers: list[Any], settings: Settings) -> ModelSpec:
+    """The model's description, from the first worker that has loaded the model (one that
+    could not is left out by `_dispatch`); ModelLoadError when none could."""
+    import ray
+
+    pending = [worker.model_info.remote() for worker in workers]
+    while True:
+        [ref], pending = ray.wait(pending, num_returns=1)
+        try:
+            spec = ModelSpec.from_reply(ray.get(ref))
+            break
+        except ray.exceptions.RayError as exc:
+            if not pending:
+                raise ModelLoadError(f"the workers could not load the model: "
+                                     f"{_one_line(exc)}") from None
     spec.check_wanted(settings.variables, settings.lead_hours)
     return spec
 
@@ -226,38 +273,88 @@ def _cause(exc: Exception) -> Exception:
 
 
 def _dispatch(workers: list[Any], todo: list[datetime], source: InputSource) -> int:
-    """Keep one cycle in flight per worker; Ctrl-C stops handing out new ones."""
+    """Keep one cycle in flight per live worker; Ctrl-C stops handing out new ones, a second
+    one stops at once (the running cycles roll back when Ray ends their workers).
+
+    A worker dead for good (killed TASK_RETRIES + 1 times, or its model did not load) is left
+    out and its cycle put back in the queue: once if the worker had started (a cycle that
+    kills every worker it runs on fails on the second), always if it never had (it ran
+    nothing). With no worker left, the remaining cycles are not run (ClusterError's code).
+    """
     import ray
 
     queue, idle = deque(todo), list(workers)
     in_flight: dict[Any, tuple[Any, datetime]] = {}
     outcomes: list[RunOutcome] = []
+    lost_a_worker: set[datetime] = set()
+    model_failures = 0  # exit-4 outcomes since the last success
     stop = _StopFlag()
     with stop, Progress(len(todo)) as progress:
-        while in_flight or (queue and not stop.set):
-            while queue and idle and not stop.set:
-                worker, init_time = idle.pop(), queue.popleft()
-                in_flight[worker.run_cycle.remote(init_time, source)] = (worker, init_time)
-            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=WAIT_S)
-            for ref in done:
-                worker, init_time = in_flight.pop(ref)
-                idle.append(worker)
-                outcomes.append(_outcome(ref, init_time, source))
-                progress.record(outcomes[-1])
-                if outcomes[-1].exit_code == ExitCode.DATABASE:
-                    stop.set = True  # the next cycles would fail the same way
-    return progress.summary(outcomes, not_run=len(queue), interrupted=stop.by_user)
+        try:
+            while in_flight or (queue and idle and not stop.set):
+                while queue and idle and not stop.set:
+                    worker, init_time = idle.pop(), queue.popleft()
+                    in_flight[worker.run_cycle.remote(init_time, source)] = (worker, init_time)
+                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=WAIT_S)
+                for ref in done:
+                    worker, init_time = in_flight.pop(ref)
+                    try:
+                        outcome = ray.get(ref)
+                    except ray.exceptions.ActorDiedError as exc:
+                        log.warning("a worker died for good and is left out (%d left): %s",
+                                    len(idle) + len(in_flight), _one_line(exc))
+                        if exc.actor_init_failed or init_time not in lost_a_worker:
+                            if not exc.actor_init_failed:
+                                lost_a_worker.add(init_time)
+                            queue.appendleft(init_time)
+                            continue
+                        outcome = _failed(init_time, source, "lost two workers for good: "
+                                          f"{_one_line(exc)}")
+                    except ray.exceptions.RayError as exc:
+                        outcome = _failed(init_time, source, f"worker error: {_one_line(exc)}")
+                    idle.append(worker)
+                    outcomes.append(outcome)
+                    progress.record(outcome)
+                    if outcome.status == "succeeded":
+                        model_failures = 0
+                    elif outcome.exit_code == ExitCode.API_FAILED:
+                        model_failures += 1
+                    if outcome.exit_code == ExitCode.DATABASE:
+                        stop.set = True  # the next cycles would fail the same way
+                    elif model_failures == MODEL_FAILURES_TO_STOP:
+                        stop.set = True
+                        log.error("the model failed %d cycles with no success between them: "
+                                  "no new cycles", model_failures)
+        except KeyboardInterrupt:  # the second Ctrl-C
+            log.warning("second Ctrl-C: stopping now; the %d running cycles roll back",
+                        len(in_flight))
+            queue.extend(init_time for _, init_time in in_flight.values())
+    exit_code = progress.summary(outcomes, not_run=len(queue), interrupted=stop.by_user)
+    if queue and not idle and not in_flight and not stop.set:
+        error = ClusterError("no worker left: every worker died for good (killed "
+                             f"{TASK_RETRIES + 1} times, or its model did not load); "
+                             f"{len(queue)} cycles not run")
+        log.error("%s", error)
+        return error.exit_code
+    return exit_code
 
 
-def _outcome(ref: Any, init_time: datetime, source: InputSource) -> RunOutcome:
-    """The task's outcome; a task whose retries ran out (its workers kept dying) failed."""
+def _failed(init_time: datetime, source: InputSource, reason: str) -> RunOutcome:
+    """The outcome of a cycle that ended in Ray, not in the job (no ledger row of its own)."""
+    error = JobError(reason)
+    return RunOutcome(None, init_time, source, error.status, error.exit_code, str(error))
+
+
+def _one_line(exc: Exception) -> str:
+    """Ray's error on one line, without the colours of its traceback: for a worker that
+    failed in its constructor (the model did not load), the last line of the traceback (the
+    constructor's own exception); else the first line of the worker's exception."""
     import ray
 
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayError as exc:
-        error = JobError(f"worker lost {TASK_RETRIES + 1} times: {first_line(_cause(exc))}")
-        return RunOutcome(None, init_time, source, error.status, error.exit_code, str(error))
+    if isinstance(exc, ray.exceptions.RayActorError) and exc.actor_init_failed:
+        lines = str(exc).strip().splitlines()
+        return _COLOURS.sub("", lines[-1] if lines else type(exc).__name__)
+    return _COLOURS.sub("", first_line(_cause(exc)))
 
 
 class _StopFlag:
@@ -269,8 +366,11 @@ class _StopFlag:
         self._previous: Any = None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.by_user:
+            raise KeyboardInterrupt
         self.set = self.by_user = True
-        log.warning("Ctrl-C: no new cycles; waiting for the running ones to finish")
+        log.warning("Ctrl-C: no new cycles; waiting for the running ones to finish "
+                    "(Ctrl-C again to stop now)")
 
     def __enter__(self) -> _StopFlag:
         self._previous = signal.signal(signal.SIGINT, self._handle)

@@ -23,11 +23,14 @@ from modules.forecast_job import Job, run_locked_cycle
 from modules.job import ledger
 from modules.job.ledger import RunOutcome
 from modules.job.logs import clean
-from modules.storage.db import connect, first_line
+from modules.storage.db import DEAD_PEER_S, connect, first_line
 
-# Longest wait for a killed worker's session to release the cycle lock (PostgreSQL ends the
-# session as soon as it reads the closed socket: well under a second in practice).
-DEAD_LOCK_WAIT_S = 15.0
+# Longest wait for a dead attempt's session to release the cycle lock. A killed process's
+# socket is closed and PostgreSQL ends its session at once; a lost node closes nothing, and the
+# server ends the session when its keepalives fail (DEAD_PEER_S after the node's last packet),
+# plus a margin. A cycle whose lock a live run holds (the scheduled job) waits this long too,
+# then is recorded skipped (exit 7).
+DEAD_LOCK_WAIT_S = DEAD_PEER_S + 30.0
 # Reason of a retried cycle whose first attempt had committed before its worker died.
 ALREADY_DONE = "already succeeded (committed before its worker died)"
 

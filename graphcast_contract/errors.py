@@ -30,7 +30,7 @@ class ExitCode(IntEnum):
     MODEL_FAILED = 12       # checkpoint or statistics missing, unreadable or invalid
     CANNOT_LISTEN = 13      # the service cannot listen on its address (port taken)
     DEVICE_UNAVAILABLE = 14  # the requested device or precision is not available
-    CLUSTER_UNREACHABLE = 15  # the Ray cluster of --cluster cannot be joined
+    CLUSTER_UNREACHABLE = 15  # the Ray cluster cannot be joined, or runs no backfill worker
     INTERRUPTED = 16        # stopped by the user (Ctrl-C) before every cycle was run
 
 
@@ -50,7 +50,8 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.MODEL_FAILED: "checkpoint or statistics missing, unreadable or invalid",
     ExitCode.CANNOT_LISTEN: "the service cannot listen on its address (port taken)",
     ExitCode.DEVICE_UNAVAILABLE: "the requested device or precision is not available",
-    ExitCode.CLUSTER_UNREACHABLE: "the Ray cluster of --cluster cannot be joined",
+    ExitCode.CLUSTER_UNREACHABLE: "the Ray cluster of --cluster cannot be joined, or has "
+                                  "room for no worker, or every worker died for good",
     ExitCode.INTERRUPTED: "stopped by the user (Ctrl-C) before every cycle was run",
 }
 
@@ -106,7 +107,8 @@ class DatabaseError(JobError):
 
 
 class ClusterError(JobError):
-    """The Ray cluster of a backfill cannot be joined or started."""
+    """The Ray cluster of a backfill cannot be joined or started, has no room for a
+    worker, or lost every worker for good."""
 
     exit_code = ExitCode.CLUSTER_UNREACHABLE
 

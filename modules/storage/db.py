@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import psycopg2
 from psycopg2.extensions import connection as Connection
-from psycopg2.extensions import make_dsn
+from psycopg2.extensions import make_dsn, parse_dsn
 
 from graphcast_contract.errors import DatabaseError
 
@@ -29,6 +29,14 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK_KEY = 7_253_001  # advisory lock held while migrations are applied
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+# TCP keepalives of every connection, in seconds: idle time before the first probe, between
+# probes, probes lost. A peer gone without closing (its node lost, the network cut) is noticed
+# after at most idle + interval x count (DEAD_PEER_S) instead of the system's ~2 h: by libpq
+# here, and by the server, which then ends the session and frees its advisory locks. The
+# server's side is set per session through `options` (its tcp_keepalives_* settings; ignored,
+# and read as 0, over a Unix socket).
+KEEPALIVE = {"idle": 30, "interval": 10, "count": 3}
+DEAD_PEER_S = KEEPALIVE["idle"] + KEEPALIVE["interval"] * KEEPALIVE["count"]
 
 
 SOCKET_PERMISSIONS_LINE = "unix_socket_permissions = 0700  # graphcast: owner only\n"
@@ -102,9 +110,12 @@ def resolve_url(database_url: str | None, embedded_dir: Path) -> str:
 
 
 def connect(url: str, *, connect_timeout: int = 10) -> Connection:
-    """Open a connection in UTC with a bounded connect time."""
-    conn = psycopg2.connect(url, connect_timeout=connect_timeout, options="-c timezone=UTC")
-    return conn
+    """Open a connection in UTC with a bounded connect time and short TCP keepalives at
+    both ends (KEEPALIVE); `options` of `url` are kept."""
+    server = " ".join(f"-c tcp_keepalives_{name}={value}" for name, value in KEEPALIVE.items())
+    options = " ".join(filter(None, (parse_dsn(url).get("options"), "-c timezone=UTC", server)))
+    return psycopg2.connect(url, connect_timeout=connect_timeout, options=options, keepalives=1,
+                            **{f"keepalives_{name}": value for name, value in KEEPALIVE.items()})
 
 
 def open_database(settings: Settings) -> Connection:

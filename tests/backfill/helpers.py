@@ -74,17 +74,21 @@ class BackfillRunner:
         return JobResult(done.returncode, done.stdout, Path(self.env["LOG_DIR"]))
 
     def stop_leftovers(self) -> None:
-        """End the Ray processes of this runner's folder, if any, by their process id."""
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
+        stop_ray_processes(self.ray_dir)
+
+
+def stop_ray_processes(ray_dir: Path) -> None:
+    """End the Ray processes of `ray_dir`, if any, by their process id; remove the folder."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command_line = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(ray_dir).encode() in command_line:
             try:
-                command_line = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if str(self.ray_dir).encode() in command_line:
-                try:
-                    os.kill(int(entry.name), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        shutil.rmtree(self.ray_dir, ignore_errors=True)
+                os.kill(int(entry.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    shutil.rmtree(ray_dir, ignore_errors=True)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from graphcast_contract.errors import ExitCode
+from modules.storage import db
 from tests.backfill.helpers import (
     FIRST_CYCLE,
     LAST_CYCLE,
@@ -117,6 +118,56 @@ def test_ctrl_c_stops_scheduling_keeps_no_partial_cycle_and_the_rerun_resumes(
     assert f"{done_before} already done" in rerun.output
     assert rows_per_cycle(clean_db) == {FIRST_CYCLE + timedelta(hours=6 * k): 80
                                         for k in range(CYCLES)}
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once(
+    backfill: BackfillRunner, clean_db: str, example_frames: ExampleFrames
+) -> None:
+    """Ctrl-C twice while cycles run (held in their ingest by a lock on predictions): no
+    waiting for them, the summary, exit 16; Ray's end takes the running cycles' sessions, so
+    nothing of them is stored."""
+    load_example(clean_db, example_frames)
+    holder = db.connect(clean_db)
+    with holder.cursor() as cur:
+        cur.execute("LOCK TABLE predictions IN ACCESS EXCLUSIVE MODE")
+    try:
+        process = backfill.start(*backfill.backfill_args(FIRST_CYCLE, LAST_CYCLE),
+                                 own_group=True)
+        deadline = time.monotonic() + 300
+        while not query(clean_db, "SELECT 1 FROM forecast_runs WHERE status = 'running'"):
+            assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGINT)
+        time.sleep(0.5)
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        holder.close()
+    assert process.returncode == ExitCode.INTERRUPTED, output
+    assert "second Ctrl-C: stopping now" in output and "Traceback" not in output, output
+    assert f"0 succeeded, 0 skipped, 0 failed, {CYCLES} not run" in output, output
+    assert rows_per_cycle(clean_db) == {}
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_workers_start_is_exit_16_without_a_traceback(
+    backfill: BackfillRunner, clean_db: str, example_frames: ExampleFrames
+) -> None:
+    """SIGINT once Ray has made its session folder: during ray.init, the workers' start or
+    their model load, before the first cycle is handed out."""
+    load_example(clean_db, example_frames)
+    process = backfill.start(*backfill.backfill_args(FIRST_CYCLE, LAST_CYCLE))
+    deadline = time.monotonic() + 120
+    while not any(backfill.ray_dir.rglob("session_latest")):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == ExitCode.INTERRUPTED, output
+    assert "Ctrl-C: backfill stopped" in output and "Traceback" not in output, output
+    assert "backfill summary" not in output, output  # stopped before the cycles' loop
+    assert query(clean_db, "SELECT count(*) FROM forecast_runs") == [(0,)]
 
 
 def kill_a_worker_inside_a_cycle(url: str, process) -> object:

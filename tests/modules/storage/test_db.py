@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from psycopg2.extensions import make_dsn
 
 from graphcast_contract.model_spec import Grid
 from modules.inputs import store as era5_store
@@ -18,6 +19,28 @@ def test_migrations_reapplied_are_a_no_op(database_url: str) -> None:
         versions = [row[0] for row in cur.fetchall()]
     assert versions == [v for v, _ in db.migration_files()]
     conn.close()
+
+
+def test_connections_have_short_keepalives_at_both_ends(database_url: str) -> None:
+    """libpq probes the server, and the server (its tcp_keepalives_* set for the session by
+    the connection's options) probes this client: a lost peer's session ends in about a
+    minute. Over a Unix socket the server reads them as 0 but records them as the client's."""
+    conn = db.connect(make_dsn(database_url, options="-c search_path=public"))
+    params = conn.get_dsn_parameters()
+    assert params["keepalives"] == "1"
+    assert {name: int(params[f"keepalives_{name}"]) for name in db.KEEPALIVE} == db.KEEPALIVE
+    with conn.cursor() as cur:
+        cur.execute("SELECT name, setting, source FROM pg_settings"
+                    " WHERE name LIKE 'tcp_keepalives_%' OR name IN ('TimeZone', 'search_path')")
+        settings = {name: (setting, source) for name, setting, source in cur.fetchall()}
+    conn.close()
+    assert settings["TimeZone"] == ("UTC", "client")
+    assert settings["search_path"] == ("public", "client")  # the URL's own options are kept
+    over_socket = params["host"].startswith("/")
+    assert {name: (settings[f"tcp_keepalives_{name}"]) for name in db.KEEPALIVE} == {
+        name: ("0" if over_socket else str(value), "client")
+        for name, value in db.KEEPALIVE.items()}
+    assert db.DEAD_PEER_S <= 60
 
 
 def test_shipped_migration_numbers_are_unique_and_increasing() -> None:
