@@ -69,9 +69,8 @@ def _text(name: str, text: str) -> str:
 
 
 def _path(name: str, text: str) -> Path:
-    """A relative path is the project's, whatever the current directory: cron starts the job
-    in $HOME and Task Scheduler in System32."""
-    return PROJECT_ROOT / text
+    """A relative path is the project's (graphcast_contract.project.project_path)."""
+    return project.project_path(text)
 
 
 def _upper(name: str, text: str) -> str:

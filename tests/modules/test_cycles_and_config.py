@@ -166,6 +166,8 @@ def test_relative_paths_are_the_projects_whatever_the_current_directory(
         assert getattr(settings, ENVIRONMENT[name][0]) == PROJECT_ROOT / text, name
     monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
     assert load_settings(tmp_path / "absent.env").log_dir == tmp_path / "logs"
+    monkeypatch.setenv("LOG_DIR", "~/logs")  # a leading ~ is the home folder, as the service's
+    assert load_settings(tmp_path / "absent.env").log_dir == Path.home() / "logs"
 
 
 @pytest.mark.parametrize("name, value, message", [

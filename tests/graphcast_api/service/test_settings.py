@@ -69,6 +69,27 @@ def test_command_line_beats_environment_beats_env_file_beats_default(
     assert load_service_settings(None, env_file=env_file).cache_dir == Path.home() / "graphs"
 
 
+def test_relative_paths_from_env_are_the_projects_from_the_command_line_the_cwds(
+        no_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`.env.example`: relative paths in the environment or `.env` are the project's, whatever
+    the current directory (as the job reads them); a command-line argument stays relative."""
+    no_env.chdir(tmp_path)
+    env_file = tmp_path / ".env"
+    env_file.write_text("GRAPHCAST_API_STATS_DIR=weights/stats\n")
+    paths = {"checkpoint": "weights/params/model.npz", "log_file": "logs/graphcast-api.log",
+             "cache_dir": "cache/graphs"}
+    for name, text in paths.items():
+        no_env.setenv(ENV[name][0], text)
+    settings = load_service_settings(argparse.Namespace(), env_file=env_file)
+    assert settings.stats_dir == PROJECT_ROOT / "weights/stats"
+    for name, text in paths.items():
+        assert getattr(settings, name) == PROJECT_ROOT / text, name
+    given = argparse.Namespace(checkpoint="model.npz", stats_dir="stats", log_file="api.log")
+    settings = load_service_settings(given, env_file=env_file)
+    assert (settings.checkpoint, settings.stats_dir, settings.log_file) == (
+        Path("model.npz"), Path("stats"), Path("api.log"))
+
+
 @pytest.mark.parametrize("variable, value, message", [
     ("GRAPHCAST_API_PRECISION", "fp16", "--precision (or GRAPHCAST_API_PRECISION) must be one of "
                                         "fp32, bf16, got 'fp16'"),
