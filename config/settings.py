@@ -73,8 +73,16 @@ def _path(name: str, text: str) -> Path:
     return project.project_path(text)
 
 
-def _upper(name: str, text: str) -> str:
-    return text.upper()
+# the levels LOG_LEVEL may name (README, configuration table)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(name: str, text: str) -> str:
+    """One of LOG_LEVELS, in any case."""
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"{name}={text!r} must be one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 def _number(kind: type[int] | type[float], minimum: float) -> Parser:
@@ -166,7 +174,7 @@ ENVIRONMENT: dict[str, tuple[str, Parser]] = {
     "FORECAST_LEAD_HOURS": ("lead_hours", _lead_hours),
     "FORECAST_VARIABLES": ("variables", _variables),
     "SITES_FILE": ("sites_file", _path),
-    "LOG_LEVEL": ("log_level", _upper),
+    "LOG_LEVEL": ("log_level", _log_level),
     "ERA5_MIN_GRID_STEP": ("era5_min_grid_step", _number(float, 0.001)),
 }
 
