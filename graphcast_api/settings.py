@@ -71,8 +71,9 @@ class SettingsError(ValueError):
 
 
 class DeviceUnavailable(ValueError):
-    """A valid device name that this host cannot use (no CUDA GPU, or not that many): raised
-    by the engine, exit code DEVICE_UNAVAILABLE."""
+    """A valid device name that this host cannot use (no CUDA GPU, or not that many), or the
+    oneDNN product back end where it cannot run: raised by the engine, exit code
+    DEVICE_UNAVAILABLE."""
 
 
 @dataclass(frozen=True)
