@@ -69,13 +69,20 @@ def _text(name: str, text: str) -> str:
 
 
 def _path(name: str, text: str) -> Path:
-    """A relative path is the project's, whatever the current directory: cron starts the job
-    in $HOME and Task Scheduler in System32."""
-    return PROJECT_ROOT / text
+    """A relative path is the project's (graphcast_contract.project.project_path)."""
+    return project.project_path(text)
 
 
-def _upper(name: str, text: str) -> str:
-    return text.upper()
+# the levels LOG_LEVEL may name (README, configuration table)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(name: str, text: str) -> str:
+    """One of LOG_LEVELS, in any case."""
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"{name}={text!r} must be one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 def _number(kind: type[int] | type[float], minimum: float) -> Parser:
@@ -167,7 +174,7 @@ ENVIRONMENT: dict[str, tuple[str, Parser]] = {
     "FORECAST_LEAD_HOURS": ("lead_hours", _lead_hours),
     "FORECAST_VARIABLES": ("variables", _variables),
     "SITES_FILE": ("sites_file", _path),
-    "LOG_LEVEL": ("log_level", _upper),
+    "LOG_LEVEL": ("log_level", _log_level),
     "ERA5_MIN_GRID_STEP": ("era5_min_grid_step", _number(float, 0.001)),
 }
 

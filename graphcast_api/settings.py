@@ -1,7 +1,9 @@
 """The settings of the inference side (`serve`, `predict`, `bench`), resolved in one place.
 
 Each setting comes from the command line, else the environment, else the project's `.env`
-file, else its default. The engine reads no environment: it gets precision, device, compile
+file, else its default. A relative path is the current directory's when given on the command
+line, the project's when read from the environment or `.env` (as the job's settings read
+them). The engine reads no environment: it gets precision, device, compile
 and the graph cache folder as arguments from here, and takes from this module only the
 precision names, DeviceUnavailable and the default cache folder. Import-light (no torch, no
 FastAPI).
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from graphcast_contract.project import env_file_path
+from graphcast_contract.project import env_file_path, project_path
 from graphcast_contract.wire import bearer_token_problem
 
 # precision name -> the torch dtype it computes in (named, since this module is torch-free)
@@ -69,8 +71,9 @@ class SettingsError(ValueError):
 
 
 class DeviceUnavailable(ValueError):
-    """A valid device name that this host cannot use (no CUDA GPU, or not that many): raised
-    by the engine, exit code DEVICE_UNAVAILABLE."""
+    """A valid device name that this host cannot use (no CUDA GPU, or not that many), or the
+    oneDNN product back end where it cannot run: raised by the engine, exit code
+    DEVICE_UNAVAILABLE."""
 
 
 @dataclass(frozen=True)
@@ -108,9 +111,19 @@ def load_service_settings(args: argparse.Namespace | None = None,
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     from_file = dotenv_values(env_file) if env_file is not None else {}
-    raw = {name: _first_set(getattr(args, name, None), os.environ.get(variable),
-                            from_file.get(variable), default)
+    given = {name: _first_set(getattr(args, name, None)) for name in ENV}
+    raw = {name: _first_set(given[name], os.environ.get(variable), from_file.get(variable),
+                            default)
            for name, (variable, default) in ENV.items()}
+
+    def path(name: str) -> Path | None:
+        """A path setting: the current directory's from the command line, else the
+        project's."""
+        text = raw[name]
+        if text is None:
+            return None
+        return Path(text).expanduser() if given[name] is not None else project_path(text)
+
     precision, device, token = raw["precision"], raw["device"], raw["token"]
     problem = bearer_token_problem(token) if token is not None else None
     if problem:
@@ -122,7 +135,7 @@ def load_service_settings(args: argparse.Namespace | None = None,
         raise SettingsError(f"--device (or {ENV['device'][0]}) must be {', '.join(DEVICES)} "
                             f"or cuda:N, got {device!r}")
     return ServiceSettings(
-        checkpoint=_path(raw["checkpoint"]), stats_dir=_path(raw["stats_dir"]),
+        checkpoint=path("checkpoint"), stats_dir=path("stats_dir"),
         host=raw["host"], port=whole("port", raw["port"], maximum=MAX_PORT),
         token=token, precision=precision, device=device,
         max_body_bytes=(None if raw["max_body_mb"] is None else int(
@@ -133,8 +146,8 @@ def load_service_settings(args: argparse.Namespace | None = None,
         max_sites=whole("max_sites", raw["max_sites"]),
         max_site_name_chars=whole("max_site_name_chars", raw["max_site_name_chars"]),
         max_values=whole("max_values", raw["max_values"]),
-        insecure=bool(_switch("insecure", raw["insecure"])), log_file=_path(raw["log_file"]),
-        compile=_switch("compile", raw["compile"]), cache_dir=_path(raw["cache_dir"]))
+        insecure=bool(_switch("insecure", raw["insecure"])), log_file=path("log_file"),
+        compile=_switch("compile", raw["compile"]), cache_dir=path("cache_dir"))
 
 
 def _first_set(*values: object) -> str | None:
@@ -143,11 +156,6 @@ def _first_set(*values: object) -> str | None:
         if value is not None and str(value) != "":
             return str(value)
     return None
-
-
-def _path(text: str | None) -> Path | None:
-    """A path setting; a leading ~ is the home folder (as written in `.env`)."""
-    return Path(text).expanduser() if text is not None else None
 
 
 def positive(option: str, text: str, maximum: float = math.inf) -> float:

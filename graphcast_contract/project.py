@@ -25,3 +25,10 @@ def env_file_path() -> Path | None:
     if not path.is_file():
         raise ValueError(f"ENV_FILE={chosen!r} is not a file")
     return path
+
+
+def project_path(text: str) -> Path:
+    """A path setting read from the environment or `.env`, as both sides resolve it: a
+    leading ~ is the home folder, and a relative path is the project's, whatever the current
+    directory (cron starts a program in $HOME, Task Scheduler in System32)."""
+    return PROJECT_ROOT / Path(text).expanduser()

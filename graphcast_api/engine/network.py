@@ -67,6 +67,7 @@ from graphcast_api.engine import heap
 from graphcast_api.engine.configs import ModelConfig
 from graphcast_api.engine.graph import EdgeSet, GraphCastGraphs
 from graphcast_api.engine.symmetry import edge_orbits, node_turn
+from graphcast_api.settings import DeviceUnavailable
 
 _LOG = logging.getLogger(__name__)
 _LAYER_NORM_EPS = 1e-5  # haiku's default
@@ -509,7 +510,8 @@ class GraphCastNetwork:
                              f"{', '.join(PRODUCTS)}")
         if self.products == "onednn" and (self.device.type != "cpu"
                                           or not torch.backends.mkldnn.is_available()):
-            raise ValueError("the oneDNN product back end needs a CPU build with oneDNN")
+            raise DeviceUnavailable("the oneDNN product back end needs a CPU build with "
+                                    "oneDNN")
         if edge_terms not in (None, *EDGE_TERMS):
             raise ValueError(f"unknown edge_terms {edge_terms!r}; use one of "
                              f"{', '.join(EDGE_TERMS)}")

@@ -52,6 +52,11 @@ MIN_TOKEN_CHARS = 16
 MAX_CONNECTIONS = 64
 
 
+class ModelFilesMissing(Exception):
+    """The named checkpoint is not a file, or the statistics folder lacks a file: exit code
+    MODEL_FAILED, as `predict` gives for the same files."""
+
+
 class Stopped(Exception):
     """SIGTERM, re-raised by uvicorn once it has shut down gracefully."""
 
@@ -113,17 +118,24 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
 
 
 def resolve_settings(args: argparse.Namespace) -> ServiceSettings:
-    """The settings (see graphcast_api.settings), with the checkpoint and statistics present."""
+    """The settings (see graphcast_api.settings), with the checkpoint and statistics named."""
     settings = load_service_settings(args)
     if settings.checkpoint is None or settings.stats_dir is None:
         option = "checkpoint" if settings.checkpoint is None else "stats_dir"
         raise SettingsError(f"--{option.replace('_', '-')} (or {ENV[option][0]}) is required")
+    return settings
+
+
+def check_model_files(settings: ServiceSettings) -> None:
+    """ModelFilesMissing unless the checkpoint is a file and the statistics folder holds
+    every statistics file: checked before the server starts, so that it does not listen
+    only to fail."""
     if not settings.checkpoint.is_file():
-        raise SettingsError(f"checkpoint {settings.checkpoint} is not a file")
+        raise ModelFilesMissing(f"checkpoint {settings.checkpoint} is not a file")
     missing = [name for name in STATS_FILES if not (settings.stats_dir / name).is_file()]
     if missing:
-        raise SettingsError(f"stats folder {settings.stats_dir} lacks {', '.join(missing)}")
-    return settings
+        raise ModelFilesMissing(f"stats folder {settings.stats_dir} lacks "
+                                f"{', '.join(missing)}")
 
 
 def is_loopback(host: str) -> bool:
@@ -194,6 +206,11 @@ def run_serve(args: argparse.Namespace) -> int:
     except SettingsError as error:
         log.error("%s", error)
         return ExitCode.USAGE
+    try:
+        check_model_files(settings)
+    except ModelFilesMissing as error:
+        log.error("%s", error)
+        return ExitCode.MODEL_FAILED
     if warning:
         log.warning("%s", warning)
     app = create_app(ServiceLimits(

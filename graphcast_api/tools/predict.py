@@ -19,6 +19,7 @@ from pathlib import Path
 from graphcast_api.settings import (
     DEVICES,
     PRECISIONS,
+    DeviceUnavailable,
     ServiceSettings,
     SettingsError,
     load_service_settings,
@@ -116,7 +117,9 @@ def make_forecaster(checkpoint, stats, name: str, settings: ServiceSettings,
                     edge_terms: str | None = None):
     """The engine's Forecaster with the resolved switches; `cache_dir` overrides the
     settings' one; `products` forces the product back end; `edge_terms` as Forecaster's.
-    ToolError DEVICE_UNAVAILABLE if the device or precision is not usable."""
+    ToolError DEVICE_UNAVAILABLE if the device (or product back end) is not usable here; the
+    precision was checked with the settings, so any other error while the graphs or the
+    network are built is a bug (INTERNAL, with its traceback)."""
     from graphcast_api.engine import Forecaster
 
     use_kernel_cache(cache_dir or settings.cache_dir)
@@ -125,7 +128,7 @@ def make_forecaster(checkpoint, stats, name: str, settings: ServiceSettings,
                           device=settings.device, compile=settings.compile,
                           cache_dir=cache_dir or settings.cache_dir, products=products,
                           edge_terms=edge_terms)
-    except ValueError as error:
+    except DeviceUnavailable as error:
         raise ToolError(ExitCode.DEVICE_UNAVAILABLE, str(error)) from error
 
 

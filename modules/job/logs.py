@@ -96,7 +96,7 @@ def setup_logging(log_dir: Path, level: str = "INFO") -> None:
     for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
-    root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+    root.setLevel(level)  # one of config.settings.LOG_LEVELS
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 

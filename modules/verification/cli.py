@@ -1,6 +1,7 @@
 """`python -m modules.verification`: pair, score, print the table and write the plots.
 
-    python -m modules.verification [--since DATE] [--model NAME] [--plot-dir DIR]
+    python -m modules.verification [--since DATE] [--model NAME]
+        [--source era5|ifs-opendata] [--plot-dir DIR]
 """
 from __future__ import annotations
 

@@ -166,6 +166,8 @@ def test_relative_paths_are_the_projects_whatever_the_current_directory(
         assert getattr(settings, ENVIRONMENT[name][0]) == PROJECT_ROOT / text, name
     monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
     assert load_settings(tmp_path / "absent.env").log_dir == tmp_path / "logs"
+    monkeypatch.setenv("LOG_DIR", "~/logs")  # a leading ~ is the home folder, as the service's
+    assert load_settings(tmp_path / "absent.env").log_dir == Path.home() / "logs"
 
 
 @pytest.mark.parametrize("name, value, message", [
@@ -174,12 +176,18 @@ def test_relative_paths_are_the_projects_whatever_the_current_directory(
     ("GRAPHCAST_API_RETRIES", "-1", "at least 0"),
     ("GRAPHCAST_API_TIMEOUT_S", "soon", "not a valid float"),
     ("GRAPHCAST_API_TOKEN", "t\u00f6ken", "non-ASCII characters \\(value not shown\\)"),
+    ("LOG_LEVEL", "verbose", "must be one of DEBUG, INFO, WARNING, ERROR"),
 ])
 def test_settings_errors_name_the_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                           name: str, value: str, message: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=f"{name}.*{message}"):
         load_settings(tmp_path / "absent.env")
+
+
+def test_log_level_is_read_in_any_case(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LOG_LEVEL", " warning")
+    assert load_settings(tmp_path / "absent.env").log_level == "WARNING"
 
 
 def test_redact_masks_passwords_and_tokens() -> None:

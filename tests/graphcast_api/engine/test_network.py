@@ -9,6 +9,7 @@ import torch
 
 from graphcast_api.engine import heap
 from graphcast_api.engine.network import (
+    GraphCastNetwork,
     StaticEdgeTerms,
     add_by_receiver,
     default_edge_terms,
@@ -17,6 +18,7 @@ from graphcast_api.engine.network import (
     mesh_blocks,
     sum_by_blocks,
 )
+from graphcast_api.settings import DeviceUnavailable
 
 
 @pytest.mark.parametrize("chunk_nodes", [1, 7, 40, 100, 1_000])
@@ -143,3 +145,9 @@ def test_layer_norm_is_torch_s_in_fp32_and_one_pass_in_bf16(offset: float) -> No
     theirs = torch.nn.functional.layer_norm(x, (512,), scale, shift, 1e-5).float()
     assert ((ours - theirs).abs() <= (theirs.abs() + 1) * 2 ** -7).all()  # one bf16 step
     assert (ours != theirs).float().mean() < 0.01  # a few rounding flips, not a new formula
+
+
+def test_onednn_products_off_the_cpu_are_an_unavailable_device() -> None:
+    """predict and bench exit DEVICE_UNAVAILABLE for it (checked before any weight is read)."""
+    with pytest.raises(DeviceUnavailable, match="oneDNN product back end needs a CPU"):
+        GraphCastNetwork({}, None, None, torch.float32, "cuda", products="onednn")

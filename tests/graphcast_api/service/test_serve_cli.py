@@ -50,8 +50,6 @@ def test_defaults_bind_loopback_and_dotenv_is_read(clean_env: Path, stats_dir: P
 
 @pytest.mark.parametrize("options, message", [
     ({}, "--checkpoint (or GRAPHCAST_API_CHECKPOINT) is required"),
-    ({"checkpoint": "nowhere.npz", "stats_dir": "."}, "checkpoint nowhere.npz is not a file"),
-    ({"stats_dir": "."}, "lacks mean_by_level.nc"),
     ({"port": "eighty"}, "--port must be a whole number from 1 to 65535"),
     ({"queue_wait_s": "0"}, "--queue-wait-s must be a positive number"),
 ])
@@ -85,6 +83,23 @@ def test_bad_values_exit_2_with_one_line(stats_dir: Path, options: list[str],
     with serve_command(args, env=env, wait=False) as (_, process):
         output, _ = process.communicate(timeout=60)
     assert process.returncode == ExitCode.USAGE, output
+    assert len(output.splitlines()) == 1 and message in output, output
+
+
+@pytest.mark.parametrize("absent", ["checkpoint", "stats"])
+def test_an_absent_checkpoint_or_statistics_file_exits_12_with_one_line(
+        stats_dir: Path, tmp_path: Path, absent: str) -> None:
+    """Named but not there: exit MODEL_FAILED, as `predict` gives, not 2 (which is for an
+    option not given at all)."""
+    checkpoint = tmp_path / "nowhere.npz" if absent == "checkpoint" else (
+        REFERENCE_DIR / "params.npz")
+    folder = tmp_path if absent == "stats" else stats_dir
+    with serve_command(["--checkpoint", str(checkpoint), "--stats-dir", str(folder)],
+                       wait=False) as (_, process):
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == ExitCode.MODEL_FAILED, output
+    message = (f"checkpoint {checkpoint} is not a file" if absent == "checkpoint"
+               else f"stats folder {folder} lacks mean_by_level.nc")
     assert len(output.splitlines()) == 1 and message in output, output
 
 

@@ -69,6 +69,27 @@ def test_command_line_beats_environment_beats_env_file_beats_default(
     assert load_service_settings(None, env_file=env_file).cache_dir == Path.home() / "graphs"
 
 
+def test_relative_paths_from_env_are_the_projects_from_the_command_line_the_cwds(
+        no_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`.env.example`: relative paths in the environment or `.env` are the project's, whatever
+    the current directory (as the job reads them); a command-line argument stays relative."""
+    no_env.chdir(tmp_path)
+    env_file = tmp_path / ".env"
+    env_file.write_text("GRAPHCAST_API_STATS_DIR=weights/stats\n")
+    paths = {"checkpoint": "weights/params/model.npz", "log_file": "logs/graphcast-api.log",
+             "cache_dir": "cache/graphs"}
+    for name, text in paths.items():
+        no_env.setenv(ENV[name][0], text)
+    settings = load_service_settings(argparse.Namespace(), env_file=env_file)
+    assert settings.stats_dir == PROJECT_ROOT / "weights/stats"
+    for name, text in paths.items():
+        assert getattr(settings, name) == PROJECT_ROOT / text, name
+    given = argparse.Namespace(checkpoint="model.npz", stats_dir="stats", log_file="api.log")
+    settings = load_service_settings(given, env_file=env_file)
+    assert (settings.checkpoint, settings.stats_dir, settings.log_file) == (
+        Path("model.npz"), Path("stats"), Path("api.log"))
+
+
 @pytest.mark.parametrize("variable, value, message", [
     ("GRAPHCAST_API_PRECISION", "fp16", "--precision (or GRAPHCAST_API_PRECISION) must be one of "
                                         "fp32, bf16, got 'fp16'"),
@@ -93,25 +114,49 @@ def test_invalid_values_are_named(no_env: pytest.MonkeyPatch, tmp_path: Path, va
 
 # `| `--option` | `VARIABLE` | `default` |` in the README's table of the service's options
 README_DEFAULT = re.compile(r"^\| [^|]+ \| `([A-Z0-9_]+)` \| `([^`]*)` \|", re.M)
+# `# VARIABLE=value` in .env.example
+ENV_EXAMPLE_LINE = re.compile(r"^# ([A-Z0-9_]+)=(.*)$", re.M)
+# The settings .env.example shows with an example value: they have no default (None in ENV)
+ENV_EXAMPLES = {"checkpoint", "stats_dir", "precision", "device", "compile"}
+
+
+def assert_shown_defaults_are_the_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                           shown: list[tuple[str, str]], document: str) -> None:
+    """Each (variable, default) that `document` shows, given as the setting, changes nothing
+    (the graph cache folder, left to the engine when unset, is default_cache_dir())."""
+    absent = tmp_path / "absent.env"
+    defaults = load_service_settings(None, env_file=absent)
+    for variable, text in shown:
+        monkeypatch.setenv(variable, text)
+        settings = load_service_settings(None, env_file=absent)
+        monkeypatch.delenv(variable)
+        if variable == ENV["cache_dir"][0]:
+            assert settings.cache_dir == default_cache_dir()
+        else:
+            assert settings == defaults, f"{document}: {variable}={text!r}"
 
 
 def test_readme_defaults_are_the_defaults(no_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Each default the README shows, given as the setting, changes nothing (the graph cache
-    folder, left to the engine when unset, is default_cache_dir())."""
-    absent = tmp_path / "absent.env"
-    defaults = load_service_settings(None, env_file=absent)
     documented = README_DEFAULT.findall((PROJECT_ROOT / "README.md").read_text())
     assert {variable for variable, _ in documented} >= {
         "GRAPHCAST_API_HOST", "GRAPHCAST_API_PORT", "GRAPHCAST_API_QUEUE_WAIT_S",
         "GRAPHCAST_API_QUEUE_SLOTS", "GRAPHCAST_API_MAX_SITES", "GRAPHCAST_CACHE_DIR"}
-    for variable, text in documented:
-        no_env.setenv(variable, text)
-        settings = load_service_settings(None, env_file=absent)
-        no_env.delenv(variable)
-        if variable == ENV["cache_dir"][0]:
-            assert settings.cache_dir == default_cache_dir()
-        else:
-            assert settings == defaults, f"{variable}={text!r}"
+    assert_shown_defaults_are_the_defaults(no_env, tmp_path, documented, "README.md")
+
+
+def test_env_example_shows_every_setting_with_its_default(no_env: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    """Every setting of ENV has its line in .env.example, with its default, or an example
+    where it has none."""
+    shown = dict(ENV_EXAMPLE_LINE.findall((PROJECT_ROOT / ".env.example").read_text()))
+    missing = [variable for variable, _ in ENV.values() if variable not in shown]
+    assert not missing, f".env.example lacks {', '.join(missing)}"
+    for name in ENV_EXAMPLES:
+        assert ENV[name][1] is None, f"{ENV[name][0]} has a default: show it, not an example"
+    examples = {ENV[name][0] for name in ENV_EXAMPLES}
+    assert_shown_defaults_are_the_defaults(
+        no_env, tmp_path, [(variable, shown[variable]) for variable, _ in ENV.values()
+                           if variable not in examples], ".env.example")
 
 
 def test_service_limits_default_to_the_settings_defaults(no_env: pytest.MonkeyPatch,

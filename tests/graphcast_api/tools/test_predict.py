@@ -11,6 +11,8 @@ import pytest
 import xarray as xr
 
 from graphcast_api.__main__ import main
+from graphcast_api.settings import DeviceUnavailable, load_service_settings
+from graphcast_api.tools.predict import ToolError, make_forecaster
 from graphcast_contract.errors import ExitCode
 from graphcast_contract.project import PROJECT_ROOT
 from tests.graphcast_api.engine.tolerance import check_fp32
@@ -116,3 +118,30 @@ def test_bad_inputs_give_one_line_and_exit_code(reference_dir: Path, stats_dir: 
     lines = alias.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot read example batch" in lines[0], alias.stderr
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("error, code", [
+    (DeviceUnavailable("device 'cuda' requested but no CUDA GPU is usable by this torch"),
+     ExitCode.DEVICE_UNAVAILABLE),
+    (ValueError("mesh2grid edges must come in threes per grid node"), None),
+])
+def test_only_an_unusable_device_is_exit_14(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                            error: Exception, code: ExitCode | None) -> None:
+    """A device this host cannot use is DEVICE_UNAVAILABLE; any other error while the graphs
+    or the network are built is a bug, left to end the command with its traceback (exit 1),
+    not reported as a device problem."""
+    import graphcast_api.engine
+
+    def failing_forecaster(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(graphcast_api.engine, "Forecaster", failing_forecaster, raising=False)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # restored after the test
+    settings = load_service_settings(None, env_file=tmp_path / "absent.env")
+    if code is None:
+        with pytest.raises(ValueError, match="mesh2grid"):
+            make_forecaster(None, None, "model", settings, tmp_path)
+    else:
+        with pytest.raises(ToolError, match="no CUDA GPU") as raised:
+            make_forecaster(None, None, "model", settings, tmp_path)
+        assert raised.value.code == code
