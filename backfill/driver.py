@@ -273,70 +273,101 @@ def _cause(exc: Exception) -> Exception:
 
 
 def _dispatch(workers: list[Any], todo: list[datetime], source: InputSource) -> int:
-    """Keep one cycle in flight per live worker; Ctrl-C stops handing out new ones, a second
-    one stops at once (the running cycles roll back when Ray ends their workers).
+    """Keep one cycle in flight per live worker (see _Dispatch); Ctrl-C stops handing out new
+    ones, a second one stops at once (the running cycles roll back when Ray ends their
+    workers). With no worker left, the remaining cycles are not run (ClusterError's code)."""
+    dispatch, stop = _Dispatch(workers, todo, source), _StopFlag()
+    with stop, Progress(len(todo)) as progress:
+        try:
+            dispatch.run(stop, progress)
+        except KeyboardInterrupt:  # the second Ctrl-C
+            log.warning("second Ctrl-C: stopping now; the %d running cycles roll back",
+                        len(dispatch.in_flight))
+            dispatch.queue.extend(init_time for _, init_time in dispatch.in_flight.values())
+    exit_code = progress.summary(dispatch.outcomes, not_run=len(dispatch.queue),
+                                 interrupted=stop.by_user)
+    if dispatch.queue and not dispatch.idle and not dispatch.in_flight and not stop.set:
+        error = ClusterError("no worker left: every worker died for good (killed "
+                             f"{TASK_RETRIES + 1} times, or its model did not load); "
+                             f"{len(dispatch.queue)} cycles not run")
+        log.error("%s", error)
+        return error.exit_code
+    return exit_code
+
+
+class _Dispatch:
+    """The cycles queued, the workers idle, the tasks in flight, the outcomes so far.
 
     A worker dead for good (killed TASK_RETRIES + 1 times, or its model did not load) is left
     out and its cycle put back in the queue: once if the worker had started (a cycle that
     kills every worker it runs on fails on the second), always if it never had (it ran
-    nothing). With no worker left, the remaining cycles are not run (ClusterError's code).
+    nothing).
     """
-    import ray
 
-    queue, idle = deque(todo), list(workers)
-    in_flight: dict[Any, tuple[Any, datetime]] = {}
-    outcomes: list[RunOutcome] = []
-    lost_a_worker: set[datetime] = set()
-    model_failures = 0  # exit-4 outcomes since the last success
-    stop = _StopFlag()
-    with stop, Progress(len(todo)) as progress:
-        try:
-            while in_flight or (queue and idle and not stop.set):
-                while queue and idle and not stop.set:
-                    worker, init_time = idle.pop(), queue.popleft()
-                    in_flight[worker.run_cycle.remote(init_time, source)] = (worker, init_time)
-                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=WAIT_S)
-                for ref in done:
-                    worker, init_time = in_flight.pop(ref)
-                    try:
-                        outcome = ray.get(ref)
-                    except ray.exceptions.ActorDiedError as exc:
-                        log.warning("a worker died for good and is left out (%d left): %s",
-                                    len(idle) + len(in_flight), _one_line(exc))
-                        if exc.actor_init_failed or init_time not in lost_a_worker:
-                            if not exc.actor_init_failed:
-                                lost_a_worker.add(init_time)
-                            queue.appendleft(init_time)
-                            continue
-                        outcome = _failed(init_time, source, "lost two workers for good: "
-                                          f"{_one_line(exc)}")
-                    except ray.exceptions.RayError as exc:
-                        outcome = _failed(init_time, source, f"worker error: {_one_line(exc)}")
-                    idle.append(worker)
-                    outcomes.append(outcome)
+    def __init__(self, workers: list[Any], todo: list[datetime], source: InputSource) -> None:
+        self.queue, self.idle, self.source = deque(todo), list(workers), source
+        self.in_flight: dict[Any, tuple[Any, datetime]] = {}
+        self.outcomes: list[RunOutcome] = []
+        self._lost_a_worker: set[datetime] = set()
+        self._model_failures = 0  # exit-4 outcomes since the last success
+
+    def run(self, stop: _StopFlag, progress: Progress) -> None:
+        """Hand out cycles and collect outcomes until none is in flight and none can start."""
+        import ray
+
+        while self.in_flight or (self.queue and self.idle and not stop.set):
+            while self.queue and self.idle and not stop.set:
+                worker, init_time = self.idle.pop(), self.queue.popleft()
+                self.in_flight[worker.run_cycle.remote(init_time, self.source)] = (worker,
+                                                                                  init_time)
+            done, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=WAIT_S)
+            for ref in done:
+                outcome = self._collect(ref)
+                if outcome is not None:
                     progress.record(outcome)
-                    if outcome.status == "succeeded":
-                        model_failures = 0
-                    elif outcome.exit_code == ExitCode.API_FAILED:
-                        model_failures += 1
-                    if outcome.exit_code == ExitCode.DATABASE:
-                        stop.set = True  # the next cycles would fail the same way
-                    elif model_failures == MODEL_FAILURES_TO_STOP:
-                        stop.set = True
-                        log.error("the model failed %d cycles with no success between them: "
-                                  "no new cycles", model_failures)
-        except KeyboardInterrupt:  # the second Ctrl-C
-            log.warning("second Ctrl-C: stopping now; the %d running cycles roll back",
-                        len(in_flight))
-            queue.extend(init_time for _, init_time in in_flight.values())
-    exit_code = progress.summary(outcomes, not_run=len(queue), interrupted=stop.by_user)
-    if queue and not idle and not in_flight and not stop.set:
-        error = ClusterError("no worker left: every worker died for good (killed "
-                             f"{TASK_RETRIES + 1} times, or its model did not load); "
-                             f"{len(queue)} cycles not run")
-        log.error("%s", error)
-        return error.exit_code
-    return exit_code
+                    stop.set = self._stops(outcome) or stop.set
+
+    def _collect(self, ref: Any) -> RunOutcome | None:
+        """The finished task's outcome, its worker idle again if alive; None when the cycle
+        went back to the queue (its worker died for good)."""
+        import ray
+
+        worker, init_time = self.in_flight.pop(ref)
+        try:
+            outcome = ray.get(ref)
+            self.idle.append(worker)
+        except ray.exceptions.ActorDiedError as exc:
+            log.warning("a worker died for good and is left out (%d left): %s",
+                        len(self.idle) + len(self.in_flight), _one_line(exc))
+            if not exc.actor_init_failed and init_time in self._lost_a_worker:
+                outcome = _failed(init_time, self.source,
+                                  f"lost two workers for good: {_one_line(exc)}")
+            else:
+                if not exc.actor_init_failed:
+                    self._lost_a_worker.add(init_time)
+                self.queue.appendleft(init_time)
+                return None
+        except ray.exceptions.RayError as exc:
+            outcome = _failed(init_time, self.source, f"worker error: {_one_line(exc)}")
+            self.idle.append(worker)
+        self.outcomes.append(outcome)
+        return outcome
+
+    def _stops(self, outcome: RunOutcome) -> bool:
+        """Whether no new cycle should start after `outcome`: the database failed (the next
+        cycles would fail the same way), or the model failed MODEL_FAILURES_TO_STOP cycles
+        with no success between them."""
+        if outcome.status == "succeeded":
+            self._model_failures = 0
+        elif outcome.exit_code == ExitCode.API_FAILED:
+            self._model_failures += 1
+        if outcome.exit_code == ExitCode.DATABASE:
+            return True
+        if self._model_failures == MODEL_FAILURES_TO_STOP:
+            log.error("the model failed %d cycles with no success between them: no new "
+                      "cycles", self._model_failures)
+            return True
+        return False
 
 
 def _failed(init_time: datetime, source: InputSource, reason: str) -> RunOutcome:

@@ -14,20 +14,21 @@ MODEL_FAILED = "in-process model failed: RuntimeError: NaN"
 
 class FakeWorker:
     """`name` in the reason of each outcome; `broken`: its model does not load; `dies`: its
-    process exits inside every cycle; `model_fails`: the cycles (all if None) that fail in
-    the model (exit 4)."""
+    process exits inside every cycle; `dies_on`: inside these cycles; `model_fails`: the
+    cycles (all if None) that fail in the model (exit 4)."""
 
     def __init__(self, name: str, broken: bool = False, dies: bool = False,
+                 dies_on: frozenset[datetime] = frozenset(),
                  model_fails: frozenset[datetime] | None = frozenset()) -> None:
         if broken:
             raise RuntimeError("no checkpoint on this node")
-        self.name, self.dies, self.model_fails = name, dies, model_fails
+        self.name, self.dies, self.dies_on, self.model_fails = name, dies, dies_on, model_fails
 
     def model_info(self) -> str:
         return self.name
 
     def run_cycle(self, init_time: datetime, source: InputSource) -> RunOutcome:
-        if self.dies:
+        if self.dies or init_time in self.dies_on:
             os._exit(1)
         if self.model_fails is None or init_time in self.model_fails:
             return RunOutcome(None, init_time, source, "failed", ExitCode.API_FAILED,

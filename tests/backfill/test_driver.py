@@ -73,6 +73,19 @@ def test_no_worker_left_stops_with_one_error(
     assert len(errors) == 1 and errors[0].startswith("no worker left"), errors
 
 
+def test_a_cycle_that_kills_every_worker_fails_once_and_the_others_run(
+    ray_instance: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    poison = {"dies_on": frozenset(CYCLES[:1])}
+    code = driver._dispatch(workers(poison, poison), CYCLES, InputSource.ERA5)
+    assert code != ExitCode.OK, caplog.text
+    assert f"{len(CYCLES) - 1} succeeded, 0 skipped, 1 failed, 0 not run" in summary(caplog)
+    assert "lost two workers for good" in caplog.text
+    deaths = [r for r in caplog.records if "a worker died for good" in r.getMessage()]
+    assert len(deaths) == 2, caplog.text
+
+
 def test_a_model_failing_every_cycle_stops_the_backfill(
     ray_instance: None, caplog: pytest.LogCaptureFixture
 ) -> None:
