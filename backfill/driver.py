@@ -86,12 +86,20 @@ class Placement:
 
 def run_backfill(settings: Settings, options: BackfillOptions) -> int:
     """Run the backfill; return the process exit code (INTERRUPTED after a Ctrl-C before the
-    cycles are handed out, while Ray starts or the workers load the model, or a second one)."""
+    cycles are handed out, while Ray starts or the workers load the model, or a second one).
+
+    Ctrl-C raises KeyboardInterrupt here even in a process started with SIGINT ignored (the
+    background of a non-interactive shell, and whatever it starts), where Python installs no
+    handler of its own.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _run_backfill(settings, options)
     except KeyboardInterrupt:
         log.warning("Ctrl-C: backfill stopped")
         return ExitCode.INTERRUPTED
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _run_backfill(settings: Settings, options: BackfillOptions) -> int:
@@ -151,16 +159,18 @@ def _on_ray(conn: Connection, settings: Settings, options: BackfillOptions,
     import ray
 
     try:
-        _join_ray(options)
-        placement = _placement(options)
-        workers = start_workers(placement)
-        spec = _model_spec(workers, settings)
-        todo = ledger.without_success(conn, cycles, source, spec.model)
-        log.info("backfill %s to %s (%s, model %s): %d cycles, %d already done; %d workers x "
-                 "%d CPUs%s", iso_utc(cycles[0]), iso_utc(cycles[-1]), source.value,
-                 spec.model, len(cycles), len(cycles) - len(todo), placement.workers,
-                 placement.cpus, f" + {placement.gpus} GPU" if placement.gpus else "")
-        exit_code = _dispatch(workers, todo, source)
+        with _StopFlag() as stop:
+            _join_ray(options)
+            stop.check()
+            placement = _placement(options)
+            workers = start_workers(placement)
+            spec = _model_spec(workers, settings, stop)
+            todo = ledger.without_success(conn, cycles, source, spec.model)
+            log.info("backfill %s to %s (%s, model %s): %d cycles, %d already done; %d workers "
+                     "x %d CPUs%s", iso_utc(cycles[0]), iso_utc(cycles[-1]), source.value,
+                     spec.model, len(cycles), len(cycles) - len(todo), placement.workers,
+                     placement.cpus, f" + {placement.gpus} GPU" if placement.gpus else "")
+            exit_code = _dispatch(workers, todo, source, stop)
     finally:
         ray.shutdown()
     if options.verify and exit_code != ExitCode.INTERRUPTED:
@@ -247,16 +257,20 @@ def worker_actor(worker_class: type, placement: Placement) -> Any:
         max_task_retries=TASK_RETRIES)
 
 
-def _model_spec(workers: list[Any], settings: Settings) -> ModelSpec:
+def _model_spec(workers: list[Any], settings: Settings, stop: _StopFlag) -> ModelSpec:
     """The model's description, from the first worker that has loaded the model (one that
-    could not is left out by `_dispatch`); ModelLoadError when none could."""
+    could not is left out by `_dispatch`); ModelLoadError when none could; KeyboardInterrupt
+    after a Ctrl-C (`stop`)."""
     import ray
 
     pending = [worker.model_info.remote() for worker in workers]
     while True:
-        [ref], pending = ray.wait(pending, num_returns=1)
+        ready, pending = ray.wait(pending, num_returns=1, timeout=WAIT_S)
+        stop.check()
+        if not ready:
+            continue
         try:
-            spec = ModelSpec.from_reply(ray.get(ref))
+            spec = ModelSpec.from_reply(ray.get(ready[0]))
             break
         except ray.exceptions.RayError as exc:
             if not pending:
@@ -272,12 +286,14 @@ def _cause(exc: Exception) -> Exception:
     return cause if isinstance(cause, Exception) else exc
 
 
-def _dispatch(workers: list[Any], todo: list[datetime], source: InputSource) -> int:
-    """Keep one cycle in flight per live worker (see _Dispatch); Ctrl-C stops handing out new
-    ones, a second one stops at once (the running cycles roll back when Ray ends their
-    workers). With no worker left, the remaining cycles are not run (ClusterError's code)."""
-    dispatch, stop = _Dispatch(workers, todo, source), _StopFlag()
-    with stop, Progress(len(todo)) as progress:
+def _dispatch(workers: list[Any], todo: list[datetime], source: InputSource,
+              stop: _StopFlag) -> int:
+    """Keep one cycle in flight per live worker (see _Dispatch); Ctrl-C (`stop`) stops
+    handing out new ones, a second one stops at once (the running cycles roll back when Ray
+    ends their workers). With no worker left, the remaining cycles are not run
+    (ClusterError's code)."""
+    dispatch = _Dispatch(workers, todo, source)
+    with Progress(len(todo)) as progress:
         try:
             dispatch.run(stop, progress)
         except KeyboardInterrupt:  # the second Ctrl-C
@@ -389,7 +405,10 @@ def _one_line(exc: Exception) -> str:
 
 
 class _StopFlag:
-    """SIGINT (Ctrl-C) sets the flag instead of raising, for the `with` block."""
+    """SIGINT (Ctrl-C) sets the flag instead of raising, for the `with` block; a second one
+    raises KeyboardInterrupt. Before the first cycle is handed out, `check` raises at the next
+    step: an interrupt raised by the handler itself would be lost when it lands while Ray
+    forks its processes (Python ignores exceptions in fork handlers: logging has one)."""
 
     def __init__(self) -> None:
         self.set = False
@@ -402,6 +421,11 @@ class _StopFlag:
         self.set = self.by_user = True
         log.warning("Ctrl-C: no new cycles; waiting for the running ones to finish "
                     "(Ctrl-C again to stop now)")
+
+    def check(self) -> None:
+        """KeyboardInterrupt if Ctrl-C was pressed (start-up: nothing to wait for)."""
+        if self.by_user:
+            raise KeyboardInterrupt
 
     def __enter__(self) -> _StopFlag:
         self._previous = signal.signal(signal.SIGINT, self._handle)

@@ -60,12 +60,16 @@ class BackfillRunner:
         return ["--backfill", cycle_text(start), cycle_text(end), "--workers", "2",
                 *self.model, *extra]
 
-    def start(self, *args: str, own_group: bool = False) -> subprocess.Popen:
+    def start(self, *args: str, own_group: bool = False,
+              sigint: int = signal.SIG_DFL) -> subprocess.Popen:
         """The job in the background; `own_group`: in a process group of its own, as a
-        terminal's foreground job is (Ctrl-C signals the whole group)."""
+        terminal's foreground job is (Ctrl-C signals the whole group); `sigint`: the SIGINT
+        disposition it inherits (default, whatever this process has: pytest run with `&`
+        from a script has SIGINT ignored)."""
         return subprocess.Popen(self.command(*args), cwd=PROJECT_ROOT, env=self.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=own_group)
+                                start_new_session=own_group,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
 
     def __call__(self, *args: str, **env: str) -> JobResult:
         done = subprocess.run(self.command(*args), cwd=PROJECT_ROOT, env={**self.env, **env},

@@ -151,13 +151,17 @@ def test_a_second_ctrl_c_stops_at_once(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("inherited", [signal.SIG_DFL, signal.SIG_IGN],
+                         ids=["SIGINT default", "SIGINT ignored by the parent"])
 def test_ctrl_c_while_the_workers_start_is_exit_16_without_a_traceback(
-    backfill: BackfillRunner, clean_db: str, example_frames: ExampleFrames
+    backfill: BackfillRunner, clean_db: str, example_frames: ExampleFrames, inherited: int
 ) -> None:
     """SIGINT once Ray has made its session folder: during ray.init, the workers' start or
-    their model load, before the first cycle is handed out."""
+    their model load, before the first cycle is handed out; also in a job started with
+    SIGINT ignored (by a non-interactive shell's `&`), where Python installs no handler."""
     load_example(clean_db, example_frames)
-    process = backfill.start(*backfill.backfill_args(FIRST_CYCLE, LAST_CYCLE))
+    process = backfill.start(*backfill.backfill_args(FIRST_CYCLE, LAST_CYCLE),
+                             sigint=inherited)
     deadline = time.monotonic() + 120
     while not any(backfill.ray_dir.rglob("session_latest")):
         assert time.monotonic() < deadline and process.poll() is None, process.communicate()

@@ -45,6 +45,11 @@ def workers(*kinds: dict) -> list:
     return [actor.remote(f"w{k}", **kind) for k, kind in enumerate(kinds)]
 
 
+def dispatch(workers: list, cycles: list, source: InputSource) -> int:
+    """The driver's dispatch, with no Ctrl-C."""
+    return driver._dispatch(workers, cycles, source, driver._StopFlag())
+
+
 def summary(caplog: pytest.LogCaptureFixture) -> str:
     return next(r.getMessage() for r in caplog.records if "backfill summary" in r.getMessage())
 
@@ -55,7 +60,7 @@ def test_a_worker_dead_for_good_is_left_out_and_the_other_does_every_cycle(
     ray_instance: None, caplog: pytest.LogCaptureFixture, lost: dict
 ) -> None:
     caplog.set_level(logging.INFO)
-    code = driver._dispatch(workers(lost, {}), CYCLES, InputSource.ERA5)
+    code = dispatch(workers(lost, {}), CYCLES, InputSource.ERA5)
     assert code == ExitCode.OK, caplog.text
     assert f"{len(CYCLES)} succeeded, 0 skipped, 0 failed, 0 not run" in summary(caplog)
     assert "a worker died for good and is left out (1 left)" in caplog.text
@@ -65,7 +70,7 @@ def test_no_worker_left_stops_with_one_error(
     ray_instance: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    code = driver._dispatch(workers({"broken": True}, {"broken": True}), CYCLES,
+    code = dispatch(workers({"broken": True}, {"broken": True}), CYCLES,
                             InputSource.ERA5)
     assert code == ExitCode.CLUSTER_UNREACHABLE, caplog.text
     assert f"0 succeeded, 0 skipped, 0 failed, {len(CYCLES)} not run" in summary(caplog)
@@ -78,7 +83,7 @@ def test_a_cycle_that_kills_every_worker_fails_once_and_the_others_run(
 ) -> None:
     caplog.set_level(logging.INFO)
     poison = {"dies_on": frozenset(CYCLES[:1])}
-    code = driver._dispatch(workers(poison, poison), CYCLES, InputSource.ERA5)
+    code = dispatch(workers(poison, poison), CYCLES, InputSource.ERA5)
     assert code != ExitCode.OK, caplog.text
     assert f"{len(CYCLES) - 1} succeeded, 0 skipped, 1 failed, 0 not run" in summary(caplog)
     assert "lost two workers for good" in caplog.text
@@ -90,7 +95,7 @@ def test_a_model_failing_every_cycle_stops_the_backfill(
     ray_instance: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    code = driver._dispatch(workers({"model_fails": None}, {"model_fails": None}), CYCLES,
+    code = dispatch(workers({"model_fails": None}, {"model_fails": None}), CYCLES,
                             InputSource.ERA5)
     assert code == ExitCode.API_FAILED
     stop = driver.MODEL_FAILURES_TO_STOP
@@ -105,7 +110,7 @@ def test_a_single_cycle_failing_in_the_model_does_not_stop_it(
 ) -> None:
     caplog.set_level(logging.INFO)
     fails = frozenset(CYCLES[1:1 + driver.MODEL_FAILURES_TO_STOP - 1])  # one short of a stop
-    code = driver._dispatch(workers({"model_fails": fails}), CYCLES, InputSource.ERA5)
+    code = dispatch(workers({"model_fails": fails}), CYCLES, InputSource.ERA5)
     assert code == ExitCode.API_FAILED
     assert (f"{len(CYCLES) - len(fails)} succeeded, 0 skipped, {len(fails)} failed, 0 not run"
             in summary(caplog))
@@ -130,10 +135,11 @@ def test_the_model_spec_comes_from_a_worker_that_loaded_it(
 ) -> None:
     monkeypatch.setattr(driver, "ModelSpec", _Spec)
     settings = type("Settings", (), {"variables": (), "lead_hours": ()})()
-    spec = driver._model_spec(workers({"broken": True}, {}), settings)
+    spec = driver._model_spec(workers({"broken": True}, {}), settings, driver._StopFlag())
     assert spec.name == "w1"
     with pytest.raises(driver.ModelLoadError, match="no checkpoint on this node"):
-        driver._model_spec(workers({"broken": True}, {"broken": True}), settings)
+        driver._model_spec(workers({"broken": True}, {"broken": True}), settings,
+                           driver._StopFlag())
 
 
 @pytest.mark.parametrize("asked", [None, 1, 3])
