@@ -8,17 +8,11 @@ pg_ctl fails ("could not access directory ... Permission denied") and the server
 """
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from modules.storage import db
-
-
-def private_folder(purpose: str) -> Path:
-    """A new folder outside pytest's temporary root; the caller removes it."""
-    return Path(tempfile.mkdtemp(prefix=f"graphcast-test-{purpose}-"))
 
 
 @contextmanager

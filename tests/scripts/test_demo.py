@@ -21,7 +21,8 @@ from graphcast_api.tools import weights
 from graphcast_contract.errors import ExitCode
 from graphcast_contract.project import PROJECT_ROOT
 from modules.storage import db
-from tests.embedded_pg import embedded_server_url, private_folder
+from tests.embedded_pg import embedded_server_url
+from tests.paths import private_folder
 from tests.subprocess_env import clean_environment
 
 REFERENCE = PROJECT_ROOT / "tests" / "data" / "graphcast_reference"
