@@ -8,6 +8,7 @@ tests wait on instead of sleeping.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import subprocess
@@ -60,28 +61,39 @@ def wait_until_healthy(url: str, process: subprocess.Popen | None = None) -> Non
 
 
 @contextmanager
-def serve_command(args: list[str], env: dict[str, str] | None = None,
-                  wait: bool = True) -> Iterator[tuple[str, subprocess.Popen]]:
+def serve_command(args: list[str], env: dict[str, str] | None = None, wait: bool = True,
+                  output: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
     """Run `python -m graphcast_api serve ARGS` on a free loopback port; yields (url, process).
 
-    The command gets a clean environment (tests/subprocess_env.py) plus `env`."""
+    The command gets a clean environment (tests/subprocess_env.py) plus `env`. Its output
+    (stdout and stderr) goes to a pipe the caller reads (`process.communicate()`), or, for a
+    server that outlives its first requests, to the file `output`: nobody reads the pipe of
+    such a server, which would block once the pipe's buffer (64 KiB) is full of access lines.
+    """
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "graphcast_api", "serve", "--port", str(port), *args],
-        cwd=PROJECT_ROOT, env=clean_environment(**(env or {})),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        if wait:
-            wait_until_healthy(url, process)
-        yield url, process
-    finally:
-        process.terminate()
+    with open(output, "w") if output is not None else contextlib.nullcontext() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "graphcast_api", "serve", "--port", str(port), *args],
+            cwd=PROJECT_ROOT, env=clean_environment(**(env or {})),
+            stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            if wait:
+                try:
+                    wait_until_healthy(url, process)
+                except (RuntimeError, TimeoutError) as error:
+                    if output is None:
+                        raise
+                    tail = output.read_text()[-4000:]
+                    raise RuntimeError(f"{error}; its output ends:\n{tail}") from None
+            yield url, process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @contextmanager
