@@ -17,8 +17,6 @@ from xml.etree import ElementTree
 # Reasons a test may skip, each with why that is acceptable: the machine lacks something
 # the test needs that the project cannot provide, never a failure of the project itself.
 ALLOWED: tuple[tuple[str, str], ...] = (
-    (r"cfgrib's source distribution is not reachable",
-     "network at test time: the GRIB test builds cfgrib from PyPI"),
     (r"no crontab command",
      "OS capability: cron is not installed (.ci/run installs it where it can)"),
     (r"needs root and unshare|no private mount namespace here",

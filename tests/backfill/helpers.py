@@ -52,6 +52,7 @@ class BackfillRunner:
                     "RAY_TMPDIR": str(self.ray_dir)}
         self.model = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir",
                       str(stats_dir), "--precision", "fp32", "--device", "cpu"]
+        self.started: list[subprocess.Popen] = []  # stopped by stop_leftovers
 
     def command(self, *args: str) -> list[str]:
         return [sys.executable, str(PROJECT_ROOT / "trigger_and_ingest_forecast.py"), *args]
@@ -64,12 +65,13 @@ class BackfillRunner:
               sigint: int = signal.SIG_DFL) -> subprocess.Popen:
         """The job in the background; `own_group`: in a process group of its own, as a
         terminal's foreground job is (Ctrl-C signals the whole group); `sigint`: the SIGINT
-        disposition it inherits (default, whatever this process has: pytest run with `&`
-        from a script has SIGINT ignored)."""
-        return subprocess.Popen(self.command(*args), cwd=PROJECT_ROOT, env=self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=own_group,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+        disposition it starts with (SIG_IGN: as a non-interactive shell's `&` starts it)."""
+        process = subprocess.Popen(self.command(*args), cwd=PROJECT_ROOT, env=self.env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   start_new_session=own_group,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+        self.started.append(process)
+        return process
 
     def __call__(self, *args: str, **env: str) -> JobResult:
         done = subprocess.run(self.command(*args), cwd=PROJECT_ROOT, env={**self.env, **env},
@@ -78,7 +80,19 @@ class BackfillRunner:
         return JobResult(done.returncode, done.stdout, Path(self.env["LOG_DIR"]))
 
     def stop_leftovers(self) -> None:
+        """Kill the jobs `start` started that still run (a test failed before they ended),
+        then the Ray processes."""
+        for process in self.started:
+            stopped_output(process)
         stop_ray_processes(self.ray_dir)
+
+
+def stopped_output(process: subprocess.Popen) -> str:
+    """The output of a job `BackfillRunner.start` started, killed first if it still runs:
+    for a failure message, which must not wait for a job that may never end."""
+    if process.poll() is None:
+        process.kill()
+    return process.communicate(timeout=60)[0]
 
 
 def stop_ray_processes(ray_dir: Path) -> None:

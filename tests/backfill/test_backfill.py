@@ -18,6 +18,7 @@ from tests.backfill.helpers import (
     BackfillRunner,
     cycle_text,
     load_example,
+    stopped_output,
 )
 from tests.graphcast_api.service.helpers import serve_command
 from tests.modules.job_helpers import ExampleFrames, query
@@ -102,7 +103,7 @@ def test_ctrl_c_stops_scheduling_keeps_no_partial_cycle_and_the_rerun_resumes(
     process = backfill.start(*backfill.backfill_args(FIRST_CYCLE, LAST_CYCLE), own_group=True)
     deadline = time.monotonic() + 300
     while not query(clean_db, "SELECT 1 FROM forecast_runs WHERE status = 'running'"):
-        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline and process.poll() is None, stopped_output(process)
         time.sleep(0.01)
     os.killpg(process.pid, signal.SIGINT)
     output, _ = process.communicate(timeout=300)
@@ -136,7 +137,7 @@ def test_a_second_ctrl_c_stops_at_once(
                                  own_group=True)
         deadline = time.monotonic() + 300
         while not query(clean_db, "SELECT 1 FROM forecast_runs WHERE status = 'running'"):
-            assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline and process.poll() is None, stopped_output(process)
             time.sleep(0.01)
         os.killpg(process.pid, signal.SIGINT)
         time.sleep(0.5)
@@ -164,7 +165,7 @@ def test_ctrl_c_while_the_workers_start_is_exit_16_without_a_traceback(
                              sigint=inherited)
     deadline = time.monotonic() + 120
     while not any(backfill.ray_dir.rglob("session_latest")):
-        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline and process.poll() is None, stopped_output(process)
         time.sleep(0.01)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
@@ -185,7 +186,7 @@ def kill_a_worker_inside_a_cycle(url: str, process) -> object:
             os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
             return init_time
         time.sleep(0.01)
-    raise AssertionError(f"no cycle seen running: {process.communicate()[0]}")
+    raise AssertionError(f"no cycle seen running: {stopped_output(process)}")
 
 
 @pytest.mark.parametrize(("args", "env", "code", "message"), [

@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from graphcast_contract.cycles import target_init_time
 from graphcast_contract.sources import InputSource
 from modules.job import schedule
 from modules.job.sites import load_sites
-from modules.storage import db
+from tests.embedded_pg import embedded_server_url
 from tests.modules.contract_api_server import ContractApi, persistence_value
 from tests.modules.job_helpers import (
     ExampleFrames,
@@ -198,17 +199,16 @@ def test_query_module_prints_the_seed_check(run_job: JobRunner, era5_db: str) ->
 
 
 def test_without_database_url_the_embedded_server_is_used(run_job: JobRunner, api: ContractApi,
-                                                          tmp_path) -> None:
-    pg_dir = tmp_path / "pgdata"
+                                                          embedded_pg_dir: Path) -> None:
     env = {k: v for k, v in run_job.env.items() if k != "DATABASE_URL"}
     command = run_job.command("--init-time", "2022-01-01T06:00")
     for _ in range(2):  # the second start reuses the persisted data directory
         done = subprocess.run(command, cwd=PROJECT_ROOT, env={**env, "EMBEDDED_PG_DIR":
-                              str(pg_dir)}, capture_output=True, text=True, timeout=120)
+                              str(embedded_pg_dir)}, capture_output=True, text=True, timeout=120)
         assert done.returncode == 3, done.stdout + done.stderr
         assert "no ERA5 snapshot at 2022-01-01T00:00:00Z" in done.stdout
-    url = db.embedded_url(pg_dir)
-    assert [(r[1], r[3]) for r in ledger(url)] == [("skipped", 3), ("skipped", 3)]
+    with embedded_server_url(embedded_pg_dir) as url:
+        assert [(r[1], r[3]) for r in ledger(url)] == [("skipped", 3), ("skipped", 3)]
 
 
 def test_verify_scores_the_stored_forecasts(run_job: JobRunner, era5_db: str) -> None:

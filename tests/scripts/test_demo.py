@@ -21,6 +21,8 @@ from graphcast_api.tools import weights
 from graphcast_contract.errors import ExitCode
 from graphcast_contract.project import PROJECT_ROOT
 from modules.storage import db
+from tests.embedded_pg import embedded_server_url
+from tests.paths import private_folder
 from tests.subprocess_env import clean_environment
 
 REFERENCE = PROJECT_ROOT / "tests" / "data" / "graphcast_reference"
@@ -57,10 +59,14 @@ def _on_path(*folders: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project() -> Iterator[Path]:
+    """A copy of the project, outside pytest's temp root: the demo's embedded server keeps
+    its data in the copy's .pgdata/ (tests/embedded_pg.py)."""
     if shutil.which("git") is None or not (PROJECT_ROOT / ".git").exists():
         pytest.skip("the demo test copies the project's files with git")
-    return _copy_project(tmp_path_factory.mktemp("demo") / "project")
+    parent = private_folder("demo")
+    yield _copy_project(parent / "project")
+    shutil.rmtree(parent, ignore_errors=True)
 
 
 def test_demo_stops_at_once_when_the_port_is_taken(project: Path) -> None:
@@ -76,17 +82,18 @@ def test_demo_stops_at_once_when_the_port_is_taken(project: Path) -> None:
 
 
 def _stored_predictions(project: Path) -> list[tuple]:
-    conn = db.connect(db.embedded_url(project / ".pgdata"))
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT forecast_time, count(*), count(DISTINCT site) FROM predictions"
-                        " GROUP BY forecast_time ORDER BY forecast_time")
-            by_time = cur.fetchall()
-            cur.execute("SELECT count(*), count(*) FILTER (WHERE status = 'succeeded')"
-                        " FROM forecast_runs")
-            return by_time + cur.fetchall()
-    finally:
-        conn.close()
+    with embedded_server_url(project / ".pgdata") as url:
+        conn = db.connect(url)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT forecast_time, count(*), count(DISTINCT site)"
+                            " FROM predictions GROUP BY forecast_time ORDER BY forecast_time")
+                by_time = cur.fetchall()
+                cur.execute("SELECT count(*), count(*) FILTER (WHERE status = 'succeeded')"
+                            " FROM forecast_runs")
+                return by_time + cur.fetchall()
+        finally:
+            conn.close()
 
 
 @pytest.mark.slow  # minutes: builds GraphCast_small graphs and compiles the network

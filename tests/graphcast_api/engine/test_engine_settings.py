@@ -36,3 +36,13 @@ def test_compile_and_cache_dir_follow_the_arguments_not_the_environment(
     assert forecaster.network._stages["encode"] is network.encode  # not compiled
     assert len(list(given.glob("*.npz"))) == 1
     assert not from_env.exists()
+
+
+def test_the_tests_keep_the_engine_cache_out_of_the_home_folder(engine_cache_dir: Path) -> None:
+    """tests/conftest.py's session folder is the engine's default and the subprocesses'."""
+    from graphcast_api.engine import graph
+    from tests.subprocess_env import clean_environment
+
+    assert graph.default_cache_dir() == engine_cache_dir
+    assert Path.home() not in engine_cache_dir.parents
+    assert clean_environment()["GRAPHCAST_CACHE_DIR"] == str(engine_cache_dir)

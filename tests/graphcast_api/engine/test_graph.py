@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from graphcast_api.engine import graph
 from graphcast_api.engine.checkpoint import load_checkpoint
 from graphcast_api.engine.graph import build_graphs, load_or_build_graphs
 
@@ -108,8 +109,15 @@ def _arrays_equal(a, b) -> None:
     np.testing.assert_array_equal(a.mesh_node_features, b.mesh_node_features)
 
 
-def test_cached_graphs_equal_freshly_built_ones(model_config, graphs, tmp_path: Path) -> None:
+def test_cached_graphs_equal_freshly_built_ones(model_config, graphs, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     load_or_build_graphs(model_config, LAT, LON, tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+
+    def no_building(*args: object) -> None:
+        raise AssertionError("the cached graphs were built again instead of read")
+
+    monkeypatch.setattr(graph, "build_graphs", no_building)
     _arrays_equal(load_or_build_graphs(model_config, LAT, LON, tmp_path), graphs)
 
 

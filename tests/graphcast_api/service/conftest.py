@@ -18,11 +18,14 @@ from tests.graphcast_api.service.helpers import (
 
 
 @pytest.fixture(scope="session")
-def reference_server(stats_dir: Path) -> Iterator[str]:
-    """URL of the real service serving the reference checkpoint in fp32."""
+def reference_server(stats_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                     ) -> Iterator[str]:
+    """URL of the real service serving the reference checkpoint in fp32 (its output in a
+    file: it answers many requests)."""
     args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir),
             "--precision", "fp32", "--device", "cpu", "--queue-wait-s", "120"]
-    with serve_command(args) as (url, _):
+    output = tmp_path_factory.mktemp("reference-server") / "output.log"
+    with serve_command(args, output=output) as (url, _):
         yield url
 
 
@@ -37,7 +40,11 @@ def operational_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def operational_server(operational_checkpoint: Path, stats_dir: Path) -> Iterator[str]:
-    """URL of the real service serving `operational_checkpoint` in fp32."""
-    with serve_command(operational_serve_args(operational_checkpoint, stats_dir)) as (url, _):
+def operational_server(operational_checkpoint: Path, stats_dir: Path,
+                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the real service serving `operational_checkpoint` in fp32 (its output in a
+    file: it answers many requests)."""
+    output = tmp_path_factory.mktemp("operational-server") / "output.log"
+    with serve_command(operational_serve_args(operational_checkpoint, stats_dir),
+                       output=output) as (url, _):
         yield url

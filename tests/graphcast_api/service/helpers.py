@@ -2,19 +2,21 @@
 
 `serve_command` runs the real command (`python -m graphcast_api serve`); `serve_in_thread`
 runs uvicorn in this process for tests that need a special model or special limits (e.g. a
-slow stand-in to fill the queue).
+slow stand-in to fill the queue), `serve_watched` too, with a QueueWatch on its queue that
+tests wait on instead of sleeping.
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +27,7 @@ import xarray as xr
 
 from graphcast_api.engine.configs import ModelConfig
 from graphcast_api.service.app import ServiceLimits, create_app
+from graphcast_api.service.queue import ForecastQueue
 from graphcast_contract.wire import ARRAY_GROUPS, BinaryBody
 from tests.paths import REFERENCE_DIR
 from tests.subprocess_env import clean_environment
@@ -32,6 +35,7 @@ from tests.subprocess_env import clean_environment
 PROJECT_ROOT = REFERENCE_DIR.parent.parent.parent
 INIT_TIME = "2022-01-01T06:00:00Z"
 STARTUP_TIMEOUT_S = 120
+WAIT_TIMEOUT_S = 60  # for a state the service reaches at once unless it is broken
 
 
 def free_port() -> int:
@@ -57,28 +61,39 @@ def wait_until_healthy(url: str, process: subprocess.Popen | None = None) -> Non
 
 
 @contextmanager
-def serve_command(args: list[str], env: dict[str, str] | None = None,
-                  wait: bool = True) -> Iterator[tuple[str, subprocess.Popen]]:
+def serve_command(args: list[str], env: dict[str, str] | None = None, wait: bool = True,
+                  output: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
     """Run `python -m graphcast_api serve ARGS` on a free loopback port; yields (url, process).
 
-    The command gets a clean environment (tests/subprocess_env.py) plus `env`."""
+    The command gets a clean environment (tests/subprocess_env.py) plus `env`. Its output
+    (stdout and stderr) goes to a pipe the caller reads (`process.communicate()`), or, for a
+    server that outlives its first requests, to the file `output`: nobody reads the pipe of
+    such a server, which would block once the pipe's buffer (64 KiB) is full of access lines.
+    """
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "graphcast_api", "serve", "--port", str(port), *args],
-        cwd=PROJECT_ROOT, env=clean_environment(**(env or {})),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        if wait:
-            wait_until_healthy(url, process)
-        yield url, process
-    finally:
-        process.terminate()
+    with open(output, "w") if output is not None else contextlib.nullcontext() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "graphcast_api", "serve", "--port", str(port), *args],
+            cwd=PROJECT_ROOT, env=clean_environment(**(env or {})),
+            stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            if wait:
+                try:
+                    wait_until_healthy(url, process)
+                except (RuntimeError, TimeoutError) as error:
+                    if output is None:
+                        raise
+                    tail = output.read_text()[-4000:]
+                    raise RuntimeError(f"{error}; its output ends:\n{tail}") from None
+            yield url, process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @contextmanager
@@ -86,6 +101,47 @@ def serve_in_thread(model, limits: ServiceLimits | None = None) -> Iterator[str]
     """Serve `model` with uvicorn in a thread of this process; yields the base URL."""
     with serve_asgi(create_app(limits or ServiceLimits(), model)) as url:
         yield url
+
+
+@contextmanager
+def serve_watched(model, limits: ServiceLimits) -> Iterator[tuple[str, QueueWatch]]:
+    """`serve_in_thread`, with a QueueWatch on the service's queue; yields (URL, watch)."""
+    app = create_app(limits, model)
+    watch = QueueWatch(app.state.queue)
+    with serve_asgi(app) as url:
+        yield url, watch
+
+
+class QueueWatch:
+    """Counts what the forecasts reach in a service's ForecastQueue (its `slot` and `run`
+    wrapped): a slot taken (`admitted`), then, the body read and decoded, the model's queue
+    (`waiting_for_model`, in the order the model serves them)."""
+
+    def __init__(self, queue: ForecastQueue) -> None:
+        self.admitted = 0
+        self.waiting_for_model = 0
+        slot, run = queue.slot, queue.run
+
+        @asynccontextmanager
+        async def counted_slot() -> AsyncIterator[float]:
+            async with slot() as deadline:
+                self.admitted += 1
+                yield deadline
+
+        async def counted_run(job, deadline: float, still_wanted):
+            self.waiting_for_model += 1
+            return await run(job, deadline, still_wanted)
+
+        queue.slot, queue.run = counted_slot, counted_run
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll `condition` until it holds; AssertionError naming `what` after WAIT_TIMEOUT_S."""
+    deadline = time.monotonic() + WAIT_TIMEOUT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {WAIT_TIMEOUT_S} s: {what}")
+        time.sleep(0.01)
 
 
 @contextmanager
@@ -107,7 +163,8 @@ def serve_asgi(app) -> Iterator[str]:
 
 
 class SlowPersistence:
-    """A stand-in model: persistence of the last input frame, taking `seconds` per forecast.
+    """A stand-in model: persistence of the last input frame, taking `seconds` per forecast,
+    and, given a `gate`, not finishing one before the test sets it.
 
     Same interface and grid as the reference checkpoint; used where only the queueing,
     not the forecast, is under test.
@@ -119,9 +176,10 @@ class SlowPersistence:
     precision = "fp32"
     device = "cpu"
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, gate: threading.Event | None = None) -> None:
         reference = xr.load_dataset(REFERENCE_DIR / "inputs.nc", decode_timedelta=True)
         self.seconds = seconds
+        self.gate = gate
         self.latitudes = reference.lat.values
         self.longitudes = reference.lon.values
         facts = json.loads((REFERENCE_DIR / "facts.json").read_text())
@@ -132,6 +190,8 @@ class SlowPersistence:
                 overwrite_inputs: bool = False) -> Iterator[xr.Dataset]:
         self.calls.append((time.monotonic(), inputs.datetime.values[0, -1]))
         time.sleep(self.seconds)
+        if self.gate is not None and not self.gate.wait(WAIT_TIMEOUT_S):
+            raise TimeoutError("the test never opened the gate")
         last = inputs[self.task_config.target_variables].isel(time=[-1])
         return (last.assign_coords(time=[step * np.timedelta64(6, "h")])
                 for step in range(1, steps + 1))

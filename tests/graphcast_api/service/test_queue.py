@@ -21,18 +21,18 @@ from tests.graphcast_api.service.helpers import (
     encode,
     reference_request,
     serve_in_thread,
+    serve_watched,
+    wait_until,
 )
 
 REQUEST = reference_request(lead_hours=[6])
 
 
-def post_later(url: str, delay_s: float, results: dict, key: int) -> threading.Thread:
-    """Post REQUEST with init day `key + 1` after `delay_s` in a thread; the response lands
-    in results[key]."""
+def post_in_thread(url: str, results: dict, key: int) -> threading.Thread:
+    """Post REQUEST with init day `key + 1` in a thread; the response lands in results[key]."""
     request = {**REQUEST, "init_time": f"2022-01-{key + 1:02d}T06:00:00Z"}
 
     def post() -> None:
-        time.sleep(delay_s)
         results[key] = requests.post(f"{url}/v1/forecast", json=request, timeout=60)
     thread = threading.Thread(target=post)
     thread.start()
@@ -42,8 +42,12 @@ def post_later(url: str, delay_s: float, results: dict, key: int) -> threading.T
 def test_forecasts_run_one_at_a_time_in_arrival_order() -> None:
     model = SlowPersistence(seconds=0.4)
     results: dict = {}
-    with serve_in_thread(model, ServiceLimits(queue_wait_s=30)) as url:
-        threads = [post_later(url, 0.1 * i, results, i) for i in range(4)]
+    with serve_watched(model, ServiceLimits(queue_wait_s=30)) as (url, watch):
+        threads: list[threading.Thread] = []
+        for day in range(4):  # each arrives once the one before waits for the model
+            threads.append(post_in_thread(url, results, day))
+            wait_until(lambda: watch.waiting_for_model == len(threads),
+                       f"forecast {len(threads)} waits for the model")
         for thread in threads:
             thread.join()
     assert [results[i].status_code for i in range(4)] == [200] * 4
@@ -55,13 +59,15 @@ def test_forecasts_run_one_at_a_time_in_arrival_order() -> None:
 
 
 def test_request_waiting_past_the_limit_gets_503_with_retry_after() -> None:
-    model = SlowPersistence(seconds=1.5)
+    gate = threading.Event()
+    model = SlowPersistence(seconds=0, gate=gate)
     results: dict = {}
-    with serve_in_thread(model, ServiceLimits(queue_wait_s=0.3)) as url:
-        first = post_later(url, 0.0, results, 0)
-        second = post_later(url, 0.3, results, 1)
+    with serve_watched(model, ServiceLimits(queue_wait_s=0.3)) as (url, _):
+        first = post_in_thread(url, results, 0)
+        wait_until(lambda: len(model.calls) == 1, "the first forecast runs")
+        post_in_thread(url, results, 1).join()  # while the first one runs
+        gate.set()
         first.join()
-        second.join()
         assert results[0].status_code == 200
         assert results[1].status_code == 503
         assert "queue" in results[1].json()["detail"]
@@ -72,20 +78,23 @@ def test_request_waiting_past_the_limit_gets_503_with_retry_after() -> None:
 
 
 def test_client_that_left_before_its_turn_is_never_run() -> None:
-    model = SlowPersistence(seconds=1.5)
+    gate = threading.Event()
+    model = SlowPersistence(seconds=0, gate=gate)
     results: dict = {}
-    with serve_in_thread(model, ServiceLimits(queue_wait_s=30)) as url:
-        first = post_later(url, 0.0, results, 0)
-        time.sleep(0.4)  # the first forecast runs
+    with serve_watched(model, ServiceLimits(queue_wait_s=30)) as (url, watch):
+        first = post_in_thread(url, results, 0)
+        wait_until(lambda: len(model.calls) == 1, "the first forecast runs")
         body = json.dumps({**REQUEST, "init_time": "2022-01-02T06:00:00Z"}).encode()
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as leaving:
             leaving.sendall(b"POST /v1/forecast HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                             b"Content-Type: application/json\r\n"
                             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-            time.sleep(0.4)  # read, decoded, waiting for the model: then the client leaves
+            wait_until(lambda: watch.waiting_for_model == 2,
+                       "the second forecast, read and decoded, waits for the model")
+        gate.set()  # the client has left: the first forecast ends
         first.join()
-        third = post_later(url, 0.0, results, 2)
+        third = post_in_thread(url, results, 2)
         third.join()
     assert (results[0].status_code, results[2].status_code) == (200, 200)
     served = [str(init)[:10] for _, init in model.calls]

