@@ -26,10 +26,11 @@ import torch
 
 from graphcast_api.engine.checkpoint import random_checkpoint, save_checkpoint
 from graphcast_api.tools.bench import matmul_gflops
+from graphcast_contract.local_service import stop
 from graphcast_contract.project import PROJECT_ROOT
 from modules.storage import db
 
-from served import reference_stats, start_service, stop
+from served import reference_stats, start_service
 
 START = "2022-01-01T00:00"
 FIRST_CYCLE_HOUR = 6

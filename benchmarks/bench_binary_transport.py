@@ -35,6 +35,7 @@ import numpy as np
 import requests
 import xarray as xr
 
+from graphcast_contract.local_service import free_port, stop, wait_until_healthy
 from graphcast_contract.model_spec import Grid, ModelSpec
 from graphcast_contract.project import PROJECT_ROOT
 from graphcast_contract.reply import parse_forecast_reply
@@ -161,17 +162,6 @@ def job_side(api_url: str, database_url: str) -> None:
                       "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 
 
-def wait_healthy(url: str, service: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and service.poll() is None:
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.3)
-    raise RuntimeError("the benchmark service did not start")
-
-
 def run(database_url: str) -> dict:
     """Populate, start the service, run the job side; every figure in one dict."""
     from modules.storage import db
@@ -179,12 +169,12 @@ def run(database_url: str) -> dict:
     started = time.perf_counter()
     populate(database_url)
     print(f"stored 2 x 82 fields + 2 static on 721x1440 in {time.perf_counter() - started:.1f} s")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     service = subprocess.Popen([sys.executable, __file__, "--serve", str(port)],
                                cwd=PROJECT_ROOT)
     try:
-        wait_healthy(url, service)
+        wait_until_healthy(url, 120, service)
         idle = requests.post(f"{url}/bench/reset-peak", timeout=10).json()["rss_kib"]
         job = subprocess.run([sys.executable, __file__, "--job", url, database_url],
                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
@@ -193,16 +183,8 @@ def run(database_url: str) -> dict:
         figures = json.loads(job.stdout.strip().splitlines()[-1])
         peak = requests.get(f"{url}/bench/peak", timeout=10).json()["hwm_kib"]
     finally:
-        service.terminate()
-        service.wait(timeout=60)
+        stop(service)
     return {**figures, "service_idle_kib": idle, "service_peak_kib": peak}
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def report(f: dict) -> None:

@@ -31,10 +31,11 @@ from pathlib import Path
 import psycopg2
 
 from graphcast_api.engine.checkpoint import random_checkpoint, save_checkpoint
+from graphcast_contract.local_service import stop
 from graphcast_contract.project import PROJECT_ROOT
 from modules.storage import db
 
-from served import reference_stats, start_service, stop
+from served import reference_stats, start_service
 
 INIT_TIME = "2022-01-01T06:00"
 SERVICE_LOG = re.compile(r"forecast \S+: \d+ values, decode_s ([\d.]+), inference_s ([\d.]+), "

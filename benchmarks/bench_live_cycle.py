@@ -33,10 +33,11 @@ from bench_full_cycle import job_timings, service_timings
 from graphcast_api.engine.checkpoint import random_checkpoint, save_checkpoint
 from graphcast_api.tools.bench import matmul_gflops
 from graphcast_contract.cycles import floor_to_cycle
+from graphcast_contract.local_service import stop
 from graphcast_contract.project import PROJECT_ROOT
 from modules.storage import db
 
-from served import peak_rss_mib, reference_stats, start_service, stop
+from served import peak_rss_mib, reference_stats, start_service
 
 GIB = 1024**3
 

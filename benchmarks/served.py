@@ -1,28 +1,20 @@
 """The real service as the benchmarks run it: `python -m graphcast_api serve` on a free
-loopback port, waited for until healthy, stopped at the end; and the peak memory of a
-running process. Imported by the benchmark scripts of this folder (`python
-benchmarks/<name>.py` puts the folder on the path)."""
+loopback port, waited for until healthy (`graphcast_contract.local_service.stop` stops it);
+and the peak memory of a running process. Imported by the benchmark scripts of this folder
+(`python benchmarks/<name>.py` puts the folder on the path)."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import requests
-
+from graphcast_contract.local_service import free_port, stop, wait_until_healthy
 from graphcast_contract.project import PROJECT_ROOT
 from graphcast_contract.variables import STATS_FILES
 
 REFERENCE_DIR = PROJECT_ROOT / "tests" / "data" / "graphcast_reference"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def reference_stats(folder: Path) -> Path:
@@ -53,24 +45,9 @@ def start_service(options: list[str], log_path: Path, env: dict[str, str],
             [sys.executable, "-m", "graphcast_api", "serve", *options, "--port", str(port)],
             cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    while time.perf_counter() - started < timeout_s:
-        if service.poll() is not None:
-            raise RuntimeError(f"service exited with {service.returncode}; see {log_path}")
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return service, url, time.perf_counter() - started
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.3)
-    stop(service)
-    raise TimeoutError(f"the service was not healthy within {timeout_s:.0f} s; see {log_path}")
-
-
-def stop(service: subprocess.Popen) -> None:
-    """SIGTERM (the service finishes what it is doing), SIGKILL after 60 s."""
-    service.terminate()
     try:
-        service.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        service.kill()
-        service.wait()
+        wait_until_healthy(url, timeout_s, service)
+    except (RuntimeError, TimeoutError) as error:
+        stop(service)
+        raise type(error)(f"{error}; see {log_path}") from None
+    return service, url, time.perf_counter() - started

@@ -39,13 +39,14 @@ import psycopg2
 import requests
 
 from graphcast_api.tools.synthetic_era5 import synthetic_dataset, write_netcdf
+from graphcast_contract.local_service import stop
 from graphcast_contract.model_spec import ModelSpec
 from graphcast_contract.project import PROJECT_ROOT
 from graphcast_contract.request import ForecastContext, Site, Snapshot, build_payload
 from modules.job.sites import load_sites
 from modules.storage import db
 
-from served import REFERENCE_DIR, reference_stats, start_service, stop
+from served import REFERENCE_DIR, reference_stats, start_service
 
 RESOLUTION = 10.0  # the reference checkpoint's grid
 FIRST_FRAME = datetime(2022, 1, 1, 0, tzinfo=timezone.utc)

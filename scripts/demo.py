@@ -48,6 +48,7 @@ from config.settings import load_settings
 from graphcast_api.tools import weights
 from graphcast_contract.errors import ExitCode, exit_code_help
 from graphcast_contract.files import write_atomically
+from graphcast_contract.local_service import stop, wait_until_healthy
 from graphcast_contract.project import PROJECT_ROOT
 from graphcast_contract.sources import ECMWF_OPENDATA_URL, InputSource
 from graphcast_contract.variables import STATS_FILES
@@ -210,35 +211,26 @@ def api_service(checkpoint: Path, stats_dir: Path, port: int, env: dict[str, str
         service = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log,
                                    stderr=subprocess.STDOUT)
     try:
-        yield wait_until_healthy(url, service, log_path)
+        yield wait_for_model(url, service, log_path)
     finally:
-        service.terminate()
-        try:
-            service.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            service.kill()
-            service.wait()
+        stop(service)
         print("\n==> GraphCast API stopped", flush=True)
 
 
-def wait_until_healthy(url: str, service: subprocess.Popen, log_path: Path) -> str:
-    """Poll /health until it answers 200 and return the model it names; DemoError if the
+def wait_for_model(url: str, service: subprocess.Popen, log_path: Path) -> str:
+    """The model the started service names once /health answers 200; DemoError if the
     service dies or takes too long."""
     started = time.monotonic()
-    while time.monotonic() - started < HEALTH_TIMEOUT_S:
-        if service.poll() is not None:
-            raise DemoError(f"the API exited with code {service.returncode} while starting; "
-                            f"see {log_path}", ExitCode.API_FAILED)
-        try:
-            health = requests.get(f"{url}/health", timeout=5)
-            if health.status_code == 200:
-                print(f"    ready after {time.monotonic() - started:.0f} s", flush=True)
-                return health.json()["model"]
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    raise DemoError(f"the API was not ready after {HEALTH_TIMEOUT_S} s; see {log_path}",
-                    ExitCode.API_FAILED)
+    try:
+        health = wait_until_healthy(url, HEALTH_TIMEOUT_S, service)
+    except RuntimeError:
+        raise DemoError(f"the API exited with code {service.returncode} while starting; "
+                        f"see {log_path}", ExitCode.API_FAILED) from None
+    except TimeoutError:
+        raise DemoError(f"the API was not ready after {HEALTH_TIMEOUT_S} s; see {log_path}",
+                        ExitCode.API_FAILED) from None
+    print(f"    ready after {time.monotonic() - started:.0f} s", flush=True)
+    return health["model"]
 
 
 def fetch_rows(sql: str, params: tuple = ()) -> list[tuple]:

@@ -2,17 +2,9 @@
 thread for the duration of a `with` block."""
 from __future__ import annotations
 
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
-
-
-def free_port() -> int:
-    """A TCP port on loopback where nothing listens right now (connection refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LoopbackServer:

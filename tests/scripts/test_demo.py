@@ -19,6 +19,7 @@ import pytest
 
 from graphcast_api.tools import weights
 from graphcast_contract.errors import ExitCode
+from graphcast_contract.local_service import free_port
 from graphcast_contract.project import PROJECT_ROOT
 from modules.storage import db
 from tests.embedded_pg import embedded_server_url
@@ -26,12 +27,6 @@ from tests.paths import private_folder
 from tests.subprocess_env import clean_environment
 
 REFERENCE = PROJECT_ROOT / "tests" / "data" / "graphcast_reference"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _copy_project(dest: Path) -> Path:
@@ -98,7 +93,7 @@ def _stored_predictions(project: Path) -> list[tuple]:
 
 @pytest.mark.slow  # minutes: builds GraphCast_small graphs and compiles the network
 def test_offline_demo_end_to_end_and_rerun(project: Path) -> None:
-    port = _free_port()
+    port = free_port()
     first = _demo(project, "--offline", "--port", str(port))
     output = first.stdout + first.stderr
     assert first.returncode == 0, output[-4000:]
@@ -189,8 +184,8 @@ def test_online_mode_fetches_the_official_files_once(project: Path, bucket: str)
 
 
 def test_live_demo_without_internet_says_so_in_one_line(project: Path) -> None:
-    unreachable = f"http://127.0.0.1:{_free_port()}"
-    result = _demo(project, "--live", "--port", str(_free_port()), "--base-url", unreachable,
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    result = _demo(project, "--live", "--port", str(free_port()), "--base-url", unreachable,
                    "--opendata-url", unreachable)
     assert result.returncode == ExitCode.DOWNLOAD_FAILED, result.stdout + result.stderr
     assert result.stderr.strip().splitlines() == [

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -21,13 +20,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import requests
 import uvicorn
 import xarray as xr
 
 from graphcast_api.engine.configs import ModelConfig
 from graphcast_api.service.app import ServiceLimits, create_app
 from graphcast_api.service.queue import ForecastQueue
+from graphcast_contract.local_service import free_port, stop, wait_until_healthy
 from graphcast_contract.wire import ARRAY_GROUPS, BinaryBody
 from tests.paths import REFERENCE_DIR
 from tests.subprocess_env import clean_environment
@@ -36,28 +35,6 @@ PROJECT_ROOT = REFERENCE_DIR.parent.parent.parent
 INIT_TIME = "2022-01-01T06:00:00Z"
 STARTUP_TIMEOUT_S = 120
 WAIT_TIMEOUT_S = 60  # for a state the service reaches at once unless it is broken
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen | None = None) -> None:
-    """Poll `/health` until it answers 200; fail if the process exits first."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except (requests.ConnectionError, requests.Timeout):  # not up, or busy loading
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not healthy after {STARTUP_TIMEOUT_S} s")
 
 
 @contextmanager
@@ -80,7 +57,7 @@ def serve_command(args: list[str], env: dict[str, str] | None = None, wait: bool
         try:
             if wait:
                 try:
-                    wait_until_healthy(url, process)
+                    wait_until_healthy(url, STARTUP_TIMEOUT_S, process)
                 except (RuntimeError, TimeoutError) as error:
                     if output is None:
                         raise
@@ -88,12 +65,7 @@ def serve_command(args: list[str], env: dict[str, str] | None = None, wait: bool
                     raise RuntimeError(f"{error}; its output ends:\n{tail}") from None
             yield url, process
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 @contextmanager
@@ -155,7 +127,7 @@ def serve_asgi(app) -> Iterator[str]:
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(url)
+        wait_until_healthy(url, STARTUP_TIMEOUT_S)
         yield url
     finally:
         server.should_exit = True

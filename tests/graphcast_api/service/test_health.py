@@ -7,7 +7,8 @@ import requests
 import uvicorn
 
 from graphcast_api.service.app import create_app, set_model
-from tests.graphcast_api.service.helpers import SlowPersistence, free_port, reference_request
+from graphcast_contract.local_service import free_port
+from tests.graphcast_api.service.helpers import SlowPersistence, reference_request
 
 
 def test_health_and_routes_before_and_after_the_model_is_loaded() -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from graphcast_contract.cycles import floor_to_cycle
+from graphcast_contract.local_service import free_port
 from graphcast_contract.sources import InputSource
 from modules.inputs import store
 from modules.inputs.regrid import global_grid
 from modules.job.sites import load_sites
 from modules.storage import db
-from tests.loopback import free_port
 from tests.modules.contract_api_server import GRID_10DEG, ContractApi, persistence_value
 from tests.modules.ifs_opendata.opendata_server import OpenDataServer, runs_of_cycle
 from tests.modules.job_helpers import JobRunner, query
