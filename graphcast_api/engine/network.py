@@ -41,7 +41,9 @@ Speed-ups that leave the mathematics unchanged:
 - on CPU the three stages (encoder, one processor step, decoder) are compiled with
   torch.compile, which fuses the element-wise work around the matrix products (Inductor
   keeps the compiled kernels on disk; settings.use_kernel_cache puts them under the cache
-  folder, so a new process or restarted service loads them instead of compiling);
+  folder, so a new process or restarted service loads them instead of compiling; Inductor's
+  per-process probe of the CPU's vector instruction sets runs at construction, so the first
+  forecast does not pay it);
 - on CPU the dense products go through oneDNN's linear with each weight prepacked once at
   construction (`products="onednn"`), about twice MKL's fp32 rate on AMD EPYC; the same
   products in the same precision (fp32 stays fp32, no reduced-precision shortcut), so only
@@ -467,6 +469,18 @@ def default_edge_terms(stored_rows: int, latent: int, dtype: torch.dtype) -> str
     return "stored" if table <= STORED_TERMS_MAX_BYTES else "recomputed"
 
 
+def _probe_vector_isa() -> None:
+    """Run Inductor's check of the CPU's vector instruction sets at set-up, not in the first
+    forecast: once per process it builds (or finds built) a probe library per set and loads
+    each in a child Python, 1.45 s of a GraphCast_small first call on 2 cores; Inductor keeps
+    the answer for the process. An internal function of Inductor: skipped if it moves."""
+    try:
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+    except ImportError:
+        return
+    pick_vec_isa()
+
+
 def _compile_by_default(device: torch.device, num_mesh_edges: int) -> bool:
     """Whether to torch.compile when the caller does not say: on CPU for full-size meshes.
 
@@ -603,6 +617,8 @@ class GraphCastNetwork:
 
         use_compile = (_compile_by_default(self.device, len(mesh.senders)) if compile is None
                        else compile)
+        if use_compile and self.device.type == "cpu":
+            _probe_vector_isa()
         wrap = (lambda f: torch.compile(f, dynamic=False)) if use_compile else (lambda f: f)
         self._eager_stages = dict(self._stages)
         self.reuse_memory = True  # hold heap.reuse_freed_memory while running (see heap.py)
