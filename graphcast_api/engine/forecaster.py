@@ -26,6 +26,7 @@ from graphcast_api.engine.normalization import (
 from graphcast_api.engine.stats import NormalizationStats, load_stats
 from graphcast_api.settings import PRECISIONS, DeviceUnavailable
 from graphcast_contract.files import file_sha256
+from graphcast_contract.model_spec import global_grid
 from graphcast_contract.variables import ATMOSPHERIC_VARIABLES
 from graphcast_contract.wire import all_finite
 
@@ -72,14 +73,6 @@ def default_precision(device: str) -> str:
     return "bf16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "fp32"
 
 
-def grid_coordinates(resolution: float) -> tuple[np.ndarray, np.ndarray]:
-    """The model's native grid: latitudes -90..90 ascending, longitudes 0..360-res (degrees)."""
-    num_lat = int(round(180 / resolution)) + 1
-    num_lon = int(round(360 / resolution))
-    return (np.linspace(-90, 90, num_lat).astype(np.float32),
-            (np.arange(num_lon) * resolution).astype(np.float32))
-
-
 class Forecaster:
     """GraphCast with its checkpoint, statistics, graphs and network ready to run.
 
@@ -108,7 +101,9 @@ class Forecaster:
         self.model_config: ModelConfig = checkpoint.model_config
         self.task_config: TaskConfig = checkpoint.task_config
         self.stats = stats
-        self.latitudes, self.longitudes = grid_coordinates(self.model_config.resolution)
+        grid = global_grid(self.model_config.resolution)  # latitudes ascending
+        self.latitudes = grid.latitudes().astype(np.float32)
+        self.longitudes = grid.longitudes().astype(np.float32)
         start = time.perf_counter()
         self.graphs = load_or_build_graphs(self.model_config, self.latitudes, self.longitudes,
                                            cache_dir)

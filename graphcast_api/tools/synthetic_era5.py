@@ -29,6 +29,7 @@ import xarray as xr
 from graphcast_contract.cycles import STEP_HOURS
 from graphcast_contract.errors import ExitCode, exit_code_help
 from graphcast_contract.files import write_atomically
+from graphcast_contract.model_spec import global_grid
 from graphcast_contract.variables import PRESSURE_LEVELS_13, STANDARD_GRAVITY
 
 DEFAULT_START = "2022-01-01T00:00"
@@ -94,12 +95,8 @@ def synthetic_dataset(
     example-dataset layout. Deterministic for a given seed."""
     if n_times < 1:
         raise ValueError(f"n_times must be at least 1, got {n_times}")
-    if not 0 < resolution <= 90 or abs(round(360.0 / resolution) * resolution - 360.0) > 1e-6:
-        raise ValueError(f"resolution {resolution} does not divide 360 degrees")
-    n_lat = round(180.0 / resolution) + 1
-    n_lon = round(360.0 / resolution)
-    lat = np.linspace(-90.0, 90.0, n_lat)
-    lon = np.arange(n_lon) * resolution
+    grid = global_grid(resolution)
+    lat, lon = grid.latitudes(), grid.longitudes()
     hours = np.arange(n_times) * float(STEP_HOURS)
     times = _utc_naive(start) + pd.to_timedelta(hours, unit="h")
     pressure = np.asarray(levels, dtype=np.float64)

@@ -17,13 +17,13 @@ from psycopg2.extensions import cursor as Cursor
 
 from graphcast_contract.cycles import INPUT_OFFSETS, iso_utc
 from graphcast_contract.errors import MissingDataError
-from graphcast_contract.model_spec import Grid
+from graphcast_contract.model_spec import Grid, global_grid
 from graphcast_contract.sources import InputSource
 from graphcast_contract.variables import STATIC_VARIABLES
 from modules.ifs_opendata.download import STATIC_PARAMS, RunDownloader, needed_names
 from modules.inputs import store
 from modules.inputs.loader import load_into
-from modules.inputs.regrid import Regridder, global_grid
+from modules.inputs.regrid import Regridder
 from modules.inputs.sources import GribSource, InvalidDataError
 
 log = logging.getLogger("ifs_opendata")

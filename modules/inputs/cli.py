@@ -20,13 +20,13 @@ import psycopg2
 from config.settings import Settings
 from graphcast_contract.cycles import cycles_of_days
 from graphcast_contract.errors import DatabaseError, ExitCode, exit_code_help
+from graphcast_contract.model_spec import global_grid
 from graphcast_contract.project import PROJECT_ROOT
 from graphcast_contract.sources import InputSource
 from graphcast_contract.variables import PRECIPITATION_6HR
 from modules.inputs.era5_download import FORMATS, download_day
 from modules.inputs.era5_variables import DEFAULT_GRID_STEP
 from modules.inputs.loader import load_file
-from modules.inputs.regrid import global_grid
 from modules.inputs.sources import InvalidDataError, UnreadableFileError, sniff_format
 from modules.inputs.status import cycle_status
 from modules.job.logs import command_settings, setup_console_logging

@@ -17,7 +17,7 @@ import numpy as np
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
-from graphcast_contract.model_spec import Grid
+from graphcast_contract.model_spec import Grid, global_grid
 from graphcast_contract.sources import InputSource
 from graphcast_contract.variables import ATMOSPHERIC, PRECIPITATION_6HR, STATIC
 from modules.inputs import store
@@ -30,7 +30,7 @@ from modules.inputs.era5_variables import (
     normalise_unit,
     resolve,
 )
-from modules.inputs.regrid import Regridder, global_grid
+from modules.inputs.regrid import Regridder
 from modules.inputs.sources import (
     DEFAULT_MIN_GRID_STEP,
     GRAPHCAST_LAYOUT,

@@ -18,15 +18,6 @@ import numpy as np
 from graphcast_contract.model_spec import Grid
 
 
-def global_grid(step: float) -> Grid:
-    """The regular global grid with `step` degrees, latitudes -90..90, longitudes from 0."""
-    n_lat = 180 / step
-    n_lon = 360 / step
-    if step <= 0 or abs(n_lat - round(n_lat)) > 1e-9 or abs(n_lon - round(n_lon)) > 1e-9:
-        raise ValueError(f"a grid step of {step} deg does not divide 180 and 360 deg")
-    return Grid(round(n_lat) + 1, round(n_lon), -90.0, float(step), 0.0, float(step))
-
-
 def latitude_weights(source: Grid, target: Grid) -> np.ndarray:
     """(target n_lat, source n_lat) row-normalised overlap areas of latitude bands."""
     def edges(grid: Grid) -> tuple[np.ndarray, np.ndarray]:

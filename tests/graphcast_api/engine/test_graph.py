@@ -75,12 +75,13 @@ def test_graphcast_small_graph_sizes_at_native_grid(reference_dir: Path) -> None
     import json
 
     from graphcast_api.engine.configs import PUBLISHED_MODELS
-    from graphcast_api.engine.forecaster import grid_coordinates
+    from graphcast_contract.model_spec import global_grid
 
     manifest = json.loads((reference_dir / "param_manifests.json").read_text())
     expected = manifest["models"]["GraphCast_small"]["graph_at_native_grid"]
     model_config, _ = PUBLISHED_MODELS["GraphCast_small"]
-    graphs = build_graphs(model_config, *grid_coordinates(model_config.resolution))
+    grid = global_grid(model_config.resolution)
+    graphs = build_graphs(model_config, grid.latitudes(), grid.longitudes())
     assert len(graphs.grid_node_features) == expected["num_grid_nodes"]
     assert len(graphs.mesh_node_features) == expected["num_mesh_nodes"]
     assert len(graphs.mesh.senders) == expected["num_mesh_edges"]

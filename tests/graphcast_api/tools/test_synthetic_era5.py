@@ -121,7 +121,7 @@ def test_deterministic_per_seed_and_consistent_across_resolutions() -> None:
 def test_custom_levels_and_bad_arguments() -> None:
     ds = synthetic_dataset(10.0, levels=(500, 850), n_times=1)
     assert ds.sizes["level"] == 2 and ds.sizes["time"] == 1
-    with pytest.raises(ValueError, match="does not divide 360"):
+    with pytest.raises(ValueError, match="does not divide 180 and 360"):
         synthetic_dataset(7.0)
     with pytest.raises(ValueError, match="n_times"):
         synthetic_dataset(10.0, n_times=0)
@@ -154,7 +154,7 @@ def test_command_line_rejects_bad_input(tmp_path: Path) -> None:
     assert bad_start.returncode == ExitCode.USAGE and "--start" in bad_start.stderr
     bad_resolution = _cli("--out", str(out), "--resolution", "7", alias=False)
     assert (bad_resolution.returncode == ExitCode.USAGE
-            and "does not divide 360" in bad_resolution.stderr)
+            and "does not divide 180 and 360" in bad_resolution.stderr)
     assert "Traceback" not in bad_start.stderr + bad_resolution.stderr
     assert not out.exists()
 

@@ -12,6 +12,7 @@ import pytest
 
 from graphcast_contract.errors import ExitCode
 from graphcast_contract.local_service import free_port
+from graphcast_contract.model_spec import global_grid
 from graphcast_contract.sources import InputSource
 from graphcast_contract.variables import PRESSURE_LEVELS_13, STANDARD_GRAVITY, STATIC_VARIABLES
 from modules.ifs_opendata import download
@@ -19,7 +20,6 @@ from modules.ifs_opendata.cli import main
 from modules.ifs_opendata.download import needed_names
 from modules.inputs import store
 from modules.inputs.era5_variables import cycle_fields
-from modules.inputs.regrid import global_grid
 from tests.modules.ifs_opendata.opendata_server import (
     OpenDataServer,
     build_run,

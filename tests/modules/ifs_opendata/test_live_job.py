@@ -9,9 +9,9 @@ import numpy as np
 
 from graphcast_contract.cycles import floor_to_cycle
 from graphcast_contract.local_service import free_port
+from graphcast_contract.model_spec import global_grid
 from graphcast_contract.sources import InputSource
 from modules.inputs import store
-from modules.inputs.regrid import global_grid
 from modules.job.sites import load_sites
 from modules.storage import db
 from tests.modules.contract_api_server import GRID_10DEG, ContractApi, persistence_value

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from graphcast_contract.model_spec import global_grid
 from graphcast_contract.sources import InputSource
 from graphcast_contract.variables import STANDARD_GRAVITY
 from modules.ifs_opendata.download import RunDownloader
 from modules.inputs import store
 from modules.inputs.loader import load_into
-from modules.inputs.regrid import global_grid
 from tests.modules.ifs_opendata.opendata_server import OpenDataServer, build_run, synthetic_field
 
 RUN = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)

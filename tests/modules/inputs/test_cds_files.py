@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from graphcast_contract.errors import ExitCode
+from graphcast_contract.model_spec import global_grid
 from modules.inputs import store as era5_store
 from modules.inputs.loader import load_file
-from modules.inputs.regrid import global_grid
 from modules.inputs.sources import InvalidDataError, UnreadableFileError
 from tests.modules.inputs.helpers import cds_axes, cds_netcdf, count_rows, grib_message, run_loader
 

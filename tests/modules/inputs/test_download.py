@@ -11,8 +11,8 @@ import pytest
 
 from graphcast_contract.cycles import cycles_of_days
 from graphcast_contract.errors import ExitCode
+from graphcast_contract.model_spec import global_grid
 from modules.inputs.era5_download import day_requests
-from modules.inputs.regrid import global_grid
 from modules.inputs.status import cycle_status
 from modules.storage import db
 from tests.modules.inputs.fake_cds import FakeCds

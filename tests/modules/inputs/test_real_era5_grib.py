@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from graphcast_contract.model_spec import global_grid
 from modules.inputs import store as era5_store
 from modules.inputs.loader import load_file
-from modules.inputs.regrid import global_grid
 from modules.inputs.sources import InvalidDataError
 from tests.paths import DATA_DIR
 

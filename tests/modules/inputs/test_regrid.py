@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from graphcast_contract.model_spec import global_grid
 from modules.inputs import store as era5_store
 from modules.inputs.loader import load_file
-from modules.inputs.regrid import Regridder, global_grid
+from modules.inputs.regrid import Regridder
 from modules.inputs.sources import InvalidDataError
 from tests.modules.inputs.helpers import cds_axes, cds_netcdf
 
@@ -60,11 +61,6 @@ def test_a_field_linear_in_latitude_survives_away_from_the_poles() -> None:
 def test_only_coarsening_is_supported() -> None:
     with pytest.raises(ValueError, match="only coarsening"):
         Regridder(global_grid(10.0), global_grid(1.0))
-
-
-def test_grid_steps_must_divide_the_globe() -> None:
-    with pytest.raises(ValueError, match="does not divide"):
-        global_grid(0.7)
 
 
 def test_loader_regrids_cds_quarter_degree_to_one_degree(conn, tmp_path: Path) -> None:
