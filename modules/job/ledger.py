@@ -142,11 +142,11 @@ def start_run(conn: Connection, init_time: datetime, source: InputSource, model:
     with conn, conn.cursor() as cur:
         cur.execute("INSERT INTO forecast_runs (init_time, source, model, status, checkpoint_file,"
                     " checkpoint_sha256, precision, device, project_version, backend_pid,"
-                    " backend_started, worker, attempt)"
-                    " SELECT %s, %s, %s, 'running', %s, %s, %s, %s, %s, pid, backend_start, %s,"
+                    " worker, attempt)"
+                    " SELECT %s, %s, %s, 'running', %s, %s, %s, %s, %s, pg_backend_pid(), %s,"
                     " 1 + (SELECT count(*) FROM forecast_runs WHERE init_time = %s"
                     " AND source = %s AND model = %s AND backend_pid IS NOT NULL)"
-                    " FROM pg_stat_activity WHERE pid = pg_backend_pid() RETURNING run_id",
+                    " RETURNING run_id",
                     (init_time, source.value, model, *_provenance_values(provenance),
                      this_worker(), init_time, source.value, model))
         return cur.fetchone()[0]

@@ -51,3 +51,19 @@ def test_a_live_run_of_another_role_is_not_marked_interrupted(clean_db: str,
     with other_role, other_role.cursor() as cur:
         cur.execute("SELECT status FROM forecast_runs WHERE run_id = %s", (run_id,))
         assert cur.fetchone() == ("failed",)
+
+
+def test_an_attempt_records_its_session_worker_and_attempt_number(clean_db: str) -> None:
+    conn = db.connect(clean_db)
+    try:
+        with ledger.cycle_lock(conn, InputSource.ERA5, INIT) as acquired:
+            assert acquired
+            first = ledger.start_run(conn, INIT, InputSource.ERA5, "GraphCast_test")
+            second = ledger.start_run(conn, INIT, InputSource.ERA5, "GraphCast_test")
+            with conn, conn.cursor() as cur:
+                cur.execute("SELECT run_id, backend_pid = pg_backend_pid(), worker, attempt"
+                            " FROM forecast_runs ORDER BY run_id")
+                assert cur.fetchall() == [(first, True, ledger.this_worker(), 1),
+                                          (second, True, ledger.this_worker(), 2)]
+    finally:
+        conn.close()
