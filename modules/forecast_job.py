@@ -156,19 +156,21 @@ def _fetch_latest(job: Job, spec: ModelSpec) -> None:
 
 def _locked_run(job: Job, options: JobOptions, target: datetime | None,
                 nominal: datetime) -> int:
+    spec: ModelSpec | None = None  # known once the API has named its model
     try:
         interrupted = ledger.mark_interrupted(job.conn)
         if interrupted:
             log.warning("marked %d interrupted run(s) as failed", interrupted)
-        spec = _model_spec(job)
+        spec = _read_model_spec(job)
+        _check_model_spec(job, spec)
         if options.fetch:
             _fetch_latest(job, spec)
         cycles = _plan(job, spec, target, options.catch_up)
     except JobError as exc:
-        return _record_early_failure(job, nominal, exc)
+        return _record_early_failure(job, nominal, exc, spec)
     except psycopg2.Error as exc:
         return _record_early_failure(job, nominal, DatabaseError(f"database error: "
-                                                                 f"{first_line(exc)}"))
+                                                                 f"{first_line(exc)}"), spec)
     log.info("source %s, cycles to run: %s", job.source.value,
              ", ".join(iso_utc(c) for c in cycles))
     exit_code = ExitCode.OK
@@ -182,22 +184,29 @@ def _locked_run(job: Job, options: JobOptions, target: datetime | None,
     return exit_code
 
 
-def _model_spec(job: Job) -> ModelSpec:
-    spec = ModelSpec.from_reply(job.client.model_info())
+def _read_model_spec(job: Job) -> ModelSpec:
+    """What the API's model needs and produces (GET /v1/model)."""
+    return ModelSpec.from_reply(job.client.model_info())
+
+
+def _check_model_spec(job: Job, spec: ModelSpec) -> None:
+    """ConfigError unless the model forecasts the wanted variables and lead times."""
     spec.check_wanted(job.settings.variables, job.settings.lead_hours)
     log.info("model %s: grid %dx%d, %d levels, %d input fields + %d static",
              spec.model, spec.grid.n_lat, spec.grid.n_lon, len(spec.pressure_levels),
              len(spec.input_keys()), len(spec.static_inputs))
-    return spec
 
 
-def _record_early_failure(job: Job, target: datetime, exc: JobError) -> int:
-    """Log and record an attempt that ended before any cycle started."""
+def _record_early_failure(job: Job, target: datetime, exc: JobError,
+                          spec: ModelSpec | None) -> int:
+    """Log and record an attempt that ended before any cycle started; its model is the
+    API's once the API has named it (`spec`), else UNKNOWN_MODEL."""
     log.error("%s", exc)
     outcome = RunOutcome(None, target, job.source, exc.status, exc.exit_code, clean(exc))
     if not isinstance(exc, DatabaseError):
+        model = spec.model if spec is not None else ledger.UNKNOWN_MODEL
         try:
-            outcome.run_id = ledger.record_attempt(job.conn, outcome, ledger.UNKNOWN_MODEL)
+            outcome.run_id = ledger.record_attempt(job.conn, outcome, model)
         except psycopg2.Error as db_exc:
             log.error("could not record the attempt: %s", first_line(db_exc))
     _log_summary(outcome)
@@ -296,7 +305,8 @@ def _finish_failed(job: Job, outcome: RunOutcome) -> None:
 def _dry_run(job: Job, target: datetime | None, catch_up: int) -> int:
     """Prepare and validate every planned cycle; no forecast request, nothing written."""
     try:
-        spec = _model_spec(job)
+        spec = _read_model_spec(job)
+        _check_model_spec(job, spec)
         cycles = _plan(job, spec, target, catch_up)
     except JobError as exc:
         log.error("%s", exc)

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
+from graphcast_contract.errors import ExitCode
 from graphcast_contract.sources import InputSource
 from modules.job import ledger as run_ledger
 from modules.storage import db
@@ -87,6 +88,18 @@ def test_api_down(run_job: JobRunner, era5_db: str) -> None:
     runs = ledger(era5_db)
     assert [(r[1], r[3], r[5]) for r in runs] == [("failed", 4, "unknown")]
     assert predictions(era5_db) == []
+
+
+def test_a_variable_the_model_lacks_is_recorded_under_the_model(run_job: JobRunner,
+                                                                 era5_db: str,
+                                                                 api: ContractApi) -> None:
+    """Once the API has named its model, an attempt that ends early says which (it said
+    'unknown', as an attempt that never reached the API does: test_api_down)."""
+    result = run_job("--init-time", INIT, FORECAST_VARIABLES="not_a_target")
+    assert result.returncode == ExitCode.USAGE, result.output
+    assert "variable 'not_a_target' is not a target of GraphCast_test" in result.output
+    assert [(r[1], r[3], r[5]) for r in ledger(era5_db)] == [("failed", 2, "GraphCast_test")]
+    assert predictions(era5_db) == [] and ("POST", "/v1/forecast") not in api.calls
 
 
 def test_api_timeout(run_job: JobRunner, era5_db: str, api: ContractApi) -> None:
