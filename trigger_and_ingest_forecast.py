@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import datetime
 from functools import partial
 
@@ -141,8 +142,14 @@ def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return exc.exit_code
+    # --backfill handles Ctrl-C itself (it lets the running cycles finish)
+    stoppable = nullcontext() if args.backfill else forecast_job.stop_signals_interrupt()
     try:
-        return run()
+        with stoppable:
+            return run()
+    except KeyboardInterrupt as exc:  # outside a cycle (which records its own)
+        log.error("%s", forecast_job.interrupted(exc))
+        return ExitCode.INTERRUPTED
     except Exception:
         log.exception("unexpected error")
         return ExitCode.INTERNAL

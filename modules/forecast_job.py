@@ -13,8 +13,12 @@ each run's `forecast_runs` row.
 from __future__ import annotations
 
 import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from types import FrameType
 
 import psycopg2
 from psycopg2.extensions import connection as Connection
@@ -27,6 +31,7 @@ from graphcast_contract.errors import (
     DatabaseError,
     ExitCode,
     FetchError,
+    Interrupted,
     JobError,
     MissingDataError,
 )
@@ -46,6 +51,7 @@ from modules.storage.db import first_line, open_database
 from modules.verification import scores
 
 log = logging.getLogger("forecast_job")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; kill, systemctl stop, a shutdown
 
 
 @dataclass(frozen=True)
@@ -102,11 +108,36 @@ def run(settings: Settings, options: JobOptions, now: datetime | None = None) ->
         if options.dry_run:
             return _dry_run(job, target, options.catch_up)
         exit_code = _locked_run(job, options, target, nominal)
-        if options.verify and exit_code != ExitCode.ALREADY_RUNNING:
+        if options.verify and exit_code not in (ExitCode.ALREADY_RUNNING,
+                                                ExitCode.INTERRUPTED):
             verify_stored(conn)
         return exit_code
     finally:
         conn.close()
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """For the block, STOP_SIGNALS raise KeyboardInterrupt naming the signal, also in a process
+    started with SIGINT ignored (a script's background command): the running cycle records
+    its attempt as failed and the job exits INTERRUPTED, instead of dying with its attempt
+    'running' (the batch job's entry point runs in this)."""
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def interrupted(exc: KeyboardInterrupt) -> Interrupted:
+    """The error of a run stopped by `exc`: its signal is named (a bare KeyboardInterrupt is
+    Python's own Ctrl-C)."""
+    return Interrupted(f"interrupted by the user ({exc.args[0] if exc.args else 'SIGINT'})")
 
 
 def verify_stored(conn: Connection) -> None:
@@ -158,9 +189,9 @@ def _locked_run(job: Job, options: JobOptions, target: datetime | None,
                 nominal: datetime) -> int:
     spec: ModelSpec | None = None  # known once the API has named its model
     try:
-        interrupted = ledger.mark_interrupted(job.conn)
-        if interrupted:
-            log.warning("marked %d interrupted run(s) as failed", interrupted)
+        interrupted_runs = ledger.mark_interrupted(job.conn)
+        if interrupted_runs:
+            log.warning("marked %d interrupted run(s) as failed", interrupted_runs)
         spec = _read_model_spec(job)
         _check_model_spec(job, spec)
         if options.fetch:
@@ -177,6 +208,8 @@ def _locked_run(job: Job, options: JobOptions, target: datetime | None,
     for init_time in cycles:
         outcome = run_locked_cycle(job, spec, init_time)
         _log_summary(outcome)
+        if outcome.exit_code == ExitCode.INTERRUPTED:
+            return ExitCode.INTERRUPTED  # stopped: no later cycle
         if outcome.exit_code and not exit_code:
             exit_code = outcome.exit_code
         if outcome.exit_code in (ExitCode.API_FAILED, ExitCode.DATABASE):
@@ -279,6 +312,8 @@ def _run_cycle(job: Job, spec: ModelSpec, init_time: datetime) -> RunOutcome:
         error = exc
     except psycopg2.Error as exc:
         error = DatabaseError(f"database error: {first_line(exc)}")
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (stop_signals_interrupt)
+        error = interrupted(exc)
     except Exception as exc:  # a bug: keep the traceback, still close the ledger row
         log.exception("cycle %s: unexpected error", iso_utc(init_time))
         error = JobError(f"unexpected error: {type(exc).__name__}: {first_line(exc)}")
@@ -297,7 +332,10 @@ def _finish_failed(job: Job, outcome: RunOutcome) -> None:
         if not job.conn.closed:
             job.conn.rollback()
         with job.conn, job.conn.cursor() as cur:
-            ledger.finish_run(cur, outcome)
+            ended = ledger.finish_run(cur, outcome)
+        if not ended:
+            log.warning("run %s had ended before that (its end was committed): left as it is",
+                        outcome.run_id)
     except psycopg2.Error as exc:
         log.error("could not record the failure of run %s: %s", outcome.run_id, first_line(exc))
 

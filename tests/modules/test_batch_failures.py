@@ -260,6 +260,31 @@ def test_killed_mid_ingest_leaves_nothing_partial(run_job: JobRunner, era5_db: s
     assert len(predictions(era5_db)) == 80
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_stopped_while_the_api_computes(run_job: JobRunner, era5_db: str, api: ContractApi,
+                                        stop: signal.Signals) -> None:
+    """Ctrl-C (or SIGTERM: systemctl stop, kill) while the forecast is being computed: the
+    attempt is recorded as failed, nothing is written, the cycle's summary is logged and the
+    job exits 16. It printed a traceback and left its attempt 'running'."""
+    api.gate = threading.Event()  # hold the forecast until the job has been stopped
+    job = run_job.start("--init-time", INIT)
+    try:
+        assert api.held.wait(60), "the forecast never reached the API"
+        job.send_signal(stop)
+        output, _ = job.communicate(timeout=60)
+    finally:
+        api.gate.set()
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == ExitCode.INTERRUPTED, output
+    assert "Traceback" not in output
+    summaries = [line for line in output.splitlines() if " summary " in line]
+    assert len(summaries) == 1, output
+    assert "status=failed rows=0" in summaries[0] and " exit=16 " in summaries[0]
+    assert_nothing_written(era5_db, "failed", ExitCode.INTERRUPTED,
+                           f"interrupted by the user ({stop.name})")
+
+
 def test_two_concurrent_runs(run_job: JobRunner, era5_db: str, api: ContractApi) -> None:
     api.gate = threading.Event()  # the first run waits for its forecast, holding the lock
     first = run_job.start("--init-time", INIT)
