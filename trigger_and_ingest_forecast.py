@@ -88,7 +88,14 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> Callable[[], int]:
     """The `--backfill` run, checked and ready (imports Ray and the engine: only here)."""
-    from backfill.driver import BackfillOptions, run_backfill
+    try:
+        import ray  # noqa: F401 (the driver imports it once it starts Ray: checked now)
+
+        from backfill.driver import BackfillOptions, run_backfill
+    except ModuleNotFoundError as exc:  # requirements-backfill.txt is not installed
+        raise ConfigError(f"--backfill needs the packages of requirements-backfill.txt "
+                          f"({exc.name or exc} is not installed): pip install -r "
+                          "requirements-backfill.txt") from None
     from graphcast_api.settings import SettingsError, load_service_settings
 
     if args.init_time or args.catch_up or args.dry_run or args.fetch:

@@ -328,3 +328,20 @@ def test_a_dotenv_saved_with_a_byte_order_mark_is_read(monkeypatch: pytest.Monke
     monkeypatch.delenv("LOG_LEVEL")  # restored (unset) after the test, as .env sets it
     assert load_settings(env_file).log_level == "DEBUG"
 
+
+@pytest.mark.parametrize("package", ["psutil", "tqdm", "ray"])
+def test_backfill_without_its_packages_says_what_to_install(tmp_path: Path,
+                                                           package: str) -> None:
+    """requirements-backfill.txt is an extra: without it `--backfill` printed a
+    ModuleNotFoundError traceback (or, without Ray, failed later)."""
+    script = (f"import sys; sys.modules[{package!r}] = None; import trigger_and_ingest_forecast"
+              " as job; sys.exit(job.main(['--backfill', '2022-01-01T06:00', "
+              "'2022-01-01T06:00']))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT,
+                          env=clean_environment(**NO_DATABASE, LOG_DIR=str(tmp_path)),
+                          capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == ExitCode.USAGE, output
+    assert len(output.splitlines()) == 1 and "Traceback" not in output, output
+    assert (f"--backfill needs the packages of requirements-backfill.txt ({package} is not "
+            "installed): pip install -r requirements-backfill.txt") in output
