@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import datetime
 from functools import partial
 
@@ -87,7 +88,14 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> Callable[[], int]:
     """The `--backfill` run, checked and ready (imports Ray and the engine: only here)."""
-    from backfill.driver import BackfillOptions, run_backfill
+    try:
+        import ray  # noqa: F401 (the driver imports it once it starts Ray: checked now)
+
+        from backfill.driver import BackfillOptions, run_backfill
+    except ModuleNotFoundError as exc:  # requirements-backfill.txt is not installed
+        raise ConfigError(f"--backfill needs the packages of requirements-backfill.txt "
+                          f"({exc.name or exc} is not installed): pip install -r "
+                          "requirements-backfill.txt") from None
     from graphcast_api.settings import SettingsError, load_service_settings
 
     if args.init_time or args.catch_up or args.dry_run or args.fetch:
@@ -141,8 +149,14 @@ def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return exc.exit_code
+    # --backfill handles Ctrl-C itself (it lets the running cycles finish)
+    stoppable = nullcontext() if args.backfill else forecast_job.stop_signals_interrupt()
     try:
-        return run()
+        with stoppable:
+            return run()
+    except KeyboardInterrupt as exc:  # outside a cycle (which records its own)
+        log.error("%s", forecast_job.interrupted(exc))
+        return ExitCode.INTERRUPTED
     except Exception:
         log.exception("unexpected error")
         return ExitCode.INTERNAL

@@ -5,17 +5,19 @@ README's configuration table.
 """
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
 from psycopg2 import ProgrammingError
 from psycopg2.extensions import parse_dsn
 
 from graphcast_contract import project
-from graphcast_contract.project import PROJECT_ROOT
+from graphcast_contract.project import PROJECT_ROOT, within
 from graphcast_contract.sources import DEFAULT_SOURCE, ECMWF_OPENDATA_URL, InputSource
 from graphcast_contract.wire import bearer_token_problem
 
@@ -64,10 +66,6 @@ class Settings:
 Parser = Callable[[str, str], object]
 
 
-def _text(name: str, text: str) -> str:
-    return text
-
-
 def _path(name: str, text: str) -> Path:
     """A relative path is the project's (graphcast_contract.project.project_path)."""
     return project.project_path(text)
@@ -85,17 +83,44 @@ def _log_level(name: str, text: str) -> str:
     return level
 
 
-def _number(kind: type[int] | type[float], minimum: float) -> Parser:
-    """A parser of a `kind` number no smaller than `minimum`."""
+# Upper bounds of the number settings: beyond them a value is a typo, and would overflow
+# (a date FORECAST_LAG_DAYS back, the backoff 2^retries) or wait forever.
+MAX_WAIT_S = 86_400.0     # timeouts and backoff factor: a day
+MAX_RETRIES = 100
+MAX_LAG_DAYS = 36_500     # a century
+MAX_GRID_STEP = 90.0      # degrees: the coarsest global grid (3 latitudes)
+_KINDS = {int: "whole number", float: "finite number"}
+
+
+def _number(kind: type[int] | type[float], minimum: float, maximum: float) -> Parser:
+    """A parser of a finite `kind` number from `minimum` to `maximum` (project.within: nan,
+    inf and 1e400 are refused here, not found where the number is used)."""
     def parse(name: str, text: str) -> float | int:
         try:
             value = kind(text)
         except ValueError:
             raise SettingsError(f"{name}={text!r} is not a valid {kind.__name__}") from None
-        if value < minimum:
-            raise SettingsError(f"{name}={text!r} must be at least {minimum}")
+        if not within(value, minimum, maximum):
+            raise SettingsError(f"{name}={text!r} must be a {_KINDS[kind]} from {minimum:g} "
+                                f"to {maximum:g}")
         return value
     return parse
+
+
+def _url(name: str, text: str) -> str:
+    """An http(s) URL with a host (and a port from 1 to 65535 if it names one): without its
+    scheme or with a typo in the port, the URL would fail every run as an unreachable
+    service, recorded as a failed forecast, without naming the setting."""
+    try:
+        parts = urlsplit(text)
+        usable = (parts.scheme in ("http", "https") and bool(parts.hostname)
+                  and parts.port != 0)  # .port: ValueError if not a number or above 65535
+    except ValueError:  # that, or an unclosed [IPv6 address]
+        usable = False
+    if not usable:
+        raise SettingsError(f"{name}={text!r} is not an http:// or https:// URL with a host "
+                            "and a valid port, if any (e.g. http://127.0.0.1:8001)")
+    return text
 
 
 def _lead_hours(name: str, text: str) -> tuple[int, ...]:
@@ -159,23 +184,24 @@ def _api_token(name: str, text: str) -> str | None:
 ENVIRONMENT: dict[str, tuple[str, Parser]] = {
     "DATABASE_URL": ("database_url", _database_url),
     "EMBEDDED_PG_DIR": ("embedded_pg_dir", _path),
-    "GRAPHCAST_API_URL": ("api_url", _text),
+    "GRAPHCAST_API_URL": ("api_url", _url),
     "LOG_DIR": ("log_dir", _path),
-    "GRAPHCAST_API_URL_IFS_OPENDATA": ("ifs_api_url", _text),
+    "GRAPHCAST_API_URL_IFS_OPENDATA": ("ifs_api_url", _url),
     "FORECAST_SOURCE": ("source", _source),
-    "IFS_OPENDATA_URL": ("ifs_opendata_url", _text),
+    "IFS_OPENDATA_URL": ("ifs_opendata_url", _url),
     "IFS_OPENDATA_CACHE_DIR": ("ifs_opendata_cache_dir", _path),
     "GRAPHCAST_API_TOKEN": ("api_token", _api_token),
-    "GRAPHCAST_API_CONNECT_TIMEOUT_S": ("api_connect_timeout_s", _number(float, 0.01)),
-    "GRAPHCAST_API_TIMEOUT_S": ("api_timeout_s", _number(float, 0.01)),
-    "GRAPHCAST_API_RETRIES": ("api_retries", _number(int, 0)),
-    "GRAPHCAST_API_BACKOFF_S": ("api_backoff_s", _number(float, 0)),
-    "FORECAST_LAG_DAYS": ("forecast_lag_days", _number(int, 0)),
+    "GRAPHCAST_API_CONNECT_TIMEOUT_S": ("api_connect_timeout_s",
+                                        _number(float, 0.01, MAX_WAIT_S)),
+    "GRAPHCAST_API_TIMEOUT_S": ("api_timeout_s", _number(float, 0.01, MAX_WAIT_S)),
+    "GRAPHCAST_API_RETRIES": ("api_retries", _number(int, 0, MAX_RETRIES)),
+    "GRAPHCAST_API_BACKOFF_S": ("api_backoff_s", _number(float, 0, MAX_WAIT_S)),
+    "FORECAST_LAG_DAYS": ("forecast_lag_days", _number(int, 0, MAX_LAG_DAYS)),
     "FORECAST_LEAD_HOURS": ("lead_hours", _lead_hours),
     "FORECAST_VARIABLES": ("variables", _variables),
     "SITES_FILE": ("sites_file", _path),
     "LOG_LEVEL": ("log_level", _log_level),
-    "ERA5_MIN_GRID_STEP": ("era5_min_grid_step", _number(float, 0.001)),
+    "ERA5_MIN_GRID_STEP": ("era5_min_grid_step", _number(float, 0.001, MAX_GRID_STEP)),
 }
 
 
@@ -193,8 +219,10 @@ def load_settings(env_file: Path | None = None) -> Settings:
 
     Raises SettingsError naming the first setting with an unusable value.
     """
-    env_file = env_file or env_file_path()
-    if env_file is not None:
-        load_dotenv(env_file, override=False)
+    try:
+        text = project.read_env_file(env_file)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    load_dotenv(stream=io.StringIO(text), override=False)
     return Settings(**{field: parse(name, os.environ[name])
                        for name, (field, parse) in ENVIRONMENT.items() if name in os.environ})

@@ -11,6 +11,7 @@ FastAPI).
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import re
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from graphcast_contract.project import env_file_path, project_path
+from graphcast_contract.project import project_path, read_env_file, within
 from graphcast_contract.wire import bearer_token_problem
 
 # precision name -> the torch dtype it computes in (named, since this module is torch-free)
@@ -107,10 +108,9 @@ def load_service_settings(args: argparse.Namespace | None = None,
     values count as unset.
     """
     try:
-        env_file = env_file or env_file_path()
-    except ValueError as exc:
+        from_file = dotenv_values(stream=io.StringIO(read_env_file(env_file)))
+    except ValueError as exc:  # ENV_FILE names no file; the file is unreadable, not UTF-8
         raise SettingsError(str(exc)) from None
-    from_file = dotenv_values(env_file) if env_file is not None else {}
     given = {name: _first_set(getattr(args, name, None)) for name in ENV}
     raw = {name: _first_set(given[name], os.environ.get(variable), from_file.get(variable),
                             default)
@@ -159,13 +159,13 @@ def _first_set(*values: object) -> str | None:
 
 
 def positive(option: str, text: str, maximum: float = math.inf) -> float:
-    """`text` as a positive finite number up to `maximum`; SettingsError naming `option`
-    otherwise (inf or nan would pass float() and then fail where the number is used)."""
+    """`text` as a positive finite number up to `maximum` (`within`, the job's rule too);
+    SettingsError naming `option` otherwise."""
     try:
         number = float(text)
     except ValueError:
         number = math.nan
-    if not (0 < number <= maximum and math.isfinite(number)):
+    if not (number > 0 and within(number, 0, maximum)):
         bound = f" up to {maximum:.15g}" if maximum < math.inf else ""
         raise SettingsError(f"--{option.replace('_', '-')} must be a positive number{bound}, "
                             f"got {text!r}")

@@ -31,7 +31,7 @@ class ExitCode(IntEnum):
     CANNOT_LISTEN = 13      # the service cannot listen on its address (port taken)
     DEVICE_UNAVAILABLE = 14  # the requested device or precision is not available
     CLUSTER_UNREACHABLE = 15  # the Ray cluster cannot be joined, or runs no backfill worker
-    INTERRUPTED = 16        # stopped by the user (Ctrl-C) before every cycle was run
+    INTERRUPTED = 16        # stopped by Ctrl-C or SIGTERM before every cycle was run
 
 
 MEANINGS: dict[ExitCode, str] = {
@@ -52,7 +52,8 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.DEVICE_UNAVAILABLE: "the requested device or precision is not available",
     ExitCode.CLUSTER_UNREACHABLE: "the Ray cluster of --cluster cannot be joined, or has "
                                   "room for no worker, or every worker died for good",
-    ExitCode.INTERRUPTED: "stopped by the user (Ctrl-C) before every cycle was run",
+    ExitCode.INTERRUPTED: "stopped by Ctrl-C (or SIGTERM: the scheduled run) before every "
+                          "cycle was run",
 }
 
 
@@ -62,8 +63,8 @@ def exit_code_help(*codes: ExitCode) -> str:
     return "exit codes:\n" + "\n".join(f"  {int(c):<2} {MEANINGS[c]}" for c in listed)
 
 
-# The batch job's codes: 9 and 10 come from the live job's --fetch; 12, 15 and 16 from
-# --backfill (which loads the model itself).
+# The batch job's codes: 9 and 10 come from the live job's --fetch; 12 and 15 from --backfill
+# (which loads the model itself); 16 from a run stopped by Ctrl-C or SIGTERM.
 EXIT_CODE_HELP = exit_code_help(*(code for code in ExitCode if code <= ExitCode.SCHEDULE),
                                 ExitCode.UNREADABLE_FILE, ExitCode.DOWNLOAD_FAILED,
                                 ExitCode.MODEL_FAILED, ExitCode.CLUSTER_UNREACHABLE,
@@ -116,6 +117,13 @@ class ClusterError(JobError):
 class AlreadyRunningError(JobError):
     exit_code = ExitCode.ALREADY_RUNNING
     status = "skipped"
+
+
+class Interrupted(JobError):
+    """SIGINT (Ctrl-C) or SIGTERM stopped the run: its attempt is recorded as failed (its rows
+    rolled back) and no later cycle runs."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 class FetchError(JobError):

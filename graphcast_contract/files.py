@@ -1,7 +1,8 @@
-"""Files the project reads and writes: their formats' first bytes, their SHA-256, and atomic
-writes whose files get the permissions the user's umask gives."""
+"""Files the project reads and writes: their formats' first bytes, their SHA-256, text files
+read as UTF-8, and atomic writes whose files get the permissions the user's umask gives."""
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import secrets
@@ -17,6 +18,27 @@ def file_sha256(path: Path) -> str:
     """Hex SHA-256 of a file, read in blocks (checkpoints are hundreds of MB)."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+class TextFileError(ValueError):
+    """A text file that cannot be read or is not UTF-8 text; the message names the file."""
+
+
+def read_utf8_text(path: Path, advice: str = "save the file as UTF-8") -> str:
+    """The text of the file `path`: UTF-8, with or without a byte-order mark (Excel's "CSV
+    UTF-8", Windows Notepad). TextFileError naming the file when it cannot be read, and the
+    line of the first byte that is not UTF-8 (a file saved as UTF-16 or Windows-1252), then
+    `advice`: one clear line for the user instead of a traceback."""
+    try:
+        data = Path(path).read_bytes().removeprefix(codecs.BOM_UTF8)
+    except OSError as exc:
+        raise TextFileError(f"{path}: not readable: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TextFileError(f"{path}:{line}: byte 0x{data[exc.start]:02X} is not UTF-8 text; "
+                            f"{advice}") from None
 
 
 def new_temporary_file(directory: Path, suffix: str) -> Path:

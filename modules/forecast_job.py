@@ -13,8 +13,12 @@ each run's `forecast_runs` row.
 from __future__ import annotations
 
 import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from types import FrameType
 
 import psycopg2
 from psycopg2.extensions import connection as Connection
@@ -27,6 +31,7 @@ from graphcast_contract.errors import (
     DatabaseError,
     ExitCode,
     FetchError,
+    Interrupted,
     JobError,
     MissingDataError,
 )
@@ -46,6 +51,7 @@ from modules.storage.db import first_line, open_database
 from modules.verification import scores
 
 log = logging.getLogger("forecast_job")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; kill, systemctl stop, a shutdown
 
 
 @dataclass(frozen=True)
@@ -102,11 +108,36 @@ def run(settings: Settings, options: JobOptions, now: datetime | None = None) ->
         if options.dry_run:
             return _dry_run(job, target, options.catch_up)
         exit_code = _locked_run(job, options, target, nominal)
-        if options.verify and exit_code != ExitCode.ALREADY_RUNNING:
+        if options.verify and exit_code not in (ExitCode.ALREADY_RUNNING,
+                                                ExitCode.INTERRUPTED):
             verify_stored(conn)
         return exit_code
     finally:
         conn.close()
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """For the block, STOP_SIGNALS raise KeyboardInterrupt naming the signal, also in a process
+    started with SIGINT ignored (a script's background command): the running cycle records
+    its attempt as failed and the job exits INTERRUPTED, instead of dying with its attempt
+    'running' (the batch job's entry point runs in this)."""
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def interrupted(exc: KeyboardInterrupt) -> Interrupted:
+    """The error of a run stopped by `exc`: its signal is named (a bare KeyboardInterrupt is
+    Python's own Ctrl-C)."""
+    return Interrupted(f"interrupted by the user ({exc.args[0] if exc.args else 'SIGINT'})")
 
 
 def verify_stored(conn: Connection) -> None:
@@ -156,25 +187,29 @@ def _fetch_latest(job: Job, spec: ModelSpec) -> None:
 
 def _locked_run(job: Job, options: JobOptions, target: datetime | None,
                 nominal: datetime) -> int:
+    spec: ModelSpec | None = None  # known once the API has named its model
     try:
-        interrupted = ledger.mark_interrupted(job.conn)
-        if interrupted:
-            log.warning("marked %d interrupted run(s) as failed", interrupted)
-        spec = _model_spec(job)
+        interrupted_runs = ledger.mark_interrupted(job.conn)
+        if interrupted_runs:
+            log.warning("marked %d interrupted run(s) as failed", interrupted_runs)
+        spec = _read_model_spec(job)
+        _check_model_spec(job, spec)
         if options.fetch:
             _fetch_latest(job, spec)
         cycles = _plan(job, spec, target, options.catch_up)
     except JobError as exc:
-        return _record_early_failure(job, nominal, exc)
+        return _record_early_failure(job, nominal, exc, spec)
     except psycopg2.Error as exc:
         return _record_early_failure(job, nominal, DatabaseError(f"database error: "
-                                                                 f"{first_line(exc)}"))
+                                                                 f"{first_line(exc)}"), spec)
     log.info("source %s, cycles to run: %s", job.source.value,
              ", ".join(iso_utc(c) for c in cycles))
     exit_code = ExitCode.OK
     for init_time in cycles:
         outcome = run_locked_cycle(job, spec, init_time)
         _log_summary(outcome)
+        if outcome.exit_code == ExitCode.INTERRUPTED:
+            return ExitCode.INTERRUPTED  # stopped: no later cycle
         if outcome.exit_code and not exit_code:
             exit_code = outcome.exit_code
         if outcome.exit_code in (ExitCode.API_FAILED, ExitCode.DATABASE):
@@ -182,22 +217,29 @@ def _locked_run(job: Job, options: JobOptions, target: datetime | None,
     return exit_code
 
 
-def _model_spec(job: Job) -> ModelSpec:
-    spec = ModelSpec.from_reply(job.client.model_info())
+def _read_model_spec(job: Job) -> ModelSpec:
+    """What the API's model needs and produces (GET /v1/model)."""
+    return ModelSpec.from_reply(job.client.model_info())
+
+
+def _check_model_spec(job: Job, spec: ModelSpec) -> None:
+    """ConfigError unless the model forecasts the wanted variables and lead times."""
     spec.check_wanted(job.settings.variables, job.settings.lead_hours)
     log.info("model %s: grid %dx%d, %d levels, %d input fields + %d static",
              spec.model, spec.grid.n_lat, spec.grid.n_lon, len(spec.pressure_levels),
              len(spec.input_keys()), len(spec.static_inputs))
-    return spec
 
 
-def _record_early_failure(job: Job, target: datetime, exc: JobError) -> int:
-    """Log and record an attempt that ended before any cycle started."""
+def _record_early_failure(job: Job, target: datetime, exc: JobError,
+                          spec: ModelSpec | None) -> int:
+    """Log and record an attempt that ended before any cycle started; its model is the
+    API's once the API has named it (`spec`), else UNKNOWN_MODEL."""
     log.error("%s", exc)
     outcome = RunOutcome(None, target, job.source, exc.status, exc.exit_code, clean(exc))
     if not isinstance(exc, DatabaseError):
+        model = spec.model if spec is not None else ledger.UNKNOWN_MODEL
         try:
-            outcome.run_id = ledger.record_attempt(job.conn, outcome, ledger.UNKNOWN_MODEL)
+            outcome.run_id = ledger.record_attempt(job.conn, outcome, model)
         except psycopg2.Error as db_exc:
             log.error("could not record the attempt: %s", first_line(db_exc))
     _log_summary(outcome)
@@ -270,6 +312,8 @@ def _run_cycle(job: Job, spec: ModelSpec, init_time: datetime) -> RunOutcome:
         error = exc
     except psycopg2.Error as exc:
         error = DatabaseError(f"database error: {first_line(exc)}")
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (stop_signals_interrupt)
+        error = interrupted(exc)
     except Exception as exc:  # a bug: keep the traceback, still close the ledger row
         log.exception("cycle %s: unexpected error", iso_utc(init_time))
         error = JobError(f"unexpected error: {type(exc).__name__}: {first_line(exc)}")
@@ -288,7 +332,10 @@ def _finish_failed(job: Job, outcome: RunOutcome) -> None:
         if not job.conn.closed:
             job.conn.rollback()
         with job.conn, job.conn.cursor() as cur:
-            ledger.finish_run(cur, outcome)
+            ended = ledger.finish_run(cur, outcome)
+        if not ended:
+            log.warning("run %s had ended before that (its end was committed): left as it is",
+                        outcome.run_id)
     except psycopg2.Error as exc:
         log.error("could not record the failure of run %s: %s", outcome.run_id, first_line(exc))
 
@@ -296,7 +343,8 @@ def _finish_failed(job: Job, outcome: RunOutcome) -> None:
 def _dry_run(job: Job, target: datetime | None, catch_up: int) -> int:
     """Prepare and validate every planned cycle; no forecast request, nothing written."""
     try:
-        spec = _model_spec(job)
+        spec = _read_model_spec(job)
+        _check_model_spec(job, spec)
         cycles = _plan(job, spec, target, catch_up)
     except JobError as exc:
         log.error("%s", exc)

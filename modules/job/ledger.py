@@ -152,17 +152,21 @@ def start_run(conn: Connection, init_time: datetime, source: InputSource, model:
         return cur.fetchone()[0]
 
 
-def finish_run(cur: Cursor, outcome: RunOutcome) -> None:
-    """Write the end of an attempt (inside the caller's transaction)."""
+def finish_run(cur: Cursor, outcome: RunOutcome) -> bool:
+    """Write the end of a running attempt (inside the caller's transaction); False when it
+    had ended already: an attempt ends once, so a failure noticed after its success was
+    committed (Ctrl-C just after the commit) leaves that success and its rows as they are."""
     cur.execute(
         "UPDATE forecast_runs SET status = %s, reason = %s, exit_code = %s, rows_written = %s,"
         " clamped_values = %s, prepare_s = %s, infer_s = %s, ingest_s = %s,"
         " checkpoint_file = %s, checkpoint_sha256 = %s, precision = %s, device = %s,"
-        " project_version = %s, finished_at = clock_timestamp() WHERE run_id = %s",
+        " project_version = %s, finished_at = clock_timestamp()"
+        " WHERE run_id = %s AND status = 'running'",
         (outcome.status, outcome.reason, outcome.exit_code, outcome.rows_written,
          outcome.clamped, *outcome.timings.in_order(),
          *_provenance_values(outcome.provenance), outcome.run_id),
     )
+    return cur.rowcount == 1
 
 
 def record_attempt(conn: Connection, outcome: RunOutcome, model: str) -> int:

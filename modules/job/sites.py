@@ -1,13 +1,13 @@
 """The forecast sites: a CSV file with columns name, latitude, longitude (degrees)."""
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import math
 from pathlib import Path
 
 from graphcast_contract.errors import ConfigError
+from graphcast_contract.files import TextFileError, read_utf8_text
 from graphcast_contract.request import Site, site_name_problem
 
 
@@ -38,15 +38,9 @@ def _read_text(path: Path) -> str:
     """The file's text: UTF-8, with or without the byte-order mark of Excel's "CSV UTF-8"
     (Excel's plain "CSV" is Windows-1252, which is refused naming the line)."""
     try:
-        data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
-    except OSError as exc:
-        raise ConfigError(f"cannot read the sites file {path}: {exc.strerror}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{path}:{line}: byte 0x{data[exc.start]:02X} is not UTF-8; save "
-                          "the file as UTF-8 (Excel: \"CSV UTF-8\")") from None
+        return read_utf8_text(path, advice='save the file as UTF-8 (Excel: "CSV UTF-8")')
+    except TextFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _parse(path: Path, line: int, row: dict[str, str]) -> Site:

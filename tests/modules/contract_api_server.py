@@ -87,6 +87,7 @@ class ContractApi:
         self.detail = "injected failure"   # their `detail`
         self.delay_s = 0.0                 # wait before answering a forecast
         self.gate: threading.Event | None = None  # if set: hold forecasts until it opens
+        self.held = threading.Event()      # set once a forecast is held at the gate
         self.reply_mode = "ok"             # ok | malformed | nan | missing_entry
         # Called with each reply (/v1/model or forecast) before it is sent; may alter it.
         self.model_hook: Callable[[dict[str, Any]], None] | None = None
@@ -184,6 +185,7 @@ class ContractApi:
                     return self._send(404, {"detail": f"no route {self.path}"})
                 time.sleep(api.delay_s)
                 if api.gate is not None:
+                    api.held.set()
                     api.gate.wait(timeout=60)
                 if api.failures_before_success > 0:
                     api.failures_before_success -= 1

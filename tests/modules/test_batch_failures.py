@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
+from graphcast_contract.errors import ExitCode
 from graphcast_contract.sources import InputSource
 from modules.job import ledger as run_ledger
 from modules.storage import db
@@ -87,6 +88,18 @@ def test_api_down(run_job: JobRunner, era5_db: str) -> None:
     runs = ledger(era5_db)
     assert [(r[1], r[3], r[5]) for r in runs] == [("failed", 4, "unknown")]
     assert predictions(era5_db) == []
+
+
+def test_a_variable_the_model_lacks_is_recorded_under_the_model(run_job: JobRunner,
+                                                                 era5_db: str,
+                                                                 api: ContractApi) -> None:
+    """Once the API has named its model, an attempt that ends early says which (it said
+    'unknown', as an attempt that never reached the API does: test_api_down)."""
+    result = run_job("--init-time", INIT, FORECAST_VARIABLES="not_a_target")
+    assert result.returncode == ExitCode.USAGE, result.output
+    assert "variable 'not_a_target' is not a target of GraphCast_test" in result.output
+    assert [(r[1], r[3], r[5]) for r in ledger(era5_db)] == [("failed", 2, "GraphCast_test")]
+    assert predictions(era5_db) == [] and ("POST", "/v1/forecast") not in api.calls
 
 
 def test_api_timeout(run_job: JobRunner, era5_db: str, api: ContractApi) -> None:
@@ -245,6 +258,31 @@ def test_killed_mid_ingest_leaves_nothing_partial(run_job: JobRunner, era5_db: s
     assert "marked 1 interrupted run(s) as failed" in result.output
     assert [(r[1], r[4]) for r in ledger(era5_db)] == [("failed", 0), ("succeeded", 80)]
     assert len(predictions(era5_db)) == 80
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_stopped_while_the_api_computes(run_job: JobRunner, era5_db: str, api: ContractApi,
+                                        stop: signal.Signals) -> None:
+    """Ctrl-C (or SIGTERM: systemctl stop, kill) while the forecast is being computed: the
+    attempt is recorded as failed, nothing is written, the cycle's summary is logged and the
+    job exits 16. It printed a traceback and left its attempt 'running'."""
+    api.gate = threading.Event()  # hold the forecast until the job has been stopped
+    job = run_job.start("--init-time", INIT)
+    try:
+        assert api.held.wait(60), "the forecast never reached the API"
+        job.send_signal(stop)
+        output, _ = job.communicate(timeout=60)
+    finally:
+        api.gate.set()
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == ExitCode.INTERRUPTED, output
+    assert "Traceback" not in output
+    summaries = [line for line in output.splitlines() if " summary " in line]
+    assert len(summaries) == 1, output
+    assert "status=failed rows=0" in summaries[0] and " exit=16 " in summaries[0]
+    assert_nothing_written(era5_db, "failed", ExitCode.INTERRUPTED,
+                           f"interrupted by the user ({stop.name})")
 
 
 def test_two_concurrent_runs(run_job: JobRunner, era5_db: str, api: ContractApi) -> None:

@@ -1,7 +1,11 @@
 """Cycle arithmetic (J-6), init-time parsing, sites, settings and log redaction."""
 from __future__ import annotations
 
+import codecs
+import os
 import re
+import subprocess
+import sys
 from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,9 +14,10 @@ import pytest
 
 from config.settings import ENVIRONMENT, PROJECT_ROOT, Settings, SettingsError, load_settings
 from graphcast_contract.cycles import earlier_cycles, parse_cycle, target_init_time
-from graphcast_contract.errors import ConfigError
+from graphcast_contract.errors import ConfigError, ExitCode
 from modules.job.logs import redact
 from modules.job.sites import load_sites
+from tests.subprocess_env import clean_environment
 
 UTC = timezone.utc
 
@@ -89,7 +94,7 @@ def test_bad_sites_file(tmp_path: Path, text: str, message: str) -> None:
 
 @pytest.mark.parametrize("data, message", [
     ("name,latitude,longitude\nParis,48.8,2.3\nM\u00fcnchen,48.1,11.6\n".encode("cp1252"),
-     r":3: byte 0xFC is not UTF-8; save the file as UTF-8"),  # Excel's plain "CSV"
+     r":3: byte 0xFC is not UTF-8 text; save the file as UTF-8"),  # Excel's plain "CSV"
     (b'name,latitude,longitude\nParis,48.8,2.3\n"Lyon,45.8,4.8\n' + b"x" * 200_000,
      r":3: not a CSV row \(field larger than field limit"),  # a quote left open
     (b"name,latitude,longitude\nPa\x00ris,48.8,2.3\n", ":2: .*control character"),
@@ -173,8 +178,21 @@ def test_relative_paths_are_the_projects_whatever_the_current_directory(
 @pytest.mark.parametrize("name, value, message", [
     ("FORECAST_LEAD_HOURS", "6,6", "distinct positive"),
     ("FORECAST_VARIABLES", "temperature@high", "NAME@LEVEL"),
-    ("GRAPHCAST_API_RETRIES", "-1", "at least 0"),
+    ("GRAPHCAST_API_RETRIES", "-1", "must be a whole number from 0 to 100"),
     ("GRAPHCAST_API_TIMEOUT_S", "soon", "not a valid float"),
+    # float() takes these, and nan passes every range check: each failed later, exit 1
+    ("GRAPHCAST_API_TIMEOUT_S", "nan", "must be a finite number from 0.01 to 86400"),
+    ("GRAPHCAST_API_CONNECT_TIMEOUT_S", "inf", "must be a finite number from 0.01 to 86400"),
+    ("GRAPHCAST_API_CONNECT_TIMEOUT_S", "1e400", "must be a finite number from 0.01 to 86400"),
+    ("GRAPHCAST_API_BACKOFF_S", "-inf", "must be a finite number from 0 to 86400"),
+    ("ERA5_MIN_GRID_STEP", "nan", "must be a finite number from 0.001 to 90"),
+    ("FORECAST_LAG_DAYS", "1000000", "must be a whole number from 0 to 36500"),  # overflowed
+    # these failed each run as an unreachable service (exit 4), not naming the setting
+    ("GRAPHCAST_API_URL", "127.0.0.1:8001", "is not an http:// or https:// URL"),
+    ("GRAPHCAST_API_URL", "http://127.0.0.1:80O1", "is not an http:// or https:// URL"),
+    ("GRAPHCAST_API_URL", "http://127.0.0.1:70000", "is not an http:// or https:// URL"),
+    ("GRAPHCAST_API_URL_IFS_OPENDATA", "http://:8002", "is not an http:// or https:// URL"),
+    ("IFS_OPENDATA_URL", "ftp://mirror.example/forecasts", "is not an http:// or https:// URL"),
     ("GRAPHCAST_API_TOKEN", "t\u00f6ken", "non-ASCII characters \\(value not shown\\)"),
     ("LOG_LEVEL", "verbose", "must be one of DEBUG, INFO, WARNING, ERROR"),
 ])
@@ -183,6 +201,35 @@ def test_settings_errors_name_the_setting(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=f"{name}.*{message}"):
         load_settings(tmp_path / "absent.env")
+
+
+# What stops at the settings or the command line needs no database: should it get that
+# far (a regression), this one is refused at once, and no embedded server is started.
+NO_DATABASE = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none"}
+
+
+def run_job_command(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The job as a subprocess with a clean environment, NO_DATABASE, then `env`."""
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / "trigger_and_ingest_forecast.py"),
+                           *args], cwd=PROJECT_ROOT,
+                          env=clean_environment(**NO_DATABASE, **env), capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("GRAPHCAST_API_TIMEOUT_S", "nan"), ("GRAPHCAST_API_CONNECT_TIMEOUT_S", "1e400"),
+    ("ERA5_MIN_GRID_STEP", "nan"), ("FORECAST_LAG_DAYS", "1000000"),
+    ("GRAPHCAST_API_URL", "127.0.0.1:8001"), ("GRAPHCAST_API_URL", "http://127.0.0.1:80O1"),
+])
+def test_unusable_numbers_and_urls_stop_the_job_with_exit_2_naming_them(
+        tmp_path: Path, name: str, value: str) -> None:
+    done = run_job_command("--dry-run", LOG_DIR=str(tmp_path), **{
+        name: value})
+    assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"configuration error: {name}={value!r} "), done.stderr
+    assert done.stdout == ""
 
 
 def test_log_level_is_read_in_any_case(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -243,3 +290,58 @@ def test_job_subprocesses_get_a_clean_environment(run_job, era5_db: str,
     assert "FORECAST_VARIABLES" not in runner.env and "GRAPHCAST_API_TOKEN" not in runner.env
     result = runner("--init-time", "2022-01-01T06:00")
     assert result.returncode == 0, result.output
+
+
+@pytest.mark.parametrize("data, where", [
+    (b"\xff\xfeL\x00O\x00G\x00", "1: byte 0xFF"),  # Notepad's "Unicode": UTF-16
+    ("LOG_LEVEL=INFO\n# caf\u00e9\n".encode("cp1252"), "2: byte 0xE9"),
+], ids=["utf-16", "windows-1252"])
+def test_a_dotenv_that_is_not_utf8_stops_the_job_with_one_line(tmp_path: Path, data: bytes,
+                                                               where: str) -> None:
+    """It crashed every program with a UnicodeDecodeError (exit 1); `serve` reads the same
+    file (tests/graphcast_api/service/test_serve_cli.py)."""
+    env_file = tmp_path / "settings.env"
+    env_file.write_bytes(data)
+    done = run_job_command("--dry-run", ENV_FILE=str(env_file), LOG_DIR=str(tmp_path))
+    assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+    assert done.stderr.splitlines() == [f"configuration error: {env_file}:{where} is not UTF-8 "
+                                        "text; save the file as UTF-8"]
+    assert done.stdout == ""
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_dotenv_is_named(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("LOG_LEVEL=INFO\n")
+    env_file.chmod(0)
+    with pytest.raises(SettingsError,
+                       match=f"^{re.escape(str(env_file))}: not readable: Permission denied$"):
+        load_settings(env_file)
+
+
+def test_a_dotenv_saved_with_a_byte_order_mark_is_read(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    """UTF-8 with a byte-order mark (Windows Notepad): the first setting is not lost."""
+    env_file = tmp_path / ".env"
+    env_file.write_bytes(codecs.BOM_UTF8 + b"LOG_LEVEL=debug\n")
+    monkeypatch.setenv("LOG_LEVEL", "")
+    monkeypatch.delenv("LOG_LEVEL")  # restored (unset) after the test, as .env sets it
+    assert load_settings(env_file).log_level == "DEBUG"
+
+
+@pytest.mark.parametrize("package", ["psutil", "tqdm", "ray"])
+def test_backfill_without_its_packages_says_what_to_install(tmp_path: Path,
+                                                           package: str) -> None:
+    """requirements-backfill.txt is an extra: without it `--backfill` printed a
+    ModuleNotFoundError traceback (or, without Ray, failed later)."""
+    script = (f"import sys; sys.modules[{package!r}] = None; import trigger_and_ingest_forecast"
+              " as job; sys.exit(job.main(['--backfill', '2022-01-01T06:00', "
+              "'2022-01-01T06:00']))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT,
+                          env=clean_environment(**NO_DATABASE, LOG_DIR=str(tmp_path)),
+                          capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == ExitCode.USAGE, output
+    assert len(output.splitlines()) == 1 and "Traceback" not in output, output
+    assert (f"--backfill needs the packages of requirements-backfill.txt ({package} is not "
+            "installed): pip install -r requirements-backfill.txt") in output

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
+from graphcast_contract.errors import ExitCode
 from graphcast_contract.project import VERSION
 from modules import forecast_job, prediction_db_ingestion
 from tests.modules.contract_api_server import ContractApi
@@ -90,7 +91,9 @@ def test_model_guard_through_the_job(run_job: JobRunner, era5_db: str, api: Cont
     assert result.returncode == exit_code, result.output
     assert message in result.output
     runs = ledger(era5_db)
-    assert [(r[1], r[3], r[5]) for r in runs] == [("failed", exit_code, "unknown")]
+    # a reply that is no model spec names no model; a spec that is one does
+    model = "GraphCast_test" if exit_code == ExitCode.USAGE else "unknown"
+    assert [(r[1], r[3], r[5]) for r in runs] == [("failed", exit_code, model)]
     assert message in runs[0][2] and predictions(era5_db) == []
     assert ("POST", "/v1/forecast") not in api.calls
 

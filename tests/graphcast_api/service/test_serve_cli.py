@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import signal
 import socket
@@ -84,6 +85,29 @@ def test_bad_values_exit_2_with_one_line(stats_dir: Path, options: list[str],
         output, _ = process.communicate(timeout=60)
     assert process.returncode == ExitCode.USAGE, output
     assert len(output.splitlines()) == 1 and message in output, output
+
+
+def test_a_dotenv_that_is_not_utf8_exits_2_with_one_line(stats_dir: Path,
+                                                         tmp_path: Path) -> None:
+    """A `.env` saved as UTF-16 (Notepad's "Unicode") crashed `serve` with a traceback; the
+    job reads the same file (tests/modules/test_cycles_and_config.py)."""
+    env_file = tmp_path / ".env"
+    env_file.write_bytes(b"\xff\xfeG\x00R\x00")
+    args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir)]
+    with serve_command(args, env={"ENV_FILE": str(env_file)}, wait=False) as (_, process):
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == ExitCode.USAGE, output
+    assert len(output.splitlines()) == 1, output
+    assert f"{env_file}:1: byte 0xFF is not UTF-8 text; save the file as UTF-8" in output
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_dotenv_is_named(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("GRAPHCAST_API_PORT=8001\n")
+    env_file.chmod(0)
+    with pytest.raises(SettingsError, match=f"^{re.escape(str(env_file))}: not readable: "):
+        settings_module.load_service_settings(env_file=env_file)
 
 
 @pytest.mark.parametrize("absent", ["checkpoint", "stats"])

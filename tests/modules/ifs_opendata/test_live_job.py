@@ -74,6 +74,9 @@ def test_live_job_without_a_cycle_in_the_store_says_how_to_get_one(
         era5 = job("--source", "era5", "--fetch")
         assert era5.returncode == 2 and "--fetch applies to --source ifs-opendata" in era5.output
     assert query(clean_db, "SELECT count(*) FROM predictions") == [(0,)]
+    # the API had named its model: the attempts say which (the refused --fetch records none)
+    assert query(clean_db, "SELECT status, exit_code, model FROM forecast_runs ORDER BY run_id"
+                 ) == [("skipped", 3, "GraphCast_test"), ("skipped", 10, "GraphCast_test")]
 
 
 def test_unreachable_open_data_fails_the_live_job_with_exit_10(

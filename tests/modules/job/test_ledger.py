@@ -67,3 +67,22 @@ def test_an_attempt_records_its_session_worker_and_attempt_number(clean_db: str)
                                           (second, True, ledger.this_worker(), 2)]
     finally:
         conn.close()
+
+
+def test_an_attempt_ends_once(clean_db: str) -> None:
+    """A failure noticed after the success was committed (Ctrl-C just after the commit)
+    leaves the success as it is."""
+    conn = db.connect(clean_db)
+    try:
+        run_id = ledger.start_run(conn, INIT, InputSource.ERA5, "GraphCast_test")
+        succeeded = ledger.RunOutcome(run_id, INIT, InputSource.ERA5, "succeeded", 0,
+                                      rows_written=80)
+        failed = ledger.RunOutcome(run_id, INIT, InputSource.ERA5, "failed", 16, "interrupted")
+        with conn, conn.cursor() as cur:
+            assert ledger.finish_run(cur, succeeded)
+        with conn, conn.cursor() as cur:
+            assert not ledger.finish_run(cur, failed)
+            cur.execute("SELECT status, rows_written, exit_code FROM forecast_runs")
+            assert cur.fetchall() == [("succeeded", 80, 0)]
+    finally:
+        conn.close()
