@@ -38,7 +38,7 @@ def read_env_file(env_file: Path | None = None) -> str:
     when it cannot be read or is not UTF-8 text (saved as UTF-16 or Windows-1252): every
     program then stops with that one line instead of a traceback."""
     path = env_file or env_file_path()
-    if path is None or not path.is_file():
+    if path is None or not path.exists():  # a folder or a file without read access: named
         return ""
     return read_utf8_text(path)
 
