@@ -31,7 +31,12 @@ import requests
 from tqdm import tqdm
 
 from graphcast_contract.errors import ExitCode, exit_code_help
-from graphcast_contract.files import NETCDF_SIGNATURES, file_sha256, write_atomically
+from graphcast_contract.files import (
+    NETCDF_SIGNATURES,
+    file_sha256,
+    fsync_folder,
+    write_atomically,
+)
 from graphcast_contract.variables import STATS_FILES
 
 BUCKET_URL = "https://storage.googleapis.com/dm_graphcast"
@@ -345,6 +350,7 @@ def download(url: str, target: Path, progress: bool = True) -> bool:
     _check_complete(partial, expected, url, announced)
     try:
         os.replace(partial, target)
+        fsync_folder(target.parent)  # the .part was flushed: now the rename too
     except OSError as error:
         raise DownloadError(f"cannot rename {partial} to {target.name}: {error}",
                             ExitCode.OUTPUT_FAILED) from error
