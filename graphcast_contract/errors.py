@@ -63,12 +63,13 @@ def exit_code_help(*codes: ExitCode) -> str:
     return "exit codes:\n" + "\n".join(f"  {int(c):<2} {MEANINGS[c]}" for c in listed)
 
 
-# The batch job's codes: 9 and 10 come from the live job's --fetch; 12 and 15 from --backfill
-# (which loads the model itself); 16 from a run stopped by Ctrl-C or SIGTERM.
+# The batch job's codes: 9, 10 and 11 (its cache folder) come from the live job's --fetch;
+# 12 and 15 from --backfill (which loads the model itself); 16 from a run stopped by Ctrl-C
+# or SIGTERM.
 EXIT_CODE_HELP = exit_code_help(*(code for code in ExitCode if code <= ExitCode.SCHEDULE),
                                 ExitCode.UNREADABLE_FILE, ExitCode.DOWNLOAD_FAILED,
-                                ExitCode.MODEL_FAILED, ExitCode.CLUSTER_UNREACHABLE,
-                                ExitCode.INTERRUPTED)
+                                ExitCode.OUTPUT_FAILED, ExitCode.MODEL_FAILED,
+                                ExitCode.CLUSTER_UNREACHABLE, ExitCode.INTERRUPTED)
 
 
 class JobError(Exception):
@@ -128,7 +129,7 @@ class Interrupted(JobError):
 
 class FetchError(JobError):
     """The live job's `--fetch` failed: nothing is forecast, and the job exits with the
-    fetch command's own code (download, data, file or database)."""
+    fetch command's own code (download, data, file, cache folder, database, URL)."""
 
     status = "skipped"
 

@@ -1,8 +1,10 @@
 """Files the project reads and writes: their formats' first bytes, their SHA-256, text files
-read as UTF-8, and atomic writes whose files get the permissions the user's umask gives."""
+read as UTF-8, and atomic writes whose files get the permissions the user's umask gives and
+survive a power loss."""
 from __future__ import annotations
 
 import codecs
+import errno
 import hashlib
 import os
 import secrets
@@ -56,17 +58,46 @@ def new_temporary_file(directory: Path, suffix: str) -> Path:
             continue
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a written (and closed) file's bytes to the disk: without it a rename can reach
+    the disk before the data, and a power loss leaves a zero-length file."""
+    descriptor = os.open(path, os.O_RDWR)  # Windows' fsync needs write access
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to the disk. POSIX only: Windows cannot
+    open a folder for this (NTFS journals renames itself), and file systems that do not
+    support it (EINVAL, ENOTSUP) are left as they are."""
+    if os.name == "nt":
+        return
+    descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    finally:
+        os.close(descriptor)
+
+
 @contextmanager
 def write_atomically(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
     """A new temporary file beside `path` (its folder created if need be) for the block to
-    write; renamed to `path` when the block ends, removed when it raises, so that `path`
-    never holds a partial file, even after a crash."""
+    write; flushed to the disk and renamed to `path` when the block ends (the folder then
+    flushed too), removed when it raises, so that `path` never holds a partial or empty
+    file, even after a crash or a power loss."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = new_temporary_file(path.parent, suffix)
     try:
         yield temporary
+        fsync_file(temporary)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    fsync_folder(path.parent)

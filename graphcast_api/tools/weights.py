@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import ipaddress
 import os
 import stat
 import sys
@@ -31,7 +30,13 @@ import requests
 from tqdm import tqdm
 
 from graphcast_contract.errors import ExitCode, exit_code_help
-from graphcast_contract.files import NETCDF_SIGNATURES, file_sha256, write_atomically
+from graphcast_contract.files import (
+    NETCDF_SIGNATURES,
+    file_sha256,
+    fsync_folder,
+    write_atomically,
+)
+from graphcast_contract.urls import ALLOWED_URLS, is_allowed_url, refused_redirect
 from graphcast_contract.variables import STATS_FILES
 
 BUCKET_URL = "https://storage.googleapis.com/dm_graphcast"
@@ -94,25 +99,11 @@ def example_dataset_path(steps: int = 4) -> str:
     return f"dataset/source-era5_date-2022-01-01_res-1.0_levels-13_steps-{steps:02d}.nc"
 
 
-def is_allowed_url(url: str) -> bool:
-    """https, or plain http to a loopback host (tests, a mirror on this machine): the files
-    are run as code-like model weights, so no one on the path may swap them."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return True
-    host = parts.hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    return parts.scheme == "http" and loopback
-
-
 def check_base_url(base_url: str) -> None:
     """Refuse a --base-url that is_allowed_url refuses."""
     if not is_allowed_url(base_url):
-        raise DownloadError(f"--base-url must be an https:// address (http:// only for "
-                            f"loopback hosts): {base_url}", ExitCode.USAGE)
+        raise DownloadError(f"--base-url must be {ALLOWED_URLS}: {base_url}",
+                            ExitCode.USAGE)
 
 
 def object_url(base_url: str, path: str) -> str:
@@ -145,8 +136,7 @@ def _get(url: str, headers: dict[str, str]) -> requests.Response:
         response.close()
         target = urljoin(url, response.headers["Location"])
         if not is_allowed_url(target):
-            raise DownloadError(f"{url} redirects to {target}, refused: only https:// (http:// "
-                                "to a loopback host) is followed", ExitCode.DOWNLOAD_FAILED)
+            raise DownloadError(refused_redirect(url, target), ExitCode.DOWNLOAD_FAILED)
         url = target
     raise DownloadError(f"more than {MAX_REDIRECTS} redirects, the last to {url}",
                         ExitCode.DOWNLOAD_FAILED)
@@ -345,6 +335,7 @@ def download(url: str, target: Path, progress: bool = True) -> bool:
     _check_complete(partial, expected, url, announced)
     try:
         os.replace(partial, target)
+        fsync_folder(target.parent)  # the .part was flushed: now the rename too
     except OSError as error:
         raise DownloadError(f"cannot rename {partial} to {target.name}: {error}",
                             ExitCode.OUTPUT_FAILED) from error

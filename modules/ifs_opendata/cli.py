@@ -5,7 +5,8 @@
     python -m modules.ifs_opendata status [--days N] [--until YYYY-MM-DD] [--grid-step DEG]
 
 The base URL defaults to the IFS_OPENDATA_URL setting, else ECMWF's portal; any mirror
-with the same layout works (e.g. https://ecmwf-forecasts.s3.eu-central-1.amazonaws.com).
+with the same layout works (e.g. https://ecmwf-forecasts.s3.eu-central-1.amazonaws.com),
+over https (plain http only on a loopback host).
 """
 from __future__ import annotations
 
@@ -22,7 +23,13 @@ from config.settings import Settings
 from graphcast_contract.cycles import iso_utc, parse_cycle
 from graphcast_contract.errors import DatabaseError, ExitCode, MissingDataError, exit_code_help
 from graphcast_contract.sources import ECMWF_OPENDATA_URL, InputSource
-from modules.ifs_opendata.download import DownloadError, MissingFieldError, RunDownloader
+from graphcast_contract.urls import ALLOWED_URLS, is_allowed_url
+from modules.ifs_opendata.download import (
+    CacheError,
+    DownloadError,
+    MissingFieldError,
+    RunDownloader,
+)
 from modules.ifs_opendata.fetch import DEFAULT_GRID_STEP, fetch_cycle
 from modules.inputs.cli import grid_step_arg, print_status
 from modules.inputs.sources import InvalidDataError, UnreadableFileError
@@ -55,13 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download (byte ranges of the published .index, resumable, cached) and "
                     "store the step-0 fields of the runs at T0-6h and T0.",
         epilog=exit_code_help(ExitCode.USAGE, ExitCode.NO_DATA, ExitCode.DATABASE,
-                              ExitCode.UNREADABLE_FILE, ExitCode.DOWNLOAD_FAILED),
+                              ExitCode.UNREADABLE_FILE, ExitCode.DOWNLOAD_FAILED,
+                              ExitCode.OUTPUT_FAILED),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     fetch.add_argument("--cycle", type=_cycle, required=True, metavar="{latest|ISO8601}",
                        help="T0 on a 6-hourly slot, or 'latest': the newest run published")
     fetch.add_argument("--base-url", default=None, metavar="URL",
-                       help="open-data root (default: the IFS_OPENDATA_URL setting, else "
-                            f"{ECMWF_OPENDATA_URL})")
+                       help=f"open-data root, {ALLOWED_URLS} (default: the "
+                            f"IFS_OPENDATA_URL setting, else {ECMWF_OPENDATA_URL})")
     fetch.add_argument("--grid-step", type=grid_step_arg, default=DEFAULT_GRID_STEP,
                        metavar="DEG", help="store on this grid, conservatively regridded "
                                            f"(default {DEFAULT_GRID_STEP}: as published)")
@@ -107,6 +115,10 @@ def fetch_into_store(settings: Settings, cycle: datetime | str, grid_step: float
     """Fetch one cycle (or LATEST) onto the `grid_step` grid; one log line on success, one
     error line and a distinct exit code else (also the live job's `--fetch`)."""
     base_url = base_url or settings.ifs_opendata_url
+    if not is_allowed_url(base_url):
+        log.error("the open-data URL (--base-url, IFS_OPENDATA_URL) must be %s: %s",
+                  ALLOWED_URLS, base_url)
+        return ExitCode.USAGE
     downloader = RunDownloader(base_url.rstrip("/"), cache_dir or settings.ifs_opendata_cache_dir)
     try:
         init_time = latest_run(downloader) if cycle == LATEST else cycle
@@ -123,6 +135,9 @@ def fetch_into_store(settings: Settings, cycle: datetime | str, grid_step: float
     except DownloadError as exc:
         log.error("%s (nothing stored)", exc)
         return ExitCode.DOWNLOAD_FAILED
+    except CacheError as exc:
+        log.error("%s (nothing stored)", exc)
+        return ExitCode.OUTPUT_FAILED
     except (MissingFieldError, MissingDataError, InvalidDataError) as exc:
         log.error("%s (nothing stored)", exc)
         return ExitCode.NO_DATA

@@ -6,7 +6,9 @@ from then on) and its `multiurl` downloader fetches byte ranges. Only the index 
 the fields GraphCast_operational needs are fetched, each into its own cache file, so a
 field already on disk is never fetched again and an interrupted one resumes where it
 stopped. Each file's size is checked against the index. The run's `.index` is cached too:
-a cached run loads again without the network, after it has left the online window.
+a cached run loads again without the network, after it has left the online window (a cached
+index that is empty or damaged is downloaded again). Only https addresses are fetched (plain
+http only from a loopback host), also where a redirect leads.
 """
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from graphcast_contract.files import write_atomically
+from graphcast_contract.urls import is_allowed_url, refused_redirect
 from graphcast_contract.variables import PRESSURE_LEVELS_13
 
 log = logging.getLogger("ifs_opendata")
@@ -34,7 +38,12 @@ CHUNK_BYTES = 64 * 1024  # written as it arrives: an interrupted field resumes f
 
 
 class DownloadError(Exception):
-    """A run or field cannot be downloaded (HTTP error, unreachable, wrong size)."""
+    """A run or field cannot be downloaded (HTTP error, unreachable, wrong size, an index
+    that is no index, a redirect the URL policy refuses)."""
+
+
+class CacheError(Exception):
+    """The cache folder cannot be written (--cache-dir / IFS_OPENDATA_CACHE_DIR)."""
 
 
 class MissingFieldError(Exception):
@@ -63,17 +72,67 @@ def _entry_name(line: dict) -> str | None:
     return None
 
 
-def parse_index(text: str) -> dict[str, IndexEntry]:
-    """The `.index` file's step-0 entries by name (JSON lines with `_offset`/`_length`)."""
-    entries = {}
-    for raw in text.splitlines():
-        if not raw.strip():
-            continue
+def _index_line(raw: str) -> dict | None:
+    """One `.index` line as a JSON object with integer `_offset` >= 0 and `_length` > 0;
+    None for anything else (an HTML error page, a truncated line, another JSON value)."""
+    try:
         line = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(line, dict):
+        return None
+    offset, length = line.get("_offset"), line.get("_length")
+    if not all(type(value) is int for value in (offset, length)) or offset < 0 or length < 1:
+        return None
+    return line
+
+
+def parse_index(text: str, origin: str) -> dict[str, IndexEntry]:
+    """The `.index` file's step-0 entries by name (JSON lines with `_offset`/`_length`).
+
+    DownloadError naming `origin` (the URL or cached file) if it holds no line, or a line
+    that is no index entry (quoted, cut to 80 characters)."""
+    lines = [(number, raw) for number, raw in enumerate(text.splitlines(), 1) if raw.strip()]
+    if not lines:
+        raise DownloadError(f"{origin}: the index is empty")
+    entries = {}
+    for number, raw in lines:
+        line = _index_line(raw)
+        if line is None:
+            raise DownloadError(f"{origin}: line {number} is not an index entry (a JSON object "
+                                f"with integer _offset and _length): {raw[:80]!r}")
         name = _entry_name(line)
         if name and str(line.get("step", "0")) == "0":
-            entries[name] = IndexEntry(name, int(line["_offset"]), int(line["_length"]))
+            entries[name] = IndexEntry(name, line["_offset"], line["_length"])
     return entries
+
+
+def _cached_index(path: Path) -> dict[str, IndexEntry] | None:
+    """The entries of a cached index; None if there is none, or if it cannot be read or is
+    empty or damaged (a crash, a full disk): it is then downloaded again, never trusted."""
+    try:
+        return parse_index(path.read_text(encoding="utf-8"), str(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, UnicodeDecodeError, DownloadError) as exc:
+        log.warning("cached index unusable, downloading it again: %s", exc)
+        return None
+
+
+def _refuse_redirects_off_policy(response: requests.Response, *args: object,
+                                 **kwargs: object) -> None:
+    """A session response hook: DownloadError for a redirect to an address is_allowed_url
+    refuses (plain http off this machine, another scheme), before requests follows it."""
+    if response.is_redirect:
+        target = urljoin(response.url, response.headers["Location"])
+        if not is_allowed_url(target):
+            response.close()
+            raise DownloadError(refused_redirect(response.url, target))
+
+
+def _cache_error(folder: Path, exc: OSError) -> CacheError:
+    return CacheError(f"cannot write the open-data cache folder {folder} (--cache-dir, "
+                      f"IFS_OPENDATA_CACHE_DIR): {exc.strerror or exc}")
 
 
 class _DefaultTimeout(HTTPAdapter):
@@ -88,7 +147,8 @@ class _DefaultTimeout(HTTPAdapter):
 
 
 class RunDownloader:
-    """Fetches the step-0 fields of IFS runs from `base_url` into `cache_dir/{yyyymmddHH}/`."""
+    """Fetches the step-0 fields of IFS runs from `base_url` into `cache_dir/{yyyymmddHH}/`;
+    the caller checks `base_url` with is_allowed_url, redirects are checked here."""
 
     def __init__(self, base_url: str, cache_dir: Path) -> None:
         from ecmwf.opendata import Client
@@ -97,6 +157,7 @@ class RunDownloader:
                              maximum_retries=RETRIES, retry_after=1)
         for scheme in ("http://", "https://"):
             self.client.session.mount(scheme, _DefaultTimeout())
+        self.client.session.hooks["response"].append(_refuse_redirects_off_policy)
         self.cache_dir = cache_dir
 
     def data_url(self, run: datetime) -> str:
@@ -109,10 +170,14 @@ class RunDownloader:
         return self.cache_dir / run.strftime("%Y%m%d%H")
 
     def index(self, run: datetime) -> dict[str, IndexEntry]:
-        """The run's index entries, from the cache or downloaded (and then cached)."""
+        """The run's index entries, from the cache or downloaded (and then cached).
+
+        DownloadError if it cannot be downloaded or is no index; CacheError if it cannot be
+        cached."""
         cached = self.run_dir(run) / "index.jsonl"
-        if cached.exists():
-            return parse_index(cached.read_text())
+        entries = _cached_index(cached)
+        if entries is not None:
+            return entries
         url = self.data_url(run).removesuffix(".grib2") + ".index"
         try:
             reply = self.client.session.get(url, timeout=TIMEOUT_S)
@@ -123,15 +188,19 @@ class RunDownloader:
                                 "left the open data's online window of the last few days)")
         if reply.status_code != 200:
             raise DownloadError(f"{url}: HTTP {reply.status_code}")
-        entries = parse_index(reply.text)
-        with write_atomically(cached) as temporary:
-            temporary.write_text(reply.text)
+        entries = parse_index(reply.text, url)
+        try:
+            with write_atomically(cached) as temporary:
+                temporary.write_text(reply.text, encoding="utf-8")
+        except OSError as exc:
+            raise _cache_error(cached.parent, exc) from exc
         return entries
 
     def fetch(self, run: datetime, names: Sequence[str]) -> list[Path]:
         """Download the fields `names` of `run` (cached ones are kept); their files, in order.
 
-        MissingFieldError if the index lacks one; DownloadError if one cannot be fetched."""
+        MissingFieldError if the index lacks one; DownloadError if one cannot be fetched;
+        CacheError if one cannot be written to the cache."""
         entries = self.index(run)
         missing = [name for name in names if name not in entries]
         if missing:
@@ -158,9 +227,11 @@ class RunDownloader:
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else exc
             raise DownloadError(f"{url} ({entry.name}): HTTP {status}") from exc
-        except (requests.RequestException, AssertionError, OSError) as exc:
+        except (requests.RequestException, AssertionError) as exc:
             raise DownloadError(f"{url} ({entry.name}): incomplete download, run the "
                                 f"command again to resume ({exc})") from exc
+        except OSError as exc:  # not requests' (those are OSErrors too): writing the file
+            raise _cache_error(target.parent, exc) from exc
         size = target.stat().st_size
         if size != entry.length:
             target.unlink()

@@ -36,6 +36,11 @@ log = logging.getLogger("era5_loader")
 
 COMMANDS = ("load", "download", "status")
 DEFAULT_DOWNLOAD_DIR = PROJECT_ROOT / "data" / "era5"
+# cdsapi's defaults (500 tries, 120 s apart) would keep a daily cron job retrying a CDS
+# outage for about 16.7 hours; these give up after about two minutes a request, and the
+# next day's run (or a re-run) catches up.
+CDS_RETRY_MAX = 5
+CDS_SLEEP_MAX_S = 30
 
 
 def load_files(settings: Settings, paths: Sequence[Path], grid_step: float | None) -> int:
@@ -142,7 +147,8 @@ def download_and_load(settings: Settings, dates: Sequence[date], directory: Path
     try:
         import cdsapi
 
-        client = cdsapi.Client(quiet=True, progress=False)
+        client = cdsapi.Client(quiet=True, progress=False, retry_max=CDS_RETRY_MAX,
+                               sleep_max=CDS_SLEEP_MAX_S)
     except Exception as exc:  # cdsapi raises a bare Exception for missing configuration
         log.error("cannot set up the CDS client: %s (put your key in ~/.cdsapirc or set "
                   "CDSAPI_URL and CDSAPI_KEY)", exc)

@@ -103,12 +103,6 @@ def _unit_factor(path: Path, variable: Era5Variable, ref: FieldRef) -> float:
     return factor
 
 
-def _describe(ref: FieldRef) -> str:
-    level = f" at {ref.level} hPa" if ref.level else ""
-    when = f" valid {ref.valid_time:%Y-%m-%dT%H:%M}Z" if ref.valid_time else ""
-    return f"field {ref.name!r}{level}{when}"
-
-
 def plan_fields(source: Source) -> list[PlannedField]:
     """Map every field of `source` to what the store gets; InvalidDataError on anything
     that cannot be loaded (unknown name or unit, wrong level type, duplicates, hours)."""
@@ -127,13 +121,13 @@ def plan_fields(source: Source) -> list[PlannedField]:
             statics.setdefault(variable.name, PlannedField(variable.name, 0, None, ref, factor))
             continue
         if ref.valid_time is None:
-            raise InvalidDataError(f"{path}: {_describe(ref)} has no valid time coordinate")
+            raise InvalidDataError(f"{path}: {ref.describe()} has no valid time coordinate")
         if (variable.kind == ATMOSPHERIC) != (ref.level > 0):
-            raise InvalidDataError(f"{path}: {_describe(ref)}: {variable.name} needs "
+            raise InvalidDataError(f"{path}: {ref.describe()}: {variable.name} needs "
                                    f"{'a pressure level' if ref.level == 0 else 'a single level'}")
         key = (variable.name, ref.level, ref.valid_time)
         if key in seen:
-            raise InvalidDataError(f"{path}: {_describe(ref)} appears twice")
+            raise InvalidDataError(f"{path}: {ref.describe()} appears twice")
         seen.add(key)
         planned.append(PlannedField(variable.name, ref.level, ref.valid_time, ref, factor))
     check_hourly_sequence(path, hourly_times(planned))
@@ -161,11 +155,12 @@ def check_hourly_sequence(path: Path, hours: Sequence[datetime]) -> None:
             "from incomplete hours")
 
 
-def derive_precipitation_6hr(cur: Cursor, grid: Grid, hours: Sequence[datetime]
+def derive_precipitation_6hr(cur: Cursor, grid: Grid, hours: Sequence[datetime], path: Path
                              ) -> list[datetime]:
     """Store `total_precipitation_6hr` at each 6-hourly time T whose window touches `hours`
-    and whose six hourly accumulations (valid T-5h ... T) are all in the store now, as their
-    sum. Returns the times derived; a window with hours still absent is left alone."""
+    (loaded from `path`) and whose six hourly accumulations (valid T-5h ... T) are all in the
+    store now, as their sum. Returns the times derived; a window with hours still absent is
+    left alone. InvalidDataError if a sum overflows float32 (hourly values near its limit)."""
     ends = sorted({h + timedelta(hours=-h.hour % PRECIPITATION_HOURS) for h in hours})
     derived = []
     for end in ends:
@@ -178,26 +173,36 @@ def derive_precipitation_6hr(cur: Cursor, grid: Grid, hours: Sequence[datetime]
                      ", ".join(f"{a:%Y-%m-%dT%H:%M}Z" for a in sorted(absent)))
             continue
         total = sum(part[(HOURLY_PRECIPITATION, 0)].astype(np.float64) for part in parts)
-        store.write_fields(cur, grid, end, {(PRECIPITATION_6HR, 0): total.astype(np.float32)})
+        with np.errstate(over="ignore"):
+            total = total.astype(np.float32)
+        if not np.all(np.isfinite(total)):
+            raise InvalidDataError(f"{path}: {PRECIPITATION_6HR} at {end:%Y-%m-%dT%H:%M}Z: the "
+                                   "sum of the hourly accumulations is beyond float32's range")
+        store.write_fields(cur, grid, end, {(PRECIPITATION_6HR, 0): total})
         derived.append(end)
     return derived
 
 
 def build_field(source: Source, orientation: Orientation, regridder: Regridder | None,
                 item: PlannedField) -> np.ndarray:
-    """The stored (lat, lon) float32 array of `item`: read, checked, converted, regridded.
-    InvalidDataError naming the field if it holds NaN or infinite values."""
-    raw = source.read(item.ref)
-    bad = int(np.count_nonzero(~np.isfinite(raw)))
+    """The stored (lat, lon) float32 array of `item`: read, converted, regridded, checked.
+
+    InvalidDataError naming the field if the result holds NaN or infinite values: checked
+    once, on what is stored, so a value that only overflows in the unit factor or the
+    float32 cast (a float64 1e300) is caught too, and a NaN in the file reaches the result."""
+    field = orientation.apply(source.read(item.ref))
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is reported below
+        if item.factor != 1.0:
+            field = field * item.factor
+        if regridder is not None:
+            field = regridder(field)
+        field = field.astype(np.float32, copy=False)
+    bad = int(np.count_nonzero(~np.isfinite(field)))
     if bad:
-        raise InvalidDataError(f"{source.path}: {_describe(item.ref)} has {bad} NaN or "
-                               f"infinite values out of {raw.size}")
-    field = orientation.apply(raw)
-    if item.factor != 1.0:
-        field = field * item.factor
-    if regridder is not None:
-        field = regridder(field)
-    return field.astype(np.float32, copy=False)
+        raise InvalidDataError(f"{source.path}: {item.ref.describe()} has {bad} NaN or "
+                               f"infinite values out of {field.size} (as stored: float32, "
+                               "in the store's units and grid)")
+    return field
 
 
 def target_grid(source: Source, native: Grid, grid_step: float | None) -> Grid:
@@ -245,7 +250,7 @@ def load_into(cur: Cursor, path: Path | str, grid_step: float | None = None,
             else:
                 store.write_fields(cur, target, item.valid_time,
                                    {(item.variable, item.level): field}, data_source)
-        derived = derive_precipitation_6hr(cur, target, hourly_times(plan))
+        derived = derive_precipitation_6hr(cur, target, hourly_times(plan), path)
     finally:
         source.close()
     times = sorted({p.valid_time for p in plan if p.valid_time is not None})

@@ -13,8 +13,11 @@ stays bounded by one field whatever the file's size.
 
 Sizes a file declares are checked before anything is read, since a read allocates what the
 header says: grids finer than `min_grid_step` (ERA5_MIN_GRID_STEP, 0.1 deg by default) are
-refused, a GRIB message's point count must match its grid, and a NetCDF file must be large
-enough to hold the data its variables declare.
+refused, a GRIB message's point count must match its grid, a NetCDF file must be large
+enough to hold the data its variables declare, and no NetCDF chunk (what the library reads
+and decompresses whole to read any part of it) may exceed MAX_CHUNK_BYTES. A read that the
+file's damage makes fail (a corrupt compressed chunk, a GRIB message that no longer decodes)
+is an UnreadableFileError naming the file and the field.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import functools
 import itertools
 import os
 from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +55,12 @@ DEFAULT_MIN_GRID_STEP = Settings.era5_min_grid_step
 # deflate cannot shrink data more than about 1032:1, so a compressed variable stored in
 # fewer bytes than 1/1100 of its declared size is damaged or crafted
 MAX_COMPRESSION_RATIO = 1100
+# Reading any value of a chunked NetCDF variable reads (and decompresses) its whole chunk, so
+# a crafted file whose one chunk spans every time step (t2m 40 x 721 x 1440 in one zlib
+# chunk: under 1 MB on disk, 166 MB decompressed per field read) costs that much per field.
+# 64 MiB holds a 0.1 deg field (26 MB as float32) with room; netCDF-C's default chunks are
+# a few MiB (1 x 721 x 1440 floats: 4 MiB).
+MAX_CHUNK_BYTES = 64 * 2**20
 _COMPRESSION_FILTERS = ("zlib", "szip", "zstd", "bzip2", "blosc")
 
 
@@ -72,6 +82,12 @@ class FieldRef:
     valid_time: datetime | None
     locator: Hashable
     units: str | None
+
+    def describe(self) -> str:
+        """`field 'name' at L hPa valid T`, for messages."""
+        level = f" at {self.level} hPa" if self.level else ""
+        when = f" valid {self.valid_time:%Y-%m-%dT%H:%M}Z" if self.valid_time else ""
+        return f"field {self.name!r}{level}{when}"
 
 
 class Source(Protocol):
@@ -110,6 +126,18 @@ def open_source(path: Path, min_grid_step: float = DEFAULT_MIN_GRID_STEP) -> Sou
     return NetcdfSource(path, min_grid_step)
 
 
+@contextmanager
+def reading(path: Path, what: str, *errors: type[Exception]) -> Iterator[None]:
+    """Turn what a damaged file makes a read raise (netCDF4/HDF5: RuntimeError such as
+    "NetCDF: HDF error", OSError; ecCodes: the `errors` given) into UnreadableFileError
+    naming the file and `what` is read."""
+    try:
+        yield
+    except (RuntimeError, OSError, *errors) as exc:
+        raise UnreadableFileError(f"{path}: cannot read {what}, the file is damaged or "
+                                  f"unreadable ({type(exc).__name__}: {exc})") from exc
+
+
 def check_grid_size(path: Path, n_lat: int, n_lon: int, min_grid_step: float) -> None:
     """InvalidDataError unless a global grid of n_lat x n_lon points is at least 2 x 2 and
     no finer than `min_grid_step` degrees (a read allocates the declared size)."""
@@ -146,7 +174,8 @@ class NetcdfSource:
         except Exception as exc:  # netCDF4/HDF5 raise many types for damaged files
             raise UnreadableFileError(f"{path}: cannot open as NetCDF ({exc})") from exc
         try:
-            self._open(min_grid_step)
+            with reading(path, "its coordinates"):
+                self._open(min_grid_step)
         except BaseException:
             self._ds.close()
             raise
@@ -179,7 +208,8 @@ class NetcdfSource:
         refs = []
         for name, var in self._ds.data_vars.items():
             if self._lat in var.dims and self._lon in var.dims:
-                refs.extend(self._var_fields(str(name), var))
+                with reading(self.path, f"the coordinates of {name!r}"):
+                    refs.extend(self._var_fields(str(name), var))
         return refs
 
     def _var_fields(self, name: str, var: xr.DataArray) -> Iterator[FieldRef]:
@@ -223,7 +253,8 @@ class NetcdfSource:
     def read(self, ref: FieldRef) -> np.ndarray:
         var = self._ds[ref.name].isel(dict(ref.locator))
         var = var.squeeze([d for d in var.dims if d not in (self._lat, self._lon)])
-        return np.asarray(var.transpose(self._lat, self._lon).values)
+        with reading(self.path, ref.describe()):
+            return np.asarray(var.transpose(self._lat, self._lon).values)
 
     def close(self) -> None:
         self._ds.close()
@@ -231,12 +262,16 @@ class NetcdfSource:
 
 def check_stored_size(path: Path) -> None:
     """InvalidDataError if the file is too small for the data its variables declare
-    (uncompressed: exactly; compressed: at least 1/MAX_COMPRESSION_RATIO of it)."""
+    (uncompressed: exactly; compressed: at least 1/MAX_COMPRESSION_RATIO of it), or if a
+    variable's chunk exceeds MAX_CHUNK_BYTES."""
     import netCDF4
 
     try:
         with netCDF4.Dataset(path) as ds:
-            needed = sum(_least_stored_bytes(var) for var in _all_variables(ds))
+            variables = list(_all_variables(ds))
+            for var in variables:
+                _check_chunk(path, var)
+            needed = sum(_least_stored_bytes(var) for var in variables)
     except (OSError, RuntimeError) as exc:  # netCDF4 raises these for damaged files
         raise UnreadableFileError(f"{path}: cannot open as NetCDF ({exc})") from exc
     size = os.path.getsize(path)
@@ -250,6 +285,20 @@ def _all_variables(group) -> Iterator:
     yield from group.variables.values()
     for child in group.groups.values():
         yield from _all_variables(child)
+
+
+def _check_chunk(path: Path, var) -> None:
+    """InvalidDataError if one chunk of `var` (read and decompressed whole whenever any of
+    it is read) holds more than MAX_CHUNK_BYTES."""
+    chunks = var.chunking()
+    if chunks == "contiguous" or chunks is None or not isinstance(var.dtype, np.dtype):
+        return
+    size = int(np.prod(chunks, dtype=np.int64)) * var.dtype.itemsize
+    if size > MAX_CHUNK_BYTES:
+        raise InvalidDataError(f"{path}: variable {var.name!r} is stored in chunks of "
+                               f"{size:,} bytes ({' x '.join(map(str, chunks))}), more than "
+                               f"the {MAX_CHUNK_BYTES:,} allowed: each field read would "
+                               "decompress a whole chunk")
 
 
 def _least_stored_bytes(var) -> int:
@@ -350,14 +399,17 @@ class GribSource:
     def read(self, ref: FieldRef) -> np.ndarray:
         import eccodes
 
-        self._file.seek(int(ref.locator))
-        handle = eccodes.codes_grib_new_from_file(self._file)
-        try:
-            values = eccodes.codes_get_values(handle)
-            if eccodes.codes_get(handle, "bitmapPresent"):
-                values[values == eccodes.codes_get(handle, "missingValue")] = np.nan
-        finally:
-            eccodes.codes_release(handle)
+        with reading(self.path, ref.describe(), eccodes.CodesInternalError):
+            self._file.seek(int(ref.locator))
+            handle = eccodes.codes_grib_new_from_file(self._file)
+            if handle is None:  # the file was cut short since it was opened
+                raise OSError(f"no GRIB message at byte {ref.locator}")
+            try:
+                values = eccodes.codes_get_values(handle)
+                if eccodes.codes_get(handle, "bitmapPresent"):
+                    values[values == eccodes.codes_get(handle, "missingValue")] = np.nan
+            finally:
+                eccodes.codes_release(handle)
         return values.reshape(self._shape)
 
     def close(self) -> None:

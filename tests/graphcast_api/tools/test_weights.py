@@ -22,6 +22,7 @@ from graphcast_api.__main__ import main
 from graphcast_api.tools import weights
 from graphcast_contract.errors import ExitCode
 from graphcast_contract.project import PROJECT_ROOT
+from tests.graphcast_contract.test_files import record_fsyncs
 
 
 @dataclass
@@ -214,6 +215,16 @@ def test_fetch_example_dataset(bucket: Bucket, tmp_path: Path) -> None:
     assert path.read_bytes() == bucket.objects[weights.example_dataset_path(4)]
     with pytest.raises(ValueError, match="steps"):
         weights.example_dataset_path(5)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="folders are flushed on POSIX only")
+def test_a_downloaded_file_is_flushed_before_its_rename_and_its_folder_after(
+        bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / weights.example_dataset_path(4)
+    calls = record_fsyncs(monkeypatch, target)
+    weights.fetch_example_dataset(tmp_path, base_url=bucket.url, progress=False)
+    assert calls[:2] == [(target.stat().st_ino, False, False),  # FILE.part, complete
+                         (target.parent.stat().st_ino, True, True)]  # renamed to FILE
 
 
 def test_command_line_entry_point_without_torch(bucket: Bucket, tmp_path: Path) -> None:

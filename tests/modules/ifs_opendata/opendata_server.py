@@ -4,7 +4,8 @@ Layout as published: `{yyyymmdd}/{HH}z/ifs/0p25/{stream}/{yyyymmddHHMMSS}-0h-{st
 plus its `.index` (JSON lines with `_offset`/`_length`). Files are built with ecCodes from a
 synthetic state (latitudes north to south, as published). Range requests are honoured and
 recorded; a run can be served truncated, cut off once in mid-transfer, or its data file
-answered with an HTTP error (its index still served).
+answered with an HTTP error (its index still served); any path can be redirected, and
+`/mirror/...` serves what `/...` does (a redirect target on the same server).
 """
 from __future__ import annotations
 
@@ -91,13 +92,15 @@ class OpenDataServer(LoopbackServer):
 
     `runs` maps a run time to its Run; `truncate` serves a run's data cut to that many bytes;
     `cut_once` sends only half of the first ranged reply of a run, then closes; `fail_data`
-    answers a run's data file (not its index) with that HTTP status."""
+    answers a run's data file (not its index) with that HTTP status; `redirects` answers a
+    path with a 302 to its Location."""
 
     def __init__(self, runs: dict[datetime, Run]) -> None:
         self.runs = {run_path(when): run for when, run in runs.items()}
         self.truncate: dict[str, int] = {}
         self.cut_once: set[str] = set()
         self.fail_data: dict[str, int] = {}
+        self.redirects: dict[str, str] = {}
         self.ranges: list[tuple[str, int, int]] = []  # (path, first byte, last byte)
         self.url = self._listen(self._handler())
 
@@ -120,7 +123,7 @@ class OpenDataServer(LoopbackServer):
                 return None
 
             def _body(self) -> tuple[str, bytes] | None:
-                base, dot, ext = self.path.rpartition(".")
+                base, dot, ext = self.path.removeprefix("/mirror").rpartition(".")
                 run = server.runs.get(base)
                 if run is None or ext not in ("grib2", "index"):
                     return None
@@ -131,14 +134,21 @@ class OpenDataServer(LoopbackServer):
                 return base, run.data[:server.truncate.get(base, len(run.data))]
 
             def _refuse(self) -> None:
-                """404, or the status `fail_data` sets for this run's data file."""
+                """A redirect if one is set; else 404, or the status `fail_data` sets for
+                this run's data file."""
+                if self.path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 status = server.fail_data.get(self.path.rpartition(".")[0], 404)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
-                found = self._body()
+                found = None if self.path in server.redirects else self._body()
                 if found is None:
                     return self._refuse()
                 self.send_response(200)
@@ -147,7 +157,7 @@ class OpenDataServer(LoopbackServer):
                 self.end_headers()
 
             def do_GET(self) -> None:  # noqa: N802
-                found = self._body()
+                found = None if self.path in server.redirects else self._body()
                 if found is None:
                     return self._refuse()
                 base, body = found

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 
 from graphcast_contract.errors import ExitCode
 from graphcast_contract.local_service import free_port
@@ -23,6 +24,7 @@ from modules.inputs.era5_variables import cycle_fields
 from tests.modules.ifs_opendata.opendata_server import (
     OpenDataServer,
     build_run,
+    run_path,
     runs_of_cycle,
     synthetic_field,
 )
@@ -31,6 +33,7 @@ STEP = 10.0
 SHAPE = (19, 36)  # 10 deg, latitudes 90..-90 as published
 AFTER_50R1 = datetime(2026, 5, 13, 6, tzinfo=timezone.utc)   # 00z and 06z under `oper`
 BEFORE_50R1 = datetime(2026, 5, 11, 6, tzinfo=timezone.utc)  # 06z under `scda`
+PREVIOUS = AFTER_50R1 - timedelta(hours=6)  # the run a fetch of AFTER_50R1 loads first
 
 
 def fetch(server: OpenDataServer, cycle: datetime, cache: Path, *extra: str) -> int:
@@ -189,3 +192,119 @@ def test_latest_with_nothing_listening_is_a_download_failure(tmp_path: Path, cap
     assert code == ExitCode.DOWNLOAD_FAILED
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "unreachable" in errors[0] and "\n" not in errors[0]
+
+
+def error_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("index, bad_line", [
+    ("<!DOCTYPE html>\n<html><body>Service unavailable</body></html>\n", "<!DOCTYPE html>"),
+    ('{"levtype": "sfc", "param": "2t", "step": "0", "_length": 10}\n', '"param": "2t"'),
+    ('[1, 2, 3]\n', "[1, 2, 3]"),
+    ("\n", None),
+], ids=["html page", "no _offset", "not an object", "empty"])
+def test_an_index_that_is_no_index_fails_with_one_line_and_stores_nothing(
+        conn, tmp_path: Path, caplog, index: str, bad_line: str | None) -> None:
+    runs = runs_of_cycle(AFTER_50R1, SHAPE)
+    runs[PREVIOUS].index = index  # served with HTTP 200; the first run fetched
+    with OpenDataServer(runs) as server, caplog.at_level(logging.ERROR):
+        code = fetch(server, AFTER_50R1, tmp_path)
+    errors = error_lines(caplog)
+    assert code == ExitCode.DOWNLOAD_FAILED
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    assert f"{run_path(PREVIOUS)}.index: " in errors[0]  # the URL
+    if bad_line is None:
+        assert "the index is empty" in errors[0]
+    else:
+        assert "line 1 is not an index entry" in errors[0] and bad_line in errors[0]
+    assert counts(conn) == (0, 0)
+    assert not (tmp_path / f"{PREVIOUS:%Y%m%d%H}" / "index.jsonl").exists()  # not cached
+
+
+@pytest.mark.parametrize("where", ["--cache-dir", "IFS_OPENDATA_CACHE_DIR"])
+def test_a_cache_folder_that_cannot_be_written_is_one_line_exit_11(
+        conn, tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """The cache folder under a plain file (a read-only mode would not stop root)."""
+    (tmp_path / "a-file").write_text("not a folder")
+    cache = tmp_path / "a-file" / "cache"
+    with OpenDataServer(runs_of_cycle(AFTER_50R1, SHAPE)) as server, \
+            caplog.at_level(logging.ERROR):
+        if where == "--cache-dir":
+            code = fetch(server, AFTER_50R1, cache)
+        else:
+            monkeypatch.setenv("IFS_OPENDATA_CACHE_DIR", str(cache))
+            code = main(["fetch", "--cycle", AFTER_50R1.isoformat(), "--base-url", server.url,
+                         "--grid-step", str(STEP)])
+    errors = error_lines(caplog)
+    assert code == ExitCode.OUTPUT_FAILED
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    assert "cannot write the open-data cache folder" in errors[0] and str(cache) in errors[0]
+    assert counts(conn) == (0, 0)
+
+
+def test_a_field_file_that_cannot_be_written_is_exit_11(conn, tmp_path: Path, caplog) -> None:
+    """Writing a field's download fails (its file is a link into a folder that is gone):
+    the same error as the index's cache, not an 'incomplete download'."""
+    folder = tmp_path / f"{PREVIOUS:%Y%m%d%H}"
+    folder.mkdir()
+    (folder / "2t.grib2.download").symlink_to(tmp_path / "gone" / "2t")
+    with OpenDataServer(runs_of_cycle(AFTER_50R1, SHAPE)) as server, \
+            caplog.at_level(logging.ERROR):
+        code = fetch(server, AFTER_50R1, tmp_path)
+    errors = error_lines(caplog)
+    assert code == ExitCode.OUTPUT_FAILED
+    assert len(errors) == 1 and "cannot write the open-data cache folder" in errors[0], errors
+    assert counts(conn) == (0, 0)
+
+
+@pytest.mark.parametrize("damage", ["", "{\"_offs"], ids=["zero-length", "cut short"])
+def test_an_empty_or_damaged_cached_index_is_downloaded_again(tmp_path: Path,
+                                                              damage: str) -> None:
+    with OpenDataServer(runs_of_cycle(AFTER_50R1, SHAPE)) as server:
+        downloader = download.RunDownloader(server.url, tmp_path)
+        downloader.fetch(AFTER_50R1, ["2t"])
+        cached = downloader.run_dir(AFTER_50R1) / "index.jsonl"
+        published = cached.read_text()
+        cached.write_text(damage)  # as a crash before the bytes reached the disk leaves it
+        assert downloader.fetch(AFTER_50R1, ["2t", "msl"])[1].name == "msl.grib2"
+    assert cached.read_text() == published
+
+
+@pytest.mark.parametrize("url", ["http://10.255.255.1", "http://opendata.invalid",
+                                 "ftp://127.0.0.1"])
+def test_a_base_url_off_policy_is_refused_before_any_request(
+        tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """Plain http off this machine (10.255.255.1 never answers) or another scheme: exit 2
+    at once, no request sent."""
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a request was sent")
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", no_network)
+    with caplog.at_level(logging.ERROR):
+        code = main(["fetch", "--cycle", AFTER_50R1.isoformat(), "--base-url", url,
+                     "--cache-dir", str(tmp_path)])
+    assert code == ExitCode.USAGE
+    errors = error_lines(caplog)
+    assert len(errors) == 1, errors
+    assert f"must be an https:// address (plain http:// only to a loopback host): {url}" \
+        in errors[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_redirects_are_followed_only_within_the_url_policy(conn, tmp_path: Path,
+                                                           caplog) -> None:
+    """A redirect of the index to plain http off this machine is refused, never fetched
+    (.invalid never resolves); one to the loopback server itself is followed."""
+    index = f"{run_path(PREVIOUS)}.index"
+    with OpenDataServer(runs_of_cycle(AFTER_50R1, SHAPE)) as server:
+        server.redirects[index] = f"http://opendata.invalid{index}"
+        with caplog.at_level(logging.ERROR):
+            assert fetch(server, AFTER_50R1, tmp_path) == ExitCode.DOWNLOAD_FAILED
+        errors = error_lines(caplog)
+        assert len(errors) == 1 and "\n" not in errors[0], errors
+        assert f"redirects to http://opendata.invalid{index}, refused" in errors[0]
+        assert counts(conn) == (0, 0)
+        server.redirects[index] = f"{server.url}/mirror{index}"
+        entries = download.RunDownloader(server.url, tmp_path).index(PREVIOUS)
+    assert set(needed_names()) <= set(entries)

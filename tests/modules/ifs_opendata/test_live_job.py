@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from graphcast_contract.cycles import floor_to_cycle
 from graphcast_contract.local_service import free_port
@@ -95,3 +96,26 @@ def test_unreachable_open_data_fails_the_live_job_with_exit_10(
     assert "unreachable" in errors[0]
     assert query(clean_db, "SELECT source, status, exit_code FROM forecast_runs") == [
         ("ifs-opendata", "skipped", 10)]
+
+
+@pytest.mark.parametrize("problem, code", [("html index", 10), ("cache under a file", 11)])
+def test_a_bad_index_or_cache_fails_the_live_job_with_its_code_and_a_ledger_row(
+        clean_db: str, api: ContractApi, tmp_path: Path, problem: str, code: int) -> None:
+    """An index answered with an HTML page, a cache folder that cannot be written: one
+    error line from the fetch, no traceback, and the attempt in the ledger."""
+    latest = floor_to_cycle(datetime.now(timezone.utc)) - timedelta(hours=12)
+    runs = runs_of_cycle(latest, SHAPE)
+    if problem == "html index":
+        runs[latest - timedelta(hours=6)].index = "<html><body>maintenance</body></html>\n"
+    with OpenDataServer(runs) as server:
+        job = _live_runner(clean_db, api, server, tmp_path)
+        if problem == "cache under a file":
+            (tmp_path / "a-file").write_text("not a folder")
+            job.env["IFS_OPENDATA_CACHE_DIR"] = str(tmp_path / "a-file" / "cache")
+        result = job("--source", "ifs-opendata", "--fetch")
+    assert result.returncode == code, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if " ERROR " in line]
+    assert len(errors) == 2, result.output  # the fetch's reason, then the job's
+    assert query(clean_db, "SELECT source, status, exit_code FROM forecast_runs") == [
+        ("ifs-opendata", "skipped", code)]

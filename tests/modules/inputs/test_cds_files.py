@@ -190,3 +190,17 @@ def test_cli_exit_code_for_missing_hours(clean_db: str, tmp_path: Path) -> None:
     assert done.returncode == ExitCode.NO_DATA
     assert "hourly accumulations missing for 2022-01-01T03:00Z" in done.stderr
     assert count_rows(clean_db) == (0, 0)
+
+
+def test_hourly_precipitation_whose_sum_overflows_float32_is_invalid_data(
+        clean_db: str, tmp_path: Path) -> None:
+    """Each hour finite as float32 (1e38 m), their six-hour sum not: exit 3, not the store's
+    ValueError, and nothing loaded."""
+    values, times = _hourly_tp(list(range(1, 7)))
+    path = cds_netcdf(tmp_path / "flood.nc", {"tp": np.full_like(values, 1e38)}, times)
+    done = run_loader(clean_db, path, "--grid-step", "10")
+    assert done.returncode == ExitCode.NO_DATA, done.stderr
+    assert "Traceback" not in done.stderr
+    assert ("flood.nc: total_precipitation_6hr at 2022-01-01T06:00Z: the sum of the hourly "
+            "accumulations is beyond float32's range") in done.stderr
+    assert count_rows(clean_db) == (0, 0)

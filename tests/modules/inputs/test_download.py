@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,9 @@ import pytest
 
 from graphcast_contract.cycles import cycles_of_days
 from graphcast_contract.errors import ExitCode
+from graphcast_contract.local_service import free_port
 from graphcast_contract.model_spec import global_grid
+from modules.inputs import cli
 from modules.inputs.era5_download import day_requests
 from modules.inputs.status import cycle_status
 from modules.storage import db
@@ -164,3 +167,21 @@ def test_download_without_a_cds_key(clean_db: str, tmp_path: Path) -> None:
                       HOME=str(tmp_path), CDSAPI_RC=str(tmp_path / "absent.cdsapirc"))
     assert done.returncode == ExitCode.DOWNLOAD_FAILED
     assert "put your key in ~/.cdsapirc" in done.stderr
+
+
+def test_a_cds_outage_gives_up_after_the_bounded_retries(
+        clean_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing listens at CDSAPI_URL: exit 10 after CDS_RETRY_MAX tries CDS_SLEEP_MAX_S
+    apart (small here), not cdsapi's 500 tries 120 s apart (~16.7 h of a daily cron job)."""
+    monkeypatch.setattr(cli, "CDS_RETRY_MAX", 3)
+    monkeypatch.setattr(cli, "CDS_SLEEP_MAX_S", 0.2)
+    monkeypatch.setenv("DATABASE_URL", clean_db)
+    monkeypatch.setenv("CDSAPI_URL", f"http://127.0.0.1:{free_port()}/api")
+    monkeypatch.setenv("CDSAPI_KEY", "x")
+    codes: list[int] = []
+    command = threading.Thread(target=lambda: codes.append(cli.main(
+        ["download", "--date", "2022-01-01", "--dir", str(tmp_path)])), daemon=True)
+    command.start()
+    command.join(timeout=30)  # without the bound it would still be retrying
+    assert codes == [ExitCode.DOWNLOAD_FAILED]
+    assert list(tmp_path.iterdir()) == []
