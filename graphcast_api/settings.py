@@ -35,6 +35,9 @@ DEFAULT_QUEUE_WAIT_S = 300.0  # a forecast not started this long after it arrive
 # A body still arriving this long after its forecast took a slot gets 408 (the slot is freed):
 # GraphCast_operational's 689 MB binary body needs 2.3 MB/s.
 DEFAULT_BODY_TIMEOUT_S = 300.0
+# A connection whose request headers are not complete this long after it opened (or after its
+# previous answer) is closed: silent connections would fill uvicorn's connection limit.
+DEFAULT_HEADER_TIMEOUT_S = 10.0
 # Caps on what one forecast may ask for (docs/api.md, "Limits"): they bound the reply's size.
 DEFAULT_MAX_SITES = 1000
 DEFAULT_MAX_SITE_NAME_CHARS = 100
@@ -54,6 +57,7 @@ ENV: dict[str, tuple[str, str | None]] = {
     "queue_wait_s": ("GRAPHCAST_API_QUEUE_WAIT_S", str(DEFAULT_QUEUE_WAIT_S)),
     "queue_slots": ("GRAPHCAST_API_QUEUE_SLOTS", str(DEFAULT_QUEUE_SLOTS)),
     "body_timeout_s": ("GRAPHCAST_API_BODY_TIMEOUT_S", str(DEFAULT_BODY_TIMEOUT_S)),
+    "header_timeout_s": ("GRAPHCAST_API_HEADER_TIMEOUT_S", str(DEFAULT_HEADER_TIMEOUT_S)),
     "max_sites": ("GRAPHCAST_API_MAX_SITES", str(DEFAULT_MAX_SITES)),
     "max_site_name_chars": ("GRAPHCAST_API_MAX_SITE_NAME_CHARS",
                             str(DEFAULT_MAX_SITE_NAME_CHARS)),
@@ -92,6 +96,7 @@ class ServiceSettings:
     queue_wait_s: float
     queue_slots: int         # forecasts that may wait (body read) while one runs
     body_timeout_s: float    # longest read of a body (its forecast's slot is held)
+    header_timeout_s: float  # longest wait for a request's headers on a connection
     max_sites: int
     max_site_name_chars: int
     max_values: int          # sites x variables x lead times in one reply
@@ -143,6 +148,7 @@ def load_service_settings(args: argparse.Namespace | None = None,
         queue_wait_s=positive("queue_wait_s", raw["queue_wait_s"]),
         queue_slots=whole("queue_slots", raw["queue_slots"], minimum=0),
         body_timeout_s=positive("body_timeout_s", raw["body_timeout_s"]),
+        header_timeout_s=positive("header_timeout_s", raw["header_timeout_s"]),
         max_sites=whole("max_sites", raw["max_sites"]),
         max_site_name_chars=whole("max_site_name_chars", raw["max_site_name_chars"]),
         max_values=whole("max_values", raw["max_values"]),

@@ -18,9 +18,11 @@ from pathlib import Path
 import uvicorn
 
 from graphcast_api.service.app import ServiceLimits, create_app, set_model
+from graphcast_api.service.header_deadline import with_header_deadline
 from graphcast_api.service.model_card import Forecaster
 from graphcast_api.settings import (
     DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_HOST,
     DEFAULT_MAX_SITE_NAME_CHARS,
     DEFAULT_MAX_SITES,
@@ -48,8 +50,11 @@ log = logging.getLogger("graphcast_api.serve")
 
 MIN_TOKEN_CHARS = 16
 # Open connections uvicorn accepts (beyond: a plain 503). Connections that are not admitted
-# to the queue hold little (uvicorn stops reading their body), so this only stops a flood.
+# to the queue hold little (uvicorn stops reading their body). Each one counts, also one that
+# has sent nothing: such a connection is closed after --header-timeout-s (header_deadline.py),
+# an idle one between requests after KEEP_ALIVE_S.
 MAX_CONNECTIONS = 64
+KEEP_ALIVE_S = 5  # uvicorn's default, stated: idle keep-alive connections count too
 
 
 class ModelFilesMissing(Exception):
@@ -99,6 +104,8 @@ def add_commands(subcommands: argparse._SubParsersAction) -> None:
                        f"(default {DEFAULT_QUEUE_SLOTS})",
         "body_timeout_s": "longest read of a request body, which holds a queue slot, before "
                           f"408 (default {DEFAULT_BODY_TIMEOUT_S:g})",
+        "header_timeout_s": "longest wait for a request's headers before its connection is "
+                            f"closed (default {DEFAULT_HEADER_TIMEOUT_S:g})",
         "max_sites": f"most sites in one forecast (default {DEFAULT_MAX_SITES})",
         "max_site_name_chars": "longest site name, characters "
                                f"(default {DEFAULT_MAX_SITE_NAME_CHARS})",
@@ -220,7 +227,10 @@ def run_serve(args: argparse.Namespace) -> int:
         max_site_name_chars=settings.max_site_name_chars, max_values=settings.max_values))
     server = SignalledServer(uvicorn.Config(app, host=settings.host, port=settings.port,
                                             log_level="info", log_config=None,
-                                            limit_concurrency=MAX_CONNECTIONS))
+                                            limit_concurrency=MAX_CONNECTIONS,
+                                            timeout_keep_alive=KEEP_ALIVE_S,
+                                            http=with_header_deadline(
+                                                settings.header_timeout_s)))
     failed: list[ExitCode] = []  # the code of a failed load
 
     def load() -> None:
