@@ -1,5 +1,7 @@
 """Which addresses the project downloads from: the one policy of every downloader (weights,
-open data), for base URLs and for where their redirects lead."""
+open data), for base URLs and for where their redirects lead; and the one rule for what is
+this machine only (`is_loopback_host`: the service's exposure check, the job's proxy bypass,
+the local Ray instance)."""
 from __future__ import annotations
 
 import ipaddress
@@ -16,12 +18,22 @@ def is_allowed_url(url: str) -> bool:
     parts = urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
         return True
-    host = parts.hostname or ""
+    return parts.scheme == "http" and is_loopback_host(parts.hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (an address, `[::1]`, or a name) is this machine only: `localhost` or
+    a loopback address (127.0.0.0/8, ::1, or 127.0.0.0/8 mapped into IPv6, `::ffff:127.0.0.1`,
+    as an IPv6 socket bound to IPv4 loopback shows it). Any other name may resolve to any
+    interface."""
+    host = host.strip().lower()
+    if host == "localhost":
+        return True
     try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        loopback = False
-    return parts.scheme == "http" and loopback
+        return False
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
 
 
 def refused_redirect(url: str, target: str) -> str:

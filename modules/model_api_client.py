@@ -6,17 +6,22 @@ reverse proxy saying it is busy or away). A read timeout or a 500 is never retri
 service may still be computing that forecast, and a second POST would queue another one.
 Backoff is exponential; `Retry-After` is honoured up to RETRY_AFTER_CAP_S, and all the
 waits together stay within the read timeout (GRAPHCAST_API_TIMEOUT_S).
+
+A service on this machine (a loopback host) is called directly: the environment's proxy
+settings (HTTP_PROXY, ...) would otherwise route the token and the request through the proxy.
 """
 from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from urllib3.exceptions import ConnectTimeoutError, InvalidHeader
 from urllib3.util import Retry
 
 from graphcast_contract.errors import ApiError, InvalidReplyError
+from graphcast_contract.urls import is_loopback_host
 from graphcast_contract.wire import (
     BINARY_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -40,6 +45,9 @@ class ModelApiClient:
         self.retries = retries
         self.backoff_s = backoff_s
         self.session = requests.Session()
+        # requests' environment settings (proxies, .netrc, REQUESTS_CA_BUNDLE) only for a
+        # remote service: a proxy would see the token of a call that never leaves this host.
+        self.session.trust_env = not is_loopback_host(urlsplit(self.base_url).hostname or "")
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 

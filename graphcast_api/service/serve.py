@@ -8,7 +8,6 @@ background.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import signal
 import sys
@@ -41,6 +40,7 @@ from graphcast_api.settings import (
 )
 from graphcast_contract.errors import ExitCode, exit_code_help
 from graphcast_contract.log_files import LOG_FORMAT, rotating_file_handler
+from graphcast_contract.urls import is_loopback_host
 from graphcast_contract.variables import STATS_FILES
 
 EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.MODEL_FAILED, ExitCode.CANNOT_LISTEN,
@@ -145,21 +145,11 @@ def check_model_files(settings: ServiceSettings) -> None:
                                 f"{', '.join(missing)}")
 
 
-def is_loopback(host: str) -> bool:
-    """Whether `host` is reachable from this machine only (a loopback address or localhost)."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
-    except ValueError:  # a host name: it may resolve to any interface
-        return False
-
-
 def check_exposure(settings: ServiceSettings) -> str | None:
     """Refuse (SettingsError) to serve a non-loopback address with every route open: a token
     of at least MIN_TOKEN_CHARS characters is needed there, unless `insecure` is set; then the
     warning to log is returned."""
-    if is_loopback(settings.host):
+    if is_loopback_host(settings.host):
         return None
     token = settings.token or ""
     if len(token) >= MIN_TOKEN_CHARS:
