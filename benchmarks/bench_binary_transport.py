@@ -133,8 +133,9 @@ def populate(url: str) -> None:
     conn.close()
 
 
-def job_side(api_url: str, database_url: str) -> None:
-    """The job role: extract, encode, send; prints its figures as one JSON line."""
+def job_side(api_url: str) -> None:
+    """The job role: extract (from the database of DATABASE_URL), encode, send; prints its
+    figures as one JSON line."""
     from modules import data_preparator
     from modules.job.sites import load_sites
     from modules.model_api_client import ModelApiClient
@@ -144,7 +145,7 @@ def job_side(api_url: str, database_url: str) -> None:
     spec = ModelSpec.from_reply(client.model_info())
     context = ForecastContext(INIT, load_sites(PROJECT_ROOT / "config" / "sites.csv"),
                               VARIABLES, LEAD_HOURS)
-    conn = db.connect(database_url)
+    conn = db.connect(os.environ["DATABASE_URL"])
     t0 = time.perf_counter()
     with conn, conn.cursor() as cur:
         snapshot = data_preparator.extract_snapshot(cur, spec, INIT)
@@ -176,8 +177,10 @@ def run(database_url: str) -> dict:
     try:
         wait_until_healthy(url, 120, service)
         idle = requests.post(f"{url}/bench/reset-peak", timeout=10).json()["rss_kib"]
-        job = subprocess.run([sys.executable, __file__, "--job", url, database_url],
-                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+        # the database URL (its password) in the environment, not on a command line `ps` shows
+        job = subprocess.run([sys.executable, __file__, "--job", url], cwd=PROJECT_ROOT,
+                             env={**os.environ, "DATABASE_URL": database_url},
+                             capture_output=True, text=True, timeout=600)
         if job.returncode:
             raise RuntimeError(f"job side failed:\n{job.stdout}{job.stderr}")
         figures = json.loads(job.stdout.strip().splitlines()[-1])
@@ -211,14 +214,13 @@ def _met(ok: bool) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    parser.add_argument("--job", nargs=2, metavar=("API_URL", "DATABASE_URL"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--job", metavar="API_URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.serve)
         return
     if args.job:
-        job_side(*args.job)
+        job_side(args.job)
         return
     from modules.storage import db
     server_url = os.environ.get("DATABASE_URL") or db.embedded_url(Path(tempfile.mkdtemp()) / "pg")
