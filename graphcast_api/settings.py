@@ -15,6 +15,7 @@ import io
 import math
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,11 @@ SWITCH_VALUES = {"1": True, "true": True, "yes": True, "on": True,
 
 class SettingsError(ValueError):
     """A missing or invalid setting; the message names its option or variable."""
+
+
+class CacheFolderUnwritable(Exception):
+    """The engine's cache folder cannot be created or written (a path under a plain file, a
+    read-only home folder): exit code OUTPUT_FAILED, checked before the model loads."""
 
 
 class DeviceUnavailable(ValueError):
@@ -216,8 +222,17 @@ def use_kernel_cache(cache_dir: Path | None) -> Path:
 
     Inductor takes its folder only from TORCHINDUCTOR_CACHE_DIR; the engine reads no
     environment, so the settings side sets it before the engine first compiles.
+    CacheFolderUnwritable, naming the folder, if it cannot be created or written.
     """
-    folder = (cache_dir if cache_dir is not None else default_cache_dir()) / "kernels"
-    folder.mkdir(parents=True, exist_ok=True)
+    root = cache_dir if cache_dir is not None else default_cache_dir()
+    folder = root / "kernels"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # an existing folder may be read-only
+            pass
+    except OSError as error:
+        raise CacheFolderUnwritable(
+            f"cache folder {root} cannot be created or written ({error.strerror or error}); "
+            f"set {ENV['cache_dir'][0]} to a writable folder") from None
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
     return folder

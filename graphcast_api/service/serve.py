@@ -32,6 +32,7 @@ from graphcast_api.settings import (
     DEVICES,
     ENV,
     PRECISIONS,
+    CacheFolderUnwritable,
     DeviceUnavailable,
     ServiceSettings,
     SettingsError,
@@ -43,8 +44,8 @@ from graphcast_contract.log_files import LOG_FORMAT, rotating_file_handler
 from graphcast_contract.urls import is_loopback_host
 from graphcast_contract.variables import STATS_FILES
 
-EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.MODEL_FAILED, ExitCode.CANNOT_LISTEN,
-              ExitCode.DEVICE_UNAVAILABLE)
+EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.OUTPUT_FAILED, ExitCode.MODEL_FAILED,
+              ExitCode.CANNOT_LISTEN, ExitCode.DEVICE_UNAVAILABLE)
 
 log = logging.getLogger("graphcast_api.serve")
 
@@ -208,6 +209,11 @@ def run_serve(args: argparse.Namespace) -> int:
     except ModelFilesMissing as error:
         log.error("%s", error)
         return ExitCode.MODEL_FAILED
+    try:  # before the server starts (load_forecaster, shared with the backfill, sets it again)
+        use_kernel_cache(settings.cache_dir)
+    except CacheFolderUnwritable as error:
+        log.error("%s", error)
+        return ExitCode.OUTPUT_FAILED
     if warning:
         log.warning("%s", warning)
     app = create_app(ServiceLimits(

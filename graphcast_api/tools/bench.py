@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from graphcast_api.engine.stats import NormalizationStats
 
 EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.NO_DATA, ExitCode.UNREADABLE_FILE,
-              ExitCode.MODEL_FAILED, ExitCode.DEVICE_UNAVAILABLE)
+              ExitCode.OUTPUT_FAILED, ExitCode.MODEL_FAILED, ExitCode.DEVICE_UNAVAILABLE)
 
 
 def matmul_gflops(dtype: torch.dtype, size: int = 4096, repeats: int = 5) -> float:

@@ -19,6 +19,7 @@ from pathlib import Path
 from graphcast_api.settings import (
     DEVICES,
     PRECISIONS,
+    CacheFolderUnwritable,
     DeviceUnavailable,
     ServiceSettings,
     SettingsError,
@@ -117,12 +118,16 @@ def make_forecaster(checkpoint, stats, name: str, settings: ServiceSettings,
                     edge_terms: str | None = None):
     """The engine's Forecaster with the resolved switches; `cache_dir` overrides the
     settings' one; `products` forces the product back end; `edge_terms` as Forecaster's.
-    ToolError DEVICE_UNAVAILABLE if the device (or product back end) is not usable here; the
+    ToolError OUTPUT_FAILED if the cache folder cannot be written, DEVICE_UNAVAILABLE if
+    the device (or product back end) is not usable here; the
     precision was checked with the settings, so any other error while the graphs or the
     network are built is a bug (INTERNAL, with its traceback)."""
     from graphcast_api.engine import Forecaster
 
-    use_kernel_cache(cache_dir or settings.cache_dir)
+    try:
+        use_kernel_cache(cache_dir or settings.cache_dir)
+    except CacheFolderUnwritable as error:
+        raise ToolError(ExitCode.OUTPUT_FAILED, str(error)) from error
     try:
         return Forecaster(checkpoint, stats, name=name, precision=settings.precision,
                           device=settings.device, compile=settings.compile,

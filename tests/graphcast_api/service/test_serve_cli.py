@@ -124,6 +124,21 @@ def test_an_absent_checkpoint_or_statistics_file_exits_12_with_one_line(
     assert len(output.splitlines()) == 1 and message in output, output
 
 
+def test_an_unwritable_cache_folder_exits_11_with_one_line_before_loading(
+        stats_dir: Path, tmp_path: Path) -> None:
+    """Checked before the server starts and the model loads: not exit 12 ("could not load"),
+    which would send one looking at the checkpoint."""
+    plain_file = tmp_path / "a-file"
+    plain_file.write_text("not a folder")
+    args = ["--checkpoint", str(REFERENCE_DIR / "params.npz"), "--stats-dir", str(stats_dir)]
+    with serve_command(args, env={"GRAPHCAST_CACHE_DIR": str(plain_file / "cache")},
+                       wait=False) as (_, process):
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == ExitCode.OUTPUT_FAILED, output
+    assert len(output.splitlines()) == 1, output
+    assert f"cache folder {plain_file / 'cache'} cannot be created or written" in output
+
+
 def unusable_devices() -> list[str]:
     """CUDA devices this host lacks: `cuda` without a GPU, and one GPU past the last."""
     import torch

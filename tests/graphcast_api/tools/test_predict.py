@@ -16,6 +16,7 @@ from graphcast_api.tools.predict import ToolError, make_forecaster
 from graphcast_contract.errors import ExitCode
 from graphcast_contract.project import PROJECT_ROOT
 from tests.graphcast_api.engine.tolerance import check_fp32
+from tests.subprocess_env import clean_environment
 
 
 def _args(reference_dir: Path, stats_dir: Path, batch: Path, out: Path, *extra: str) -> list[str]:
@@ -145,3 +146,27 @@ def test_only_an_unusable_device_is_exit_14(monkeypatch: pytest.MonkeyPatch, tmp
         with pytest.raises(ToolError, match="no CUDA GPU") as raised:
             make_forecaster(None, None, "model", settings, tmp_path)
         assert raised.value.code == code
+
+
+@pytest.mark.parametrize("variable", ["GRAPHCAST_CACHE_DIR", "HOME"])
+def test_an_unwritable_cache_folder_is_exit_11_with_one_line(reference_dir: Path,
+                                                             stats_dir: Path, tmp_path: Path,
+                                                             variable: str) -> None:
+    """The engine's cache folder under a plain file, named, or the default one under a home
+    folder that is a plain file (unwritable even for root): exit OUTPUT_FAILED, nothing
+    written."""
+    plain_file = tmp_path / "a-file"
+    plain_file.write_text("not a folder")
+    env = clean_environment()
+    env.pop("GRAPHCAST_CACHE_DIR", None)
+    env[variable] = str(plain_file / "cache" if variable == "GRAPHCAST_CACHE_DIR" else plain_file)
+    out = tmp_path / "pred.nc"
+    result = subprocess.run(
+        [sys.executable, "-m", "graphcast_api",
+         *_args(reference_dir, stats_dir, reference_dir / "example_batch.nc", out)],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=300)
+    assert result.returncode == ExitCode.OUTPUT_FAILED, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cache folder {plain_file}/" in lines[0], result.stderr
+    assert "cannot be created or written" in lines[0]
+    assert not out.exists()
