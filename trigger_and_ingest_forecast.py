@@ -6,6 +6,7 @@ Run by cron / Task Scheduler every 6 hours; see the README ("Running the batch j
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from collections.abc import Callable
@@ -89,8 +90,10 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
 def _backfill(args: argparse.Namespace, settings: Settings) -> Callable[[], int]:
     """The `--backfill` run, checked and ready (imports Ray and the engine: only here)."""
     try:
-        import ray  # noqa: F401 (the driver imports it once it starts Ray: checked now)
-
+        # Ray only looked up here: the driver imports it once it has turned Ray's multi-node
+        # switch off for a local instance (backfill.driver._import_ray), read at that import.
+        if importlib.util.find_spec("ray") is None:
+            raise ModuleNotFoundError("No module named 'ray'", name="ray")
         from backfill.driver import BackfillOptions, run_backfill
     except ModuleNotFoundError as exc:  # requirements-backfill.txt is not installed
         raise ConfigError(f"--backfill needs the packages of requirements-backfill.txt "

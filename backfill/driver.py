@@ -16,7 +16,7 @@ import signal
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any
 
 import psutil
@@ -38,6 +38,7 @@ from graphcast_contract.errors import (
 from graphcast_contract.model_spec import ModelSpec
 from graphcast_contract.project import PROJECT_ROOT
 from graphcast_contract.sources import InputSource
+from graphcast_contract.urls import is_loopback_host
 from modules.forecast_job import verify_stored
 from modules.job import ledger
 from modules.job.ledger import RunOutcome
@@ -54,6 +55,10 @@ TASK_RETRIES = 3  # times a cycle is retried when its worker dies (the actor res
 MODEL_FAILURES_TO_STOP = 3
 WAIT_S = 0.5  # how often the driver looks up from waiting (Ctrl-C, progress)
 _COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # terminal colours in Ray's error messages
+# Ray's multi-node switch (on by default on Linux), read once when Ray is first imported. Off,
+# a new local instance takes 127.0.0.1 as its node address, and then every one of its
+# processes (GCS, raylet, workers, agents) listens on loopback only, not on all interfaces.
+RAY_MULTI_NODE_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 @dataclass(frozen=True)
@@ -156,8 +161,7 @@ def _check_inputs(conn: Connection, source: InputSource, cycles: list[datetime])
 def _on_ray(conn: Connection, settings: Settings, options: BackfillOptions,
             source: InputSource, cycles: list[datetime], start_workers: Any) -> int:
     """Join or start Ray, run the cycles on its workers, leave Ray (a local one stops)."""
-    import ray
-
+    ray = _import_ray(options)
     try:
         with _StopFlag() as stop:
             _join_ray(options)
@@ -178,10 +182,29 @@ def _on_ray(conn: Connection, settings: Settings, options: BackfillOptions,
     return exit_code
 
 
-def _join_ray(options: BackfillOptions) -> None:
-    """Join the cluster of `--cluster`, else start a local instance; workers import this
-    checkout (its root on PYTHONPATH: on a cluster, the same path on every node)."""
+def _import_ray(options: BackfillOptions) -> ModuleType:
+    """Ray, imported with its multi-node switch off for a local instance (no `--cluster`):
+    a local instance reachable from the network would run anyone's code, and its workers
+    hold DATABASE_URL."""
+    if not options.cluster:
+        os.environ[RAY_MULTI_NODE_VARIABLE] = "0"
     import ray
+
+    return ray
+
+
+def _join_ray(options: BackfillOptions) -> None:
+    """Join the cluster of `--cluster`, else start a local instance on loopback only (Ray
+    imported by `_import_ray`); workers import this checkout (its root on PYTHONPATH: on a
+    cluster, the same path on every node)."""
+    import ray
+
+    if not options.cluster:
+        address = ray.util.get_node_ip_address()  # the one a new local instance takes
+        if not is_loopback_host(address):
+            raise ClusterError(f"a local Ray instance would listen on {address}, beyond this "
+                               f"machine (Ray was imported before {RAY_MULTI_NODE_VARIABLE}=0 "
+                               "was set); not starting it")
 
     runtime_env = {"env_vars": {"PYTHONPATH": str(PROJECT_ROOT)}}
     try:
