@@ -26,7 +26,7 @@ from psycopg2.extensions import connection as Connection
 from backfill.progress import Progress
 from backfill.worker import CycleWorker
 from config.settings import Settings
-from graphcast_api.settings import ServiceSettings
+from graphcast_api.settings import CacheFolderUnwritable, ServiceSettings, use_kernel_cache
 from graphcast_contract.cycles import INPUT_OFFSETS, cycles_between, iso_utc
 from graphcast_contract.errors import (
     ClusterError,
@@ -80,6 +80,12 @@ class ModelLoadError(JobError):
     exit_code = ExitCode.MODEL_FAILED
 
 
+class CacheFolderError(JobError):
+    """The engine's cache folder (graphs, compiled kernels) cannot be written on this machine."""
+
+    exit_code = ExitCode.OUTPUT_FAILED
+
+
 @dataclass(frozen=True)
 class Placement:
     """How many workers, and the CPUs (torch threads) and GPUs each takes."""
@@ -117,6 +123,8 @@ def _run_backfill(settings: Settings, options: BackfillOptions) -> int:
         if options.model.checkpoint is None:
             raise ConfigError("--backfill needs the model: --checkpoint or "
                               "GRAPHCAST_API_CHECKPOINT")
+        if not options.cluster:
+            _check_cache_folder(options.model)
         sites = load_sites(settings.sites_file)
         conn = open_database(settings)
     except JobError as exc:
@@ -136,6 +144,16 @@ def _run_backfill(settings: Settings, options: BackfillOptions) -> int:
         return ExitCode.DATABASE
     finally:
         conn.close()
+
+
+def _check_cache_folder(model: ServiceSettings) -> None:
+    """CacheFolderError before Ray starts when the local workers could not write their cache
+    folder (they would each fail to load the model: exit 12, the wrong cause). On a cluster
+    each node has its own folder, which its workers report."""
+    try:
+        use_kernel_cache(model.cache_dir)
+    except CacheFolderUnwritable as exc:
+        raise CacheFolderError(str(exc)) from None
 
 
 def _cycles(options: BackfillOptions) -> list[datetime]:

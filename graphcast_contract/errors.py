@@ -64,8 +64,8 @@ def exit_code_help(*codes: ExitCode) -> str:
 
 
 # The batch job's codes: 9, 10 and 11 (its cache folder) come from the live job's --fetch;
-# 12 and 15 from --backfill (which loads the model itself); 16 from a run stopped by Ctrl-C
-# or SIGTERM.
+# 11 (the engine's cache folder), 12 and 15 from --backfill (which loads the model itself);
+# 16 from a run stopped by Ctrl-C or SIGTERM.
 EXIT_CODE_HELP = exit_code_help(*(code for code in ExitCode if code <= ExitCode.SCHEDULE),
                                 ExitCode.UNREADABLE_FILE, ExitCode.DOWNLOAD_FAILED,
                                 ExitCode.OUTPUT_FAILED, ExitCode.MODEL_FAILED,

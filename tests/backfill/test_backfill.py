@@ -196,6 +196,8 @@ def kill_a_worker_inside_a_cycle(url: str, process) -> object:
      ExitCode.USAGE, "--cluster needs DATABASE_URL"),
     (("2022-01-01T06:00", "2022-01-01T12:00", "--catch-up", "2"), {}, ExitCode.USAGE,
      "--backfill excludes"),
+    (("2022-01-01T06:00", "2022-01-01T12:00"), {"GRAPHCAST_CACHE_DIR": f"{__file__}/cache"},
+     ExitCode.OUTPUT_FAILED, "cannot be created or written"),  # a folder under a plain file
 ])
 def test_bad_input_is_one_line_and_writes_nothing(
     backfill: BackfillRunner, clean_db: str, example_frames: ExampleFrames, args: tuple,
