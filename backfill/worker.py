@@ -14,7 +14,7 @@ from typing import Any
 import psycopg2
 
 from config.settings import Settings
-from graphcast_api.settings import ServiceSettings, use_kernel_cache
+from graphcast_api.settings import ServiceSettings
 from graphcast_contract.errors import DatabaseError
 from graphcast_contract.model_spec import ModelSpec
 from graphcast_contract.request import Site
@@ -46,7 +46,6 @@ class CycleWorker:
         from graphcast_api.service.serve import load_forecaster
 
         torch.set_num_threads(threads)
-        use_kernel_cache(model_settings.cache_dir)  # the compiled kernels serve and predict keep
         self.settings, self.database_url, self.sites = settings, database_url, sites
         self.client = InProcessClient(load_forecaster(model_settings))
         self.spec = ModelSpec.from_reply(self.client.model_info())
