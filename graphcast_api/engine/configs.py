@@ -17,6 +17,10 @@ from graphcast_contract.variables import (
     SURFACE_VARIABLES,
 )
 
+# The network's dense-product back ends (network.default_products picks one): torch's `@`,
+# oneDNN with prepacked weights, oneDNN plus the processor's edge MLPs as one AMX kernel.
+PRODUCTS = ("matmul", "onednn", "amx")
+
 # Number of structural features per grid/mesh node (sin lat, cos lon, sin lon).
 NODE_STRUCT_FEATURES = 3
 # Model time step.

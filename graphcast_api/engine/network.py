@@ -65,8 +65,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from graphcast_api.engine import heap
-from graphcast_api.engine.configs import ModelConfig
+from graphcast_api.engine import amx, heap
+from graphcast_api.engine.configs import PRODUCTS, ModelConfig
 from graphcast_api.engine.graph import EdgeSet, GraphCastGraphs
 from graphcast_api.engine.symmetry import edge_orbits, node_turn
 from graphcast_api.settings import DeviceUnavailable
@@ -79,17 +79,19 @@ ENCODE_CHUNK_NODES = 16_384  # grid nodes encoded at a time (0.25°: 64 chunks; 
 ROW_BLOCK = 32_768  # edges per block when the static edge terms are computed at construction
 EDGE_TERMS = ("stored", "recomputed")  # grid2mesh/mesh2grid static edge terms: kept or per step
 STORED_TERMS_MAX_BYTES = 2 * 2**30  # see default_edge_terms
-PRODUCTS = ("matmul", "onednn")  # the dense-product back ends the network can use
 
 
-def default_products(device: torch.device) -> str:
-    """The product back end when the caller does not say: oneDNN on CPU where PyTorch has it.
+def default_products(device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """The product back end when the caller does not say: on CPU, oneDNN where PyTorch has
+    it, and in bf16 on AMX CPUs also the processor's edge MLPs as one kernel (amx.py).
 
     `matmul` sends fp32 products to MKL, which runs at about half oneDNN's rate on AMD CPUs;
     oneDNN with prepacked weights is at least as fast in both precisions on the CPUs measured
     (the bench prints both rates, so the rule can be checked on any host).
     """
-    return "onednn" if device.type == "cpu" and torch.backends.mkldnn.is_available() else "matmul"
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return "matmul"
+    return "amx" if dtype == torch.bfloat16 and amx.library() is not None else "onednn"
 
 
 # oneDNN needs its weights in a packed layout that torch.compile cannot take as a graph input.
@@ -287,18 +289,26 @@ def encode_mesh(aggregated: torch.Tensor, mesh0: torch.Tensor, mesh_node: NodeSt
 
 def process(edge: torch.Tensor, mesh: torch.Tensor, edge_stage: EdgeStage,
             node_stage: NodeStage, senders: torch.Tensor, receivers: torch.Tensor,
-            blocks: MeshBlocks, onednn: bool = False) -> torch.Tensor:
+            blocks: MeshBlocks, onednn: bool = False,
+            fused: amx.FusedEdgeMlp | None = None) -> torch.Tensor:
     """One message-passing step on the multi-mesh: the residual edge update in place (no
     second edge tensor per step), the node update returned; edges ordered by receiver, mesh
-    nodes by in-degree (see mesh_blocks)."""
-    first = (dense(edge, edge_stage.w_edge, None, onednn)
-             + dense(mesh, edge_stage.w_send, None, onednn)[senders]
-             + dense(mesh, edge_stage.w_recv, None, onednn)[receivers])
-    messages = mlp_rest(edge_stage.mlp, first, onednn)
-    aggregated = sum_by_blocks(messages, blocks).to(mesh.dtype)
+    nodes by in-degree (see mesh_blocks). `fused`: the edge MLP's weights for the AMX kernel,
+    which then does the edge MLP, the edge update and the sums in one pass."""
+    send = dense(mesh, edge_stage.w_send, None, onednn)
+    recv = dense(mesh, edge_stage.w_recv, None, onednn)
+    if fused is None:
+        first = dense(edge, edge_stage.w_edge, None, onednn) + send[senders] + recv[receivers]
+        messages = mlp_rest(edge_stage.mlp, first, onednn)
+        aggregated = sum_by_blocks(messages, blocks).to(mesh.dtype)
+    else:
+        sums = torch.zeros(mesh.shape, dtype=torch.float32, device=mesh.device)
+        amx.edge_mlp(edge, sums, send, recv, senders, receivers, *fused)
+        aggregated = sums.to(mesh.dtype)
     mesh = mesh + mlp_rest(node_stage.mlp, dense(mesh, node_stage.w_node, None, onednn)
                            + dense(aggregated, node_stage.w_messages, None, onednn), onednn)
-    edge.add_(messages)
+    if fused is None:
+        edge.add_(messages)
     return mesh
 
 
@@ -518,14 +528,17 @@ class GraphCastNetwork:
                              "least 1")
         self.dtype, self.device = dtype, torch.device(device)
         self.decode_chunk_nodes = decode_chunk_nodes
-        self.products = products or default_products(self.device)
+        self.products = products or default_products(self.device, dtype)
         if self.products not in PRODUCTS:
             raise ValueError(f"unknown product back end {self.products!r}; use one of "
                              f"{', '.join(PRODUCTS)}")
-        if self.products == "onednn" and (self.device.type != "cpu"
+        if self.products != "matmul" and (self.device.type != "cpu"
                                           or not torch.backends.mkldnn.is_available()):
-            raise DeviceUnavailable("the oneDNN product back end needs a CPU build with "
-                                    "oneDNN")
+            raise DeviceUnavailable(f"the {self.products} product back end needs a CPU build "
+                                    "with oneDNN")
+        if self.products == "amx" and (dtype != torch.bfloat16 or amx.library() is None):
+            raise DeviceUnavailable("the amx product back end needs bf16 on a Linux CPU with "
+                                    "AMX and a C compiler")
         if edge_terms not in (None, *EDGE_TERMS):
             raise ValueError(f"unknown edge_terms {edge_terms!r}; use one of "
                              f"{', '.join(EDGE_TERMS)}")
@@ -536,7 +549,7 @@ class GraphCastNetwork:
         def tensor(array: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
-        onednn = self.products == "onednn"
+        onednn = self.products != "matmul"  # amx: oneDNN for all but the fused edge MLPs
         self._stages: dict[str, Callable] = dict(_STAGES)  # eager while statics are built
         order, self.mesh_blocks = mesh_blocks(graphs.mesh.receivers,
                                               len(graphs.mesh_node_features))
@@ -597,6 +610,8 @@ class GraphCastNetwork:
                                         latent, dtype) for i in range(model_config.gnn_msg_steps)]
         self.node_stages = [_node_stage(_mlp(full, "mesh_gnn", f"processor_nodes_{i}_mesh_nodes"),
                                         latent, dtype) for i in range(model_config.gnn_msg_steps)]
+        self.fused_edges = [amx.fused_edge_mlp(stage.w_edge, *stage.mlp[:3])
+                            if self.products == "amx" else None for stage in self.edge_stages]
 
         # Decoder: mesh2grid edges (static edge term) and the output MLP.
         m2g_edge_mlp = _mlp(full, "mesh2grid_gnn", "processor_edges_0_mesh2grid")
@@ -670,15 +685,16 @@ class GraphCastNetwork:
                 return self._forward(grid_inputs.to(self.device))
 
     def _forward(self, grid_inputs: torch.Tensor) -> torch.Tensor:
-        onednn = self.products == "onednn"
+        onednn = self.products != "matmul"
         grid, mesh = self._encode(grid_inputs, onednn)
         heap.hand_back()
         table, index = self.mesh_edge0[:]
         edge = table[index].expand(-1, grid.shape[1], -1).contiguous()  # a copy, updated in place
-        for edge_stage, node_stage in zip(self.edge_stages, self.node_stages, strict=True):
+        for edge_stage, node_stage, fused in zip(self.edge_stages, self.node_stages,
+                                                 self.fused_edges, strict=True):
             mesh = self._stages["process"](edge, mesh, edge_stage, node_stage,
                                            self.mesh_senders, self.mesh_receivers,
-                                           self.mesh_blocks, onednn)
+                                           self.mesh_blocks, onednn, fused)
         del edge
         heap.hand_back()
         mesh_send = dense(mesh, self.m2g_stage.w_send, None, onednn)

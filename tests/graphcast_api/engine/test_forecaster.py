@@ -8,9 +8,10 @@ import pytest
 import torch
 import xarray as xr
 
-from graphcast_api.engine import Forecaster, ForecastInputError, heap
+from graphcast_api.engine import Forecaster, ForecastInputError, amx, heap
 from graphcast_api.engine.network import default_products
 from graphcast_api.engine.normalization import unstack
+from graphcast_api.settings import DeviceUnavailable
 from tests.graphcast_api.engine.tolerance import check_fp32 as _check_fp32
 from tests.graphcast_api.engine.tolerance import scale as _scale
 
@@ -328,11 +329,23 @@ def test_rollout_with_forcings_computed(fp32: Forecaster, inputs, reference_dir:
                 fp32.task_config)
 
 
+@pytest.mark.parametrize("products, compile", [
+    ("onednn", False), ("amx", False), pytest.param("amx", True, marks=pytest.mark.slow)])
 def test_bf16_rollout_within_statistical_tolerance(reference_dir: Path, stats_dir: Path,
-                                                   inputs, forcings, fp32: Forecaster) -> None:
+                                                   inputs, forcings, fp32: Forecaster,
+                                                   products: str, compile: bool) -> None:
+    """Each bf16 back end against the official fp32 rollout. The amx one (the processor's
+    edge MLPs in one AMX kernel, picked by default in bf16 on AMX CPUs) runs where the CPU
+    has AMX; elsewhere asking for it must be refused, which is what is checked there."""
+    if products == "amx" and amx.library() is None:
+        assert default_products(torch.device("cpu"), torch.bfloat16) == "onednn"
+        with pytest.raises(DeviceUnavailable, match="AMX"):
+            Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="bf16",
+                                  device="cpu", products="amx")
+        return
     bf16 = Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="bf16",
-                                 device="cpu", compile=False)
-    assert bf16.precision == "bf16"
+                                 device="cpu", compile=compile, products=products)
+    assert (bf16.precision, bf16.products) == ("bf16", products)
     prediction = bf16.forecast(inputs, 4, forcings)
     reference = _load(reference_dir / "predictions_fp32.nc")
     for name in reference.data_vars:

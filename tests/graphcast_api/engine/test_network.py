@@ -147,7 +147,13 @@ def test_layer_norm_is_torch_s_in_fp32_and_one_pass_in_bf16(offset: float) -> No
     assert (ours != theirs).float().mean() < 0.01  # a few rounding flips, not a new formula
 
 
-def test_onednn_products_off_the_cpu_are_an_unavailable_device() -> None:
+@pytest.mark.parametrize("products", ["onednn", "amx"])
+def test_cpu_product_back_ends_off_the_cpu_are_an_unavailable_device(products: str) -> None:
     """predict and bench exit DEVICE_UNAVAILABLE for it (checked before any weight is read)."""
-    with pytest.raises(DeviceUnavailable, match="oneDNN product back end needs a CPU"):
-        GraphCastNetwork({}, None, None, torch.float32, "cuda", products="onednn")
+    with pytest.raises(DeviceUnavailable, match=f"{products} product back end needs a CPU"):
+        GraphCastNetwork({}, None, None, torch.bfloat16, "cuda", products=products)
+
+
+def test_the_amx_back_end_in_fp32_is_an_unavailable_device() -> None:
+    with pytest.raises(DeviceUnavailable, match="amx product back end needs bf16"):
+        GraphCastNetwork({}, None, None, torch.float32, "cpu", products="amx")

@@ -1,0 +1,261 @@
+/* A processor step's edge MLP as one pass over the mesh edges, on Intel AMX (bf16).
+
+   For a block of 32 edge rows, while the block is in cache:
+     first    = edge @ W1 + send[sender] + recv[receiver] + b1     (float32)
+     hidden   = bf16(swish(first))
+     message  = bf16(LayerNorm(hidden @ W2 + b2))                   (statistics in float32)
+     edge    += message  (in place, bf16);  sums[receiver] += message  (float32)
+   which is what network.process computes with separate products and fused element-wise
+   kernels, the products accumulating in float32 as oneDNN's do. The edge tensor is read once
+   and written once; the unfused path reads or writes an edge-sized tensor about ten times.
+
+   Weights come packed for AMX (see amx_kernel.pack): for each 16 output columns, the K rows
+   in pairs, [N/16][K/2][16][2]. Rows are split among threads at receiver boundaries, so no
+   two threads add to one receiver's sums. Built and loaded by amx.py. */
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define ROWS 32          /* edge rows per block: two AMX tiles of 16 */
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} TileConfig;
+
+typedef struct {
+    uint16_t *edge;
+    const uint16_t *send, *recv;
+    const int64_t *senders, *receivers;
+    int64_t batch, latent;
+    const uint16_t *w1, *w2;
+    const float *b1, *b2, *scale, *offset;
+    float *sums;
+    int64_t first_row, end_row;
+    int status;
+} Work;
+
+/* Ask Linux for the AMX tile state (once per process); 0 when granted. */
+int gc_amx_init(void) {
+    return (int)syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA);
+}
+
+static void configure_tiles(void) {
+    TileConfig config;
+    memset(&config, 0, sizeof config);
+    config.palette = 1;
+    for (int t = 0; t < 8; ++t) {  /* every tile 16 rows of 64 bytes */
+        config.rows[t] = 16;
+        config.colsb[t] = 64;
+    }
+    _tile_loadconfig(&config);
+}
+
+static inline __m512 load_bf16(const uint16_t *p) {
+    __m256i raw = _mm256_loadu_si256((const __m256i *)p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+
+static inline void store_bf16(uint16_t *p, __m512 x) {
+    _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh(x));
+}
+
+/* x rounded to bf16 (nearest even), as float32 */
+static inline __m512 round_bf16(__m512 x) {
+    __m256i raw = (__m256i)_mm512_cvtneps_pbh(x);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+
+/* x * sigmoid(x) = x / (1 + 2^(-x log2 e)), 2^f by a degree-5 polynomial on [-1/2, 1/2]
+   (relative error 3e-6, far below bf16's 4e-3); a huge |x| gives x or about 0. */
+static inline __m512 swish(__m512 x) {
+    const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(-1.44269504f));
+    const __m512 n = _mm512_min_ps(  /* 2^126 at most: 1 + 2^t stays finite for rcp14 */
+        _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+        _mm512_set1_ps(126.0f));
+    const __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_set1_ps(1.3333558e-3f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    const __m512 d = _mm512_add_ps(_mm512_scalef_ps(p, n), _mm512_set1_ps(1.0f));
+    __m512 r = _mm512_rcp14_ps(d);  /* 1/d to 2^-14, one Newton step to 2^-28 */
+    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+    return _mm512_mul_ps(x, r);
+}
+
+/* One block's rows: where each row's gathered terms, edge and sums are, and the running
+   sums of its LayerNorm statistics. Rows past `count` (a partial block) point at row 0's. */
+typedef struct {
+    const uint16_t *send[ROWS], *recv[ROWS];
+    __m512 total[ROWS], squares[ROWS];
+} Block;
+
+enum Epilogue { HIDDEN, STATISTICS };
+
+/* The element-wise work on 16 columns [j, j + 16) of one row, once the product wrote them:
+   HIDDEN: hidden = bf16(swish(first + b1 + send + recv));
+   STATISTICS: first += b2, and the row's sums of x and x² for its LayerNorm. */
+static inline void epilogue(const Work *w, Block *b, float *first, uint16_t *hidden,
+                            enum Epilogue kind, int64_t row, int64_t j) {
+    float *x = first + row * w->latent + j;
+    if (kind == HIDDEN) {
+        __m512 v = _mm512_add_ps(_mm512_loadu_ps(x), _mm512_loadu_ps(w->b1 + j));
+        v = _mm512_add_ps(v, _mm512_add_ps(load_bf16(b->send[row] + j),
+                                           load_bf16(b->recv[row] + j)));
+        store_bf16(hidden + row * w->latent + j, swish(v));
+    } else {
+        const __m512 v = _mm512_add_ps(_mm512_loadu_ps(x), _mm512_loadu_ps(w->b2 + j));
+        _mm512_storeu_ps(x, v);
+        b->total[row] = _mm512_add_ps(b->total[row], v);
+        b->squares[row] = _mm512_fmadd_ps(v, v, b->squares[row]);
+    }
+}
+
+/* out[32][n] (float32) = a[32][n] (bf16, row stride n) @ packed weight [n][n], and the
+   epilogue of each 32 output columns, run while the AMX unit computes the next 32: a few
+   rows' worth after each step of the inner loop, so that the core's vector units and the
+   tile unit work at once (one after the other, the epilogues took as long as the product). */
+static void product(const Work *w, Block *b, const uint16_t *a, const uint16_t *weight,
+                    float *out, uint16_t *hidden, enum Epilogue kind) {
+    const int64_t n = w->latent, stride = n * 2, block = (n / 2) * 32;
+    const int64_t units = ROWS * 2, per_step = (units + n / 32 - 1) / (n / 32);
+    for (int64_t col = 0; col <= n; col += 32) {
+        int64_t unit = 0;
+        if (col < n) {
+            const uint16_t *w0 = weight + (col / 16) * block, *w1 = w0 + block;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int64_t kk = 0; kk < n; kk += 32) {
+                _tile_loadd(4, a + kk, stride);
+                _tile_loadd(5, a + 16 * n + kk, stride);
+                _tile_loadd(6, w0 + kk * 16, 64);
+                _tile_loadd(7, w1 + kk * 16, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+                for (int64_t u = 0; col > 0 && u < per_step && unit < units; ++u, ++unit)
+                    epilogue(w, b, out, hidden, kind, unit >> 1, col - 32 + (unit & 1) * 16);
+            }
+        }
+        for (; col > 0 && unit < units; ++unit)
+            epilogue(w, b, out, hidden, kind, unit >> 1, col - 32 + (unit & 1) * 16);
+        if (col < n) {
+            _tile_stored(0, out + col, n * 4);
+            _tile_stored(1, out + col + 16, n * 4);
+            _tile_stored(2, out + 16 * n + col, n * 4);
+            _tile_stored(3, out + 16 * n + col + 16, n * 4);
+        }
+    }
+}
+
+/* message = bf16(LayerNorm(x)) from the row's statistics (variance E[x²] - E[x]², as
+   network.layer_norm in bf16); edge += message, sums += message. */
+static void message_row(const Work *w, const float *x, __m512 total, __m512 squares,
+                        uint16_t *edge, float *sums) {
+    const int64_t n = w->latent;
+    const float mean = _mm512_reduce_add_ps(total) / (float)n;
+    const float variance = fmaxf(_mm512_reduce_add_ps(squares) / (float)n - mean * mean, 0.0f);
+    const __m512 m = _mm512_set1_ps(mean), inverse = _mm512_set1_ps(1.0f / sqrtf(variance + 1e-5f));
+    for (int64_t j = 0; j < n; j += 16) {
+        __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), m), inverse);
+        v = round_bf16(_mm512_fmadd_ps(v, _mm512_loadu_ps(w->scale + j),
+                                       _mm512_loadu_ps(w->offset + j)));
+        store_bf16(edge + j, _mm512_add_ps(load_bf16(edge + j), v));
+        _mm512_storeu_ps(sums + j, _mm512_add_ps(_mm512_loadu_ps(sums + j), v));
+    }
+}
+
+/* Row `row`'s place in a [nodes * batch][latent] table, through its edge's node index. */
+static inline int64_t node_row(const Work *w, const int64_t *nodes, int64_t row) {
+    return (nodes[row / w->batch] * w->batch + row % w->batch) * w->latent;
+}
+
+/* One block of `count` <= ROWS rows from `row0`; scratch: a [ROWS][n] bf16, first [ROWS][n]
+   float32, hidden [ROWS][n] bf16. A partial block is copied into `a` first. */
+static void run_block(const Work *w, Block *b, int64_t row0, int64_t count, uint16_t *a,
+                      float *first, uint16_t *hidden) {
+    const int64_t n = w->latent;
+    uint16_t *edge = w->edge + row0 * n;
+    for (int64_t i = 0; i < ROWS; ++i) {
+        const int64_t row = row0 + (i < count ? i : 0);
+        b->send[i] = w->send + node_row(w, w->senders, row);
+        b->recv[i] = w->recv + node_row(w, w->receivers, row);
+        b->total[i] = b->squares[i] = _mm512_setzero_ps();
+        for (int64_t byte = 0; i < count && byte < n * 2; byte += 64)  /* scattered rows: */
+            _mm_prefetch((const char *)b->send[i] + byte, _MM_HINT_T1);  /* fetch early */
+    }
+    if (count < ROWS) memcpy(a, edge, count * n * 2);
+    product(w, b, count < ROWS ? a : edge, w->w1, first, hidden, HIDDEN);
+    product(w, b, hidden, w->w2, first, NULL, STATISTICS);
+    for (int64_t i = 0; i < count; ++i)
+        message_row(w, first + i * n, b->total[i], b->squares[i], edge + i * n,
+                    w->sums + node_row(w, w->receivers, row0 + i));
+}
+
+static void run(Work *w) {
+    const int64_t n = w->latent;
+    uint16_t *a = aligned_alloc(64, ROWS * n * 2), *hidden = aligned_alloc(64, ROWS * n * 2);
+    float *first = aligned_alloc(64, ROWS * n * 4);
+    Block *b = aligned_alloc(64, sizeof(Block));
+    if (a == NULL || hidden == NULL || first == NULL || b == NULL) {
+        w->status = 1;
+    } else {
+        memset(a, 0, ROWS * n * 2);  /* rows past a partial block: any finite values */
+        configure_tiles();
+        for (int64_t row = w->first_row; row < w->end_row; row += ROWS) {
+            const int64_t left = w->end_row - row;
+            run_block(w, b, row, left < ROWS ? left : ROWS, a, first, hidden);
+        }
+        _tile_release();
+    }
+    free(a);
+    free(hidden);
+    free(first);
+    free(b);
+}
+
+/* The first edge of part `part` of `parts`: near an equal share, moved forward to the
+   start of a receiver's run of edges, so that no two parts add to one receiver's sums. */
+static int64_t part_start(const int64_t *receivers, int64_t edges, int part, int parts) {
+    int64_t e = edges * part / parts;
+    while (e > 0 && e < edges && receivers[e] == receivers[e - 1]) ++e;
+    return e;
+}
+
+/* The edge MLP over all edges (see the top of this file), on the OpenMP threads (torch's
+   own pool: the same libgomp). edge [edges * batch][latent] and send/recv [nodes * batch]
+   [latent] bf16, edges sorted by receiver; sums [nodes * batch][latent] float32; weights
+   packed [latent][latent]; b1, b2, scale, offset float32 [latent]; latent a multiple of 32.
+   Returns 0; 1 if scratch memory could not be had, 2 for arguments out of range. */
+int gc_edge_mlp(uint16_t *edge, const uint16_t *send, const uint16_t *recv,
+                const int64_t *senders, const int64_t *receivers, int64_t batch,
+                int64_t latent, int64_t edges, const uint16_t *w1, const float *b1,
+                const uint16_t *w2, const float *b2, const float *scale, const float *offset,
+                float *sums) {
+    if (latent % 32 != 0 || batch < 1 || edges < 0) return 2;
+    int status = 0;
+#pragma omp parallel reduction(| : status)
+    {
+        const int part = omp_get_thread_num(), parts = omp_get_num_threads();
+        Work work = {edge, send, recv, senders, receivers, batch, latent, w1, w2, b1, b2,
+                     scale, offset, sums, part_start(receivers, edges, part, parts) * batch,
+                     part_start(receivers, edges, part + 1, parts) * batch, 0};
+        run(&work);
+        status |= work.status;
+    }
+    return status;
+}

@@ -1,0 +1,167 @@
+"""The AMX edge kernel (amx.py, amx_edge_mlp.c) against the unfused processor step.
+
+The kernel itself runs only where the CPU has AMX; the packing, the argument checks and the
+fallback when it cannot be built are checked on every host.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from graphcast_api.engine import amx
+from graphcast_api.engine.network import Mlp, _edge_stage, _node_stage, mesh_blocks, process
+
+needs_amx = pytest.mark.skipif(amx.library() is None, reason="this CPU has no AMX")
+
+
+def test_pack_puts_each_pair_of_rows_side_by_side_per_16_columns() -> None:
+    weight = torch.arange(64 * 48, dtype=torch.float32).reshape(64, 48)
+    packed = amx.pack(weight)
+    assert packed.shape == (3, 32, 16, 2) and packed.dtype == torch.bfloat16
+    for block, pair, column, half in [(0, 0, 0, 1), (2, 31, 15, 0), (1, 7, 3, 1)]:
+        assert packed[block, pair, column, half] == \
+            weight[2 * pair + half, 16 * block + column].bfloat16()
+
+
+def test_fused_form_needs_two_layers_and_widths_of_32() -> None:
+    norm = (torch.ones(48), torch.zeros(48))
+    with pytest.raises(ValueError, match="divisible by 32"):
+        amx.fused_edge_mlp(torch.ones(48, 48), (torch.ones(48, 48),) * 2,
+                           (torch.zeros(48),) * 2, norm)
+    with pytest.raises(ValueError, match="two-layer"):
+        amx.fused_edge_mlp(torch.ones(64, 64), (torch.ones(64, 64),) * 3,
+                           (torch.zeros(64),) * 3, norm)
+
+
+def test_the_kernel_refuses_tensors_of_other_types_before_running() -> None:
+    edge = torch.zeros(4, 1, 32, dtype=torch.bfloat16)
+    index = torch.zeros(4, dtype=torch.int64)
+    vector = torch.zeros(32)
+    weight = amx.pack(torch.zeros(32, 32))
+    with pytest.raises(ValueError, match="int64 indices"):
+        amx.edge_mlp(edge, torch.zeros(2, 1, 32), edge, edge, index.int(), index, weight,
+                     vector, weight, vector, vector, vector)
+
+
+def test_without_amx_or_a_compiler_the_library_is_none(monkeypatch, caplog) -> None:
+    """No AMX: None, nothing built. AMX but no compiler: None and a warning (the network then
+    keeps oneDNN's path)."""
+    monkeypatch.setattr(amx, "cpu_has_amx", lambda: False)
+    amx.library.cache_clear()
+    try:
+        assert amx.library() is None
+        monkeypatch.setattr(amx, "cpu_has_amx", lambda: True)
+        monkeypatch.setenv("CC", "no-such-compiler-here")
+        amx.library.cache_clear()
+        with caplog.at_level(logging.WARNING):
+            assert amx.library() is None
+        assert "could not be built" in caplog.text
+    finally:
+        monkeypatch.undo()
+        amx.library.cache_clear()
+
+
+def _problem(edges_per_receiver: np.ndarray, batch: int, latent: int, seed: int = 0):
+    """A random processor step: edges sorted by receiver, receivers numbered by in-degree
+    (as the network numbers mesh nodes, see mesh_blocks), bf16 latents and weights."""
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    nodes = len(edges_per_receiver)
+    edges_per_receiver = np.sort(edges_per_receiver)
+    receivers = np.repeat(np.arange(nodes), edges_per_receiver)
+    senders = rng.integers(0, nodes, len(receivers))
+
+    def randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return scale * torch.randn(*shape, generator=generator)
+
+    mlp = Mlp((randn(3 * latent, latent, scale=latent ** -0.5),
+               randn(latent, latent, scale=latent ** -0.5)),
+              (randn(latent, scale=0.1), randn(latent, scale=0.1)),
+              (1 + randn(latent, scale=0.1), randn(latent, scale=0.1)))
+    stage = _edge_stage(mlp, latent, torch.bfloat16)
+    edge = randn(len(receivers), batch, latent).bfloat16()
+    mesh = randn(nodes, batch, latent).bfloat16()
+    return (edge, mesh, stage, torch.from_numpy(senders), torch.from_numpy(receivers),
+            mesh_blocks(receivers, nodes)[1])
+
+
+def _unfused(edge, mesh, stage, senders, receivers) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's edge update and per-receiver sums in float32 from the same bf16 values."""
+    first = (edge.float() @ stage.w_edge.float() + (mesh.float() @ stage.w_send.float())[senders]
+             + (mesh.float() @ stage.w_recv.float())[receivers] + stage.mlp.biases[0].float())
+    hidden = F.silu(first).bfloat16().float()
+    out = hidden @ stage.mlp.weights[1].float() + stage.mlp.biases[1].float()
+    messages = F.layer_norm(out, out.shape[-1:], *(t.float() for t in stage.mlp.norm),
+                            1e-5).bfloat16().float()
+    sums = torch.zeros(mesh.shape).index_add_(0, receivers, messages)
+    return edge.float() + messages, sums
+
+
+def _fused(edge, mesh, stage, senders, receivers) -> tuple[torch.Tensor, torch.Tensor]:
+    edge = edge.clone()
+    sums = torch.zeros(mesh.shape)
+    send = (mesh.float() @ stage.w_send.float()).bfloat16()
+    recv = (mesh.float() @ stage.w_recv.float()).bfloat16()
+    amx.edge_mlp(edge, sums, send, recv, senders, receivers,
+                 *amx.fused_edge_mlp(stage.w_edge, *stage.mlp))
+    return edge, sums
+
+
+@needs_amx
+@pytest.mark.parametrize("batch, latent", [(1, 32), (2, 64), (1, 512)])
+def test_the_kernel_gives_the_unfused_step(batch: int, latent: int) -> None:
+    """Within bf16 rounding of the unfused step, for partial blocks of 32 rows (the edge
+    count is not a multiple of 32), batches and the widths GraphCast uses."""
+    degrees = np.random.default_rng(1).choice([0, 1, 6, 12, 30], size=97)
+    edge, mesh, stage, senders, receivers, _ = _problem(degrees, batch, latent)
+    assert len(edge) % 32
+    expected_edge, expected_sums = _unfused(edge, mesh, stage, senders, receivers)
+    got_edge, got_sums = _fused(edge, mesh, stage, senders, receivers)
+    assert got_edge.dtype == torch.bfloat16
+    step = 2 ** -6 * (expected_edge.abs() + 1)  # two bf16 roundings (the message, the sum)
+    assert ((got_edge.float() - expected_edge).abs() <= step).float().mean() > 0.999
+    assert (got_edge.float() - expected_edge).abs().max() <= 0.1
+    assert torch.allclose(got_sums, expected_sums, atol=0.05 * expected_sums.std().item())
+    assert not got_sums[:(degrees == 0).sum()].any()  # no edges, no messages
+
+
+@needs_amx
+def test_the_kernel_is_the_same_on_any_number_of_threads() -> None:
+    """Threads split the edges at receiver boundaries: each receiver's sums are added by one
+    thread in edge order, so the results do not depend on the thread count."""
+    degrees = np.random.default_rng(2).choice([6, 12], size=400)
+    problem = _problem(degrees, 1, 64)[:5]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _fused(*problem)
+        torch.set_num_threads(3)
+        three = _fused(*problem)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], three[0]) and torch.equal(one[1], three[1])
+
+
+@needs_amx
+@pytest.mark.parametrize("compile", [False, True])
+def test_the_network_step_with_the_kernel_gives_the_unfused_step(compile: bool) -> None:
+    """network.process with `fused` weights against the same step without them."""
+    degrees = np.random.default_rng(3).choice([6, 12], size=300)
+    edge, mesh, stage, senders, receivers, blocks = _problem(degrees, 1, 64)
+    node_stage = _node_stage(Mlp((torch.randn(2 * 64, 64) / 11, torch.randn(64, 64) / 8),
+                                 (torch.zeros(64),) * 2, (torch.ones(64), torch.zeros(64))),
+                             64, torch.bfloat16)
+    fused = amx.fused_edge_mlp(stage.w_edge, *stage.mlp)
+    step = torch.compile(process, dynamic=False) if compile else process
+    plain_edge, fused_edge = edge.clone(), edge.clone()
+    with torch.inference_mode():
+        plain_mesh = process(plain_edge, mesh, stage, node_stage, senders, receivers, blocks)
+        fused_mesh = step(fused_edge, mesh, stage, node_stage, senders, receivers, blocks,
+                          False, fused)
+    assert (fused_edge.float() - plain_edge.float()).abs().max() <= 0.1
+    assert (fused_mesh.float() - plain_mesh.float()).abs().max() <= 0.1
+    assert not torch.equal(fused_edge, edge)  # updated in place
