@@ -54,6 +54,9 @@ def library() -> ctypes.CDLL | None:
     if lib.gc_amx_init() != 0:
         _LOG.warning("Linux refused this process the AMX tile state; using oneDNN's products")
         return None
+    pointer, pointers, int64 = ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int64
+    lib.gc_edge_mlp.argtypes = [pointer, pointer, pointers, pointers, ctypes.POINTER(int64),
+                                int64, pointer, int64, int64, int64] + [pointer] * 6
     lib.gc_edge_mlp.restype = ctypes.c_int
     return lib
 
@@ -88,52 +91,78 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
 
 
 class FusedEdgeMlp(NamedTuple):
-    """One processor edge MLP's weights as the kernel takes them (see fused_edge_mlp)."""
+    """An edge MLP's weights as the kernel takes them (see fused_edge_mlp)."""
 
-    w_edge: torch.Tensor   # packed (pack)
-    b1: torch.Tensor       # float32 [L]
-    w2: torch.Tensor       # packed
+    w_edge: torch.Tensor | None  # packed (pack); None where the edge latents are no input
+    b1: torch.Tensor             # float32 [L]
+    w2: torch.Tensor             # packed
     b2: torch.Tensor
-    scale: torch.Tensor    # LayerNorm, float32 [L]
+    scale: torch.Tensor          # LayerNorm, float32 [L]
     offset: torch.Tensor
 
 
-def fused_edge_mlp(w_edge: torch.Tensor, weights: tuple[torch.Tensor, ...],
+def fused_edge_mlp(w_edge: torch.Tensor | None, weights: tuple[torch.Tensor, ...],
                    biases: tuple[torch.Tensor, ...],
                    norm: tuple[torch.Tensor, torch.Tensor]) -> FusedEdgeMlp:
-    """The kernel's form of an edge MLP of two layers and a LayerNorm (bf16 weights)."""
-    if len(weights) != 2 or w_edge.shape[0] % 32 or w_edge.shape[1] % 32:
-        raise ValueError("the AMX edge kernel takes two-layer MLPs of widths divisible by 32")
-    return FusedEdgeMlp(pack(w_edge), biases[0].float(), pack(weights[1]), biases[1].float(),
-                        norm[0].float(), norm[1].float())
+    """The kernel's form of an edge MLP of two layers and a LayerNorm (bf16 weights); w_edge:
+    the first layer's block for the edge latents, if they are an input."""
+    width = weights[1].shape[0]
+    if len(weights) != 2 or width % 32 or weights[1].shape[1] != width:
+        raise ValueError("the AMX edge kernel takes two-layer MLPs of one width divisible by "
+                         "32")
+    return FusedEdgeMlp(None if w_edge is None else pack(w_edge), biases[0].float(),
+                        pack(weights[1]), biases[1].float(), norm[0].float(), norm[1].float())
 
 
 @torch.library.custom_op("graphcast::amx_edge_mlp", mutates_args=("edge", "sums"))
-def edge_mlp(edge: torch.Tensor, sums: torch.Tensor, send: torch.Tensor, recv: torch.Tensor,
-             senders: torch.Tensor, receivers: torch.Tensor, w_edge: torch.Tensor,
-             b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, scale: torch.Tensor,
-             offset: torch.Tensor) -> None:
-    """edge [E, B, L] += the edge MLP's messages, sums [N, B, L] (float32) += each receiver's
-    messages; send/recv [N, B, L]: the mesh latents' sender and receiver projections; edges
-    sorted by receiver (see the C file)."""
+def edge_mlp(edge: torch.Tensor | None, sums: torch.Tensor, receivers: torch.Tensor,
+             tables: list[torch.Tensor], indices: list[torch.Tensor | None],
+             w_edge: torch.Tensor | None, b1: torch.Tensor, w2: torch.Tensor,
+             b2: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> None:
+    """sums [N, B, L] (float32) += each receiver's messages, and edge [E, B, L] += its
+    messages if given (then w_edge is its first-layer block). The first layer's other terms
+    are tables[t] [n_t, B or 1, L] at rows indices[t] [E] (None: the edge's own row); edges
+    sorted by receiver. See the C file."""
     lib = library()
+    batch, latent = sums.shape[1:]
+    if not _valid(edge, sums, receivers, tables, indices, w_edge, (b1, w2, b2, scale, offset)):
+        raise ValueError("the AMX edge kernel takes contiguous CPU tensors: bf16 latents and "
+                         "weights, int64 indices, float32 biases, norms and sums, one latent "
+                         "width, at most three terms")
     if lib is None:
         raise RuntimeError("the AMX edge kernel is not available on this host")
-    tensors = (edge, send, recv, senders, receivers, w_edge, b1, w2, b2, scale, offset, sums)
-    dtypes = (torch.bfloat16,) * 3 + (torch.int64,) * 2 + (torch.bfloat16, torch.float32) * 2 \
-        + (torch.float32,) * 3
-    if any(t.dtype != d or not t.is_contiguous() or t.device.type != "cpu"
-           for t, d in zip(tensors, dtypes, strict=True)):
-        raise ValueError("the AMX edge kernel takes contiguous CPU tensors: bf16 latents and "
-                         "weights, int64 indices, float32 biases, norms and sums")
-    pointer = [ctypes.c_void_p(t.data_ptr()) for t in tensors]
-    status = lib.gc_edge_mlp(*pointer[:5], ctypes.c_int64(edge.shape[1]),
-                             ctypes.c_int64(edge.shape[2]), ctypes.c_int64(edge.shape[0]),
-                             *pointer[5:])
+
+    def address(t: torch.Tensor | None) -> int | None:
+        return None if t is None else t.data_ptr()
+
+    status = lib.gc_edge_mlp(
+        address(edge), address(w_edge),
+        (ctypes.c_void_p * len(tables))(*map(address, tables)),
+        (ctypes.c_void_p * len(indices))(*map(address, indices)),
+        (ctypes.c_int64 * len(tables))(*(int(t.shape[1] != 1) for t in tables)),
+        len(tables), receivers.data_ptr(), batch, latent, len(receivers),
+        *(t.data_ptr() for t in (b1, w2, b2, scale, offset, sums)))
     if status != 0:
         raise MemoryError("the AMX edge kernel could not allocate its scratch memory")
 
 
+def _valid(edge, sums, receivers, tables, indices, w_edge, weights) -> bool:
+    """Whether edge_mlp's arguments have the types, layouts and shapes the kernel reads."""
+    def ok(t: torch.Tensor, dtype: torch.dtype) -> bool:
+        return t.dtype == dtype and t.is_contiguous() and t.device.type == "cpu"
+
+    bf16, latent = torch.bfloat16, sums.shape[-1]
+    b1, w2, b2, scale, offset = weights
+    return (ok(sums, torch.float32) and ok(receivers, torch.int64)
+            and (edge is None) == (w_edge is None) and len(tables) == len(indices) <= 3
+            and (edge is None or (ok(edge, bf16) and ok(w_edge, bf16)
+                                  and edge.shape == (len(receivers),) + sums.shape[1:]))
+            and all(ok(t, bf16) and t.shape[-1] == latent for t in tables)
+            and all(i is None or (ok(i, torch.int64) and len(i) == len(receivers))
+                    for i in indices)
+            and ok(w2, bf16) and all(ok(v, torch.float32) for v in (b1, b2, scale, offset)))
+
+
 @edge_mlp.register_fake
-def _edge_mlp_shape(edge: torch.Tensor, sums: torch.Tensor, *args: torch.Tensor) -> None:
+def _edge_mlp_shape(*args) -> None:
     return None

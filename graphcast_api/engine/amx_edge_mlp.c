@@ -1,17 +1,21 @@
-/* A processor step's edge MLP as one pass over the mesh edges, on Intel AMX (bf16).
+/* An edge MLP of GraphCast as one pass over its edges, on Intel AMX (bf16).
 
    For a block of 32 edge rows, while the block is in cache:
-     first    = edge @ W1 + send[sender] + recv[receiver] + b1     (float32)
+     first    = [edge @ W1] + term_1[index_1] + ... + term_t[index_t] + b1   (float32)
      hidden   = bf16(swish(first))
-     message  = bf16(LayerNorm(hidden @ W2 + b2))                   (statistics in float32)
-     edge    += message  (in place, bf16);  sums[receiver] += message  (float32)
-   which is what network.process computes with separate products and fused element-wise
-   kernels, the products accumulating in float32 as oneDNN's do. The edge tensor is read once
-   and written once; the unfused path reads or writes an edge-sized tensor about ten times.
+     message  = LayerNorm(hidden @ W2 + b2)                         (float32)
+     sums[receiver] += message (float32);  [edge += message (in place, bf16)]
+   The processor passes its edge latents (the product with W1 and the residual update) and
+   the sender and receiver projections as terms; the decoder has no edge latents, its terms
+   are the static edge term, the sender and the receiver projections. This is what
+   network.process and network.decode compute with separate products and fused element-wise
+   kernels, the products accumulating in float32 as oneDNN's do, but each edge-sized tensor
+   is read or written once instead of about ten times.
 
-   Weights come packed for AMX (see amx_kernel.pack): for each 16 output columns, the K rows
-   in pairs, [N/16][K/2][16][2]. Rows are split among threads at receiver boundaries, so no
-   two threads add to one receiver's sums. Built and loaded by amx.py. */
+   Weights come packed for AMX (see amx.pack): for each 16 output columns, the K rows in
+   pairs, [N/16][K/2][16][2]. Edges come sorted by receiver and are split among threads at
+   receiver boundaries, so no two threads add to one receiver's sums. Built and loaded by
+   amx.py. */
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
@@ -31,12 +35,21 @@ typedef struct {
     uint8_t rows[16];
 } TileConfig;
 
+#define MAX_TERMS 3
+
+typedef struct {                 /* one gathered term: rows of a [nodes][batch or 1][latent] */
+    const uint16_t *table;       /* table, by its edge's index (none: the edge's own row) */
+    const int64_t *index;
+    int64_t batched;
+} Term;
+
 typedef struct {
-    uint16_t *edge;
-    const uint16_t *send, *recv;
-    const int64_t *senders, *receivers;
-    int64_t batch, latent;
+    uint16_t *edge;              /* NULL: no product with W1, no edge update */
     const uint16_t *w1, *w2;
+    Term terms[MAX_TERMS];
+    int64_t count;               /* terms */
+    const int64_t *receivers;
+    int64_t batch, latent;
     const float *b1, *b2, *scale, *offset;
     float *sums;
     int64_t first_row, end_row;
@@ -68,52 +81,49 @@ static inline void store_bf16(uint16_t *p, __m512 x) {
     _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh(x));
 }
 
-/* x rounded to bf16 (nearest even), as float32 */
-static inline __m512 round_bf16(__m512 x) {
-    __m256i raw = (__m256i)_mm512_cvtneps_pbh(x);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
-
-/* x * sigmoid(x) = x / (1 + 2^(-x log2 e)), 2^f by a degree-5 polynomial on [-1/2, 1/2]
-   (relative error 3e-6, far below bf16's 4e-3); a huge |x| gives x or about 0. */
+/* x * sigmoid(x) = x / (1 + 2^(-x log2 e)): 2^f by a degree-4 polynomial on [-1/2, 1/2]
+   (relative error 4e-5) and 1/d by rcp14 (6e-5), far below the 4e-3 of the bf16 rounding
+   that follows; a huge |x| gives x or about 0. */
 static inline __m512 swish(__m512 x) {
     const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(-1.44269504f));
     const __m512 n = _mm512_min_ps(  /* 2^126 at most: 1 + 2^t stays finite for rcp14 */
         _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
         _mm512_set1_ps(126.0f));
     const __m512 f = _mm512_sub_ps(t, n);
-    __m512 p = _mm512_set1_ps(1.3333558e-3f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-3f));
+    __m512 p = _mm512_set1_ps(9.6181291e-3f);
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-1f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
     const __m512 d = _mm512_add_ps(_mm512_scalef_ps(p, n), _mm512_set1_ps(1.0f));
-    __m512 r = _mm512_rcp14_ps(d);  /* 1/d to 2^-14, one Newton step to 2^-28 */
-    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
-    return _mm512_mul_ps(x, r);
+    return _mm512_mul_ps(x, _mm512_rcp14_ps(d));
 }
 
-/* One block's rows: where each row's gathered terms, edge and sums are, and the running
-   sums of its LayerNorm statistics. Rows past `count` (a partial block) point at row 0's. */
+/* One block's rows: where each row's gathered terms are, and the running sums of its
+   LayerNorm statistics. Rows past a partial block's end point at its first row's terms. */
 typedef struct {
-    const uint16_t *send[ROWS], *recv[ROWS];
+    const uint16_t *term[MAX_TERMS][ROWS];
     __m512 total[ROWS], squares[ROWS];
 } Block;
 
 enum Epilogue { HIDDEN, STATISTICS };
 
+/* hidden = bf16(swish(x + b1 + the row's terms)) for 16 columns [j, j + 16) of one row */
+static inline void hidden_columns(const Work *w, const Block *b, __m512 x, uint16_t *hidden,
+                                  int64_t row, int64_t j, int terms) {
+    x = _mm512_add_ps(x, _mm512_loadu_ps(w->b1 + j));
+    for (int t = 0; t < terms; ++t) x = _mm512_add_ps(x, load_bf16(b->term[t][row] + j));
+    store_bf16(hidden + row * w->latent + j, swish(x));
+}
+
 /* The element-wise work on 16 columns [j, j + 16) of one row, once the product wrote them:
-   HIDDEN: hidden = bf16(swish(first + b1 + send + recv));
-   STATISTICS: first += b2, and the row's sums of x and x² for its LayerNorm. */
+   HIDDEN: hidden_columns of the product; STATISTICS: first += b2, and the row's sums of x
+   and x² for its LayerNorm. */
 static inline void epilogue(const Work *w, Block *b, float *first, uint16_t *hidden,
-                            enum Epilogue kind, int64_t row, int64_t j) {
+                            enum Epilogue kind, int terms, int64_t row, int64_t j) {
     float *x = first + row * w->latent + j;
     if (kind == HIDDEN) {
-        __m512 v = _mm512_add_ps(_mm512_loadu_ps(x), _mm512_loadu_ps(w->b1 + j));
-        v = _mm512_add_ps(v, _mm512_add_ps(load_bf16(b->send[row] + j),
-                                           load_bf16(b->recv[row] + j)));
-        store_bf16(hidden + row * w->latent + j, swish(v));
+        hidden_columns(w, b, _mm512_loadu_ps(x), hidden, row, j, terms);
     } else {
         const __m512 v = _mm512_add_ps(_mm512_loadu_ps(x), _mm512_loadu_ps(w->b2 + j));
         _mm512_storeu_ps(x, v);
@@ -125,9 +135,11 @@ static inline void epilogue(const Work *w, Block *b, float *first, uint16_t *hid
 /* out[32][n] (float32) = a[32][n] (bf16, row stride n) @ packed weight [n][n], and the
    epilogue of each 32 output columns, run while the AMX unit computes the next 32: a few
    rows' worth after each step of the inner loop, so that the core's vector units and the
-   tile unit work at once (one after the other, the epilogues took as long as the product). */
-static void product(const Work *w, Block *b, const uint16_t *a, const uint16_t *weight,
-                    float *out, uint16_t *hidden, enum Epilogue kind) {
+   tile unit work at once. Inlined, so that `terms` is a constant in each of its uses (a
+   loop over a variable number of terms cost the processor's kernel 10 %). */
+static inline __attribute__((always_inline)) void product(
+        const Work *w, Block *b, const uint16_t *a, const uint16_t *weight, float *out,
+        uint16_t *hidden, enum Epilogue kind, int terms) {
     const int64_t n = w->latent, stride = n * 2, block = (n / 2) * 32;
     const int64_t units = ROWS * 2, per_step = (units + n / 32 - 1) / (n / 32);
     for (int64_t col = 0; col <= n; col += 32) {
@@ -148,11 +160,11 @@ static void product(const Work *w, Block *b, const uint16_t *a, const uint16_t *
                 _tile_dpbf16ps(2, 5, 6);
                 _tile_dpbf16ps(3, 5, 7);
                 for (int64_t u = 0; col > 0 && u < per_step && unit < units; ++u, ++unit)
-                    epilogue(w, b, out, hidden, kind, unit >> 1, col - 32 + (unit & 1) * 16);
+                    epilogue(w, b, out, hidden, kind, terms, unit >> 1, col - 32 + (unit & 1) * 16);
             }
         }
         for (; col > 0 && unit < units; ++unit)
-            epilogue(w, b, out, hidden, kind, unit >> 1, col - 32 + (unit & 1) * 16);
+            epilogue(w, b, out, hidden, kind, terms, unit >> 1, col - 32 + (unit & 1) * 16);
         if (col < n) {
             _tile_stored(0, out + col, n * 4);
             _tile_stored(1, out + col + 16, n * 4);
@@ -162,8 +174,9 @@ static void product(const Work *w, Block *b, const uint16_t *a, const uint16_t *
     }
 }
 
-/* message = bf16(LayerNorm(x)) from the row's statistics (variance E[x²] - E[x]², as
-   network.layer_norm in bf16); edge += message, sums += message. */
+/* message = LayerNorm(x) from the row's statistics (variance E[x²] - E[x]², as
+   network.layer_norm in bf16); sums += message, and edge += message (rounded once, to bf16)
+   unless edge is NULL. The unfused path rounds the message to bf16 first. */
 static void message_row(const Work *w, const float *x, __m512 total, __m512 squares,
                         uint16_t *edge, float *sums) {
     const int64_t n = w->latent;
@@ -172,38 +185,55 @@ static void message_row(const Work *w, const float *x, __m512 total, __m512 squa
     const __m512 m = _mm512_set1_ps(mean), inverse = _mm512_set1_ps(1.0f / sqrtf(variance + 1e-5f));
     for (int64_t j = 0; j < n; j += 16) {
         __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), m), inverse);
-        v = round_bf16(_mm512_fmadd_ps(v, _mm512_loadu_ps(w->scale + j),
-                                       _mm512_loadu_ps(w->offset + j)));
-        store_bf16(edge + j, _mm512_add_ps(load_bf16(edge + j), v));
+        v = _mm512_fmadd_ps(v, _mm512_loadu_ps(w->scale + j), _mm512_loadu_ps(w->offset + j));
+        if (edge != NULL) store_bf16(edge + j, _mm512_add_ps(load_bf16(edge + j), v));
         _mm512_storeu_ps(sums + j, _mm512_add_ps(_mm512_loadu_ps(sums + j), v));
     }
 }
 
-/* Row `row`'s place in a [nodes * batch][latent] table, through its edge's node index. */
-static inline int64_t node_row(const Work *w, const int64_t *nodes, int64_t row) {
-    return (nodes[row / w->batch] * w->batch + row % w->batch) * w->latent;
+/* Where row `row` (edge row / batch, batch item row % batch) finds term `t`. */
+static inline const uint16_t *term_row(const Work *w, int t, int64_t row) {
+    const Term *term = &w->terms[t];
+    const int64_t e = row / w->batch, node = term->index != NULL ? term->index[e] : e;
+    return term->table + (term->batched ? node * w->batch + row % w->batch : node) * w->latent;
 }
 
 /* One block of `count` <= ROWS rows from `row0`; scratch: a [ROWS][n] bf16, first [ROWS][n]
-   float32, hidden [ROWS][n] bf16. A partial block is copied into `a` first. */
+   float32, hidden [ROWS][n] bf16. A partial block's edge rows are copied into `a` first. */
 static void run_block(const Work *w, Block *b, int64_t row0, int64_t count, uint16_t *a,
                       float *first, uint16_t *hidden) {
     const int64_t n = w->latent;
-    uint16_t *edge = w->edge + row0 * n;
+    uint16_t *edge = w->edge != NULL ? w->edge + row0 * n : NULL;
     for (int64_t i = 0; i < ROWS; ++i) {
-        const int64_t row = row0 + (i < count ? i : 0);
-        b->send[i] = w->send + node_row(w, w->senders, row);
-        b->recv[i] = w->recv + node_row(w, w->receivers, row);
         b->total[i] = b->squares[i] = _mm512_setzero_ps();
-        for (int64_t byte = 0; i < count && byte < n * 2; byte += 64)  /* scattered rows: */
-            _mm_prefetch((const char *)b->send[i] + byte, _MM_HINT_T1);  /* fetch early */
+        for (int t = 0; t < w->count; ++t) {
+            b->term[t][i] = term_row(w, t, row0 + (i < count ? i : 0));
+            for (int64_t byte = 0; i < count && byte < n * 2; byte += 64)  /* scattered rows: */
+                _mm_prefetch((const char *)b->term[t][i] + byte, _MM_HINT_T1);  /* fetch early */
+        }
     }
-    if (count < ROWS) memcpy(a, edge, count * n * 2);
-    product(w, b, count < ROWS ? a : edge, w->w1, first, hidden, HIDDEN);
-    product(w, b, hidden, w->w2, first, NULL, STATISTICS);
-    for (int64_t i = 0; i < count; ++i)
-        message_row(w, first + i * n, b->total[i], b->squares[i], edge + i * n,
-                    w->sums + node_row(w, w->receivers, row0 + i));
+    if (edge == NULL) {  /* the decoder's: static term, sender and receiver */
+        const int terms = (int)w->count;
+        for (int64_t i = 0; i < ROWS; ++i)
+            for (int64_t j = 0; j < n; j += 16) {
+                if (terms == 3) hidden_columns(w, b, _mm512_setzero_ps(), hidden, i, j, 3);
+                else hidden_columns(w, b, _mm512_setzero_ps(), hidden, i, j, terms);
+            }
+    } else {
+        const uint16_t *rows = edge;
+        if (count < ROWS) rows = memcpy(a, edge, count * n * 2);
+        if (w->count == 2)  /* the processor's: sender and receiver */
+            product(w, b, rows, w->w1, first, hidden, HIDDEN, 2);
+        else
+            product(w, b, rows, w->w1, first, hidden, HIDDEN, (int)w->count);
+    }
+    product(w, b, hidden, w->w2, first, NULL, STATISTICS, 0);
+    for (int64_t i = 0; i < count; ++i) {
+        const int64_t row = row0 + i;
+        message_row(w, first + i * n, b->total[i], b->squares[i],
+                    edge != NULL ? edge + i * n : NULL,
+                    w->sums + (w->receivers[row / w->batch] * w->batch + row % w->batch) * n);
+    }
 }
 
 static void run(Work *w) {
@@ -237,23 +267,28 @@ static int64_t part_start(const int64_t *receivers, int64_t edges, int part, int
 }
 
 /* The edge MLP over all edges (see the top of this file), on the OpenMP threads (torch's
-   own pool: the same libgomp). edge [edges * batch][latent] and send/recv [nodes * batch]
-   [latent] bf16, edges sorted by receiver; sums [nodes * batch][latent] float32; weights
-   packed [latent][latent]; b1, b2, scale, offset float32 [latent]; latent a multiple of 32.
-   Returns 0; 1 if scratch memory could not be had, 2 for arguments out of range. */
-int gc_edge_mlp(uint16_t *edge, const uint16_t *send, const uint16_t *recv,
-                const int64_t *senders, const int64_t *receivers, int64_t batch,
-                int64_t latent, int64_t edges, const uint16_t *w1, const float *b1,
-                const uint16_t *w2, const float *b2, const float *scale, const float *offset,
-                float *sums) {
-    if (latent % 32 != 0 || batch < 1 || edges < 0) return 2;
+   own pool: the same libgomp). edge [edges * batch][latent] bf16 or NULL; `count` terms:
+   tables[t] [nodes_t][batch if batched[t] else 1][latent] bf16, indices[t] [edges] (NULL:
+   the edge itself); receivers [edges], sorted; sums [nodes * batch][latent] float32;
+   weights packed [latent][latent]; b1, b2, scale, offset float32 [latent]; latent a
+   multiple of 32. Returns 0; 1 if scratch memory could not be had, 2 for arguments out of
+   range. */
+int gc_edge_mlp(uint16_t *edge, const uint16_t *w1, const uint16_t *const *tables,
+                const int64_t *const *indices, const int64_t *batched, int64_t count,
+                const int64_t *receivers, int64_t batch, int64_t latent, int64_t edges,
+                const float *b1, const uint16_t *w2, const float *b2, const float *scale,
+                const float *offset, float *sums) {
+    if (latent % 32 != 0 || batch < 1 || edges < 0 || count < 0 || count > MAX_TERMS)
+        return 2;
     int status = 0;
 #pragma omp parallel reduction(| : status)
     {
         const int part = omp_get_thread_num(), parts = omp_get_num_threads();
-        Work work = {edge, send, recv, senders, receivers, batch, latent, w1, w2, b1, b2,
-                     scale, offset, sums, part_start(receivers, edges, part, parts) * batch,
+        Work work = {edge, w1, w2, {{0}}, count, receivers, batch, latent, b1, b2, scale,
+                     offset, sums, part_start(receivers, edges, part, parts) * batch,
                      part_start(receivers, edges, part + 1, parts) * batch, 0};
+        for (int64_t t = 0; t < count; ++t)
+            work.terms[t] = (Term){tables[t], indices[t], batched[t]};
         run(&work);
         status |= work.status;
     }

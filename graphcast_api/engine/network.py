@@ -303,7 +303,7 @@ def process(edge: torch.Tensor, mesh: torch.Tensor, edge_stage: EdgeStage,
         aggregated = sum_by_blocks(messages, blocks).to(mesh.dtype)
     else:
         sums = torch.zeros(mesh.shape, dtype=torch.float32, device=mesh.device)
-        amx.edge_mlp(edge, sums, send, recv, senders, receivers, *fused)
+        amx.edge_mlp(edge, sums, receivers, [send, recv], [senders, receivers], *fused)
         aggregated = sums.to(mesh.dtype)
     mesh = mesh + mlp_rest(node_stage.mlp, dense(mesh, node_stage.w_node, None, onednn)
                            + dense(aggregated, node_stage.w_messages, None, onednn), onednn)
@@ -314,17 +314,27 @@ def process(edge: torch.Tensor, mesh: torch.Tensor, edge_stage: EdgeStage,
 
 def decode(grid: torch.Tensor, mesh_send: torch.Tensor, m2g_terms: torch.Tensor,
            m2g_index: torch.Tensor | None, edge_stage: EdgeStage, senders: torch.Tensor,
-           grid_node: NodeStage, decoder: Mlp, onednn: bool = False) -> torch.Tensor:
+           grid_node: NodeStage, decoder: Mlp, onednn: bool = False,
+           fused: amx.FusedEdgeMlp | None = None,
+           receivers: torch.Tensor | None = None) -> torch.Tensor:
     """mesh2grid (each grid node receives 3 consecutive edges) and the output MLP for one
     chunk of grid nodes → float32 [B, outputs, nodes], channel-major as the rollout unstacks
     them; mesh_send: the mesh latents' sender projection [M, B, L], made once for all chunks;
-    m2g_terms and m2g_index: the edges' static terms (static_terms)."""
-    per_edge = mesh_send[senders]
-    per_grid = dense(grid, edge_stage.w_recv, None, onednn)[:, None]
-    first = ((static_terms(m2g_terms, m2g_index) + per_edge).unflatten(0, (grid.shape[0], 3))
-             + per_grid)
-    messages = mlp_rest(edge_stage.mlp, first, onednn)
-    aggregated = messages.float().sum(dim=1).to(grid.dtype)
+    m2g_terms and m2g_index: the edges' static terms (static_terms). `fused`: the edge MLP's
+    weights for the AMX kernel, which then does the edge MLP and the sums in one pass;
+    receivers: at least the chunk's edges' receivers, 0, 0, 0, 1, 1, 1, ..."""
+    per_grid = dense(grid, edge_stage.w_recv, None, onednn)
+    if fused is None:
+        first = ((static_terms(m2g_terms, m2g_index) + mesh_send[senders])
+                 .unflatten(0, (grid.shape[0], 3)) + per_grid[:, None])
+        messages = mlp_rest(edge_stage.mlp, first, onednn)
+        aggregated = messages.float().sum(dim=1).to(grid.dtype)
+    else:
+        receivers = receivers[:len(senders)]
+        sums = torch.zeros(per_grid.shape, dtype=torch.float32, device=grid.device)
+        amx.edge_mlp(None, sums, receivers, [m2g_terms, mesh_send, per_grid],
+                     [m2g_index, senders, receivers], *fused)
+        aggregated = sums.to(grid.dtype)
     grid = grid + mlp_rest(grid_node.mlp, dense(grid, grid_node.w_node, None, onednn)
                            + dense(aggregated, grid_node.w_messages, None, onednn), onednn)
     return mlp_apply(decoder, grid, onednn).float().permute(1, 2, 0).contiguous()
@@ -625,6 +635,12 @@ class GraphCastNetwork:
         self.m2g_grid_node = _node_stage(
             _mlp(full, "mesh2grid_gnn", "processor_nodes_0_grid_nodes"), latent, dtype)
         self.decoder = _mlp(full, "mesh2grid_gnn", "decoder_nodes_grid_nodes").cast(dtype)
+        self.m2g_fused = m2g_receivers = None  # the AMX kernel's weights; edge e: node e // 3
+        if self.products == "amx":
+            self.m2g_fused = amx.fused_edge_mlp(None, *self.m2g_stage.mlp)
+            chunk = min(decode_chunk_nodes, len(graphs.grid_node_features))
+            m2g_receivers = torch.arange(chunk, device=self.device).repeat_interleave(3)
+        self.m2g_receivers = m2g_receivers
 
         if onednn:
             for weight in self._dynamic_weights():
@@ -703,7 +719,8 @@ class GraphCastNetwork:
         for part, edges in self._decode_chunks(grid.shape[0]):
             decoded = self._stages["decode"](grid[part], mesh_send, *self.m2g_static[edges],
                                              self.m2g_stage, self.m2g_senders[edges],
-                                             self.m2g_grid_node, self.decoder, onednn)
+                                             self.m2g_grid_node, self.decoder, onednn,
+                                             self.m2g_fused, self.m2g_receivers)
             if outputs is None:
                 outputs = decoded.new_empty(decoded.shape[:2] + grid.shape[:1])
             outputs[:, :, part] = decoded

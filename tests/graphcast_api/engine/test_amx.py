@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 
 from graphcast_api.engine import amx
-from graphcast_api.engine.network import Mlp, _edge_stage, _node_stage, mesh_blocks, process
+from graphcast_api.engine.network import (
+    Mlp,
+    _edge_stage,
+    _node_stage,
+    decode,
+    mesh_blocks,
+    process,
+)
 
 needs_amx = pytest.mark.skipif(amx.library() is None, reason="this CPU has no AMX")
 
@@ -42,9 +49,13 @@ def test_the_kernel_refuses_tensors_of_other_types_before_running() -> None:
     index = torch.zeros(4, dtype=torch.int64)
     vector = torch.zeros(32)
     weight = amx.pack(torch.zeros(32, 32))
+    sums = torch.zeros(2, 1, 32)
     with pytest.raises(ValueError, match="int64 indices"):
-        amx.edge_mlp(edge, torch.zeros(2, 1, 32), edge, edge, index.int(), index, weight,
-                     vector, weight, vector, vector, vector)
+        amx.edge_mlp(edge, sums, index, [edge, edge], [index.int(), index], weight, vector,
+                     weight, vector, vector, vector)
+    with pytest.raises(ValueError, match="at most three terms"):
+        amx.edge_mlp(None, sums, index, [edge] * 4, [None] * 4, None, vector, weight, vector,
+                     vector, vector)
 
 
 def test_without_amx_or_a_compiler_the_library_is_none(monkeypatch, caplog) -> None:
@@ -106,7 +117,7 @@ def _fused(edge, mesh, stage, senders, receivers) -> tuple[torch.Tensor, torch.T
     sums = torch.zeros(mesh.shape)
     send = (mesh.float() @ stage.w_send.float()).bfloat16()
     recv = (mesh.float() @ stage.w_recv.float()).bfloat16()
-    amx.edge_mlp(edge, sums, send, recv, senders, receivers,
+    amx.edge_mlp(edge, sums, receivers, [send, recv], [senders, receivers],
                  *amx.fused_edge_mlp(stage.w_edge, *stage.mlp))
     return edge, sums
 
@@ -165,3 +176,42 @@ def test_the_network_step_with_the_kernel_gives_the_unfused_step(compile: bool) 
     assert (fused_edge.float() - plain_edge.float()).abs().max() <= 0.1
     assert (fused_mesh.float() - plain_mesh.float()).abs().max() <= 0.1
     assert not torch.equal(fused_edge, edge)  # updated in place
+
+
+@needs_amx
+@pytest.mark.parametrize("stored, compile", [(True, False), (False, False), (True, True)])
+def test_the_decoder_with_the_kernel_gives_the_unfused_decoder(stored: bool,
+                                                               compile: bool) -> None:
+    """network.decode with `fused` weights against the same chunk without them, the static
+    terms stored once per orbit (a table and each edge's row) or one row per edge."""
+    latent, nodes, mesh_nodes, batch = 64, 70, 40, 1
+    generator = torch.Generator().manual_seed(4)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator) / shape[0] ** 0.5
+
+    def mlp(sizes: list[int], norm: bool = True) -> Mlp:
+        return Mlp(tuple(randn(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)),
+                   tuple(randn(b) for b in sizes[1:]),
+                   (1 + randn(sizes[-1]), randn(sizes[-1])) if norm else None)
+
+    edge_stage = _edge_stage(mlp([3 * latent, latent, latent]), latent, torch.bfloat16)
+    grid_node = _node_stage(mlp([2 * latent, latent, latent]), latent, torch.bfloat16)
+    decoder = mlp([latent, latent, 5], norm=False).cast(torch.bfloat16)
+    grid = torch.randn(nodes, batch, latent, generator=generator).bfloat16()
+    mesh_send = torch.randn(mesh_nodes, batch, latent, generator=generator).bfloat16()
+    senders = torch.randint(0, mesh_nodes, (3 * nodes,), generator=generator)
+    if stored:
+        terms = torch.randn(50, 1, latent, generator=generator).bfloat16()
+        index = torch.randint(0, 50, (3 * nodes,), generator=generator)
+    else:
+        terms, index = torch.randn(3 * nodes, 1, latent, generator=generator).bfloat16(), None
+    receivers = torch.arange(nodes + 5).repeat_interleave(3)  # a chunk may be shorter
+    fused = amx.fused_edge_mlp(None, *edge_stage.mlp)
+    step = torch.compile(decode, dynamic=False) if compile else decode
+    with torch.inference_mode():
+        plain = decode(grid, mesh_send, terms, index, edge_stage, senders, grid_node, decoder)
+        ours = step(grid, mesh_send, terms, index, edge_stage, senders, grid_node, decoder,
+                    False, fused, receivers)
+    assert ours.shape == plain.shape == (batch, 5, nodes)
+    assert (ours - plain).abs().max() <= 0.05 * plain.abs().max()
