@@ -50,7 +50,13 @@ Speed-ups that leave the mathematics unchanged:
   the summation order inside a product changes (fp32 within the reference tolerance, checked
   for every back end by the tests). `products="matmul"` keeps torch's own `@`.
 - in bf16, LayerNorm takes its variance as E[x²] - E[x]² (layer_norm), equal to haiku's
-  E[(x - E[x])²] but for rounding: one pass over each row instead of two.
+  E[(x - E[x])²] but for rounding: one pass over each row instead of two;
+- in bf16 on CPUs with AMX (`products="amx"`), each processor edge MLP and the decoder's
+  edge MLP run as one hand-written kernel (amx.py): the products, the gathered terms, swish,
+  LayerNorm, the per-receiver sums and the residual edge update over a block of 32 edges
+  while it is in cache, instead of passes over edge-sized tensors; the same mathematics, the
+  products accumulating in float32 as oneDNN's, the messages summed before their bf16
+  rounding (within the bf16 tolerance, checked by the tests where the CPU has AMX).
 bf16 keeps the aggregation sums and LayerNorm statistics in float32, as the official code does.
 """
 from __future__ import annotations
@@ -260,21 +266,27 @@ def encode(sums: torch.Tensor, grid_inputs: torch.Tensor, grid_struct: torch.Ten
            embed: Mlp, g2m_terms: torch.Tensor, g2m_index: torch.Tensor | None,
            mesh_recv: torch.Tensor, g2m_send: torch.Tensor, g2m_mlp: Mlp,
            local_senders: torch.Tensor, receivers: torch.Tensor, grid_node: Mlp,
-           onednn: bool = False) -> torch.Tensor:
+           onednn: bool = False, fused: amx.FusedEdgeMlp | None = None) -> torch.Tensor:
     """One encoder chunk: embed its grid nodes, add their grid2mesh messages to `sums`.
 
     sums [M + 1, B, L] (float32) accumulates every chunk's messages per receiver, in place;
     grid_inputs [N, B, C] are the chunk's nodes; local_senders index them; g2m_terms and
     g2m_index give the edges' static terms (static_terms); mesh_recv [M + 1, 1, L] is the
-    receivers' static first-layer term. Returns the updated grid latents [N, B, L].
+    receivers' static first-layer term. `fused`: the edge MLP's weights for the AMX kernel
+    (the chunk's edges then sorted by receiver, see encoder_chunks). Returns the updated
+    grid latents [N, B, L].
     """
     dtype = g2m_terms.dtype
     batch = grid_inputs.shape[1]
     struct = grid_struct[:, None, :].expand(-1, batch, -1)
     grid = mlp_apply(embed, torch.cat([grid_inputs, struct], dim=-1).to(dtype), onednn)
-    first = (static_terms(g2m_terms, g2m_index) + mesh_recv[receivers]
-             + dense(grid, g2m_send, None, onednn)[local_senders])
-    add_by_receiver(sums, mlp_rest(g2m_mlp, first, onednn), receivers)
+    send = dense(grid, g2m_send, None, onednn)
+    if fused is None:
+        first = static_terms(g2m_terms, g2m_index) + mesh_recv[receivers] + send[local_senders]
+        add_by_receiver(sums, mlp_rest(g2m_mlp, first, onednn), receivers)
+    else:
+        amx.edge_mlp(None, sums, receivers, [g2m_terms, mesh_recv, send],
+                     [g2m_index, receivers, local_senders], *fused)
     return grid + mlp_apply(grid_node, grid, onednn)
 
 
@@ -355,11 +367,14 @@ class EncoderChunks(NamedTuple):
     receivers: torch.Tensor      # [chunks, edges]: mesh receiver, or num_mesh if not owned
     nodes: int
     edges: int
+    order: torch.Tensor | None = None  # [chunks, edges]: each edge's place in the window,
+                                       # when sorted by receiver (for the AMX kernel)
 
 
 def encoder_chunks(senders: np.ndarray, receivers: np.ndarray, num_grid: int, num_mesh: int,
-                   chunk_nodes: int) -> EncoderChunks:
-    """Plan the encoder's chunks over grid2mesh edges sorted by sender (see EncoderChunks)."""
+                   chunk_nodes: int, by_receiver: bool = False) -> EncoderChunks:
+    """Plan the encoder's chunks over grid2mesh edges sorted by sender (see EncoderChunks);
+    by_receiver: each chunk's edges then sorted by receiver, as the AMX kernel needs them."""
     nodes = min(chunk_nodes, num_grid)
     owned = [(a, min(a + nodes, num_grid)) for a in range(0, num_grid, nodes)]
     bounds = np.searchsorted(senders, [a for a, _ in owned] + [num_grid])
@@ -374,8 +389,14 @@ def encoder_chunks(senders: np.ndarray, receivers: np.ndarray, num_grid: int, nu
         edge_starts.append(edge_start)
         local.append(np.where(mine, senders[window] - node_start, 0))
         receiving.append(np.where(mine, receivers[window], num_mesh))
+    order = None
+    if by_receiver:
+        order = np.argsort(np.stack(receiving), axis=1, kind="stable")
+        local = np.take_along_axis(np.stack(local), order, axis=1)
+        receiving = np.take_along_axis(np.stack(receiving), order, axis=1)
+        order = torch.from_numpy(order)
     return EncoderChunks(node_starts, edge_starts, torch.from_numpy(np.stack(local)),
-                         torch.from_numpy(np.stack(receiving)), nodes, edges)
+                         torch.from_numpy(np.stack(receiving)), nodes, edges, order)
 
 
 def _mlp(params: dict[str, torch.Tensor], gnn: str, module: str) -> Mlp:
@@ -605,6 +626,8 @@ class GraphCastNetwork:
             lambda features: self._stages["g2m_terms"](features), tensor(g2m.features),
             orbits[0], row_block)
         self.g2m_send, self.g2m_mlp = w_send.to(dtype), g2m_mlp.cast(dtype)
+        self.g2m_fused = (amx.fused_edge_mlp(None, *self.g2m_mlp)
+                          if self.products == "amx" else None)
         self.mesh0 = mesh0.to(dtype)
         self.g2m_mesh_node = _node_stage(
             _mlp(full, "grid2mesh_gnn", "processor_nodes_0_mesh_nodes"), latent, dtype)
@@ -667,9 +690,11 @@ class GraphCastNetwork:
 
     def plan_encoder(self, chunk_nodes: int) -> None:
         """Encode `chunk_nodes` grid nodes at a time from now on (see EncoderChunks)."""
-        chunks = encoder_chunks(*self._g2m_edges, chunk_nodes)
-        self.encoder_chunks = chunks._replace(local_senders=chunks.local_senders.to(self.device),
-                                              receivers=chunks.receivers.to(self.device))
+        chunks = encoder_chunks(*self._g2m_edges, chunk_nodes, self.products == "amx")
+        self.encoder_chunks = chunks._replace(
+            local_senders=chunks.local_senders.to(self.device),
+            receivers=chunks.receivers.to(self.device),
+            order=None if chunks.order is None else chunks.order.to(self.device))
 
     def _dynamic_weights(self) -> list[torch.Tensor]:
         """Every weight matrix the per-step products use (some are packed but unused)."""
@@ -736,11 +761,13 @@ class GraphCastNetwork:
         for c, (node_start, edge_start) in enumerate(zip(chunks.node_starts, chunks.edge_starts,
                                                          strict=True)):
             nodes = slice(node_start, node_start + chunks.nodes)
+            terms, index = self.g2m_static[edge_start:edge_start + chunks.edges]
+            if chunks.order is not None:  # the chunk's edges sorted by receiver
+                index = chunks.order[c] if index is None else index[chunks.order[c]]
             latents = self._stages["encode"](
-                sums, grid_inputs[nodes], self.grid_struct[nodes], self.embed_grid,
-                *self.g2m_static[edge_start:edge_start + chunks.edges], self.mesh_recv,
-                self.g2m_send, self.g2m_mlp, chunks.local_senders[c], chunks.receivers[c],
-                self.g2m_grid_node, onednn)
+                sums, grid_inputs[nodes], self.grid_struct[nodes], self.embed_grid, terms,
+                index, self.mesh_recv, self.g2m_send, self.g2m_mlp, chunks.local_senders[c],
+                chunks.receivers[c], self.g2m_grid_node, onednn, self.g2m_fused)
             if grid is None:
                 grid = latents.new_empty((grid_inputs.shape[0],) + latents.shape[1:])
             grid[nodes] = latents

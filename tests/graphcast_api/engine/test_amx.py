@@ -18,11 +18,13 @@ from graphcast_api.engine.network import (
     _edge_stage,
     _node_stage,
     decode,
+    encoder_chunks,
     mesh_blocks,
     process,
 )
 
-needs_amx = pytest.mark.skipif(amx.library() is None, reason="this CPU has no AMX")
+# On a CPU with AMX the kernel must build and load: a failure there fails these tests.
+needs_amx = pytest.mark.skipif(not amx.cpu_has_amx(), reason="this CPU has no AMX")
 
 
 def test_pack_puts_each_pair_of_rows_side_by_side_per_16_columns() -> None:
@@ -215,3 +217,19 @@ def test_the_decoder_with_the_kernel_gives_the_unfused_decoder(stored: bool,
                     False, fused, receivers)
     assert ours.shape == plain.shape == (batch, 5, nodes)
     assert (ours - plain).abs().max() <= 0.05 * plain.abs().max()
+
+
+def test_encoder_chunks_sorted_by_receiver_are_the_same_edges() -> None:
+    """For the AMX kernel each encoder chunk's edges come sorted by receiver: the same
+    (sender, receiver) pairs, `order` giving each one's place in the chunk's window."""
+    rng = np.random.default_rng(5)
+    senders = np.sort(rng.integers(0, 500, 3000))
+    receivers = rng.integers(0, 40, 3000)
+    plain = encoder_chunks(senders, receivers, 500, 40, 128)
+    sorted_ = encoder_chunks(senders, receivers, 500, 40, 128, by_receiver=True)
+    assert plain.order is None and sorted_.order.shape == plain.receivers.shape
+    for c in range(len(plain.node_starts)):
+        assert (np.diff(sorted_.receivers[c].numpy()) >= 0).all()
+        order = sorted_.order[c]
+        assert torch.equal(plain.receivers[c][order], sorted_.receivers[c])
+        assert torch.equal(plain.local_senders[c][order], sorted_.local_senders[c])

@@ -334,18 +334,23 @@ def test_rollout_with_forcings_computed(fp32: Forecaster, inputs, reference_dir:
 def test_bf16_rollout_within_statistical_tolerance(reference_dir: Path, stats_dir: Path,
                                                    inputs, forcings, fp32: Forecaster,
                                                    products: str, compile: bool) -> None:
-    """Each bf16 back end against the official fp32 rollout. The amx one (the processor's
-    edge MLPs in one AMX kernel, picked by default in bf16 on AMX CPUs) runs where the CPU
-    has AMX; elsewhere asking for it must be refused, which is what is checked there."""
-    if products == "amx" and amx.library() is None:
+    """Each bf16 back end against the official fp32 rollout. The amx one (the edge MLPs in
+    one AMX kernel, picked by default in bf16 on AMX CPUs) runs where the CPU has AMX, the
+    compiled run with the encoder and the decoder in two chunks each (the encoder's chunks
+    sorted by receiver, adding to one buffer); elsewhere asking for it must be refused,
+    which is what is checked there."""
+    if products == "amx" and not amx.cpu_has_amx():
         assert default_products(torch.device("cpu"), torch.bfloat16) == "onednn"
         with pytest.raises(DeviceUnavailable, match="AMX"):
             Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="bf16",
                                   device="cpu", products="amx")
         return
+    chunk = 342 if compile else 16_384
     bf16 = Forecaster.from_files(reference_dir / "params.npz", stats_dir, precision="bf16",
-                                 device="cpu", compile=compile, products=products)
+                                 device="cpu", compile=compile, products=products,
+                                 decode_chunk_nodes=chunk, encode_chunk_nodes=chunk)
     assert (bf16.precision, bf16.products) == ("bf16", products)
+    assert len(bf16.network.encoder_chunks.node_starts) == (2 if compile else 1)
     prediction = bf16.forecast(inputs, 4, forcings)
     reference = _load(reference_dir / "predictions_fp32.nc")
     for name in reference.data_vars:
