@@ -56,7 +56,8 @@ def library() -> ctypes.CDLL | None:
         return None
     pointer, pointers, int64 = ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int64
     lib.gc_edge_mlp.argtypes = [pointer, pointer, pointers, pointers, ctypes.POINTER(int64),
-                                int64, pointer, int64, int64, int64] + [pointer] * 6
+                                int64, pointer, int64, int64, int64] + [pointer] * 6 + [
+                                int64, int64]
     lib.gc_edge_mlp.restype = ctypes.c_int
     return lib
 
@@ -119,16 +120,17 @@ def edge_mlp(edge: torch.Tensor | None, sums: torch.Tensor, receivers: torch.Ten
              tables: list[torch.Tensor], indices: list[torch.Tensor | None],
              w_edge: torch.Tensor | None, b1: torch.Tensor, w2: torch.Tensor,
              b2: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> None:
-    """sums [N, B, L] (float32) += each receiver's messages, and edge [E, B, L] += its
-    messages if given (then w_edge is its first-layer block). The first layer's other terms
-    are tables[t] [n_t, B or 1, L] at rows indices[t] [E] (None: the edge's own row); edges
-    sorted by receiver. See the C file."""
+    """Each receiver's messages summed into sums [N, B, L]: float32 sums are added to (the
+    encoder's chunks share them); bf16 ones are overwritten, every row (no float32 buffer to
+    zero, fill and convert). edge [E, B, L] += its messages if given (then w_edge is its
+    first-layer block). The first layer's other terms are tables[t] [n_t, B or 1, L] at rows
+    indices[t] [E] (None: the edge's own row); edges sorted by receiver. See the C file."""
     lib = library()
     batch, latent = sums.shape[1:]
     if not _valid(edge, sums, receivers, tables, indices, w_edge, (b1, w2, b2, scale, offset)):
         raise ValueError("the AMX edge kernel takes contiguous CPU tensors: bf16 latents and "
-                         "weights, int64 indices, float32 biases, norms and sums, one latent "
-                         "width, at most three terms")
+                         "weights, int64 indices, float32 biases and norms, float32 or bf16 "
+                         "sums, one latent width, at most three terms")
     if lib is None:
         raise RuntimeError("the AMX edge kernel is not available on this host")
 
@@ -141,7 +143,8 @@ def edge_mlp(edge: torch.Tensor | None, sums: torch.Tensor, receivers: torch.Ten
         (ctypes.c_void_p * len(indices))(*map(address, indices)),
         (ctypes.c_int64 * len(tables))(*(int(t.shape[1] != 1) for t in tables)),
         len(tables), receivers.data_ptr(), batch, latent, len(receivers),
-        *(t.data_ptr() for t in (b1, w2, b2, scale, offset, sums)))
+        *(t.data_ptr() for t in (b1, w2, b2, scale, offset, sums)),
+        int(sums.dtype == torch.bfloat16), len(sums))
     if status != 0:
         raise MemoryError("the AMX edge kernel could not allocate its scratch memory")
 
@@ -153,7 +156,7 @@ def _valid(edge, sums, receivers, tables, indices, w_edge, weights) -> bool:
 
     bf16, latent = torch.bfloat16, sums.shape[-1]
     b1, w2, b2, scale, offset = weights
-    return (ok(sums, torch.float32) and ok(receivers, torch.int64)
+    return ((ok(sums, torch.float32) or ok(sums, bf16)) and ok(receivers, torch.int64)
             and (edge is None) == (w_edge is None) and len(tables) == len(indices) <= 3
             and (edge is None or (ok(edge, bf16) and ok(w_edge, bf16)
                                   and edge.shape == (len(receivers),) + sums.shape[1:]))

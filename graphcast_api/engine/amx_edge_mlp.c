@@ -51,8 +51,12 @@ typedef struct {
     const int64_t *receivers;
     int64_t batch, latent;
     const float *b1, *b2, *scale, *offset;
-    float *sums;
-    int64_t first_row, end_row;
+    float *sums;                 /* added to; or NULL, and then: */
+    uint16_t *aggregated;        /* [nodes][batch][latent], each row set to its sums (bf16) */
+    int64_t first_row, end_row;  /* this thread's edge rows */
+    int64_t first_node, end_node;  /* and receivers: [first_node, end_node) */
+    int64_t current;             /* aggregated: the receiver whose sums `running` holds */
+    float *running;              /* [batch][latent] */
     int status;
 } Work;
 
@@ -191,6 +195,21 @@ static void message_row(const Work *w, const float *x, __m512 total, __m512 squa
     }
 }
 
+/* Aggregated: write the sums of receivers [current, node) out (those past `current` had no
+   edges: zeros) and start on `node`'s. */
+static void next_receiver(Work *w, int64_t node) {
+    const int64_t size = w->batch * w->latent;
+    if (w->current < node && w->current >= w->first_node) {
+        for (int64_t j = 0; j < size; j += 16)
+            store_bf16(w->aggregated + w->current * size + j, _mm512_loadu_ps(w->running + j));
+        w->current += 1;
+    }
+    if (w->current < node)
+        memset(w->aggregated + w->current * size, 0, (node - w->current) * size * 2);
+    memset(w->running, 0, size * 4);
+    w->current = node;
+}
+
 /* Where row `row` (edge row / batch, batch item row % batch) finds term `t`. */
 static inline const uint16_t *term_row(const Work *w, int t, int64_t row) {
     const Term *term = &w->terms[t];
@@ -200,7 +219,7 @@ static inline const uint16_t *term_row(const Work *w, int t, int64_t row) {
 
 /* One block of `count` <= ROWS rows from `row0`; scratch: a [ROWS][n] bf16, first [ROWS][n]
    float32, hidden [ROWS][n] bf16. A partial block's edge rows are copied into `a` first. */
-static void run_block(const Work *w, Block *b, int64_t row0, int64_t count, uint16_t *a,
+static void run_block(Work *w, Block *b, int64_t row0, int64_t count, uint16_t *a,
                       float *first, uint16_t *hidden) {
     const int64_t n = w->latent;
     uint16_t *edge = w->edge != NULL ? w->edge + row0 * n : NULL;
@@ -229,10 +248,12 @@ static void run_block(const Work *w, Block *b, int64_t row0, int64_t count, uint
     }
     product(w, b, hidden, w->w2, first, NULL, STATISTICS, 0);
     for (int64_t i = 0; i < count; ++i) {
-        const int64_t row = row0 + i;
+        const int64_t row = row0 + i, node = w->receivers[row / w->batch], item = row % w->batch;
+        float *sums = w->running + item * n;
+        if (w->sums != NULL) sums = w->sums + (node * w->batch + item) * n;
+        else if (node != w->current) next_receiver(w, node);
         message_row(w, first + i * n, b->total[i], b->squares[i],
-                    edge != NULL ? edge + i * n : NULL,
-                    w->sums + (w->receivers[row / w->batch] * w->batch + row % w->batch) * n);
+                    edge != NULL ? edge + i * n : NULL, sums);
     }
 }
 
@@ -241,17 +262,22 @@ static void run(Work *w) {
     uint16_t *a = aligned_alloc(64, ROWS * n * 2), *hidden = aligned_alloc(64, ROWS * n * 2);
     float *first = aligned_alloc(64, ROWS * n * 4);
     Block *b = aligned_alloc(64, sizeof(Block));
-    if (a == NULL || hidden == NULL || first == NULL || b == NULL) {
+    w->running = aligned_alloc(64, w->batch * n * 4);
+    w->current = w->first_node;
+    if (a == NULL || hidden == NULL || first == NULL || b == NULL || w->running == NULL) {
         w->status = 1;
     } else {
         memset(a, 0, ROWS * n * 2);  /* rows past a partial block: any finite values */
+        if (w->sums == NULL) next_receiver(w, w->first_node);
         configure_tiles();
         for (int64_t row = w->first_row; row < w->end_row; row += ROWS) {
             const int64_t left = w->end_row - row;
             run_block(w, b, row, left < ROWS ? left : ROWS, a, first, hidden);
         }
         _tile_release();
+        if (w->sums == NULL) next_receiver(w, w->end_node);  /* the last receivers' sums */
     }
+    free(w->running);
     free(a);
     free(hidden);
     free(first);
@@ -266,10 +292,18 @@ static int64_t part_start(const int64_t *receivers, int64_t edges, int part, int
     return e;
 }
 
+/* The first receiver of part `part` of `parts` (see part_start); `nodes` past the last. */
+static int64_t part_node(const int64_t *receivers, int64_t edges, int64_t nodes, int part,
+                         int parts) {
+    const int64_t e = part_start(receivers, edges, part, parts);
+    return part == 0 ? 0 : e < edges ? receivers[e] : nodes;
+}
+
 /* The edge MLP over all edges (see the top of this file), on the OpenMP threads (torch's
    own pool: the same libgomp). edge [edges * batch][latent] bf16 or NULL; `count` terms:
    tables[t] [nodes_t][batch if batched[t] else 1][latent] bf16, indices[t] [edges] (NULL:
-   the edge itself); receivers [edges], sorted; sums [nodes * batch][latent] float32;
+   the edge itself); receivers [edges], sorted, below `nodes`; sums [nodes][batch][latent]:
+   float32, added to, or bf16 (sums_bf16 != 0), every row set to its receiver's sums;
    weights packed [latent][latent]; b1, b2, scale, offset float32 [latent]; latent a
    multiple of 32. Returns 0; 1 if scratch memory could not be had, 2 for arguments out of
    range. */
@@ -277,7 +311,7 @@ int gc_edge_mlp(uint16_t *edge, const uint16_t *w1, const uint16_t *const *table
                 const int64_t *const *indices, const int64_t *batched, int64_t count,
                 const int64_t *receivers, int64_t batch, int64_t latent, int64_t edges,
                 const float *b1, const uint16_t *w2, const float *b2, const float *scale,
-                const float *offset, float *sums) {
+                const float *offset, void *sums, int64_t sums_bf16, int64_t nodes) {
     if (latent % 32 != 0 || batch < 1 || edges < 0 || count < 0 || count > MAX_TERMS)
         return 2;
     int status = 0;
@@ -285,8 +319,11 @@ int gc_edge_mlp(uint16_t *edge, const uint16_t *w1, const uint16_t *const *table
     {
         const int part = omp_get_thread_num(), parts = omp_get_num_threads();
         Work work = {edge, w1, w2, {{0}}, count, receivers, batch, latent, b1, b2, scale,
-                     offset, sums, part_start(receivers, edges, part, parts) * batch,
-                     part_start(receivers, edges, part + 1, parts) * batch, 0};
+                     offset, sums_bf16 ? NULL : sums, sums_bf16 ? sums : NULL,
+                     part_start(receivers, edges, part, parts) * batch,
+                     part_start(receivers, edges, part + 1, parts) * batch,
+                     part_node(receivers, edges, nodes, part, parts),
+                     part_node(receivers, edges, nodes, part + 1, parts), 0, NULL, 0};
         for (int64_t t = 0; t < count; ++t)
             work.terms[t] = (Term){tables[t], indices[t], batched[t]};
         run(&work);

@@ -314,9 +314,8 @@ def process(edge: torch.Tensor, mesh: torch.Tensor, edge_stage: EdgeStage,
         messages = mlp_rest(edge_stage.mlp, first, onednn)
         aggregated = sum_by_blocks(messages, blocks).to(mesh.dtype)
     else:
-        sums = torch.zeros(mesh.shape, dtype=torch.float32, device=mesh.device)
-        amx.edge_mlp(edge, sums, receivers, [send, recv], [senders, receivers], *fused)
-        aggregated = sums.to(mesh.dtype)
+        aggregated = torch.empty_like(mesh)  # every row written by the kernel
+        amx.edge_mlp(edge, aggregated, receivers, [send, recv], [senders, receivers], *fused)
     mesh = mesh + mlp_rest(node_stage.mlp, dense(mesh, node_stage.w_node, None, onednn)
                            + dense(aggregated, node_stage.w_messages, None, onednn), onednn)
     if fused is None:
@@ -343,10 +342,9 @@ def decode(grid: torch.Tensor, mesh_send: torch.Tensor, m2g_terms: torch.Tensor,
         aggregated = messages.float().sum(dim=1).to(grid.dtype)
     else:
         receivers = receivers[:len(senders)]
-        sums = torch.zeros(per_grid.shape, dtype=torch.float32, device=grid.device)
-        amx.edge_mlp(None, sums, receivers, [m2g_terms, mesh_send, per_grid],
+        aggregated = torch.empty_like(per_grid)  # every row written by the kernel
+        amx.edge_mlp(None, aggregated, receivers, [m2g_terms, mesh_send, per_grid],
                      [m2g_index, senders, receivers], *fused)
-        aggregated = sums.to(grid.dtype)
     grid = grid + mlp_rest(grid_node.mlp, dense(grid, grid_node.w_node, None, onednn)
                            + dense(aggregated, grid_node.w_messages, None, onednn), onednn)
     return mlp_apply(decoder, grid, onednn).float().permute(1, 2, 0).contiguous()

@@ -78,13 +78,16 @@ def test_without_amx_or_a_compiler_the_library_is_none(monkeypatch, caplog) -> N
         amx.library.cache_clear()
 
 
-def _problem(edges_per_receiver: np.ndarray, batch: int, latent: int, seed: int = 0):
+def _problem(edges_per_receiver: np.ndarray, batch: int, latent: int, seed: int = 0,
+             by_degree: bool = True):
     """A random processor step: edges sorted by receiver, receivers numbered by in-degree
-    (as the network numbers mesh nodes, see mesh_blocks), bf16 latents and weights."""
+    (as the network numbers mesh nodes, see mesh_blocks) unless not by_degree, bf16 latents
+    and weights."""
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     nodes = len(edges_per_receiver)
-    edges_per_receiver = np.sort(edges_per_receiver)
+    if by_degree:
+        edges_per_receiver = np.sort(edges_per_receiver)
     receivers = np.repeat(np.arange(nodes), edges_per_receiver)
     senders = rng.integers(0, nodes, len(receivers))
 
@@ -114,9 +117,12 @@ def _unfused(edge, mesh, stage, senders, receivers) -> tuple[torch.Tensor, torch
     return edge.float() + messages, sums
 
 
-def _fused(edge, mesh, stage, senders, receivers) -> tuple[torch.Tensor, torch.Tensor]:
+def _fused(edge, mesh, stage, senders, receivers,
+           sums_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     edge = edge.clone()
-    sums = torch.zeros(mesh.shape)
+    sums = torch.full(mesh.shape, float("nan")).to(sums_dtype)  # bf16: every row written
+    if sums_dtype == torch.float32:
+        sums.zero_()
     send = (mesh.float() @ stage.w_send.float()).bfloat16()
     recv = (mesh.float() @ stage.w_recv.float()).bfloat16()
     amx.edge_mlp(edge, sums, receivers, [send, recv], [senders, receivers],
@@ -140,6 +146,27 @@ def test_the_kernel_gives_the_unfused_step(batch: int, latent: int) -> None:
     assert (got_edge.float() - expected_edge).abs().max() <= 0.1
     assert torch.allclose(got_sums, expected_sums, atol=0.05 * expected_sums.std().item())
     assert not got_sums[:(degrees == 0).sum()].any()  # no edges, no messages
+
+
+@needs_amx
+@pytest.mark.parametrize("threads", [1, 2, 5])
+def test_bf16_sums_are_written_for_every_receiver(threads: int) -> None:
+    """bf16 sums: every row overwritten with its receiver's float32 sums rounded once, rows
+    of receivers without edges (first, between, last) with zeros, on any thread count."""
+    degrees = np.random.default_rng(6).choice([0, 3, 7], size=60)
+    degrees[[0, 1, 30, 58, 59]] = 0
+    problem = _problem(degrees, 2, 64, by_degree=False)[:5]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        edge32, sums32 = _fused(*problem)
+        edge16, sums16 = _fused(*problem, sums_dtype=torch.bfloat16)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(edge16, edge32)
+    assert torch.equal(sums16, sums32.bfloat16())
+    assert not sums16[torch.from_numpy(degrees == 0)].any()
+    assert sums16[torch.from_numpy(degrees > 0)].abs().sum(-1).min() > 0
 
 
 @needs_amx
