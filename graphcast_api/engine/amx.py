@@ -1,11 +1,12 @@
-"""The processor's edge MLP as one hand-written Intel AMX kernel (amx_edge_mlp.c), bf16 only.
+"""GraphCast's edge MLPs as one hand-written Intel AMX kernel (amx_edge_mlp.c), bf16 only.
 
 On AMX CPUs oneDNN's bf16 products are fast enough that a GraphCast_small step spent most of
 its time in the element-wise work around them (gathers, swish, LayerNorm, the sums, the edge
-update), each pass reading or writing an edge-sized tensor. The kernel does a block of edges
-at a time while it is in cache: see the C file. It is built with the C compiler that
-torch.compile already needs, once per source and compiler, into Inductor's cache folder
-(settings.use_kernel_cache points that at the engine's cache folder), and loaded with ctypes.
+update), each pass reading or writing an edge-sized tensor. The kernel does the processor's,
+the encoder's and the decoder's edge MLPs a block of edges at a time while the block is in
+cache: see the C file. It is built with the compiler that torch.compile already uses, once
+per source and compiler, into Inductor's cache folder (settings.use_kernel_cache points
+that at the engine's cache folder), and loaded with ctypes.
 """
 from __future__ import annotations
 
@@ -42,12 +43,12 @@ def cpu_has_amx() -> bool:
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The built kernel library, or None where this host cannot run it (no AMX, not Linux,
-    no C compiler, or Linux refuses the tile state): the network then keeps oneDNN's path."""
+    no compiler, or Linux refuses the tile state): the network then keeps oneDNN's path."""
     if not sys.platform.startswith("linux") or not cpu_has_amx():
         return None
     try:
         lib = ctypes.CDLL(str(_build()))
-    except (OSError, subprocess.CalledProcessError) as error:
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as error:  # no compiler
         _LOG.warning("the AMX edge kernel could not be built or loaded (%s); using oneDNN's "
                      "products", error)
         return None
@@ -64,8 +65,9 @@ def library() -> ctypes.CDLL | None:
 
 def _build() -> Path:
     """Compile the kernel unless a library of this source and compiler is in the cache."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
     from torch._inductor.runtime.cache_dir_utils import cache_dir
-    compiler = os.environ.get("CC", "cc")
+    compiler = get_cpp_compiler()  # Inductor's (it honours CXX), told the source is C
     source = resources.files("graphcast_api.engine").joinpath(_SOURCE).read_bytes()
     version = subprocess.run([compiler, "--version"], capture_output=True, check=True).stdout
     key = hashlib.sha256(source + version + " ".join(_FLAGS).encode()).hexdigest()[:16]
@@ -77,8 +79,8 @@ def _build() -> Path:
     with tempfile.TemporaryDirectory(dir=folder) as work:
         (Path(work) / _SOURCE).write_bytes(source)
         built = Path(work) / target.name
-        subprocess.run([compiler, str(Path(work) / _SOURCE), "-o", str(built), *_FLAGS],
-                       capture_output=True, check=True)
+        subprocess.run([compiler, "-x", "c", str(Path(work) / _SOURCE), "-o", str(built),
+                        *_FLAGS], capture_output=True, check=True)
         os.replace(built, target)  # atomic: a concurrent build leaves one whole library
     return target
 

@@ -51,12 +51,13 @@ Speed-ups that leave the mathematics unchanged:
   for every back end by the tests). `products="matmul"` keeps torch's own `@`.
 - in bf16, LayerNorm takes its variance as E[x²] - E[x]² (layer_norm), equal to haiku's
   E[(x - E[x])²] but for rounding: one pass over each row instead of two;
-- in bf16 on CPUs with AMX (`products="amx"`), each processor edge MLP and the decoder's
-  edge MLP run as one hand-written kernel (amx.py): the products, the gathered terms, swish,
-  LayerNorm, the per-receiver sums and the residual edge update over a block of 32 edges
-  while it is in cache, instead of passes over edge-sized tensors; the same mathematics, the
-  products accumulating in float32 as oneDNN's, the messages summed before their bf16
-  rounding (within the bf16 tolerance, checked by the tests where the CPU has AMX).
+- in bf16 on CPUs with AMX (`products="amx"`), every edge MLP (the processor's, the
+  encoder's, the decoder's) runs as one hand-written kernel (amx.py): the products, the
+  gathered terms, swish, LayerNorm, the per-receiver sums and the processor's residual edge
+  update over a block of 32 edges while it is in cache, instead of passes over edge-sized
+  tensors; the same mathematics, the products accumulating in float32 as oneDNN's, the
+  messages summed in float32 before any bf16 rounding (within the bf16 tolerance, checked by
+  the tests where the CPU has AMX); each encoder chunk's edges are sorted by receiver for it.
 bf16 keeps the aggregation sums and LayerNorm statistics in float32, as the official code does.
 """
 from __future__ import annotations

@@ -10,6 +10,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+import torch._inductor.config as inductor_config
 import torch.nn.functional as F
 
 from graphcast_api.engine import amx
@@ -68,7 +69,7 @@ def test_without_amx_or_a_compiler_the_library_is_none(monkeypatch, caplog) -> N
     try:
         assert amx.library() is None
         monkeypatch.setattr(amx, "cpu_has_amx", lambda: True)
-        monkeypatch.setenv("CC", "no-such-compiler-here")
+        monkeypatch.setattr(inductor_config.cpp, "cxx", ("no-such-compiler-here",))
         amx.library.cache_clear()
         with caplog.at_level(logging.WARNING):
             assert amx.library() is None
