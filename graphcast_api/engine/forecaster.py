@@ -130,7 +130,7 @@ class Forecaster:
 
         cache_dir: where built graphs are kept (None: settings.default_cache_dir());
         compile: torch.compile the network (None: network._compile_by_default);
-        products: dense-product back end, "matmul" or "onednn" (None: network.default_products).
+        products: dense-product back end, one of configs.PRODUCTS (None: network.default_products).
         decode_chunk_nodes, encode_chunk_nodes, row_block: see GraphCastNetwork (the
         defaults suit every model); edge_terms: "stored" (faster) or "recomputed"
         (grid2mesh/mesh2grid static edge terms per step: less memory; None:

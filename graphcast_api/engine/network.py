@@ -88,9 +88,11 @@ EDGE_TERMS = ("stored", "recomputed")  # grid2mesh/mesh2grid static edge terms: 
 STORED_TERMS_MAX_BYTES = 2 * 2**30  # see default_edge_terms
 
 
-def default_products(device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+def default_products(device: torch.device, dtype: torch.dtype = torch.float32,
+                     model_config: ModelConfig | None = None) -> str:
     """The product back end when the caller does not say: on CPU, oneDNN where PyTorch has
-    it, and in bf16 on AMX CPUs also the processor's edge MLPs as one kernel (amx.py).
+    it, and in bf16 on AMX CPUs also the edge MLPs as one kernel (amx.py) for the models it
+    takes (one hidden layer per MLP, a latent width divisible by 32: every published one).
 
     `matmul` sends fp32 products to MKL, which runs at about half oneDNN's rate on AMD CPUs;
     oneDNN with prepacked weights is at least as fast in both precisions on the CPUs measured
@@ -98,7 +100,9 @@ def default_products(device: torch.device, dtype: torch.dtype = torch.float32) -
     """
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return "matmul"
-    return "amx" if dtype == torch.bfloat16 and amx.library() is not None else "onednn"
+    fits = model_config is None or (model_config.hidden_layers == 1
+                                    and model_config.latent_size % 32 == 0)
+    return "amx" if dtype == torch.bfloat16 and fits and amx.library() is not None else "onednn"
 
 
 # oneDNN needs its weights in a packed layout that torch.compile cannot take as a graph input.
@@ -558,7 +562,7 @@ class GraphCastNetwork:
                              "least 1")
         self.dtype, self.device = dtype, torch.device(device)
         self.decode_chunk_nodes = decode_chunk_nodes
-        self.products = products or default_products(self.device, dtype)
+        self.products = products or default_products(self.device, dtype, model_config)
         if self.products not in PRODUCTS:
             raise ValueError(f"unknown product back end {self.products!r}; use one of "
                              f"{', '.join(PRODUCTS)}")

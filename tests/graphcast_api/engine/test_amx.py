@@ -5,6 +5,7 @@ fallback when it cannot be built are checked on every host.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -14,11 +15,13 @@ import torch._inductor.config as inductor_config
 import torch.nn.functional as F
 
 from graphcast_api.engine import amx
+from graphcast_api.engine.configs import PUBLISHED_MODELS
 from graphcast_api.engine.network import (
     Mlp,
     _edge_stage,
     _node_stage,
     decode,
+    default_products,
     encoder_chunks,
     mesh_blocks,
     process,
@@ -261,3 +264,15 @@ def test_encoder_chunks_sorted_by_receiver_are_the_same_edges() -> None:
         order = sorted_.order[c]
         assert torch.equal(plain.receivers[c][order], sorted_.receivers[c])
         assert torch.equal(plain.local_senders[c][order], sorted_.local_senders[c])
+
+
+def test_the_amx_default_is_only_for_models_the_kernel_takes(monkeypatch) -> None:
+    """bf16 on an AMX CPU picks the kernel for GraphCast's shapes; a deeper MLP or a latent
+    width the tiles do not divide keeps oneDNN instead of failing to load."""
+    monkeypatch.setattr(amx, "library", lambda: object())  # as if the kernel were built
+    cpu, bf16 = torch.device("cpu"), torch.bfloat16
+    config = PUBLISHED_MODELS["GraphCast_small"][0]
+    assert default_products(cpu, bf16, config) == "amx"
+    assert default_products(cpu, torch.float32, config) == "onednn"
+    assert default_products(cpu, bf16, dataclasses.replace(config, hidden_layers=2)) == "onednn"
+    assert default_products(cpu, bf16, dataclasses.replace(config, latent_size=48)) == "onednn"
