@@ -4,11 +4,12 @@
      first    = [edge @ W1] + term_1[index_1] + ... + term_t[index_t] + b1   (float32)
      hidden   = bf16(swish(first))
      message  = LayerNorm(hidden @ W2 + b2)                         (float32)
-     sums[receiver] += message (float32);  [edge += message (in place, bf16)]
-   The processor passes its edge latents (the product with W1 and the residual update) and
-   the sender and receiver projections as terms; the decoder has no edge latents, its terms
-   are the static edge term, the sender and the receiver projections. This is what
-   network.process and network.decode compute with separate products and fused element-wise
+     sums[receiver] += message;  [edge += message (in place, bf16)]
+   with float32 sums added to, or bf16 sums written once per receiver. The processor passes
+   its edge latents (the product with W1 and the residual update) and the sender and
+   receiver projections as terms; the encoder and the decoder have no edge latents, their
+   terms are the static edge term and the sender and receiver ones. This is what
+   network.encode, process and decode compute with separate products and fused element-wise
    kernels, the products accumulating in float32 as oneDNN's do, but each edge-sized tensor
    is read or written once instead of about ten times.
 
@@ -225,13 +226,10 @@ static void run_block(Work *w, Block *b, int64_t row0, int64_t count, uint16_t *
     uint16_t *edge = w->edge != NULL ? w->edge + row0 * n : NULL;
     for (int64_t i = 0; i < ROWS; ++i) {
         b->total[i] = b->squares[i] = _mm512_setzero_ps();
-        for (int t = 0; t < w->count; ++t) {
+        for (int t = 0; t < w->count; ++t)
             b->term[t][i] = term_row(w, t, row0 + (i < count ? i : 0));
-            for (int64_t byte = 0; i < count && byte < n * 2; byte += 64)  /* scattered rows: */
-                _mm_prefetch((const char *)b->term[t][i] + byte, _MM_HINT_T1);  /* fetch early */
-        }
     }
-    if (edge == NULL) {  /* the decoder's: static term, sender and receiver */
+    if (edge == NULL) {  /* the encoder's and the decoder's: static term, sender, receiver */
         const int terms = (int)w->count;
         for (int64_t i = 0; i < ROWS; ++i)
             for (int64_t j = 0; j < n; j += 16) {
