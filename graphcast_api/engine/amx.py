@@ -132,7 +132,7 @@ def edge_mlp(edge: torch.Tensor | None, sums: torch.Tensor, receivers: torch.Ten
     if not _valid(edge, sums, receivers, tables, indices, w_edge, (b1, w2, b2, scale, offset)):
         raise ValueError("the AMX edge kernel takes contiguous CPU tensors: bf16 latents and "
                          "weights, int64 indices, float32 biases and norms, float32 or bf16 "
-                         "sums, one latent width, at most three terms")
+                         "sums, one latent width divisible by 32, at most three terms")
     if lib is None:
         raise RuntimeError("the AMX edge kernel is not available on this host")
 
@@ -147,8 +147,10 @@ def edge_mlp(edge: torch.Tensor | None, sums: torch.Tensor, receivers: torch.Ten
         len(tables), receivers.data_ptr(), batch, latent, len(receivers),
         *(t.data_ptr() for t in (b1, w2, b2, scale, offset, sums)),
         int(sums.dtype == torch.bfloat16), len(sums))
-    if status != 0:
+    if status == 1:
         raise MemoryError("the AMX edge kernel could not allocate its scratch memory")
+    if status != 0:
+        raise ValueError(f"the AMX edge kernel refused its arguments (status {status})")
 
 
 def _valid(edge, sums, receivers, tables, indices, w_edge, weights) -> bool:
@@ -158,7 +160,8 @@ def _valid(edge, sums, receivers, tables, indices, w_edge, weights) -> bool:
 
     bf16, latent = torch.bfloat16, sums.shape[-1]
     b1, w2, b2, scale, offset = weights
-    return ((ok(sums, torch.float32) or ok(sums, bf16)) and ok(receivers, torch.int64)
+    return (latent % 32 == 0 and (ok(sums, torch.float32) or ok(sums, bf16))
+            and ok(receivers, torch.int64)
             and (edge is None) == (w_edge is None) and len(tables) == len(indices) <= 3
             and (edge is None or (ok(edge, bf16) and ok(w_edge, bf16)
                                   and edge.shape == (len(receivers),) + sums.shape[1:]))

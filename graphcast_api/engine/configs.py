@@ -18,7 +18,7 @@ from graphcast_contract.variables import (
 )
 
 # The network's dense-product back ends (network.default_products picks one): torch's `@`,
-# oneDNN with prepacked weights, oneDNN plus the processor's edge MLPs as one AMX kernel.
+# oneDNN with prepacked weights, oneDNN plus every edge MLP as one AMX kernel (amx.py).
 PRODUCTS = ("matmul", "onednn", "amx")
 
 # Number of structural features per grid/mesh node (sin lat, cos lon, sin lon).

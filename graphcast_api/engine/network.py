@@ -629,8 +629,7 @@ class GraphCastNetwork:
             lambda features: self._stages["g2m_terms"](features), tensor(g2m.features),
             orbits[0], row_block)
         self.g2m_send, self.g2m_mlp = w_send.to(dtype), g2m_mlp.cast(dtype)
-        self.g2m_fused = (amx.fused_edge_mlp(None, *self.g2m_mlp)
-                          if self.products == "amx" else None)
+        self.g2m_fused = self._fused(None, self.g2m_mlp)
         self.mesh0 = mesh0.to(dtype)
         self.g2m_mesh_node = _node_stage(
             _mlp(full, "grid2mesh_gnn", "processor_nodes_0_mesh_nodes"), latent, dtype)
@@ -646,8 +645,7 @@ class GraphCastNetwork:
                                         latent, dtype) for i in range(model_config.gnn_msg_steps)]
         self.node_stages = [_node_stage(_mlp(full, "mesh_gnn", f"processor_nodes_{i}_mesh_nodes"),
                                         latent, dtype) for i in range(model_config.gnn_msg_steps)]
-        self.fused_edges = [amx.fused_edge_mlp(stage.w_edge, *stage.mlp[:3])
-                            if self.products == "amx" else None for stage in self.edge_stages]
+        self.fused_edges = [self._fused(stage.w_edge, stage.mlp) for stage in self.edge_stages]
 
         # Decoder: mesh2grid edges (static edge term) and the output MLP.
         m2g_edge_mlp = _mlp(full, "mesh2grid_gnn", "processor_edges_0_mesh2grid")
@@ -661,12 +659,10 @@ class GraphCastNetwork:
         self.m2g_grid_node = _node_stage(
             _mlp(full, "mesh2grid_gnn", "processor_nodes_0_grid_nodes"), latent, dtype)
         self.decoder = _mlp(full, "mesh2grid_gnn", "decoder_nodes_grid_nodes").cast(dtype)
-        self.m2g_fused = m2g_receivers = None  # the AMX kernel's weights; edge e: node e // 3
-        if self.products == "amx":
-            self.m2g_fused = amx.fused_edge_mlp(None, *self.m2g_stage.mlp)
-            chunk = min(decode_chunk_nodes, len(graphs.grid_node_features))
-            m2g_receivers = torch.arange(chunk, device=self.device).repeat_interleave(3)
-        self.m2g_receivers = m2g_receivers
+        self.m2g_fused = self._fused(None, self.m2g_stage.mlp)
+        chunk = min(decode_chunk_nodes, len(graphs.grid_node_features))
+        self.m2g_receivers = (  # a decoder chunk's edge e goes to its node e // 3 (AMX kernel)
+            torch.arange(chunk, device=self.device).repeat_interleave(3))
 
         if onednn:
             for weight in self._dynamic_weights():
@@ -690,6 +686,10 @@ class GraphCastNetwork:
         grid_turn = node_turn(graphs.grid_node_features)
         return (edge_orbits(g2m.senders, g2m.receivers, g2m.features, grid_turn, mesh_turn),
                 edge_orbits(m2g.senders, m2g.receivers, m2g.features, mesh_turn, grid_turn))
+
+    def _fused(self, w_edge: torch.Tensor | None, mlp: Mlp) -> amx.FusedEdgeMlp | None:
+        """An edge MLP's weights for the AMX kernel on the amx back end, else None."""
+        return amx.fused_edge_mlp(w_edge, *mlp) if self.products == "amx" else None
 
     def plan_encoder(self, chunk_nodes: int) -> None:
         """Encode `chunk_nodes` grid nodes at a time from now on (see EncoderChunks)."""

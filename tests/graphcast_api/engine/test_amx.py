@@ -59,6 +59,10 @@ def test_the_kernel_refuses_tensors_of_other_types_before_running() -> None:
     with pytest.raises(ValueError, match="int64 indices"):
         amx.edge_mlp(edge, sums, index, [edge, edge], [index.int(), index], weight, vector,
                      weight, vector, vector, vector)
+    with pytest.raises(ValueError, match="divisible by 32"):  # a width the tiles do not take
+        wide = torch.zeros(48)
+        amx.edge_mlp(None, torch.zeros(2, 1, 48), index, [], [], None, wide,
+                     amx.pack(torch.zeros(48, 48)), wide, wide, wide)
     with pytest.raises(ValueError, match="at most three terms"):
         amx.edge_mlp(None, sums, index, [edge] * 4, [None] * 4, None, vector, weight, vector,
                      vector, vector)

@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 
 from graphcast_api.__main__ import main
+from graphcast_api.engine import amx
 from graphcast_api.tools import bench
 from graphcast_api.tools.bench import inputs_source
 from graphcast_contract.project import PROJECT_ROOT
@@ -31,6 +32,22 @@ def test_bench_on_reference_files(reference_dir: Path, stats_dir: Path,
     assert summary["precision"] == "fp32" and summary["steps"] == 2
     assert summary["rollout_s_median"] > 0 and summary["matmul_bf16_gflops"] > 0
     assert summary["rollout_gflop"] > 0
+    assert summary["fused_kernel_time_share"] == 0  # fp32 never runs the AMX kernel
+
+
+@pytest.mark.skipif(not amx.cpu_has_amx(), reason="this CPU has no AMX")
+def test_bench_gives_the_amx_kernel_s_share_of_a_step(reference_dir: Path, stats_dir: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "--checkpoint", str(reference_dir / "params.npz"),
+                 "--stats-dir", str(stats_dir),
+                 "--example-batch", str(reference_dir / "example_batch.nc"),
+                 "--precision", "bf16", "--products", "amx", "--steps", "1", "--repeats", "1",
+                 "--no-product-rates"])
+    assert code == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["products"] == "amx" and 0 < summary["fused_kernel_time_share"] < 1
+    assert "in the fused AMX edge kernel" in out
 
 
 @pytest.mark.slow
