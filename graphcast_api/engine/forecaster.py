@@ -1,6 +1,7 @@
 """`Forecaster`: an official checkpoint + statistics → autoregressive GraphCast forecasts."""
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Container, Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from graphcast_api.engine import heap
 from graphcast_api.engine.checkpoint import CheckPoint, load_checkpoint
 from graphcast_api.engine.configs import TIME_STEP, ModelConfig, TaskConfig
 from graphcast_api.engine.forcings import add_forcings
@@ -204,19 +206,22 @@ class Forecaster:
         """The rollout; `handed`: the variables whose arrays the first step may overwrite."""
         template = self._target_template(inputs)
         residual_targets = [v for v in self.task_config.target_variables if v in inputs]
-        for step in range(forcings.sizes["time"]):
-            step_forcings = forcings.isel(time=[step])
-            outputs = self.network(self._network_input(inputs, step_forcings))
-            last = inputs[residual_targets].isel(time=-1, drop=True)
-            prediction = unstack(outputs.cpu().numpy(), template, self.stats, last)
-            del outputs, last  # freed as soon as used (0.95 GB each at 37 levels)
-            # The first step's inputs are the caller's (but for those handed over); from then
-            # on they are all ours to overwrite.
-            inputs = self._next_inputs(inputs, prediction, step_forcings,
-                                       set(inputs.data_vars) if step > 0 else handed)
-            yield prediction.assign_coords(time=step_forcings["time"].values,
-                                           datetime=step_forcings["datetime"])
-            del prediction
+        # Each step, and the work between steps, reuse what the one before freed (heap.py).
+        with (heap.reuse_freed_memory() if self.network.reuse_memory
+              else contextlib.nullcontext()):
+            for step in range(forcings.sizes["time"]):
+                step_forcings = forcings.isel(time=[step])
+                outputs = self.network(self._network_input(inputs, step_forcings))
+                last = inputs[residual_targets].isel(time=-1, drop=True)
+                prediction = unstack(outputs.cpu().numpy(), template, self.stats, last)
+                del outputs, last  # freed as soon as used (0.95 GB each at 37 levels)
+                # The first step's inputs are the caller's (but for those handed over); from
+                # then on they are all ours to overwrite.
+                inputs = self._next_inputs(inputs, prediction, step_forcings,
+                                           set(inputs.data_vars) if step > 0 else handed)
+                yield prediction.assign_coords(time=step_forcings["time"].values,
+                                               datetime=step_forcings["datetime"])
+                del prediction
 
     def grid_features(self, inputs: xr.Dataset, step_forcings: xr.Dataset) -> np.ndarray:
         """Normalised inputs and one step's forcings stacked per grid node [G, B, channels]

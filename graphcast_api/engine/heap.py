@@ -1,13 +1,15 @@
-"""Freed memory is reused while the network runs and handed back after (glibc's malloc).
+"""Freed memory is reused while a forecast runs and handed back after it (glibc's malloc).
 
 glibc serves every allocation above 32 MB with a fresh mmap and unmaps it when it is freed,
 so each per-step temporary of the network (an 84 MB edge tensor at 1.0°, GBs at 0.25°) is
 page-faulted in anew: the kernel zeroes every page of it, every time. On a 2-core host that
 made an element-wise kernel over a GraphCast_small edge tensor 2.4× slower and a whole bf16
-rollout 1.5× slower. While the network runs (one step), large blocks come from the heap
-instead (freed blocks are reused, not unmapped); when it returns, the mmap rule is restored
-and the freed memory is handed back to the system (malloc_trim), so the rollout's other
-work (xarray, numpy) does not fragment the heap and an idle service does not keep its peak.
+rollout 1.5× slower. While the rule is held (each network call, and a whole rollout: its
+steps and the work between them), large blocks come from the heap instead and freed ones are
+reused, not unmapped, so each step reuses the memory the one before it faulted in (handing
+it back after each step and between the network's stages faulted 3.3 GiB in again every
+0.25° step); when the last holder leaves, the mmap rule is restored and the freed memory is
+handed back to the system (malloc_trim), so an idle service does not keep its peak.
 Elsewhere than glibc (musl, macOS, Windows) it does nothing.
 """
 from __future__ import annotations
@@ -60,15 +62,6 @@ def reuse_freed_memory() -> Iterator[None]:
             if _holders == 0:
                 _set(_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX)
                 _LIBC.malloc_trim(0)
-
-
-def hand_back() -> None:
-    """While the rule is held, hand the heap's free memory back to the system now. The
-    network calls it between its stages, whose temporaries differ in size: one stage's freed
-    blocks would otherwise stay resident beside the next stage's (measured at 0.25°: 1.1 GiB
-    more peak). Without the rule glibc hands memory back by itself: nothing to do."""
-    if _holders > 0:
-        _LIBC.malloc_trim(0)
 
 
 def active() -> bool:

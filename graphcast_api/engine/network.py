@@ -32,12 +32,15 @@ Speed-ups that leave the mathematics unchanged:
   one edge-latent tensor, not two (gathered from the embedded mesh edges, kept once per
   orbit too);
 - while the network runs, and while its static tables are built, freed temporaries are
-  reused instead of unmapped and faulted in again, and handed back between the stages (see
-  heap.py); the numbers are the same;
+  reused instead of unmapped and faulted in again, and kept between the steps of a forecast
+  (see heap.py); the numbers are the same;
 - the grid inputs may come, and the outputs go, channel-major ([B, channels, G] viewed as
   [G, B, channels]), the layout of the rollout's variables: the compiled encoder's first
   kernel and the decoder's last one transpose tile by tile, at no measurable cost, so the
-  host does not (its stacking and unstacking took 1.8 s a 0.25° step, now 0.8 s);
+  host does not (its stacking and unstacking took 1.8 s a 0.25° step, now 0.8 s); each
+  encoder and decoder chunk's compiled stage stores its rows straight into the grid's
+  latents and the outputs (copying them after each chunk moved 2 GB a step at 0.25° and
+  37 levels);
 - on CPU the three stages (encoder, one processor step, decoder) are compiled with
   torch.compile, which fuses the element-wise work around the matrix products (Inductor
   keeps the compiled kernels on disk; settings.use_kernel_cache puts them under the cache
@@ -267,19 +270,20 @@ def static_terms(terms: torch.Tensor, index: torch.Tensor | None) -> torch.Tenso
     return terms if index is None else terms[index]
 
 
-def encode(sums: torch.Tensor, grid_inputs: torch.Tensor, grid_struct: torch.Tensor,
-           embed: Mlp, g2m_terms: torch.Tensor, g2m_index: torch.Tensor | None,
-           mesh_recv: torch.Tensor, g2m_send: torch.Tensor, g2m_mlp: Mlp,
-           local_senders: torch.Tensor, receivers: torch.Tensor, grid_node: Mlp,
-           onednn: bool = False, fused: amx.FusedEdgeMlp | None = None) -> torch.Tensor:
-    """One encoder chunk: embed its grid nodes, add their grid2mesh messages to `sums`.
+def encode(out: torch.Tensor, sums: torch.Tensor, grid_inputs: torch.Tensor,
+           grid_struct: torch.Tensor, embed: Mlp, g2m_terms: torch.Tensor,
+           g2m_index: torch.Tensor | None, mesh_recv: torch.Tensor, g2m_send: torch.Tensor,
+           g2m_mlp: Mlp, local_senders: torch.Tensor, receivers: torch.Tensor, grid_node: Mlp,
+           onednn: bool = False, fused: amx.FusedEdgeMlp | None = None) -> None:
+    """One encoder chunk: embed its grid nodes, add their grid2mesh messages to `sums`,
+    write their updated latents into `out` [N, B, L] (its rows of the grid's latents: the
+    compiled stage stores them there, no copy after).
 
     sums [M + 1, B, L] (float32) accumulates every chunk's messages per receiver, in place;
     grid_inputs [N, B, C] are the chunk's nodes; local_senders index them; g2m_terms and
     g2m_index give the edges' static terms (static_terms); mesh_recv [M + 1, 1, L] is the
     receivers' static first-layer term. `fused`: the edge MLP's weights for the AMX kernel
-    (the chunk's edges then sorted by receiver, see encoder_chunks). Returns the updated
-    grid latents [N, B, L].
+    (the chunk's edges then sorted by receiver, see encoder_chunks).
     """
     dtype = g2m_terms.dtype
     batch = grid_inputs.shape[1]
@@ -292,7 +296,7 @@ def encode(sums: torch.Tensor, grid_inputs: torch.Tensor, grid_struct: torch.Ten
     else:
         amx.edge_mlp(None, sums, receivers, [g2m_terms, mesh_recv, send],
                      [g2m_index, receivers, local_senders], *fused)
-    return grid + mlp_apply(grid_node, grid, onednn)
+    out.copy_(grid + mlp_apply(grid_node, grid, onednn))
 
 
 def encode_mesh(aggregated: torch.Tensor, mesh0: torch.Tensor, mesh_node: NodeStage,
@@ -328,14 +332,15 @@ def process(edge: torch.Tensor, mesh: torch.Tensor, edge_stage: EdgeStage,
     return mesh
 
 
-def decode(grid: torch.Tensor, mesh_send: torch.Tensor, m2g_terms: torch.Tensor,
+def decode(out: torch.Tensor, grid: torch.Tensor, mesh_send: torch.Tensor, m2g_terms: torch.Tensor,
            m2g_index: torch.Tensor | None, edge_stage: EdgeStage, senders: torch.Tensor,
            grid_node: NodeStage, decoder: Mlp, onednn: bool = False,
            fused: amx.FusedEdgeMlp | None = None,
-           receivers: torch.Tensor | None = None) -> torch.Tensor:
+           receivers: torch.Tensor | None = None) -> None:
     """mesh2grid (each grid node receives 3 consecutive edges) and the output MLP for one
-    chunk of grid nodes → float32 [B, outputs, nodes], channel-major as the rollout unstacks
-    them; mesh_send: the mesh latents' sender projection [M, B, L], made once for all chunks;
+    chunk of grid nodes, written into `out`: float32 [B, outputs, nodes], the chunk's columns
+    of the channel-major outputs the rollout unstacks (stored there by the compiled stage, no
+    copy after); mesh_send: the mesh latents' sender projection [M, B, L], made once for all chunks;
     m2g_terms and m2g_index: the edges' static terms (static_terms). `fused`: the edge MLP's
     weights for the AMX kernel, which then does the edge MLP and the sums in one pass;
     receivers: at least the chunk's edges' receivers, 0, 0, 0, 1, 1, 1, ..."""
@@ -352,7 +357,7 @@ def decode(grid: torch.Tensor, mesh_send: torch.Tensor, m2g_terms: torch.Tensor,
                      [m2g_index, senders, receivers], *fused)
     grid = grid + mlp_rest(grid_node.mlp, dense(grid, grid_node.w_node, None, onednn)
                            + dense(aggregated, grid_node.w_messages, None, onednn), onednn)
-    return mlp_apply(decoder, grid, onednn).float().permute(1, 2, 0).contiguous()
+    out.copy_(mlp_apply(decoder, grid, onednn).float().permute(1, 2, 0))
 
 
 class EncoderChunks(NamedTuple):
@@ -731,7 +736,6 @@ class GraphCastNetwork:
     def _forward(self, grid_inputs: torch.Tensor) -> torch.Tensor:
         onednn = self.products != "matmul"
         grid, mesh = self._encode(grid_inputs, onednn)
-        heap.hand_back()
         table, index = self.mesh_edge0[:]
         edge = table[index].expand(-1, grid.shape[1], -1).contiguous()  # a copy, updated in place
         for edge_stage, node_stage, fused in zip(self.edge_stages, self.node_stages,
@@ -740,18 +744,15 @@ class GraphCastNetwork:
                                            self.mesh_senders, self.mesh_receivers,
                                            self.mesh_blocks, onednn, fused)
         del edge
-        heap.hand_back()
         mesh_send = dense(mesh, self.m2g_stage.w_send, None, onednn)
         del mesh
-        outputs = None
+        outputs = torch.empty((grid.shape[1], self.decoder.weights[-1].shape[-1],
+                               grid.shape[0]), dtype=torch.float32, device=self.device)
         for part, edges in self._decode_chunks(grid.shape[0]):
-            decoded = self._stages["decode"](grid[part], mesh_send, *self.m2g_static[edges],
-                                             self.m2g_stage, self.m2g_senders[edges],
-                                             self.m2g_grid_node, self.decoder, onednn,
-                                             self.m2g_fused, self.m2g_receivers)
-            if outputs is None:
-                outputs = decoded.new_empty(decoded.shape[:2] + grid.shape[:1])
-            outputs[:, :, part] = decoded
+            self._stages["decode"](outputs[:, :, part], grid[part], mesh_send,
+                                   *self.m2g_static[edges], self.m2g_stage,
+                                   self.m2g_senders[edges], self.m2g_grid_node, self.decoder,
+                                   onednn, self.m2g_fused, self.m2g_receivers)
         return outputs.permute(2, 0, 1)
 
     def _encode(self, grid_inputs: torch.Tensor,
@@ -760,20 +761,19 @@ class GraphCastNetwork:
         chunks, (num_mesh, _, latent) = self.encoder_chunks, self.mesh0.shape
         sums = torch.zeros((num_mesh + 1, grid_inputs.shape[1], latent), dtype=torch.float32,
                            device=self.device)  # one buffer for all chunks (spare row last)
-        grid = None
+        grid = torch.empty((grid_inputs.shape[0], grid_inputs.shape[1], latent),
+                           dtype=self.dtype, device=self.device)
         for c, (node_start, edge_start) in enumerate(zip(chunks.node_starts, chunks.edge_starts,
                                                          strict=True)):
             nodes = slice(node_start, node_start + chunks.nodes)
             terms, index = self.g2m_static[edge_start:edge_start + chunks.edges]
             if chunks.order is not None:  # the chunk's edges sorted by receiver
                 index = chunks.order[c] if index is None else index[chunks.order[c]]
-            latents = self._stages["encode"](
-                sums, grid_inputs[nodes], self.grid_struct[nodes], self.embed_grid, terms,
-                index, self.mesh_recv, self.g2m_send, self.g2m_mlp, chunks.local_senders[c],
-                chunks.receivers[c], self.g2m_grid_node, onednn, self.g2m_fused)
-            if grid is None:
-                grid = latents.new_empty((grid_inputs.shape[0],) + latents.shape[1:])
-            grid[nodes] = latents
+            self._stages["encode"](
+                grid[nodes], sums, grid_inputs[nodes], self.grid_struct[nodes], self.embed_grid,
+                terms, index, self.mesh_recv, self.g2m_send, self.g2m_mlp,
+                chunks.local_senders[c], chunks.receivers[c], self.g2m_grid_node, onednn,
+                self.g2m_fused)
         mesh = self._stages["encode_mesh"](sums[:num_mesh], self.mesh0, self.g2m_mesh_node,
                                            onednn)
         return grid, mesh

@@ -9,6 +9,7 @@ import torch
 import xarray as xr
 
 from graphcast_api.engine import Forecaster, ForecastInputError, amx, heap
+from graphcast_api.engine import forecaster as forecaster_module
 from graphcast_api.engine.network import default_products
 from graphcast_api.engine.normalization import unstack
 from graphcast_api.settings import DeviceUnavailable
@@ -250,8 +251,8 @@ def test_chunk_sizes_must_be_positive(reference_dir: Path, stats_dir: Path, tmp_
 @pytest.mark.parametrize("reuse", [True, False])
 def test_network_steps_reuse_freed_memory(fp32: Forecaster, inputs, forcings, reuse: bool,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each network step runs under the heap rule (see engine/heap.py), released after;
-    not at all with reuse_memory off."""
+    """The rollout, its network steps and the work between them, runs under the heap rule
+    (see engine/heap.py), released after; not at all with reuse_memory off."""
     network, held = fp32.network, []
     forward = network._forward
 
@@ -259,10 +260,15 @@ def test_network_steps_reuse_freed_memory(fp32: Forecaster, inputs, forcings, re
         held.append(heap.active())
         return forward(*args)
 
+    def unstack_spy(*args):
+        held.append(heap.active())
+        return unstack(*args)
+
     monkeypatch.setattr(network, "_forward", spy)
+    monkeypatch.setattr(forecaster_module, "unstack", unstack_spy, raising=True)
     monkeypatch.setattr(network, "reuse_memory", reuse)
     fp32.forecast(inputs, 2, forcings.isel(time=[0, 1]))
-    assert held == [reuse and heap._LIBC is not None] * 2
+    assert held == [reuse and heap._LIBC is not None] * 4
     assert not heap.active()
 
 

@@ -1,5 +1,6 @@
-"""During a forecast large blocks come from the heap and are reused; after it, glibc's rule
-(large blocks mmapped) is back and the freed memory is handed back to the system."""
+"""While the rule is held (a network call, a rollout) large blocks come from the heap and are
+reused; after the last holder leaves, glibc's rule (large blocks mmapped) is back and the
+freed memory is handed back to the system."""
 from __future__ import annotations
 
 import ctypes
@@ -76,11 +77,29 @@ def test_the_rule_is_held_until_the_last_thread_leaves() -> None:
     assert not heap.active() and _mmaps_a_big_block()
 
 
-def test_freed_memory_is_handed_back_after_the_forecast() -> None:
+def _call_touching(mib: int) -> None:
+    """A network call's worth: touch `mib` MiB in large blocks under the rule, free them."""
+    with heap.reuse_freed_memory():
+        blocks = [np.ones(BLOCK, np.uint8) for _ in range(mib * 2 ** 20 // BLOCK)]
+        del blocks
+
+
+def test_freed_memory_is_handed_back_after_a_call() -> None:
     baseline = _resident_mib()
     with heap.reuse_freed_memory():
         blocks = [np.ones(BLOCK, np.uint8) for _ in range(8)]   # 512 MiB, touched
         assert _resident_mib() > baseline + 400
         del blocks
         assert _resident_mib() > baseline + 400              # kept for reuse meanwhile
+    assert _resident_mib() < baseline + 100
+
+
+def test_a_rollout_keeps_what_its_steps_freed_until_it_ends() -> None:
+    baseline = _resident_mib()
+    with heap.reuse_freed_memory():                           # the rollout
+        _call_touching(512)
+        assert _resident_mib() > baseline + 400               # resident for the next step
+        _call_touching(512)                                   # which reuses it
+        assert _resident_mib() < baseline + 600
+    assert not heap.active()
     assert _resident_mib() < baseline + 100
