@@ -332,16 +332,16 @@ def process(edge: torch.Tensor, mesh: torch.Tensor, edge_stage: EdgeStage,
     return mesh
 
 
-def decode(out: torch.Tensor, grid: torch.Tensor, mesh_send: torch.Tensor, m2g_terms: torch.Tensor,
-           m2g_index: torch.Tensor | None, edge_stage: EdgeStage, senders: torch.Tensor,
-           grid_node: NodeStage, decoder: Mlp, onednn: bool = False,
+def decode(out: torch.Tensor, grid: torch.Tensor, mesh_send: torch.Tensor,
+           m2g_terms: torch.Tensor, m2g_index: torch.Tensor | None, edge_stage: EdgeStage,
+           senders: torch.Tensor, grid_node: NodeStage, decoder: Mlp, onednn: bool = False,
            fused: amx.FusedEdgeMlp | None = None,
            receivers: torch.Tensor | None = None) -> None:
     """mesh2grid (each grid node receives 3 consecutive edges) and the output MLP for one
     chunk of grid nodes, written into `out`: float32 [B, outputs, nodes], the chunk's columns
     of the channel-major outputs the rollout unstacks (stored there by the compiled stage, no
-    copy after); mesh_send: the mesh latents' sender projection [M, B, L], made once for all chunks;
-    m2g_terms and m2g_index: the edges' static terms (static_terms). `fused`: the edge MLP's
+    copy after); mesh_send: the mesh latents' sender projection [M, B, L], made once for all
+    chunks; m2g_terms and m2g_index: the edges' static terms (static_terms). `fused`: the edge MLP's
     weights for the AMX kernel, which then does the edge MLP and the sums in one pass;
     receivers: at least the chunk's edges' receivers, 0, 0, 0, 1, 1, 1, ..."""
     per_grid = dense(grid, edge_stage.w_recv, None, onednn)
@@ -546,8 +546,9 @@ class GraphCastNetwork:
     they are parameters so that tests can split the reference's small grid the same way.
     `compiled` says whether the forward pass runs torch.compile'd stages: True when compiling
     was chosen, set to False if compiling fails and the network falls back to eager mode.
-    `reuse_memory` (True) runs each call under heap.reuse_freed_memory: faster, with a higher
-    peak (0.25°: 1.5× faster, about 1 GiB more); set it to False for the other operating point.
+    `reuse_memory` (True) runs each call, and Forecaster each rollout, under
+    heap.reuse_freed_memory: faster, with a higher peak (0.25°: 1.5× faster, about 1 GiB
+    more); set it to False for the other operating point.
     """
 
     @torch.inference_mode()  # statics become inference tensors, like the per-step ones
