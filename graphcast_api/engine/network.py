@@ -738,7 +738,9 @@ class GraphCastNetwork:
         onednn = self.products != "matmul"
         grid, mesh = self._encode(grid_inputs, onednn)
         table, index = self.mesh_edge0[:]
-        edge = table[index].expand(-1, grid.shape[1], -1).contiguous()  # a copy, updated in place
+        # A copy, updated in place; index_select: aten's advanced indexing took 5 times as
+        # long for these rows on CPU (0.15 against 0.03 s at 0.25°, 2 cores).
+        edge = torch.index_select(table, 0, index).expand(-1, grid.shape[1], -1).contiguous()
         for edge_stage, node_stage, fused in zip(self.edge_stages, self.node_stages,
                                                  self.fused_edges, strict=True):
             mesh = self._stages["process"](edge, mesh, edge_stage, node_stage,
