@@ -22,6 +22,7 @@ from modules import forecast_job
 from modules.job import schedule
 from modules.job.logs import command_settings, setup_logging
 
+MAX_CATCH_UP = 4 * 365  # earlier cycles one run may add: a year's; longer ranges are backfills
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line; extend it here (e.g. scheduling options)."""
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "fetch --cycle latest), then forecast it")
     parser.add_argument("--catch-up", type=int, default=0, metavar="N",
                         help="also run up to N earlier cycles that have no successful run, "
-                             "oldest first (default 0)")
+                             f"oldest first (default 0, at most {MAX_CATCH_UP})")
     parser.add_argument("--dry-run", action="store_true",
                         help="ask the API what the model needs, extract and validate the "
                              "inputs; send no forecast request and write nothing")
@@ -118,10 +119,14 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> Callable[[], int]
 def _scheduled(args: argparse.Namespace, settings: Settings,
                now: datetime | None) -> Callable[[], int]:
     """The scheduled job's run (one cycle, optional catch-up or dry run), checked and ready."""
-    if args.workers is not None or args.cluster or args.checkpoint:
-        raise ConfigError("--workers, --cluster and --checkpoint go with --backfill")
-    if args.catch_up < 0:
-        raise ConfigError("--catch-up must be 0 or more")
+    backfill_only = ("workers", "cluster", "checkpoint", "stats_dir", "precision", "device")
+    given = [f"--{name.replace('_', '-')}" for name in backfill_only
+             if getattr(args, name) is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: only with --backfill")
+    if not 0 <= args.catch_up <= MAX_CATCH_UP:
+        raise ConfigError(f"--catch-up must be 0 to {MAX_CATCH_UP} (a year of cycles; "
+                          "--backfill takes longer ranges)")
     options = forecast_job.JobOptions(
         init_time=_init_time(args.init_time) if args.init_time else None,
         catch_up=args.catch_up, dry_run=args.dry_run, verify=args.verify,

@@ -82,12 +82,19 @@ def _clamp(forecast: Forecast) -> Forecast:
     return forecast
 
 
+def _integer(value: Any, name: str) -> int:
+    """A JSON integer as it is: int() would truncate a lead time of 6.5 to 6 h."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
 def _parse_entry(entry: Any, spec: ModelSpec, context: ForecastContext,
                  by_site: dict[str, Site]) -> Forecast:
     try:
         site = by_site[entry["site"]]
-        variable, level = str(entry["variable"]), int(entry.get("level") or 0)
-        lead, value = int(entry["lead_hours"]), entry["value"]
+        variable, level = str(entry["variable"]), _integer(entry.get("level") or 0, "level")
+        lead, value = _integer(entry["lead_hours"], "lead_hours"), entry["value"]
         label = f"{site.name} {variable}{f'@{level}' if level else ''} +{lead} h"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidReplyError(f"forecast value for {label} is not a number: {value!r}")

@@ -148,6 +148,8 @@ def verify_stored(conn: Connection) -> None:
         log.info("verification: %s", scores.verify(conn))
     except psycopg2.Error as exc:
         log.warning("verification failed: %s", first_line(exc))
+    except Exception as exc:  # noqa: BLE001 - e.g. a stored truth field of the wrong size
+        log.warning("verification failed: %s: %s", type(exc).__name__, first_line(exc))
 
 
 def _plan(job: Job, spec: ModelSpec, target: datetime | None, catch_up: int
@@ -269,7 +271,9 @@ def _ingest(job: Job, outcome: RunOutcome, forecast: CycleForecast) -> None:
         if forecast.provenance != Provenance():
             outcome.provenance = forecast.provenance
         outcome.status = "succeeded"
-        ledger.finish_run(cur, outcome)
+        if not ledger.finish_run(cur, outcome):  # rolled back with the rows
+            raise DatabaseError(f"run {outcome.run_id} was ended by another process before "
+                                "its rows were committed; nothing written")
 
 
 def run_locked_cycle(job: Job, spec: ModelSpec, init_time: datetime) -> RunOutcome:

@@ -83,6 +83,12 @@ def _cycle_key(source: InputSource, init_time: datetime) -> tuple[int, int]:
     return _CYCLE_LOCK_CLASS[source], int(init_time.timestamp()) // 3600
 
 
+def _as_oids(key: tuple[int, int]) -> tuple[int, int]:
+    """A lock key as pg_locks shows it: classid and objid are unsigned (oid), so a cycle
+    before 1970, whose hour number is negative, appears as that number plus 2^32."""
+    return key[0] % 2**32, key[1] % 2**32
+
+
 @contextmanager
 def cycle_lock(conn: Connection, source: InputSource, init_time: datetime) -> Iterator[bool]:
     """Hold the advisory lock of one cycle of one source for the `with` block; yields False
@@ -196,7 +202,7 @@ def mark_interrupted(conn: Connection) -> int:
                     " WHERE locktype = 'advisory' AND objsubid = 2 AND granted")
         held = set(cur.fetchall())
         ended = [run_id for run_id, source, init_time, pid in running
-                 if (pid, *_cycle_key(InputSource(source), init_time)) not in held]
+                 if (pid, *_as_oids(_cycle_key(InputSource(source), init_time))) not in held]
         cur.execute("UPDATE forecast_runs SET status = 'failed', finished_at = clock_timestamp(),"
                     " reason = 'interrupted: the process ended before finishing'"
                     " WHERE run_id = ANY(%s) AND status = 'running'", (ended,))

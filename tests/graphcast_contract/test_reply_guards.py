@@ -116,7 +116,11 @@ GUARDS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "huge-integer": (_set(0, "value", 10**400),
                      "is malformed (OverflowError: int too large to convert to float)"),
     "lead-not-a-number": (_set(0, "lead_hours", "six"),
-                          "is malformed (ValueError: invalid literal for int()"),
+                          "is malformed (TypeError: lead_hours must be an integer, got 'six')"),
+    "fractional-lead": (_set(0, "lead_hours", 6.5),  # int() made it 6 h
+                        "is malformed (TypeError: lead_hours must be an integer, got 6.5)"),
+    "fractional-level": (_set(2, "level", 850.5),
+                         "is malformed (TypeError: level must be an integer, got 850.5)"),
     "entry-not-an-object": (_set(0, "site", ["Paris"]), "is malformed (TypeError:"),
     "provenance-not-strings": (lambda b: b["provenance"].update(precision=32),
                                "forecast reply: provenance precision is not a string: 32"),

@@ -299,6 +299,22 @@ def test_two_concurrent_runs(run_job: JobRunner, era5_db: str, api: ContractApi)
     assert len(predictions(era5_db)) == 80
 
 
+def test_a_run_ended_by_another_process_meanwhile_commits_no_rows(
+        run_job: JobRunner, era5_db: str, api: ContractApi) -> None:
+    """Its ledger row says failed (another process took it for dead): its rows were
+    committed beside that row, and a catch-up would forecast the cycle again."""
+    api.gate = threading.Event()  # the run waits for its forecast
+    job = run_job.start("--init-time", INIT)
+    _wait_for(lambda: ("POST", "/v1/forecast") in api.calls)
+    query(era5_db, "UPDATE forecast_runs SET status = 'failed' WHERE status = 'running'")
+    api.gate.set()
+    output, _ = job.communicate(timeout=60)
+    assert job.returncode == ExitCode.DATABASE, output
+    assert "was ended by another process before its rows were committed" in output
+    assert predictions(era5_db) == []
+    assert [r[1] for r in ledger(era5_db)] == ["failed"]
+
+
 def test_locks_are_per_cycle_and_live_runs_are_not_marked_interrupted(
         run_job: JobRunner, era5_db: str) -> None:
     """Another session holds cycle INIT and has a 'running' attempt of it: a run of another

@@ -211,6 +211,18 @@ def test_without_database_url_the_embedded_server_is_used(run_job: JobRunner, ap
         assert [(r[1], r[3]) for r in ledger(url)] == [("skipped", 3), ("skipped", 3)]
 
 
+def test_a_failing_verification_is_a_warning(run_job: JobRunner, era5_db: str) -> None:
+    """A truth field cut short made --verify's scoring raise a ValueError: exit 1 and a
+    traceback after the forecasts were stored, where the README promises a warning."""
+    query(era5_db, "UPDATE input_fields SET data = substring(data from 1 for 100)"
+                   " WHERE valid_time = %s", (INIT + timedelta(hours=6),))
+    result = run_job("--init-time", "2022-01-01T06:00", "--verify")
+    assert result.returncode == 0, result.output
+    assert "WARNING forecast_job: verification failed: ValueError: " in result.output
+    assert "Traceback" not in result.output
+    assert len(predictions(era5_db)) == 80
+
+
 def test_verify_scores_the_stored_forecasts(run_job: JobRunner, era5_db: str) -> None:
     result = run_job("--init-time", "2022-01-01T06:00", "--verify")
     assert result.returncode == 0, result.output

@@ -342,3 +342,20 @@ def test_backfill_without_its_packages_says_what_to_install(tmp_path: Path,
     assert len(output.splitlines()) == 1 and "Traceback" not in output, output
     assert (f"--backfill needs the packages of requirements-backfill.txt ({package} is not "
             "installed): pip install -r requirements-backfill.txt") in output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--catch-up", "100000000"], "--catch-up must be 0 to 1460 (a year of cycles; --backfill "
+                                  "takes longer ranges)"),
+    (["--catch-up", "-1"], "--catch-up must be 0 to 1460"),
+    (["--precision", "bf16"], "--precision: only with --backfill"),
+    (["--device", "cuda", "--stats-dir", "/x"], "--stats-dir, --device: only with --backfill"),
+])
+def test_options_out_of_range_or_of_backfill_alone_are_usage_errors(
+        tmp_path: Path, args: list[str], message: str) -> None:
+    """A huge --catch-up was a traceback (OverflowError, exit 1) or a plan of millions of
+    cycles; --precision, --device and --stats-dir without --backfill were silently ignored."""
+    done = run_job_command("--init-time", "2022-01-01T06:00", *args, LOG_DIR=str(tmp_path))
+    output = done.stdout + done.stderr
+    assert done.returncode == ExitCode.USAGE, output
+    assert message in output and "Traceback" not in output

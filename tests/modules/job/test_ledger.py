@@ -86,3 +86,20 @@ def test_an_attempt_ends_once(clean_db: str) -> None:
             assert cur.fetchall() == [("succeeded", 80, 0)]
     finally:
         conn.close()
+
+
+def test_a_live_run_of_a_cycle_before_1970_is_not_marked_interrupted(
+        clean_db: str, other_role: Connection) -> None:
+    """Its lock key (hours since 1970) is negative, and pg_locks shows it as an unsigned oid:
+    the live run was marked failed while it went on to commit its rows."""
+    early = datetime(1960, 1, 1, 6, tzinfo=timezone.utc)
+    live = db.connect(clean_db)
+    try:
+        with ledger.cycle_lock(live, InputSource.ERA5, early) as acquired:
+            assert acquired
+            ledger.start_run(live, early, InputSource.ERA5, "GraphCast_test")
+            assert ledger.mark_interrupted(other_role) == 0
+    finally:
+        live.close()
+    assert ledger.wait_for_cycle(other_role, InputSource.ERA5, early, wait_s=10)
+    assert ledger.mark_interrupted(other_role) == 1
