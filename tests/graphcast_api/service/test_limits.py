@@ -3,6 +3,7 @@ the body limit sized from the model: 413/422 naming the limit, before any model 
 from __future__ import annotations
 
 import json
+import tracemalloc
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,7 @@ import requests
 
 from graphcast_api.service import model_card
 from graphcast_api.service.app import ServiceLimits
+from graphcast_api.service.request_parsing import RequestError, decode_forecast_request
 from graphcast_contract.wire import BINARY_CONTENT_TYPE
 from tests.graphcast_api.service.helpers import (
     SlowPersistence,
@@ -85,9 +87,53 @@ def test_binary_body_with_init_time_beyond_a_datetime_is_422_after_its_drain(
     assert len(model.calls) == calls
 
 
-def test_at_the_caps_is_answered(served: tuple[str, SlowPersistence]) -> None:
+# What a refusal from the count of commas and brackets before parsing says (LIMITS).
+FAR_OVER = "commas and brackets, more than the limit of 10120 that 5 sites of 20 characters allow"
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_far_over_the_site_cap_is_422_naming_it_before_parsing(
+        served: tuple[str, SlowPersistence], binary: bool) -> None:
+    """12,000 sites (a binary header within its byte limit) are refused from the count of
+    their commas and brackets, with the status and variables of the sites cap."""
+    url, model = served
+    calls = len(model.calls)
+    request = {**reference_request(lead_hours=[6]), "sites": sites(12_000)}
+    if binary:
+        response = requests.post(f"{url}/v1/forecast", timeout=60,
+                                 data=b"".join(reference_binary_body(request)),
+                                 headers={"Content-Type": BINARY_CONTENT_TYPE})
+    else:
+        response = requests.post(f"{url}/v1/forecast", json=request, timeout=60)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("binary header: " if binary else "body: ")
+    assert FAR_OVER in detail and "\n" not in detail
+    assert "(GRAPHCAST_API_MAX_SITES, GRAPHCAST_API_MAX_SITE_NAME_CHARS)" in detail
+    assert len(model.calls) == calls
+
+
+def test_far_over_the_site_cap_is_refused_without_building_the_request() -> None:
+    """Before, 500,000 sites in 20 MB were parsed (380 MB, 19x the body) and then refused;
+    now no site is built: the Python heap's peak stays a small share of the body."""
+    model = SlowPersistence(seconds=0)
+    body = json.dumps({**reference_request(lead_hours=[6]), "sites": sites(100_000)}).encode()
+    tracemalloc.start()
+    try:
+        with pytest.raises(RequestError) as refused:
+            decode_forecast_request(body, model, LIMITS.caps())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(body) > 6_000_000 and peak < len(body) / 20
+    assert refused.value.status == 422 and FAR_OVER in refused.value.message
+
+
+@pytest.mark.parametrize("name", ["s" * 19, ",[{" * 6 + ","])
+def test_at_the_caps_is_answered(served: tuple[str, SlowPersistence], name: str) -> None:
+    """Also with names all commas and brackets, which the count before parsing allows."""
     url, _ = served
-    request = reference_request(sites=sites(5, name="s" * 19), variables=ALL_VARIABLES[:4],
+    request = reference_request(sites=sites(5, name=name), variables=ALL_VARIABLES[:4],
                                 lead_hours=[6, 12])
     request["init_time"] = "2199-12-31T18:00:00Z"
     response = requests.post(f"{url}/v1/forecast", json=request, timeout=60)
