@@ -293,12 +293,17 @@ def record_in_manifest(dest: Path, name: str, digest: str) -> None:
                             ExitCode.OUTPUT_FAILED) from error
 
 
-def verify_present(dest: Path, name: str) -> None:
+def verify_present(dest: Path, name: str, verify_only: bool = False) -> None:
     """Check a file already in place against its manifest entry; a file from before the
-    manifest existed is recorded as it is (with a warning)."""
+    manifest existed is recorded as it is (with a warning), except by `verify_only`, for
+    which a file without an entry is unverified: a failure, and nothing is written."""
     target = dest / name
     actual = file_sha256(target)
     recorded = read_manifest(dest).get(name)
+    if recorded is None and verify_only:
+        raise DownloadError(f"{target} has no entry in {MANIFEST_NAME} to verify it against; "
+                            "delete it and run fetch-weights without --verify to download it "
+                            "again", ExitCode.DOWNLOAD_FAILED)
     if recorded is None:
         print(f"warning: {target} has no entry in {MANIFEST_NAME}; recording its SHA-256 "
               "as it is now", file=sys.stderr)
@@ -372,7 +377,7 @@ def _fetch(paths: list[str], dest: Path, base_url: str, progress: bool,
             record_in_manifest(dest, path, file_sha256(target))
             print(f"downloaded: {target}", file=sys.stderr)
         else:
-            verify_present(dest, path)
+            verify_present(dest, path, verify_only)
             print(f"already present, SHA-256 verified: {target}", file=sys.stderr)
         targets.append(target)
     return targets

@@ -340,6 +340,23 @@ def test_manifest_records_and_later_runs_verify(bucket: Bucket, tmp_path: Path,
                  "--verify"]) == ExitCode.DOWNLOAD_FAILED
 
 
+def test_verify_fails_for_a_file_without_entry_and_never_writes_the_manifest(
+        bucket: Bucket, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _fetch(bucket, tmp_path) == 0
+    stats = weights.STATS_PATHS[1]
+    manifest = tmp_path / weights.MANIFEST_NAME
+    manifest.write_text("".join(line for line in manifest.read_text().splitlines(True)
+                                if not line.endswith(f"  {stats}\n")))
+    before = manifest.read_bytes()
+    (tmp_path / stats).write_bytes(b"CDF\x01tampered")
+    capsys.readouterr()
+    assert main(["fetch-weights", "small", "--dest", str(tmp_path), "--base-url", bucket.url,
+                 "--verify"]) == ExitCode.DOWNLOAD_FAILED
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: ") and f"{stats} has no entry in" in error
+    assert manifest.read_bytes() == before
+
+
 def test_partial_file_symlink_is_not_followed(bucket: Bucket, tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
