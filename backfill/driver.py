@@ -34,6 +34,7 @@ from graphcast_contract.errors import (
     ExitCode,
     JobError,
     MissingDataError,
+    first_line,
 )
 from graphcast_contract.model_spec import ModelSpec
 from graphcast_contract.project import PROJECT_ROOT
@@ -43,7 +44,7 @@ from modules.forecast_job import verify_stored
 from modules.job import ledger
 from modules.job.ledger import RunOutcome
 from modules.job.sites import load_sites
-from modules.storage.db import first_line, open_database, resolve_url
+from modules.storage.db import open_database, resolve_url
 
 log = logging.getLogger("forecast_job")
 

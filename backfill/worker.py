@@ -15,7 +15,7 @@ import psycopg2
 
 from config.settings import Settings
 from graphcast_api.settings import ServiceSettings
-from graphcast_contract.errors import DatabaseError
+from graphcast_contract.errors import DatabaseError, first_line
 from graphcast_contract.model_spec import ModelSpec
 from graphcast_contract.request import Site
 from graphcast_contract.sources import InputSource
@@ -23,7 +23,7 @@ from modules.forecast_job import Job, run_locked_cycle
 from modules.job import ledger
 from modules.job.ledger import RunOutcome
 from modules.job.logs import clean
-from modules.storage.db import DEAD_PEER_S, connect, first_line
+from modules.storage.db import DEAD_PEER_S, connect
 
 # Longest wait for a dead attempt's session to release the cycle lock. A killed process's
 # socket is closed and PostgreSQL ends its session at once; a lost node closes nothing, and the

@@ -63,6 +63,12 @@ def exit_code_help(*codes: ExitCode) -> str:
     return "exit codes:\n" + "\n".join(f"  {int(c):<2} {MEANINGS[c]}" for c in listed)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (psycopg2's and xarray's run over several), as
+    the programs' one-line errors print it."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 # The batch job's codes: 9, 10 and 11 (its cache folder) come from the live job's --fetch;
 # 11 (the engine's cache folder), 12 and 15 from --backfill (which loads the model itself);
 # 16 from a run stopped by Ctrl-C or SIGTERM.

@@ -64,8 +64,9 @@ class Grid:
 
 def global_grid(step: float) -> Grid:
     """The regular global grid with `step` degrees, latitudes -90..90, longitudes from 0:
-    the grid of the models, of the ERA5 store and of the regridder, defined once."""
-    if not (step > 0 and all(abs(span / step - round(span / step)) <= 1e-9
+    the grid of the models, of the ERA5 store and of the regridder, defined once. An
+    infinite step would pass the division test (180 / inf is 0) and give a 1x0 grid."""
+    if not (0 < step < np.inf and all(abs(span / step - round(span / step)) <= 1e-9
                              for span in (180, 360))):
         raise ValueError(f"a grid step of {step} deg does not divide 180 and 360 deg")
     return Grid(round(180 / step) + 1, round(360 / step), -90.0, float(step), 0.0, float(step))

@@ -34,6 +34,7 @@ from graphcast_contract.errors import (
     Interrupted,
     JobError,
     MissingDataError,
+    first_line,
 )
 from graphcast_contract.model_spec import ModelSpec, Provenance
 from graphcast_contract.reply import CycleForecast, parse_forecast_reply
@@ -47,7 +48,7 @@ from modules.job.ledger import RunOutcome, Stage
 from modules.job.logs import clean
 from modules.job.sites import load_sites
 from modules.model_api_client import ModelApiClient
-from modules.storage.db import first_line, open_database
+from modules.storage.db import open_database
 from modules.verification import scores
 
 log = logging.getLogger("forecast_job")

@@ -26,7 +26,7 @@ from graphcast_api.settings import (
     load_service_settings,
     use_kernel_cache,
 )
-from graphcast_contract.errors import ExitCode, exit_code_help
+from graphcast_contract.errors import ExitCode, exit_code_help, first_line
 from graphcast_contract.files import write_atomically
 from graphcast_contract.variables import STATS_FILES
 
@@ -44,12 +44,13 @@ class ToolError(Exception):
 
 def tool_command(work: Callable[[argparse.Namespace], None]
                  ) -> Callable[[argparse.Namespace], int]:
-    """`work` as a command's `run`: its exit code, a ToolError as one line on stderr."""
+    """`work` as a command's `run`: its exit code, a ToolError as one line on stderr (the
+    first: a library's message, quoted in it, may run over several)."""
     def run(args: argparse.Namespace) -> int:
         try:
             work(args)
         except ToolError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {first_line(error)}", file=sys.stderr)
             return error.code
         return ExitCode.OK
     return run

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
+from pandas.errors import OutOfBoundsDatetime
 
 from graphcast_contract.cycles import STEP_HOURS
 from graphcast_contract.errors import ExitCode, exit_code_help
@@ -98,7 +99,7 @@ def synthetic_dataset(
     grid = global_grid(resolution)
     lat, lon = grid.latitudes(), grid.longitudes()
     hours = np.arange(n_times) * float(STEP_HOURS)
-    times = _utc_naive(start) + pd.to_timedelta(hours, unit="h")
+    times = _frame_times(start, hours)
     pressure = np.asarray(levels, dtype=np.float64)
     if pressure.ndim != 1 or pressure.size == 0 or np.any(pressure <= 0):
         raise ValueError(f"levels must be positive pressures in hPa, got {list(levels)}")
@@ -112,7 +113,7 @@ def synthetic_dataset(
         "lon": ("lon", lon.astype(np.float32)),
         "level": ("level", np.asarray(levels, dtype=np.int32)),
         "time": ("time", pd.to_timedelta(hours, unit="h").to_numpy().astype("timedelta64[ns]")),
-        "datetime": (("batch", "time"), times.to_numpy().astype("datetime64[ns]")[None, :]),
+        "datetime": (("batch", "time"), times.to_numpy()[None, :]),
     }
     data = {name: (("lat", "lon"), value.astype(np.float32)) for name, value in static.items()}
     data.update({name: (("batch", "time", "lat", "lon"), value[None].astype(np.float32))
@@ -122,10 +123,22 @@ def synthetic_dataset(
     return xr.Dataset(data, coords=coords)
 
 
-def _utc_naive(time: str | datetime | np.datetime64) -> pd.Timestamp:
-    """`time` as a timezone-naive UTC timestamp (naive input is taken as UTC)."""
-    stamp = pd.Timestamp(time)
-    return stamp if stamp.tzinfo is None else stamp.tz_convert("UTC").tz_localize(None)
+def _frame_times(start: str | datetime | np.datetime64, hours: np.ndarray) -> pd.DatetimeIndex:
+    """The frames' times, `hours` after `start`, timezone-naive UTC (naive input is taken as
+    UTC) in the layout's datetime64[ns]; ValueError for NaT, and for a frame outside that
+    unit's range (1677-09-21 .. 2262-04-11), which numpy would wrap round silently."""
+    first = pd.Timestamp(start)
+    if pd.isna(first):
+        raise ValueError(f"start {start!r} is not a time")
+    if first.tzinfo is not None:
+        first = first.tz_convert("UTC").tz_localize(None)
+    times = first + pd.to_timedelta(hours, unit="h")
+    try:
+        return times.as_unit("ns")
+    except OutOfBoundsDatetime:
+        raise ValueError(f"the frames from start {times[0]} to {times[-1]} leave "
+                         f"datetime64[ns]'s range {pd.Timestamp.min:%Y-%m-%d %H:%M} .. "
+                         f"{pd.Timestamp.max:%Y-%m-%d %H:%M}") from None
 
 
 class _Weather:
@@ -300,6 +313,9 @@ def run(args: argparse.Namespace) -> int:
         start = pd.Timestamp(args.start)
     except ValueError:
         print(f"error: --start {args.start!r} is not an ISO 8601 time", file=sys.stderr)
+        return ExitCode.USAGE
+    if args.seed < 0:  # numpy's refusal would not name the option
+        print(f"error: --seed must be a non-negative integer, got {args.seed}", file=sys.stderr)
         return ExitCode.USAGE
     try:
         dataset = synthetic_dataset(args.resolution, start=start, n_times=args.times,

@@ -6,9 +6,9 @@ Transfers stream to `<file>.part`, resume from it with an HTTP Range request, an
 into place only once complete; files already in place are not fetched again.
 
 Integrity: a finished transfer must have the announced size, the MD5 and CRC32C the
-bucket announces in `x-goog-hash`, and the format's magic bytes (.nc: NetCDF/HDF5, .npz: zip);
-its SHA-256 then goes into `DEST/MANIFEST.sha256`, against which files already present are
-checked on every later run (`fetch-weights --verify` only checks). Only https is used,
+bucket announces in `x-goog-hash`, and its format (.nc: NetCDF/HDF5 magic, .npz: a zip of
+.npy arrays); its SHA-256 then goes into `DEST/MANIFEST.sha256`, against which files already
+present are checked on every later run (`fetch-weights --verify` only checks). Only https is used,
 except for loopback hosts (tests, a local mirror), also where a redirect leads; a `.part`
 that is a symlink is refused.
 """
@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
 
 import google_crc32c
+import numpy as np
 import requests
 from tqdm import tqdm
 
@@ -73,6 +74,9 @@ EXIT_CODES = (ExitCode.INTERNAL, ExitCode.USAGE, ExitCode.DOWNLOAD_FAILED,
 
 MANIFEST_NAME = "MANIFEST.sha256"  # `sha256sum -c` format: "<hex>  <path under DEST>"
 MAGIC = {".nc": NETCDF_SIGNATURES, ".npz": (b"PK\x03\x04",)}
+# np.save's header versions; 3.0 (non-latin-1 field names) has no public reader or use here
+NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                      (2, 0): np.lib.format.read_array_header_2_0}
 HASH_BLOCK_BYTES = 1 << 20
 
 
@@ -202,10 +206,30 @@ def _check_magic(path: Path, name: str, url: str) -> None:
         _reject(path, f"{url} is not a {Path(name).suffix} file (it starts {head[:8]!r})")
 
 
+def _npz_problem(path: Path) -> str | None:
+    """Why `path` would not load as a checkpoint (None if it would): it must be an intact zip
+    of `.npy` arrays, np.savez's layout (a mirror's error page, zipped, is a valid zip too)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if (bad_member := archive.testzip()) is not None:
+                return f"has a corrupt member {bad_member!r}"
+            if not archive.namelist():
+                return "holds no .npy array"
+            for name in archive.namelist():
+                with archive.open(name) as member:
+                    try:
+                        NPY_HEADER_READERS[np.lib.format.read_magic(member)](member)
+                    except (KeyError, ValueError):  # another version; a bad magic or header
+                        return f"has a member {name!r} that is not a .npy array"
+    except zipfile.BadZipFile as error:
+        return f"is not a complete .npz checkpoint ({error})"
+    return None
+
+
 def _check_complete(path: Path, expected: int | None, url: str,
                     announced: dict[str, str] | None = None) -> None:
     """Raise unless `path` has the announced size, hash and format (a checkpoint must be a
-    readable zip)."""
+    readable zip of arrays)."""
     size = path.stat().st_size
     if expected is not None and size != expected:
         raise DownloadError(f"incomplete transfer of {url}: {size} of {expected} bytes received; "
@@ -217,18 +241,8 @@ def _check_complete(path: Path, expected: int | None, url: str,
         if name in announced and digests[name] != announced[name]:
             _reject(path, f"{url}: {name} {digests[name]} differs from the {announced[name]} "
                           "the server announced (corrupted in transit or tampered with)")
-    if path.name.endswith(".npz.part"):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                bad_member = archive.testzip()
-        except zipfile.BadZipFile as error:
-            path.unlink()
-            raise DownloadError(f"{url} is not a complete .npz checkpoint ({error}); "
-                                "the partial file was removed", ExitCode.DOWNLOAD_FAILED) from error
-        if bad_member is not None:
-            path.unlink()
-            raise DownloadError(f"{url}: checkpoint member {bad_member!r} is corrupt; "
-                                "the partial file was removed", ExitCode.DOWNLOAD_FAILED)
+    if path.name.endswith(".npz.part") and (problem := _npz_problem(path)):
+        _reject(path, f"{url} {problem}")
     if expected is None and not announced:
         print(f"warning: {url}: the server announced neither size nor hash; only the format "
               "was checked", file=sys.stderr)
@@ -279,12 +293,17 @@ def record_in_manifest(dest: Path, name: str, digest: str) -> None:
                             ExitCode.OUTPUT_FAILED) from error
 
 
-def verify_present(dest: Path, name: str) -> None:
+def verify_present(dest: Path, name: str, verify_only: bool = False) -> None:
     """Check a file already in place against its manifest entry; a file from before the
-    manifest existed is recorded as it is (with a warning)."""
+    manifest existed is recorded as it is (with a warning), except by `verify_only`, for
+    which a file without an entry is unverified: a failure, and nothing is written."""
     target = dest / name
     actual = file_sha256(target)
     recorded = read_manifest(dest).get(name)
+    if recorded is None and verify_only:
+        raise DownloadError(f"{target} has no entry in {MANIFEST_NAME} to verify it against; "
+                            "delete it and run fetch-weights without --verify to download it "
+                            "again", ExitCode.DOWNLOAD_FAILED)
     if recorded is None:
         print(f"warning: {target} has no entry in {MANIFEST_NAME}; recording its SHA-256 "
               "as it is now", file=sys.stderr)
@@ -358,7 +377,7 @@ def _fetch(paths: list[str], dest: Path, base_url: str, progress: bool,
             record_in_manifest(dest, path, file_sha256(target))
             print(f"downloaded: {target}", file=sys.stderr)
         else:
-            verify_present(dest, path)
+            verify_present(dest, path, verify_only)
             print(f"already present, SHA-256 verified: {target}", file=sys.stderr)
         targets.append(target)
     return targets

@@ -21,7 +21,7 @@ import psycopg2
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from graphcast_contract.errors import DatabaseError
+from graphcast_contract.errors import DatabaseError, first_line
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -139,11 +139,6 @@ def connect_and_migrate(url: str) -> Connection:
         conn.close()
         raise
     return conn
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an error's message (psycopg2's run over several)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, Path]]:

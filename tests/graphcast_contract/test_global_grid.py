@@ -22,7 +22,7 @@ def test_the_grid_runs_pole_to_pole_and_round_the_globe(step: float) -> None:
     assert Grid.from_coordinates(grid.latitudes(), grid.longitudes()) == grid
 
 
-@pytest.mark.parametrize("step", [0.7, 7.0, 0.0, -1.0, 360.0])
+@pytest.mark.parametrize("step", [0.7, 7.0, 0.0, -1.0, 360.0, float("inf"), float("nan")])
 def test_a_step_that_does_not_divide_the_globe_is_refused(step: float) -> None:
     with pytest.raises(ValueError, match="does not divide 180 and 360"):
         global_grid(step)

@@ -104,6 +104,9 @@ def test_bad_inputs_give_one_line_and_exit_code(reference_dir: Path, stats_dir: 
     cases.append((npy_checkpoint, ExitCode.MODEL_FAILED, "not the .npz archive"))
     unreadable = _args(reference_dir, stats_dir, tmp_path / "absent.nc", out)
     cases.append((unreadable, ExitCode.UNREADABLE_FILE, "cannot read example batch"))
+    (tmp_path / "hello.nc").write_text("hello\n")  # xarray's message has lines of URLs
+    not_netcdf = _args(reference_dir, stats_dir, tmp_path / "hello.nc", out)
+    cases.append((not_netcdf, ExitCode.UNREADABLE_FILE, "cannot read example batch"))
     blocked = _args(reference_dir, stats_dir, reference_dir / "example_batch.nc",
                     tmp_path / "a-file" / "pred.nc")
     (tmp_path / "a-file").write_text("not a folder")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from graphcast_api.__main__ import main
 from graphcast_api.tools.synthetic_era5 import synthetic_dataset
 from graphcast_contract.errors import ExitCode
 from graphcast_contract.model_spec import Grid
@@ -127,6 +128,11 @@ def test_custom_levels_and_bad_arguments() -> None:
         synthetic_dataset(10.0, n_times=0)
     with pytest.raises(ValueError, match="levels"):
         synthetic_dataset(10.0, levels=(0, 500))
+    with pytest.raises(ValueError, match="not a time"):
+        synthetic_dataset(10.0, start="NaT")
+    for start in ("2262-04-11T12:00", "1677-09-21T00:00"):  # past either end: numpy wraps
+        with pytest.raises(ValueError, match=r"leave datetime64\[ns\]'s range"):
+            synthetic_dataset(10.0, start=start)
 
 
 def _cli(*args: str, alias: bool = True) -> subprocess.CompletedProcess[str]:
@@ -168,3 +174,20 @@ def test_command_line_reports_an_unwritable_output(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"cannot write {blocker / 'x.nc'}" in lines[0]
     assert sorted(tmp_path.iterdir()) == [blocker]
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--resolution", "inf", "grid step of inf deg does not divide"),
+    ("--start", "NaT", "start NaT is not a time"),
+    ("--start", "2262-04-11T18:00", "to 2262-04-12 00:00:00 leave datetime64[ns]'s range"),
+    ("--seed", "-1", "--seed must be a non-negative integer, got -1"),
+])
+def test_command_line_refuses_a_bad_value_in_one_line(
+        option: str, value: str, message: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "x.nc"
+    assert main(["synthetic-era5", "--out", str(out), "--resolution", "30", "--times", "2",
+                 option, value]) == ExitCode.USAGE
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not out.exists()

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -180,6 +181,29 @@ def test_truncated_checkpoint_is_rejected(bucket: Bucket, tmp_path: Path,
     assert _files(tmp_path) == {}
 
 
+def _zip(members: dict[str, bytes]) -> bytes:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as writer:
+        for name, data in members.items():
+            writer.writestr(name, data)
+    return archive.getvalue()
+
+
+@pytest.mark.parametrize("served, problem", [
+    (_zip({"index.html": b"<html>mirror error page</html>"}), "'index.html' that is not a .npy"),
+    (_zip({"params:w.npy": b"\x93NUMPY\x01\x00\x10\x00{'no': 'header'}"}), "not a .npy array"),
+    (b"PK\x03\x04" + bytes(26) + _zip({}), "holds no .npy array"),  # a local header, no entry
+], ids=["error-page", "bad-npy-header", "no-member"])
+def test_a_zip_that_is_not_a_checkpoint_is_refused(
+        served: bytes, problem: str, bucket: Bucket, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    bucket.objects[weights.checkpoint_path("small")] = served
+    assert _fetch(bucket, tmp_path) == ExitCode.DOWNLOAD_FAILED
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert problem in lines[-1] and "the partial file was removed" in lines[-1], lines
+    assert _files(tmp_path) == {} and weights.read_manifest(tmp_path) == {}
+
+
 def test_present_files_are_skipped(bucket: Bucket, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert _fetch(bucket, tmp_path) == 0
@@ -314,6 +338,23 @@ def test_manifest_records_and_later_runs_verify(bucket: Bucket, tmp_path: Path,
     assert bucket.requests == []
     assert main(["fetch-weights", "small", "--dest", str(tmp_path), "--base-url", bucket.url,
                  "--verify"]) == ExitCode.DOWNLOAD_FAILED
+
+
+def test_verify_fails_for_a_file_without_entry_and_never_writes_the_manifest(
+        bucket: Bucket, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _fetch(bucket, tmp_path) == 0
+    stats = weights.STATS_PATHS[1]
+    manifest = tmp_path / weights.MANIFEST_NAME
+    manifest.write_text("".join(line for line in manifest.read_text().splitlines(True)
+                                if not line.endswith(f"  {stats}\n")))
+    before = manifest.read_bytes()
+    (tmp_path / stats).write_bytes(b"CDF\x01tampered")
+    capsys.readouterr()
+    assert main(["fetch-weights", "small", "--dest", str(tmp_path), "--base-url", bucket.url,
+                 "--verify"]) == ExitCode.DOWNLOAD_FAILED
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: ") and f"{stats} has no entry in" in error
+    assert manifest.read_bytes() == before
 
 
 def test_partial_file_symlink_is_not_followed(bucket: Bucket, tmp_path: Path) -> None:
