@@ -9,6 +9,7 @@ total from them once all six hours are in the store.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from graphcast_contract.sources import InputSource
 from graphcast_contract.variables import (
@@ -27,6 +28,7 @@ HOURLY_ACCUMULATION = "hourly_accumulation"  # stored hourly, summed into 6-hour
 PRESSURE_LEVELS = PRESSURE_LEVELS_13  # GraphCast_small's, the ones a default cycle needs
 DEFAULT_GRID_STEP = 1.0  # degrees: GraphCast_small's grid
 HOURLY_PRECIPITATION = "total_precipitation"  # ERA5's hourly accumulation (m)
+ACCUMULATION_PERIOD = timedelta(hours=1)  # of each HOURLY_PRECIPITATION field, ending at its time
 PRECIPITATION_HOURS = 6
 
 

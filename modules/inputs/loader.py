@@ -22,7 +22,9 @@ from graphcast_contract.sources import InputSource
 from graphcast_contract.variables import ATMOSPHERIC, PRECIPITATION_6HR, STATIC
 from modules.inputs import store
 from modules.inputs.era5_variables import (
+    ACCUMULATION_PERIOD,
     DEFAULT_GRID_STEP,
+    HOURLY_ACCUMULATION,
     HOURLY_PRECIPITATION,
     PRECIPITATION_HOURS,
     VARIABLES,
@@ -122,6 +124,8 @@ def plan_fields(source: Source) -> list[PlannedField]:
             continue
         if ref.valid_time is None:
             raise InvalidDataError(f"{path}: {ref.describe()} has no valid time coordinate")
+        if variable.kind == HOURLY_ACCUMULATION:
+            check_accumulation(path, ref)
         if (variable.kind == ATMOSPHERIC) != (ref.level > 0):
             raise InvalidDataError(f"{path}: {ref.describe()}: {variable.name} needs "
                                    f"{'a pressure level' if ref.level == 0 else 'a single level'}")
@@ -132,6 +136,16 @@ def plan_fields(source: Source) -> list[PlannedField]:
         planned.append(PlannedField(variable.name, ref.level, ref.valid_time, ref, factor))
     check_hourly_sequence(path, hourly_times(planned))
     return planned + list(statics.values())
+
+
+def check_accumulation(path: Path, ref: FieldRef) -> None:
+    """A GRIB `tp` message may accumulate over any period (0-6 h in a forecast); only
+    ERA5's hourly accumulations can be summed into 6-hour totals."""
+    hour = timedelta(hours=1)
+    if ref.accumulation is not None and ref.accumulation != ACCUMULATION_PERIOD:
+        raise InvalidDataError(f"{path}: {ref.describe()} is accumulated over "
+                               f"{ref.accumulation / hour:g} h; {HOURLY_PRECIPITATION} must be "
+                               f"accumulated over {ACCUMULATION_PERIOD / hour:g} h")
 
 
 def hourly_times(plan: Sequence[PlannedField]) -> list[datetime]:

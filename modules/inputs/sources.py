@@ -27,7 +27,7 @@ import os
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
@@ -75,13 +75,16 @@ class InvalidDataError(Exception):
 @dataclass(frozen=True)
 class FieldRef:
     """One 2-D field of a file: its name there, its level (hPa; 0 for single-level fields),
-    its valid time (None when the file gives it none) and where the reader finds it."""
+    its valid time (None when the file gives it none) and where the reader finds it.
+    `accumulation` is the period a GRIB message's value covers (endStep - startStep; zero
+    for instantaneous values); None where the file does not say (NetCDF)."""
 
     name: str
     level: int
     valid_time: datetime | None
     locator: Hashable
     units: str | None
+    accumulation: timedelta | None = None
 
     def describe(self) -> str:
         """`field 'name' at L hPa valid T`, for messages."""
@@ -391,7 +394,10 @@ class GribSource:
         except ValueError:
             raise InvalidDataError(f"{self.path}: field {name!r} has an invalid validity date "
                                    f"{date} {time:04d}") from None
-        self._refs.append(FieldRef(name, level, when, int(get("offset")), str(get("units"))))
+        eccodes.codes_set(handle, "stepUnits", "s")  # steps in seconds, whatever the encoding
+        accumulation = timedelta(seconds=get("endStep", int) - get("startStep", int))
+        self._refs.append(FieldRef(name, level, when, int(get("offset")), str(get("units")),
+                                   accumulation))
 
     def fields(self) -> list[FieldRef]:
         return list(self._refs)

@@ -130,14 +130,31 @@ def test_grib_matches_netcdf(conn, tmp_path: Path) -> None:
                 grib_message("2t", t2m, "2022-01-01T06:00"),
                 grib_message("z", np.full(SHAPE, 50.0), "2022-01-01T06:00"),
                 grib_message("lsm", np.full(SHAPE, 0.25), "2022-01-01T06:00")]
-    messages += [grib_message("tp", tp[i], when, accumulation_hours=h)
-                 for i, (when, h) in enumerate(zip(tp_times, [1, 2, 3, 4, 5, 6], strict=True))]
+    messages += [grib_message("tp", tp[i], when, accumulation_hours=1)
+                 for i, when in enumerate(tp_times)]
     path = _grib_file(tmp_path / "era5.grib", messages)
     result = load_file(conn, path, grid_step=STEP)
     assert (result.fields, result.static_fields) == (2 + 6, 2)
     np.testing.assert_allclose(_read(conn, "temperature", 850), t[0, ::-1], atol=1e-4)
     np.testing.assert_allclose(_read(conn, "2m_temperature"), t2m[::-1], atol=1e-4)
     np.testing.assert_allclose(_read(conn, "total_precipitation_6hr"), 0.021, rtol=1e-6)
+
+
+@pytest.mark.parametrize("edition", [1, 2])
+def test_grib_precipitation_not_accumulated_over_one_hour_is_invalid_data(
+        clean_db: str, tmp_path: Path, edition: int) -> None:
+    """A forecast's 0-6 h accumulations valid at consecutive hours are no hourly values:
+    summed, they made total_precipitation_6hr six times too large."""
+    tp, tp_times = _hourly_tp(list(range(1, 7)))
+    path = _grib_file(tmp_path / "tp6.grib", [
+        grib_message("tp", tp[i], when, edition=edition, accumulation_hours=6)
+        for i, when in enumerate(tp_times)])
+    done = run_loader(clean_db, path, "--grid-step", "10")
+    assert done.returncode == ExitCode.NO_DATA
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        f"{path}: field 'tp' valid 2022-01-01T01:00Z is accumulated over 6 h; "
+        "total_precipitation must be accumulated over 1 h (nothing loaded from this file)")
+    assert count_rows(clean_db) == (0, 0)
 
 
 def test_grib_edition_2_pressure_levels(conn, tmp_path: Path) -> None:
