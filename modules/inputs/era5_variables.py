@@ -69,7 +69,11 @@ _PA = _units("Pa", hPa=100.0)
 _WIND = _units("m s**-1", "m/s", "m s-1")
 _GEOPOTENTIAL = _units("m**2 s**-2", "m2 s-2", "m^2/s^2")
 # The IFS open data publish geopotential height (`gh`, geopotential metres) instead.
-_GEOPOTENTIAL_OR_HEIGHT = {**_GEOPOTENTIAL, **_units(gpm=STANDARD_GRAVITY)}
+GEOPOTENTIAL_METRES = "gpm"
+_GEOPOTENTIAL_OR_HEIGHT = {**_GEOPOTENTIAL, **_units(**{GEOPOTENTIAL_METRES: STANDARD_GRAVITY})}
+# The unit a file name is in by definition, for a field that states none; other names are
+# taken to be in their store variable's unit.
+NAME_UNITS = {"gh": GEOPOTENTIAL_METRES}
 _FRACTION = _units("(0 - 1)", "1", "~", "dimensionless", "0-1")
 
 VARIABLES: tuple[Era5Variable, ...] = (

@@ -26,6 +26,7 @@ from modules.inputs.era5_variables import (
     DEFAULT_GRID_STEP,
     HOURLY_ACCUMULATION,
     HOURLY_PRECIPITATION,
+    NAME_UNITS,
     PRECIPITATION_HOURS,
     VARIABLES,
     Era5Variable,
@@ -96,9 +97,12 @@ class Orientation:
 
 
 def _unit_factor(path: Path, variable: Era5Variable, ref: FieldRef) -> float:
-    if ref.units is None:
+    """A field without units is in the unit its name means (NAME_UNITS: `gh`, geopotential
+    height, is in geopotential metres), else in the store's."""
+    units = ref.units if ref.units is not None else NAME_UNITS.get(ref.name)
+    if units is None:
         return 1.0
-    factor = variable.units.get(normalise_unit(ref.units))
+    factor = variable.units.get(normalise_unit(units))
     if factor is None:
         raise InvalidDataError(f"{path}: field {ref.name!r} has units {ref.units!r}, which "
                                f"cannot be converted to those of {variable.name}")

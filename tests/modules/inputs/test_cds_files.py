@@ -9,6 +9,7 @@ import pytest
 
 from graphcast_contract.errors import ExitCode
 from graphcast_contract.model_spec import global_grid
+from graphcast_contract.variables import STANDARD_GRAVITY
 from modules.inputs import store as era5_store
 from modules.inputs.loader import load_file
 from modules.inputs.sources import InvalidDataError, UnreadableFileError
@@ -67,6 +68,18 @@ def _hourly_tp(hours: list[int]) -> tuple[np.ndarray, list[str]]:
     """Hourly accumulations on 2022-01-01 at `hours`: hour h holds h millimetres everywhere."""
     values = np.stack([np.full(SHAPE, h * 1e-3, np.float32) for h in hours])
     return values, [f"2022-01-01T{h:02d}:00" for h in hours]
+
+
+@pytest.mark.parametrize("units", [{"gh": "gpm"}, None])
+def test_geopotential_height_is_stored_as_geopotential(conn, tmp_path: Path,
+                                                       units: dict[str, str] | None) -> None:
+    """`gh` is in geopotential metres by definition, units attribute or not."""
+    gh = np.full((1, 1, *SHAPE), 5500.0, np.float32)
+    path = cds_netcdf(tmp_path / "gh.nc", {"gh": gh}, ["2022-01-01T06:00"], levels=[500],
+                      units=units)
+    load_file(conn, path, grid_step=STEP)
+    np.testing.assert_allclose(_read(conn, "geopotential", 500), 5500.0 * STANDARD_GRAVITY,
+                               rtol=1e-6)
 
 
 def test_six_hour_precipitation_is_the_sum_of_six_hourly_accumulations(conn,
