@@ -39,7 +39,12 @@ def earlier_cycles(init_time: datetime, count: int) -> list[datetime]:
 
 
 def cycles_of_days(until: date, days: int) -> list[datetime]:
-    """The 6-hourly init times of the `days` days ending with `until`, oldest first."""
+    """The 6-hourly init times of the `days` days ending with `until`, oldest first;
+    ValueError when they begin before 0001-01-02, as the first one's T-6h input would lie
+    before year 1, out of datetime's range."""
+    if (until - date.min).days < days:
+        raise ValueError(f"the {days} day(s) up to {until} begin before 0001-01-02 (the first "
+                         "cycle's inputs, 6 hours before it, would be before year 1)")
     start = datetime(until.year, until.month, until.day, tzinfo=timezone.utc) - timedelta(
         days=days - 1)
     return [start + k * CYCLE for k in range(days * 24 // STEP_HOURS)]

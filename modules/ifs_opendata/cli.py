@@ -31,7 +31,7 @@ from modules.ifs_opendata.download import (
     RunDownloader,
 )
 from modules.ifs_opendata.fetch import DEFAULT_GRID_STEP, fetch_cycle
-from modules.inputs.cli import grid_step_arg, print_status
+from modules.inputs.cli import MAX_STATUS_DAYS, days_arg, grid_step_arg, print_status
 from modules.inputs.sources import InvalidDataError, UnreadableFileError
 from modules.job.logs import command_settings, setup_console_logging
 from modules.storage.db import open_database
@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(with the missing fields) or absent in the store's open-data fields.",
         epilog=exit_code_help(ExitCode.USAGE, ExitCode.DATABASE),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    status.add_argument("--days", type=int, default=3, help="how many days (default 3)")
+    status.add_argument("--days", type=days_arg, default=3,
+                        help=f"how many days, at most {MAX_STATUS_DAYS} (default 3)")
     status.add_argument("--until", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",
                         help="last day (default: today, UTC)")
     status.add_argument("--grid-step", type=grid_step_arg, default=DEFAULT_GRID_STEP,

@@ -41,6 +41,7 @@ DEFAULT_DOWNLOAD_DIR = PROJECT_ROOT / "data" / "era5"
 # next day's run (or a re-run) catches up.
 CDS_RETRY_MAX = 5
 CDS_SLEEP_MAX_S = 30
+MAX_STATUS_DAYS = 36_525  # a century of cycles: ERA5 begins in 1940
 
 
 def load_files(settings: Settings, paths: Sequence[Path], grid_step: float | None) -> int:
@@ -88,6 +89,18 @@ def grid_step_arg(text: str) -> float:
     return step
 
 
+def days_arg(text: str) -> int:
+    """argparse type: `status --days`, from 1 to MAX_STATUS_DAYS (0 listed nothing, and a
+    million days overflowed the date arithmetic)."""
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of days: {text!r}") from None
+    if not 1 <= days <= MAX_STATUS_DAYS:
+        raise argparse.ArgumentTypeError(f"{days} is not from 1 to {MAX_STATUS_DAYS}")
+    return days
+
+
 def build_parser(prog: str = "python -m modules.inputs") -> argparse.ArgumentParser:
     """The command line: one sub-command per action."""
     parser = argparse.ArgumentParser(
@@ -131,7 +144,8 @@ def build_parser(prog: str = "python -m modules.inputs") -> argparse.ArgumentPar
                     "(with the missing fields) or absent in the store.",
         epilog=exit_code_help(ExitCode.USAGE, ExitCode.DATABASE),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    status.add_argument("--days", type=int, default=10, help="how many days (default 10)")
+    status.add_argument("--days", type=days_arg, default=10,
+                        help=f"how many days, at most {MAX_STATUS_DAYS} (default 10)")
     status.add_argument("--until", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",
                         help="last day (default: today, UTC)")
     status.add_argument("--grid-step", type=grid_step_arg, default=DEFAULT_GRID_STEP, metavar="DEG",
@@ -168,13 +182,18 @@ def download_and_load(settings: Settings, dates: Sequence[date], directory: Path
 def print_status(settings: Settings, days: int, until: date | None, grid_step: float,
                  source: str = InputSource.ERA5) -> int:
     """Print each cycle of the `days` days up to `until` as complete, incomplete or absent
-    from `source`'s fields on the `grid_step` grid."""
+    from `source`'s fields on the `grid_step` grid; a usage error, the database untouched,
+    when those days reach before year 1."""
     until = until or datetime.now(timezone.utc).date()
+    try:
+        init_times = cycles_of_days(until, days)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return ExitCode.USAGE
     try:
         conn = open_database(settings)
         with conn, conn.cursor() as cur:
-            statuses = cycle_status(cur, global_grid(grid_step), cycles_of_days(until, days),
-                                    source)
+            statuses = cycle_status(cur, global_grid(grid_step), init_times, source)
         conn.close()
     except (DatabaseError, psycopg2.Error) as exc:
         log.error("database error: %s", str(exc).strip())

@@ -14,6 +14,7 @@ from graphcast_contract.cycles import cycles_of_days
 from graphcast_contract.errors import ExitCode
 from graphcast_contract.local_service import free_port
 from graphcast_contract.model_spec import global_grid
+from modules.ifs_opendata import cli as ifs_cli
 from modules.inputs import cli
 from modules.inputs.era5_download import day_requests
 from modules.inputs.status import cycle_status
@@ -132,6 +133,24 @@ def test_download_loads_two_days_and_status_reports_the_cycles(
     assert done.returncode == ExitCode.OK
     assert done.stdout.splitlines() == [f"2022-01-02T{h}:00Z  complete"
                                         for h in ("00", "06", "12", "18")]
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "1000000"])
+@pytest.mark.parametrize("parser", [cli.build_parser, ifs_cli.build_parser])
+def test_status_days_out_of_range_is_a_usage_error(capsys, parser, days: str) -> None:
+    """0 listed nothing (exit 0); a million days overflowed the date arithmetic (traceback)."""
+    with pytest.raises(SystemExit) as exited:
+        parser().parse_args(["status", "--days", days])
+    assert exited.value.code == ExitCode.USAGE
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"argument --days: {days} is not from 1 to {cli.MAX_STATUS_DAYS}")
+
+
+def test_status_reaching_before_year_1_is_a_usage_error(clean_db: str) -> None:
+    done = run_loader(clean_db, "status", "--until", "0001-01-01", "--days", "2")
+    assert (done.returncode, done.stdout) == (ExitCode.USAGE, "")
+    assert len(done.stderr.splitlines()) == 1
+    assert "the 2 day(s) up to 0001-01-01 begin before 0001-01-02" in done.stderr
 
 
 def test_download_in_grib(clean_db: str, tmp_path: Path) -> None:
