@@ -92,7 +92,9 @@ def fetch_cycle(conn: Connection, downloader: RunDownloader, init_time: datetime
 
 def fill_statics(cur: Cursor, target: Grid, init_time: datetime) -> str:
     """Make sure the open-data statics exist on `target`: keep stored ones, else regrid
-    ERA5's from the finest stored grid no coarser than `target`. Says which."""
+    ERA5's from the finest stored grid no coarser than `target`: conservative averages of
+    it are the truest, as for the open-data fields, averaged from their own 0.25 deg. Says
+    which."""
     if len(store.read_static(cur, target, STATIC_VARIABLES, InputSource.IFS_OPENDATA)) == len(
             STATIC_VARIABLES):
         return "kept from an earlier open-data run"
@@ -119,7 +121,7 @@ def _era5_static_grid(cur: Cursor, target: Grid) -> Grid | None:
         "SELECT g.n_lat, g.n_lon, g.lat_first, g.lat_step, g.lon_first, g.lon_step"
         " FROM input_grids g JOIN input_static_fields s USING (grid_id)"
         " WHERE s.source = %s AND s.variable = ANY(%s) AND g.lat_step <= %s + 1e-9"
-        " GROUP BY g.grid_id HAVING count(*) = %s ORDER BY g.lat_step DESC LIMIT 1",
+        " GROUP BY g.grid_id HAVING count(*) = %s ORDER BY g.lat_step LIMIT 1",
         (InputSource.ERA5, list(STATIC_VARIABLES), target.lat_step, len(STATIC_VARIABLES)))
     row = cur.fetchone()
     return Grid(*row) if row else None

@@ -13,7 +13,7 @@ import requests
 
 from graphcast_contract.errors import ExitCode
 from graphcast_contract.local_service import free_port
-from graphcast_contract.model_spec import global_grid
+from graphcast_contract.model_spec import Grid, global_grid
 from graphcast_contract.sources import InputSource
 from graphcast_contract.variables import PRESSURE_LEVELS_13, STANDARD_GRAVITY, STATIC_VARIABLES
 from modules.ifs_opendata import download
@@ -146,14 +146,18 @@ def test_a_data_file_answering_an_http_error_is_reported_with_its_status(
 
 def test_missing_statics_come_from_era5_in_the_store(conn, tmp_path: Path, caplog) -> None:
     runs = runs_of_cycle(AFTER_50R1, SHAPE, statics=False)
-    fine = global_grid(5.0)
-    era5 = {name: np.full(fine.shape, 0.25 if name == "land_sea_mask" else 900.0, np.float32)
-            for name in STATIC_VARIABLES}
+    fine, coarser = global_grid(5.0), global_grid(STEP)  # the finest grid is the one used
+
+    def era5(grid: Grid, mask: float, height: float) -> dict[str, np.ndarray]:
+        return {name: np.full(grid.shape, mask if name == "land_sea_mask" else height,
+                              np.float32) for name in STATIC_VARIABLES}
+
     with OpenDataServer(runs) as server:
         assert fetch(server, AFTER_50R1, tmp_path) == ExitCode.NO_DATA  # neither: an error
         assert counts(conn) == (0, 0)
         with conn, conn.cursor() as cur:
-            store.write_static(cur, fine, era5, InputSource.ERA5)
+            store.write_static(cur, fine, era5(fine, 0.25, 900.0), InputSource.ERA5)
+            store.write_static(cur, coarser, era5(coarser, 0.75, 100.0), InputSource.ERA5)
         with caplog.at_level(logging.WARNING):
             assert fetch(server, AFTER_50R1, tmp_path) == ExitCode.OK
     assert any("using ERA5's static fields" in r.getMessage() for r in caplog.records)
