@@ -24,7 +24,6 @@ from modules.ifs_opendata.download import STATIC_PARAMS, RunDownloader, needed_n
 from modules.inputs import store
 from modules.inputs.loader import load_into
 from modules.inputs.regrid import Regridder
-from modules.inputs.sources import GribSource, InvalidDataError
 
 log = logging.getLogger("ifs_opendata")
 
@@ -41,37 +40,17 @@ class FetchResult:
     statics: str
 
 
-def check_field(path: Path, name: str, run: datetime) -> None:
-    """InvalidDataError unless `path` holds exactly the field `name` of `run` at step 0."""
-    source = GribSource(path)
-    try:
-        refs = source.fields()
-    finally:
-        source.close()
-    param, _, level = name.partition("@")
-    got = [(ref.name, ref.level, ref.valid_time) for ref in refs]
-    if got != [(param, int(level or 0), run)]:
-        raise InvalidDataError(f"{path}: expected {name} valid {iso_utc(run)}, found "
-                               f"{', '.join(f'{n}@{lev} {iso_utc(t)}' for n, lev, t in got)}")
-
-
 def download_cycle(downloader: RunDownloader, init_time: datetime
                    ) -> tuple[list[Path], list[Path]]:
     """(the 2 x 82 time-dependent field files, the T0 run's static files or [])."""
     fields = []
     for offset in INPUT_OFFSETS:
         run = init_time + offset
-        names = needed_names()
-        paths = downloader.fetch(run, names)
-        for path, name in zip(paths, names, strict=True):
-            check_field(path, name, run)
-        fields += paths
+        fields += downloader.fetch(run, needed_names())
     published = [name for name in STATIC_PARAMS if name in downloader.index(init_time)]
     statics = []
     if len(published) == len(STATIC_PARAMS):
         statics = downloader.fetch(init_time, published)
-        for path, name in zip(statics, published, strict=True):
-            check_field(path, name, init_time)
     return fields, statics
 
 

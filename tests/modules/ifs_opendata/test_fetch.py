@@ -1,6 +1,7 @@
 """`python -m modules.ifs_opendata fetch` against a loopback open-data server."""
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -109,6 +110,47 @@ def test_an_interrupted_download_resumes(conn, tmp_path: Path,
     assert resumed[2] == cut[2] and cut[1] < resumed[1] < cut[2]  # the rest of that field
     assert not [r for r in server.ranges if "00z" in r[0]]  # the cached run is not fetched
     assert counts(conn) == (2 * 82, 2)
+
+
+def test_a_corrupt_cached_field_is_downloaded_again(conn, tmp_path: Path, caplog,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached field of the right size holding zeros (what a power loss after an unflushed
+    rename leaves) is deleted and fetched once more, alone, and flushed before its rename."""
+    runs = runs_of_cycle(AFTER_50R1, SHAPE)
+    with OpenDataServer(runs) as server:
+        assert fetch(server, AFTER_50R1, tmp_path) == ExitCode.OK
+        field = tmp_path / f"{PREVIOUS:%Y%m%d%H}" / "t-850.grib2"
+        field.write_bytes(bytes(field.stat().st_size))
+        server.ranges.clear()
+        flushed: list[str] = []
+        monkeypatch.setattr(download, "fsync_file", lambda path: flushed.append(path.name))
+        with caplog.at_level(logging.WARNING):
+            assert fetch(server, AFTER_50R1, tmp_path) == ExitCode.OK
+    offset, length = runs[PREVIOUS].entries["t@850"]
+    assert server.ranges == [(run_path(PREVIOUS), offset, offset + length - 1)]
+    assert flushed == ["t-850.grib2.download"]
+    assert any("cached field unusable" in r.getMessage() and "no GRIB messages" in r.getMessage()
+               for r in caplog.records)
+    assert counts(conn) == (2 * 82, 2)
+
+
+def test_a_field_that_is_not_the_one_expected_fails_after_one_download(
+        conn, tmp_path: Path, caplog) -> None:
+    """The server answers with another field's bytes: one request, exit 3, nothing stored
+    (only a cached file is given a second download)."""
+    runs = runs_of_cycle(AFTER_50R1, SHAPE)
+    lines = [json.loads(line) for line in runs[PREVIOUS].index.splitlines()]
+    msl = next(line for line in lines if line["param"] == "msl")  # 2t's entry points at it
+    for line in lines:
+        if line["param"] == "2t":
+            line["_offset"], line["_length"] = msl["_offset"], msl["_length"]
+    runs[PREVIOUS].index = "\n".join(json.dumps(line) for line in lines) + "\n"
+    with OpenDataServer(runs) as server, caplog.at_level(logging.ERROR):
+        assert fetch(server, AFTER_50R1, tmp_path) == ExitCode.NO_DATA
+    assert len(server.ranges) == 1
+    errors = error_lines(caplog)
+    assert len(errors) == 1 and "expected 2t" in errors[0], errors
+    assert counts(conn) == (0, 0)
 
 
 @pytest.mark.parametrize("problem", ["missing field", "truncated file", "404"])
