@@ -39,6 +39,7 @@ STATIC_PARAMS = ("z", "lsm")  # surface geopotential, land-sea mask: not in ever
 TIMEOUT_S = 60
 RETRIES = 3
 CHUNK_BYTES = 64 * 1024  # written as it arrives: an interrupted field resumes from here
+MAX_INDEX_BYTES = 16 * 1024 * 1024  # a real run's index is a few hundred KB
 
 
 class DownloadError(Exception):
@@ -149,6 +150,22 @@ def _refuse_redirects_off_policy(response: requests.Response, *args: object,
             raise DownloadError(refused_redirect(response.url, target))
 
 
+def _index_text(reply: requests.Response, url: str) -> str:
+    """The index reply's body, read no further than MAX_INDEX_BYTES: a wrong base URL or a
+    bad mirror could answer with a file of any size, which would otherwise fill the memory."""
+    too_big = DownloadError(f"{url}: more than {MAX_INDEX_BYTES:,} bytes, no open-data index "
+                            "(is the base URL an open-data root?)")
+    declared = reply.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_INDEX_BYTES:
+        raise too_big
+    body = bytearray()
+    for chunk in reply.iter_content(CHUNK_BYTES):
+        body += chunk
+        if len(body) > MAX_INDEX_BYTES:
+            raise too_big
+    return body.decode("utf-8", errors="replace")
+
+
 def _cache_error(folder: Path, exc: OSError) -> CacheError:
     return CacheError(f"cannot write the open-data cache folder {folder} (--cache-dir, "
                       f"IFS_OPENDATA_CACHE_DIR): {exc.strerror or exc}")
@@ -199,18 +216,20 @@ class RunDownloader:
             return entries
         url = self.data_url(run).removesuffix(".grib2") + ".index"
         try:
-            reply = self.client.session.get(url, timeout=TIMEOUT_S)
+            with self.client.session.get(url, timeout=TIMEOUT_S, stream=True) as reply:
+                if reply.status_code == 404:
+                    raise DownloadError(f"{url}: 404 not found (the run is not published yet, "
+                                        "or has left the open data's online window of the "
+                                        "last few days)")
+                if reply.status_code != 200:
+                    raise DownloadError(f"{url}: HTTP {reply.status_code}")
+                text = _index_text(reply, url)
         except requests.RequestException as exc:
             raise DownloadError(f"{url}: unreachable ({exc})") from exc
-        if reply.status_code == 404:
-            raise DownloadError(f"{url}: 404 not found (the run is not published yet, or has "
-                                "left the open data's online window of the last few days)")
-        if reply.status_code != 200:
-            raise DownloadError(f"{url}: HTTP {reply.status_code}")
-        entries = parse_index(reply.text, url)
+        entries = parse_index(text, url)
         try:
             with write_atomically(cached) as temporary:
-                temporary.write_text(reply.text, encoding="utf-8")
+                temporary.write_text(text, encoding="utf-8")
         except OSError as exc:
             raise _cache_error(cached.parent, exc) from exc
         return entries

@@ -268,6 +268,26 @@ def test_an_index_that_is_no_index_fails_with_one_line_and_stores_nothing(
     assert not (tmp_path / f"{PREVIOUS:%Y%m%d%H}" / "index.jsonl").exists()  # not cached
 
 
+@pytest.mark.parametrize("declared", [True, False], ids=["Content-Length", "streamed"])
+def test_an_oversized_index_is_refused_unread(conn, tmp_path: Path, caplog,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              declared: bool) -> None:
+    """An index over MAX_INDEX_BYTES (here 4 KB; the test run's is ~18 KB) is refused from
+    its Content-Length, or once that much has arrived without one: exit 10, one line."""
+    monkeypatch.setattr(download, "MAX_INDEX_BYTES", 4096)
+    with OpenDataServer(runs_of_cycle(AFTER_50R1, SHAPE)) as server, \
+            caplog.at_level(logging.ERROR):
+        if not declared:
+            server.unsized.add(f"{run_path(PREVIOUS)}.index")
+        code = fetch(server, AFTER_50R1, tmp_path)
+    errors = error_lines(caplog)
+    assert code == ExitCode.DOWNLOAD_FAILED
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    assert f"{run_path(PREVIOUS)}.index: more than 4,096 bytes" in errors[0]
+    assert counts(conn) == (0, 0)
+    assert not (tmp_path / f"{PREVIOUS:%Y%m%d%H}" / "index.jsonl").exists()
+
+
 @pytest.mark.parametrize("where", ["--cache-dir", "IFS_OPENDATA_CACHE_DIR"])
 def test_a_cache_folder_that_cannot_be_written_is_one_line_exit_11(
         conn, tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
