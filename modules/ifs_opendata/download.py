@@ -5,15 +5,17 @@ with the 06/18 UTC runs under `scda` before IFS cycle 50r1 on 2026-05-12 and und
 from then on) and its `multiurl` downloader fetches byte ranges. Only the index entries of
 the fields GraphCast_operational needs are fetched, each into its own cache file, so a
 field already on disk is never fetched again and an interrupted one resumes where it
-stopped. Each file's size is checked against the index. The run's `.index` is cached too:
-a cached run loads again without the network, after it has left the online window (a cached
-index that is empty or damaged is downloaded again). Only https addresses are fetched (plain
-http only from a loopback host), also where a redirect leads.
+stopped. Each file's size is checked against the index and its content (exactly the field
+and valid time expected); a cached one that fails is downloaded again. The run's `.index`
+is cached too: a cached run loads again without the network, after it has left the online
+window (a cached index that is empty or damaged is downloaded again). Only https addresses
+are fetched (plain http only from a loopback host), also where a redirect leads.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,9 +25,11 @@ from urllib.parse import urljoin
 import requests
 from requests.adapters import HTTPAdapter
 
-from graphcast_contract.files import write_atomically
+from graphcast_contract.cycles import iso_utc
+from graphcast_contract.files import fsync_file, fsync_folder, write_atomically
 from graphcast_contract.urls import is_allowed_url, refused_redirect
 from graphcast_contract.variables import PRESSURE_LEVELS_13
+from modules.inputs.sources import GribSource, InvalidDataError, UnreadableFileError
 
 log = logging.getLogger("ifs_opendata")
 
@@ -35,6 +39,7 @@ STATIC_PARAMS = ("z", "lsm")  # surface geopotential, land-sea mask: not in ever
 TIMEOUT_S = 60
 RETRIES = 3
 CHUNK_BYTES = 64 * 1024  # written as it arrives: an interrupted field resumes from here
+MAX_INDEX_BYTES = 16 * 1024 * 1024  # a real run's index is a few hundred KB
 
 
 class DownloadError(Exception):
@@ -62,6 +67,21 @@ class IndexEntry:
 def needed_names() -> list[str]:
     """The fields one run must provide: 4 surface + 6 x 13 pressure-level ones."""
     return [*SURFACE_PARAMS, *(f"{p}@{lev}" for p in PRESSURE_PARAMS for lev in PRESSURE_LEVELS_13)]
+
+
+def check_field(path: Path, name: str, run: datetime) -> None:
+    """InvalidDataError unless `path` holds exactly the field `name` of `run` at step 0;
+    UnreadableFileError if it holds no GRIB message."""
+    source = GribSource(path)
+    try:
+        refs = source.fields()
+    finally:
+        source.close()
+    param, _, level = name.partition("@")
+    got = [(ref.name, ref.level, ref.valid_time) for ref in refs]
+    if got != [(param, int(level or 0), run)]:
+        raise InvalidDataError(f"{path}: expected {name} valid {iso_utc(run)}, found "
+                               f"{', '.join(f'{n}@{lev} {iso_utc(t)}' for n, lev, t in got)}")
 
 
 def _entry_name(line: dict) -> str | None:
@@ -130,6 +150,22 @@ def _refuse_redirects_off_policy(response: requests.Response, *args: object,
             raise DownloadError(refused_redirect(response.url, target))
 
 
+def _index_text(reply: requests.Response, url: str) -> str:
+    """The index reply's body, read no further than MAX_INDEX_BYTES: a wrong base URL or a
+    bad mirror could answer with a file of any size, which would otherwise fill the memory."""
+    too_big = DownloadError(f"{url}: more than {MAX_INDEX_BYTES:,} bytes, no open-data index "
+                            "(is the base URL an open-data root?)")
+    declared = reply.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_INDEX_BYTES:
+        raise too_big
+    body = bytearray()
+    for chunk in reply.iter_content(CHUNK_BYTES):
+        body += chunk
+        if len(body) > MAX_INDEX_BYTES:
+            raise too_big
+    return body.decode("utf-8", errors="replace")
+
+
 def _cache_error(folder: Path, exc: OSError) -> CacheError:
     return CacheError(f"cannot write the open-data cache folder {folder} (--cache-dir, "
                       f"IFS_OPENDATA_CACHE_DIR): {exc.strerror or exc}")
@@ -180,27 +216,31 @@ class RunDownloader:
             return entries
         url = self.data_url(run).removesuffix(".grib2") + ".index"
         try:
-            reply = self.client.session.get(url, timeout=TIMEOUT_S)
+            with self.client.session.get(url, timeout=TIMEOUT_S, stream=True) as reply:
+                if reply.status_code == 404:
+                    raise DownloadError(f"{url}: 404 not found (the run is not published yet, "
+                                        "or has left the open data's online window of the "
+                                        "last few days)")
+                if reply.status_code != 200:
+                    raise DownloadError(f"{url}: HTTP {reply.status_code}")
+                text = _index_text(reply, url)
         except requests.RequestException as exc:
             raise DownloadError(f"{url}: unreachable ({exc})") from exc
-        if reply.status_code == 404:
-            raise DownloadError(f"{url}: 404 not found (the run is not published yet, or has "
-                                "left the open data's online window of the last few days)")
-        if reply.status_code != 200:
-            raise DownloadError(f"{url}: HTTP {reply.status_code}")
-        entries = parse_index(reply.text, url)
+        entries = parse_index(text, url)
         try:
             with write_atomically(cached) as temporary:
-                temporary.write_text(reply.text, encoding="utf-8")
+                temporary.write_text(text, encoding="utf-8")
         except OSError as exc:
             raise _cache_error(cached.parent, exc) from exc
         return entries
 
     def fetch(self, run: datetime, names: Sequence[str]) -> list[Path]:
-        """Download the fields `names` of `run` (cached ones are kept); their files, in order.
+        """Download the fields `names` of `run` (cached ones are kept); their files, in order,
+        each checked by check_field.
 
         MissingFieldError if the index lacks one; DownloadError if one cannot be fetched;
-        CacheError if one cannot be written to the cache."""
+        CacheError if one cannot be written to the cache; InvalidDataError or
+        UnreadableFileError if a downloaded one is not the field expected."""
         entries = self.index(run)
         missing = [name for name in names if name not in entries]
         if missing:
@@ -212,18 +252,42 @@ class RunDownloader:
         return [self._fetch_field(url, run, entries[name]) for name in names]
 
     def _fetch_field(self, url: str, run: datetime, entry: IndexEntry) -> Path:
-        from multiurl import download
-
+        """The field's cache file, checked; a cached one that fails the check (zeros a power
+        loss left, a disk error) is deleted and downloaded once more."""
         target = self.run_dir(run) / f"{entry.name.replace('@', '-')}.grib2"
         if target.exists() and target.stat().st_size == entry.length:
-            return target
+            try:
+                check_field(target, entry.name, run)
+                return target
+            except (InvalidDataError, UnreadableFileError) as exc:
+                log.warning("cached field unusable, downloading it again: %s", exc)
+                target.unlink()
+        self._download(url, entry, target)
+        check_field(target, entry.name, run)
+        return target
+
+    def _download(self, url: str, entry: IndexEntry, target: Path) -> None:
+        """Fetch the entry's bytes into `target.download` (resumed if there), then flush it
+        to the disk before renaming it to `target`: multiurl's own rename does not flush,
+        and a power loss could leave a file of the right size full of zeros."""
+        from multiurl import download
+
+        partial = target.with_name(target.name + ".download")
         try:
-            download(url, target=str(target), parts=[(entry.offset, entry.length)],
-                     resume_transfers=True, download_file_extension=".download",
+            download(url, target=str(partial), parts=[(entry.offset, entry.length)],
+                     resume_transfers=True, download_file_extension=None,
                      session=self.client.session, accept_ranges=True,
                      maximum_retries=RETRIES, retry_after=1, timeout=TIMEOUT_S,
                      chunk_size=CHUNK_BYTES,
                      progress_bar=_no_progress)
+            size = partial.stat().st_size
+            if size != entry.length:
+                partial.unlink()
+                raise DownloadError(f"{url} ({entry.name}): {size} bytes, the index says "
+                                    f"{entry.length}")
+            fsync_file(partial)
+            os.replace(partial, target)
+            fsync_folder(target.parent)
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else exc
             raise DownloadError(f"{url} ({entry.name}): HTTP {status}") from exc
@@ -232,12 +296,6 @@ class RunDownloader:
                                 f"command again to resume ({exc})") from exc
         except OSError as exc:  # not requests' (those are OSErrors too): writing the file
             raise _cache_error(target.parent, exc) from exc
-        size = target.stat().st_size
-        if size != entry.length:
-            target.unlink()
-            raise DownloadError(f"{url} ({entry.name}): {size} bytes, the index says "
-                                f"{entry.length}")
-        return target
 
 
 class _NoProgress:

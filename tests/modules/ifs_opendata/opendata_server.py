@@ -4,8 +4,9 @@ Layout as published: `{yyyymmdd}/{HH}z/ifs/0p25/{stream}/{yyyymmddHHMMSS}-0h-{st
 plus its `.index` (JSON lines with `_offset`/`_length`). Files are built with ecCodes from a
 synthetic state (latitudes north to south, as published). Range requests are honoured and
 recorded; a run can be served truncated, cut off once in mid-transfer, or its data file
-answered with an HTTP error (its index still served); any path can be redirected, and
-`/mirror/...` serves what `/...` does (a redirect target on the same server).
+answered with an HTTP error (its index still served); any path can be redirected or served
+without a Content-Length, and `/mirror/...` serves what `/...` does (a redirect target on the
+same server).
 """
 from __future__ import annotations
 
@@ -93,7 +94,8 @@ class OpenDataServer(LoopbackServer):
     `runs` maps a run time to its Run; `truncate` serves a run's data cut to that many bytes;
     `cut_once` sends only half of the first ranged reply of a run, then closes; `fail_data`
     answers a run's data file (not its index) with that HTTP status; `redirects` answers a
-    path with a 302 to its Location."""
+    path with a 302 to its Location; a path in `unsized` is answered whole without a
+    Content-Length, the connection closed after the body."""
 
     def __init__(self, runs: dict[datetime, Run]) -> None:
         self.runs = {run_path(when): run for when, run in runs.items()}
@@ -101,6 +103,7 @@ class OpenDataServer(LoopbackServer):
         self.cut_once: set[str] = set()
         self.fail_data: dict[str, int] = {}
         self.redirects: dict[str, str] = {}
+        self.unsized: set[str] = set()
         self.ranges: list[tuple[str, int, int]] = []  # (path, first byte, last byte)
         self.url = self._listen(self._handler())
 
@@ -164,7 +167,10 @@ class OpenDataServer(LoopbackServer):
                 wanted = self.headers.get("Range")
                 if not wanted:
                     self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
+                    if self.path in server.unsized:
+                        self.close_connection = True
+                    else:
+                        self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
                     return None

@@ -1,6 +1,7 @@
 """`python -m modules.ifs_opendata fetch` against a loopback open-data server."""
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -13,7 +14,7 @@ import requests
 
 from graphcast_contract.errors import ExitCode
 from graphcast_contract.local_service import free_port
-from graphcast_contract.model_spec import global_grid
+from graphcast_contract.model_spec import Grid, global_grid
 from graphcast_contract.sources import InputSource
 from graphcast_contract.variables import PRESSURE_LEVELS_13, STANDARD_GRAVITY, STATIC_VARIABLES
 from modules.ifs_opendata import download
@@ -111,6 +112,47 @@ def test_an_interrupted_download_resumes(conn, tmp_path: Path,
     assert counts(conn) == (2 * 82, 2)
 
 
+def test_a_corrupt_cached_field_is_downloaded_again(conn, tmp_path: Path, caplog,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached field of the right size holding zeros (what a power loss after an unflushed
+    rename leaves) is deleted and fetched once more, alone, and flushed before its rename."""
+    runs = runs_of_cycle(AFTER_50R1, SHAPE)
+    with OpenDataServer(runs) as server:
+        assert fetch(server, AFTER_50R1, tmp_path) == ExitCode.OK
+        field = tmp_path / f"{PREVIOUS:%Y%m%d%H}" / "t-850.grib2"
+        field.write_bytes(bytes(field.stat().st_size))
+        server.ranges.clear()
+        flushed: list[str] = []
+        monkeypatch.setattr(download, "fsync_file", lambda path: flushed.append(path.name))
+        with caplog.at_level(logging.WARNING):
+            assert fetch(server, AFTER_50R1, tmp_path) == ExitCode.OK
+    offset, length = runs[PREVIOUS].entries["t@850"]
+    assert server.ranges == [(run_path(PREVIOUS), offset, offset + length - 1)]
+    assert flushed == ["t-850.grib2.download"]
+    assert any("cached field unusable" in r.getMessage() and "no GRIB messages" in r.getMessage()
+               for r in caplog.records)
+    assert counts(conn) == (2 * 82, 2)
+
+
+def test_a_field_that_is_not_the_one_expected_fails_after_one_download(
+        conn, tmp_path: Path, caplog) -> None:
+    """The server answers with another field's bytes: one request, exit 3, nothing stored
+    (only a cached file is given a second download)."""
+    runs = runs_of_cycle(AFTER_50R1, SHAPE)
+    lines = [json.loads(line) for line in runs[PREVIOUS].index.splitlines()]
+    msl = next(line for line in lines if line["param"] == "msl")  # 2t's entry points at it
+    for line in lines:
+        if line["param"] == "2t":
+            line["_offset"], line["_length"] = msl["_offset"], msl["_length"]
+    runs[PREVIOUS].index = "\n".join(json.dumps(line) for line in lines) + "\n"
+    with OpenDataServer(runs) as server, caplog.at_level(logging.ERROR):
+        assert fetch(server, AFTER_50R1, tmp_path) == ExitCode.NO_DATA
+    assert len(server.ranges) == 1
+    errors = error_lines(caplog)
+    assert len(errors) == 1 and "expected 2t" in errors[0], errors
+    assert counts(conn) == (0, 0)
+
+
 @pytest.mark.parametrize("problem", ["missing field", "truncated file", "404"])
 def test_bad_runs_fail_with_one_line_and_write_nothing(conn, tmp_path: Path, caplog,
                                                         problem: str) -> None:
@@ -146,14 +188,18 @@ def test_a_data_file_answering_an_http_error_is_reported_with_its_status(
 
 def test_missing_statics_come_from_era5_in_the_store(conn, tmp_path: Path, caplog) -> None:
     runs = runs_of_cycle(AFTER_50R1, SHAPE, statics=False)
-    fine = global_grid(5.0)
-    era5 = {name: np.full(fine.shape, 0.25 if name == "land_sea_mask" else 900.0, np.float32)
-            for name in STATIC_VARIABLES}
+    fine, coarser = global_grid(5.0), global_grid(STEP)  # the finest grid is the one used
+
+    def era5(grid: Grid, mask: float, height: float) -> dict[str, np.ndarray]:
+        return {name: np.full(grid.shape, mask if name == "land_sea_mask" else height,
+                              np.float32) for name in STATIC_VARIABLES}
+
     with OpenDataServer(runs) as server:
         assert fetch(server, AFTER_50R1, tmp_path) == ExitCode.NO_DATA  # neither: an error
         assert counts(conn) == (0, 0)
         with conn, conn.cursor() as cur:
-            store.write_static(cur, fine, era5, InputSource.ERA5)
+            store.write_static(cur, fine, era5(fine, 0.25, 900.0), InputSource.ERA5)
+            store.write_static(cur, coarser, era5(coarser, 0.75, 100.0), InputSource.ERA5)
         with caplog.at_level(logging.WARNING):
             assert fetch(server, AFTER_50R1, tmp_path) == ExitCode.OK
     assert any("using ERA5's static fields" in r.getMessage() for r in caplog.records)
@@ -220,6 +266,26 @@ def test_an_index_that_is_no_index_fails_with_one_line_and_stores_nothing(
         assert "line 1 is not an index entry" in errors[0] and bad_line in errors[0]
     assert counts(conn) == (0, 0)
     assert not (tmp_path / f"{PREVIOUS:%Y%m%d%H}" / "index.jsonl").exists()  # not cached
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["Content-Length", "streamed"])
+def test_an_oversized_index_is_refused_unread(conn, tmp_path: Path, caplog,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              declared: bool) -> None:
+    """An index over MAX_INDEX_BYTES (here 4 KB; the test run's is ~18 KB) is refused from
+    its Content-Length, or once that much has arrived without one: exit 10, one line."""
+    monkeypatch.setattr(download, "MAX_INDEX_BYTES", 4096)
+    with OpenDataServer(runs_of_cycle(AFTER_50R1, SHAPE)) as server, \
+            caplog.at_level(logging.ERROR):
+        if not declared:
+            server.unsized.add(f"{run_path(PREVIOUS)}.index")
+        code = fetch(server, AFTER_50R1, tmp_path)
+    errors = error_lines(caplog)
+    assert code == ExitCode.DOWNLOAD_FAILED
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    assert f"{run_path(PREVIOUS)}.index: more than 4,096 bytes" in errors[0]
+    assert counts(conn) == (0, 0)
+    assert not (tmp_path / f"{PREVIOUS:%Y%m%d%H}" / "index.jsonl").exists()
 
 
 @pytest.mark.parametrize("where", ["--cache-dir", "IFS_OPENDATA_CACHE_DIR"])
