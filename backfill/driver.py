@@ -230,8 +230,8 @@ def _join_ray(options: BackfillOptions) -> None:
         if options.cluster:
             ray.init(address=options.cluster, runtime_env=runtime_env, log_to_driver=False)
         else:
-            ray.init(num_cpus=max(os.cpu_count() or 1, options.workers or 1),
-                     include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                     runtime_env=runtime_env, log_to_driver=False)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, grpc errors...
         raise ClusterError(f"cannot join the Ray cluster at {options.cluster}: "
                            f"{type(exc).__name__}: {first_line(exc)}" if options.cluster else
@@ -255,8 +255,11 @@ def _placement(options: BackfillOptions) -> Placement:
 
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
-    if not gpus and not options.cluster:  # the local instance has a CPU for each worker
-        workers = options.workers or _local_workers()
+    if not gpus and not options.cluster:  # the local instance: at most a worker per core
+        if options.workers and options.workers > cpus:  # each holds a model (~4 GiB)
+            log.warning("--workers %d: this machine has %d cores; starting %d",
+                        options.workers, cpus, cpus)
+        workers = min(options.workers or _local_workers(), cpus)
         return Placement(workers, max(1, cpus // workers), 0)
     each = Placement(1, 1, 1) if gpus else Placement(1, CLUSTER_WORKER_CPUS, 0)
     room = _room(ray.nodes(), each)

@@ -162,11 +162,26 @@ def _database_url(name: str, text: str) -> str | None:
         return None
     try:
         parse_dsn(text)
+        if _stray_at_sign(text):
+            raise ProgrammingError
     except ProgrammingError:
         raise SettingsError(f"{name} malformed (not a valid PostgreSQL URL or key=value "
                             "string; percent-encode special characters of the password, "
-                            "e.g. % as %25, @ as %40, : as %3A)") from None
+                            "e.g. % as %25, @ as %40, : as %3A, / as %2F)") from None
     return text
+
+
+def _stray_at_sign(text: str) -> bool:
+    """A URL whose '@' is not the one that ends its user-info: a password with an unencoded
+    '/', '?', '#' or '@', which libpq parses as some other part (its error then quotes a piece
+    of the password as a port or host name)."""
+    _, separator, rest = text.partition("://")
+    if not separator:
+        return False  # key=value form
+    authority = rest
+    for end in "/?#":
+        authority = authority.split(end, 1)[0]
+    return authority.count("@") > 1 or "@" in rest[len(authority):]
 
 
 def _api_token(name: str, text: str) -> str | None:

@@ -70,8 +70,10 @@ def iso_utc(when: datetime) -> str:
 
 def cycles_between(start: datetime, end: datetime) -> list[datetime]:
     """Every cycle from `start` to `end` inclusive (both on 6-hourly slots), oldest first;
-    ValueError when END is before START."""
+    ValueError when END is before START, or START's T-6h input lies before year 1."""
     if end < start:
         raise ValueError(f"END {iso_utc(end)} is before START {iso_utc(start)}")
+    if as_utc(start) - datetime.min.replace(tzinfo=timezone.utc) < -min(INPUT_OFFSETS):
+        raise ValueError(f"START {start.isoformat()}: its T-6h input would lie before year 1")
     count = (end - start) // CYCLE
     return [start + k * CYCLE for k in range(count + 1)]

@@ -368,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.live and args.offline:
         parser.error("--live needs the internet; it cannot be --offline")
+    if args.port is not None and not 0 < args.port < 65536:
+        parser.error(f"--port must be 1 to 65535, not {args.port}")
+    os.environ["DATABASE_URL"] = ""  # the embedded server, for the demo's reads as its steps'
     started = time.monotonic()
     try:
         if args.live:

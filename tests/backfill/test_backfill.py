@@ -191,6 +191,8 @@ def kill_a_worker_inside_a_cycle(url: str, process) -> object:
 
 @pytest.mark.parametrize(("args", "env", "code", "message"), [
     (("2022-01-01T12:00", "2022-01-01T06:00"), {}, ExitCode.USAGE, "is before START"),
+    (("0001-01-01T00:00", "0001-01-01T06:00"), {}, ExitCode.USAGE,  # was an OverflowError
+     "its T-6h input would lie before year 1"),
     (("2023-01-01T00:00", "2023-01-02T00:00"), {}, ExitCode.NO_DATA, "no ERA5 input in the store"),
     (("2022-01-01T06:00", "2022-01-01T12:00", "--cluster", "auto"), {"DATABASE_URL": ""},
      ExitCode.USAGE, "--cluster needs DATABASE_URL"),

@@ -153,6 +153,16 @@ def test_no_more_workers_than_the_cluster_has_room_for(
     assert ("the Ray cluster has room for 1 workers" in caplog.text) == (asked == 3)
 
 
+@pytest.mark.parametrize(("asked", "placed"), [(2, Placement(2, 2, 0)), (9, Placement(4, 1, 0))])
+def test_local_workers_are_at_most_one_per_core(
+    ray_instance: None, caplog: pytest.LogCaptureFixture, asked: int, placed: Placement
+) -> None:
+    """A local instance of 4 CPUs: --workers 9 started 9 model-holding workers (~4 GiB each)."""
+    options = BackfillOptions(FIRST_CYCLE, FIRST_CYCLE, model=None, workers=asked)
+    assert driver._placement(options) == placed
+    assert ("this machine has 4 cores; starting 4" in caplog.text) == (asked == 9)
+
+
 def test_room_counts_each_live_node_apart() -> None:
     nodes = [{"Alive": True, "Resources": {"CPU": 6.0}},
              {"Alive": True, "Resources": {"CPU": 6.0, "GPU": 2.0}},

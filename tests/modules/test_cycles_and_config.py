@@ -359,3 +359,24 @@ def test_options_out_of_range_or_of_backfill_alone_are_usage_errors(
     output = done.stdout + done.stderr
     assert done.returncode == ExitCode.USAGE, output
     assert message in output and "Traceback" not in output
+
+
+@pytest.mark.parametrize("password", ["Sup3rPw/Secret99", "Sup3rPw@Secret99", "Sup3rPw?Secret99",
+                                      "Sup3rPw#Secret99"])
+def test_a_password_with_an_unencoded_url_character_is_malformed_unshown(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, password: str) -> None:
+    """libpq took 'Sup3rPw' of such a password for the port (or 'Secret99@127.0.0.1' for the
+    host) and its error quoted it to the log."""
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://u:{password}@127.0.0.1:5432/db")
+    with pytest.raises(SettingsError, match="DATABASE_URL malformed") as error:
+        load_settings(tmp_path / "absent.env")
+    assert "Secret99" not in str(error.value) and "Sup3rPw" not in str(error.value)
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:p%2Fw%40x@127.0.0.1:5432/db?sslmode=disable",
+                                 "postgresql:///db?host=/var/run/postgresql",
+                                 "host=127.0.0.1 password=a@b/c dbname=db"])
+def test_database_urls_with_encoded_or_keyword_passwords_are_taken(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert load_settings(tmp_path / "absent.env").database_url == url

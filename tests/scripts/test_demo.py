@@ -76,6 +76,14 @@ def test_demo_stops_at_once_when_the_port_is_taken(project: Path) -> None:
     assert not (project / "data").exists()
 
 
+@pytest.mark.parametrize("port", ["0", "70000", "-1"])
+def test_a_port_out_of_range_is_a_usage_error(project: Path, port: str) -> None:
+    result = _demo(project, "--offline", "--port", port)  # 70000 was an OverflowError
+    assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
+    assert f"--port must be 1 to 65535, not {port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def _stored_predictions(project: Path) -> list[tuple]:
     with embedded_server_url(project / ".pgdata") as url:
         conn = db.connect(url)
@@ -93,8 +101,9 @@ def _stored_predictions(project: Path) -> list[tuple]:
 
 @pytest.mark.slow  # minutes: builds GraphCast_small graphs and compiles the network
 def test_offline_demo_end_to_end_and_rerun(project: Path) -> None:
-    port = free_port()
-    first = _demo(project, "--offline", "--port", str(port))
+    port = free_port()  # a malformed DATABASE_URL is ignored too (it stopped the row check)
+    first = _demo(project, "--offline", "--port", str(port),
+                  env={"DATABASE_URL": "host=db.example password=s3cret sslmode"})
     output = first.stdout + first.stderr
     assert first.returncode == 0, output[-4000:]
     check_rows = [line.split(" | ")[:2] for line in first.stdout.splitlines()
