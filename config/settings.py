@@ -67,7 +67,10 @@ Parser = Callable[[str, str], object]
 
 
 def _path(name: str, text: str) -> Path:
-    """A relative path is the project's (graphcast_contract.project.project_path)."""
+    """A relative path is the project's (graphcast_contract.project.project_path); an empty
+    one is refused, as it would name the project folder itself."""
+    if not text.strip():
+        raise SettingsError(f"{name} is empty: give a path, or unset it for the default")
     return project.project_path(text)
 
 
@@ -140,7 +143,7 @@ def _variables(name: str, text: str) -> tuple[tuple[str, int], ...]:
         if not part:
             continue
         variable, _, level = part.partition("@")
-        if not variable or (level and not level.isdigit()):
+        if not variable or (level and not level.isdecimal()):  # isdigit() takes '²'
             raise SettingsError(f"{name} entry {part!r} is not NAME or NAME@LEVEL")
         variables.append((variable, int(level or 0)))
     if not variables:

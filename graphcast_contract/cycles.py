@@ -64,8 +64,8 @@ def parse_cycle(text: str) -> datetime:
 
 
 def iso_utc(when: datetime) -> str:
-    """`2022-01-01T06:00:00Z`."""
-    return as_utc(when).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """`2022-01-01T06:00:00Z` (four-digit years: strftime's %Y wrote year 1 as `1`)."""
+    return as_utc(when).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def cycles_between(start: datetime, end: datetime) -> list[datetime]:

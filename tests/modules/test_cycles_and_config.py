@@ -6,13 +6,13 @@ import re
 import subprocess
 import sys
 from dataclasses import fields
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from config.settings import ENVIRONMENT, PROJECT_ROOT, Settings, SettingsError, load_settings
-from graphcast_contract.cycles import earlier_cycles, parse_cycle, target_init_time
+from graphcast_contract.cycles import earlier_cycles, iso_utc, parse_cycle, target_init_time
 from graphcast_contract.errors import ConfigError, ExitCode
 from modules.job.logs import redact
 from modules.job.sites import load_sites
@@ -380,3 +380,27 @@ def test_database_urls_with_encoded_or_keyword_passwords_are_taken(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> None:
     monkeypatch.setenv("DATABASE_URL", url)
     assert load_settings(tmp_path / "absent.env").database_url == url
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("LOG_DIR", "", "LOG_DIR is empty: give a path, or unset it for the default"),
+    ("SITES_FILE", " ", "SITES_FILE is empty: give a path, or unset it for the default"),
+    ("EMBEDDED_PG_DIR", "", "EMBEDDED_PG_DIR is empty"),
+    ("FORECAST_VARIABLES", "temperature@²",  # was a raw ValueError from int()
+     "FORECAST_VARIABLES entry 'temperature@²' is not NAME or NAME@LEVEL"),
+])
+def test_empty_paths_and_odd_levels_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                              name: str, value: str, message: str) -> None:
+    """An empty path named the project folder itself (the embedded server's data there)."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=f"^{re.escape(message)}"):
+        load_settings(tmp_path / "absent.env")
+
+
+@pytest.mark.parametrize(("when", "text"), [
+    (datetime(2022, 1, 1, 6, 0, 0, 999_999, tzinfo=timezone.utc), "2022-01-01T06:00:00Z"),
+    (datetime(1, 1, 1, 6), "0001-01-01T06:00:00Z"),  # was "1-01-01T06:00:00Z"
+    (datetime(999, 12, 31, 18, tzinfo=timezone(timedelta(hours=2))), "0999-12-31T16:00:00Z"),
+])
+def test_iso_utc_has_four_digit_years_and_whole_seconds(when: datetime, text: str) -> None:
+    assert iso_utc(when) == text
