@@ -163,15 +163,19 @@ def _database_url(name: str, text: str) -> str | None:
     message quotes the part it fails on, which may be the password."""
     if not text:
         return None
-    try:
-        parse_dsn(text)
-        if _stray_at_sign(text):
-            raise ProgrammingError
-    except ProgrammingError:
+    if not _libpq_parses(text) or _stray_at_sign(text):
         raise SettingsError(f"{name} malformed (not a valid PostgreSQL URL or key=value "
                             "string; percent-encode special characters of the password, "
-                            "e.g. % as %25, @ as %40, : as %3A, / as %2F)") from None
+                            "e.g. % as %25, @ as %40, : as %3A, / as %2F)")
     return text
+
+
+def _libpq_parses(text: str) -> bool:
+    try:
+        parse_dsn(text)
+    except ProgrammingError:
+        return False
+    return True
 
 
 def _stray_at_sign(text: str) -> bool:

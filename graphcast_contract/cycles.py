@@ -74,6 +74,6 @@ def cycles_between(start: datetime, end: datetime) -> list[datetime]:
     if end < start:
         raise ValueError(f"END {iso_utc(end)} is before START {iso_utc(start)}")
     if as_utc(start) - datetime.min.replace(tzinfo=timezone.utc) < -min(INPUT_OFFSETS):
-        raise ValueError(f"START {start.isoformat()}: its T-6h input would lie before year 1")
+        raise ValueError(f"START {iso_utc(start)}: its T-6h input would lie before year 1")
     count = (end - start) // CYCLE
     return [start + k * CYCLE for k in range(count + 1)]
